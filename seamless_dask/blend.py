@@ -1,0 +1,119 @@
+"""Blending: accumulate weighted tile predictions over a chunk, overlap-add the halos, normalise.
+
+Pure numpy; the model is reached only through a runner's ``predict``. These functions are the bodies
+of the two dask stages that :mod:`seamless_dask.segment` builds:
+
+1. :func:`accumulate` runs the tiles a chunk owns and sums ``weight * prediction`` and ``weight`` over
+   the chunk extended by the overlap on its high side (float64, so the sum does not depend on the order
+   in which chunks add their parts).
+2. :func:`overlap_add` adds the halo strips that the chunks above and to the left reached into this
+   chunk, and :func:`decide` divides by the weight sum and turns the result into the requested output.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+
+from .exceptions import ModelOutputError
+
+if TYPE_CHECKING:
+    from .grid import LocalTile
+    from .runner import ModelRunner
+    from .weights import TileWeights
+
+OUTPUTS = ("labels", "probabilities", "logits")
+
+
+class HaloParts(NamedTuple):
+    """The parts of an extended accumulator that belong to the neighbours below, right and diagonal."""
+
+    bottom: np.ndarray
+    right: np.ndarray
+    corner: np.ndarray
+
+
+def accumulate(
+    block: np.ndarray,
+    tiles: Sequence[LocalTile],
+    tile_shape: tuple[int, int],
+    runner: ModelRunner,
+    weights: TileWeights,
+    n_classes: int,
+) -> np.ndarray:
+    """Weighted sum of the predictions of ``tiles`` over ``block`` ``(bands, h, w)``.
+
+    Returns float64 ``(n_classes + 1, h, w)``: channels ``[:n_classes]`` hold ``sum(weight * prediction)``
+    and the last channel ``sum(weight)``. Each tile goes through the model exactly once.
+    """
+    th, tw = tile_shape
+    acc = np.zeros((n_classes + 1, *block.shape[1:]), dtype=np.float64)
+    batch_size = runner.config.batch_size
+    for start in range(0, len(tiles), batch_size):
+        batch = tiles[start : start + batch_size]
+        preds = runner.predict(np.stack([block[:, t.y : t.y + th, t.x : t.x + tw] for t in batch]))
+        if preds.shape[1] != n_classes:
+            raise ModelOutputError(
+                f"the model returned {preds.shape[1]} channels but {n_classes} were expected "
+                "(num_classes, or the first call's output): pass the right num_classes, or make the model's "
+                "channel count independent of its input"
+            )
+        for pred, t in zip(preds, batch):
+            w = weights.for_tile(tile_shape, t.edges_y, t.edges_x)
+            window = (slice(t.y, t.y + th), slice(t.x, t.x + tw))
+            acc[(slice(None, n_classes), *window)] += pred * w
+            acc[(n_classes, *window)] += w
+    return acc
+
+
+def halo_parts(acc: np.ndarray, h: int, w: int) -> HaloParts:
+    """Split off what an accumulator of a chunk of core size ``(h, w)`` owes its neighbours."""
+    return HaloParts(bottom=acc[:, h:, :w], right=acc[:, :h, w:], corner=acc[:, h:, w:])
+
+
+def overlap_add(
+    acc: np.ndarray,
+    h: int,
+    w: int,
+    top: np.ndarray | None = None,
+    left: np.ndarray | None = None,
+    corner: np.ndarray | None = None,
+) -> np.ndarray:
+    """The chunk's core ``(channels, h, w)`` of ``acc`` plus the halo parts its neighbours reached into it.
+
+    ``top`` is the ``bottom`` part of the chunk above, ``left`` the ``right`` part of the chunk to the
+    left, ``corner`` the ``corner`` part of the chunk above-left.
+    """
+    out = acc[:, :h, :w].copy()
+    if top is not None:
+        out[:, : top.shape[1], :] += top
+    if left is not None:
+        out[:, :, : left.shape[2]] += left
+    if corner is not None:
+        out[:, : corner.shape[1], : corner.shape[2]] += corner
+    return out
+
+
+def decide(sums: np.ndarray, output: str, binary: bool) -> np.ndarray:
+    """Normalise blended sums ``(classes + 1, h, w)`` and return the requested output.
+
+    ``"probabilities"`` and ``"logits"``: float32 ``(classes, h, w)``; ``"labels"``: ``(h, w)`` class
+    indices in :func:`label_dtype`. ``binary`` (one sigmoid channel) labels pixels with p >= 0.5 as 1.
+    """
+    n_classes = sums.shape[0] - 1
+    if output == "labels":
+        if binary:
+            return (sums[0] >= 0.5 * sums[n_classes]).astype(np.uint8)
+        return np.argmax(sums[:n_classes], axis=0).astype(label_dtype(n_classes))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (sums[:n_classes] / sums[n_classes]).astype(np.float32)
+
+
+def label_dtype(n_classes: int) -> np.dtype:
+    """The smallest unsigned integer dtype that holds class indices ``0 .. n_classes - 1``."""
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if n_classes - 1 <= np.iinfo(dtype).max:
+            return np.dtype(dtype)
+    return np.dtype(np.uint64)

@@ -1,0 +1,36 @@
+"""Exceptions raised by seamless_dask.
+
+Every user-facing error is a :class:`SeamlessError`, and also a subclass of the builtin exception a
+caller would expect (``ValueError`` for bad arguments, ``TypeError`` for wrong types), so that both
+``except SeamlessError`` and ``except ValueError`` work. Messages name the rule, the value and the fix.
+"""
+
+from __future__ import annotations
+
+
+class SeamlessError(Exception):
+    """Base class of every error raised by seamless_dask."""
+
+
+class TilingError(SeamlessError, ValueError):
+    """Tile size, overlap or chunking that cannot form a valid tile grid."""
+
+
+class DimensionError(SeamlessError, ValueError):
+    """Input whose dimensions, order or size cannot be segmented."""
+
+
+class WeightsError(SeamlessError, ValueError):
+    """A blending weight specification that is unknown or invalid."""
+
+
+class ModelSpecError(SeamlessError, TypeError):
+    """A model specification that cannot be turned into a callable model."""
+
+
+class ModelOutputError(SeamlessError, ValueError):
+    """A model output whose type or shape cannot be blended."""
+
+
+class OptionError(SeamlessError, ValueError):
+    """An option value outside the accepted set (output, activation, device, normalize...)."""

@@ -1,0 +1,273 @@
+"""The tile grid: pure geometry of one global lattice of overlapping tiles.
+
+Nothing here reads pixels or imports dask or torch. Sizes and offsets are in pixels.
+
+Along each axis, tile origins follow the lattice ``0, S, 2S, ...`` of stride ``S = tile - overlap``, and
+the last tile is placed flush with the image border (as seamless-seg and MONAI do), so every tile lies
+inside the image and sees real pixels only. An axis shorter than the tile gets one tile of the axis'
+length: that tile sees exactly what a whole-image run sees.
+
+Chunk plans put every inner chunk boundary on the lattice. Each tile is then *owned* by the one chunk
+that holds its origin, and fits in that chunk extended by ``overlap`` pixels on its high side, which is
+what makes the graph compute each tile exactly once whatever the input chunking.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from dataclasses import dataclass, field
+from numbers import Integral, Real
+from typing import NamedTuple
+
+from .exceptions import DimensionError, TilingError
+
+Pair = tuple[int, int]
+
+
+def as_pair(value: object, name: str) -> Pair:
+    """Convert ``int`` or ``(y, x)`` to a pair of ints, or raise a TilingError naming ``name``."""
+    items = (value, value) if isinstance(value, Real) else value
+    try:
+        y, x = items  # type: ignore[misc]
+    except (TypeError, ValueError):
+        raise TilingError(
+            f"{name} must be an int or a pair of ints (y, x) in pixels, got {name}={value!r}: "
+            f"use e.g. {name}=256 or {name}=(256, 192)"
+        ) from None
+    if not all(isinstance(v, Integral) and not isinstance(v, bool) for v in (y, x)):
+        raise TilingError(
+            f"{name} must be whole pixels (ints), got {name}={value!r}: use e.g. {name}=256 or {name}=(256, 192)"
+        )
+    return int(y), int(x)
+
+
+class LocalTile(NamedTuple):
+    """A tile as one chunk sees it: grid index, origin inside the chunk, image-border flags."""
+
+    index: int
+    y: int
+    x: int
+    edges_y: tuple[bool, bool]
+    edges_x: tuple[bool, bool]
+
+
+class TileWindow(NamedTuple):
+    """Where one tile lies in the image: row and column slices, in pixels."""
+
+    y: slice
+    x: slice
+
+
+@dataclass(frozen=True)
+class AxisTiling:
+    """Tiles along one axis: effective tile length, overlap and tile origins."""
+
+    size: int
+    tile: int
+    overlap: int
+    origins: tuple[int, ...]
+
+    @classmethod
+    def build(cls, size: int, tile: int, overlap: int) -> AxisTiling:
+        """Lay tiles of ``tile`` pixels with ``overlap`` along an axis of ``size`` pixels."""
+        if size <= tile:
+            return cls(size=size, tile=size, overlap=0, origins=(0,))
+        stride = tile - overlap
+        last = size - tile
+        lattice = range(0, last, stride)
+        return cls(size=size, tile=tile, overlap=overlap, origins=(*lattice, last))
+
+    @property
+    def stride(self) -> int:
+        """Distance between lattice origins, ``tile - overlap``."""
+        return self.tile - self.overlap
+
+    @property
+    def n_tiles(self) -> int:
+        return len(self.origins)
+
+    def edges(self, i: int) -> tuple[bool, bool]:
+        """Whether tile ``i`` touches the start and the end of the image on this axis."""
+        origin = self.origins[i]
+        return origin == 0, origin + self.tile == self.size
+
+    def touching(self, start: int, stop: int) -> range:
+        """Indices of the tiles that cover any pixel of ``[start, stop)``."""
+        first = bisect.bisect_right(self.origins, start - self.tile)
+        last = bisect.bisect_left(self.origins, stop)
+        return range(first, max(first, last))
+
+    def chunk_bounds(self, target: int) -> tuple[int, ...]:
+        """Chunk boundaries ``(0, b1, ..., size)`` near ``target`` pixels per chunk.
+
+        Inner boundaries are multiples of the stride, chunks are at least ``overlap`` long (so a
+        halo strip lands in one neighbour) and the last chunk holds the flush last tile.
+        """
+        if self.n_tiles == 1:
+            return (0, self.size)
+        stride = self.stride
+        step = stride * max(1, round(target / stride), math.ceil(self.overlap / stride))
+        limit = self.origins[-1] // stride * stride
+        return (0, *range(step, limit + 1, step), self.size)
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """One global grid of overlapping tiles over an image of ``shape = (height, width)`` pixels.
+
+    Parameters
+    ----------
+    shape
+        Image size ``(height, width)`` in pixels.
+    tile
+        Tile size in pixels, an int or ``(y, x)``.
+    overlap
+        Overlap between neighbouring tiles in pixels, an int or ``(y, x)``; ``0 <= overlap < tile``.
+
+    The grid depends on these three values only, never on how the pixels are chunked.
+    """
+
+    shape: Pair
+    tile: Pair
+    overlap: Pair
+    y: AxisTiling = field(init=False, repr=False, compare=False)
+    x: AxisTiling = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        shape = as_pair(self.shape, "shape")
+        tile = as_pair(self.tile, "tile_size")
+        overlap = as_pair(self.overlap, "overlap")
+        _check_tiling(shape, tile, overlap)
+        object.__setattr__(self, "shape", shape)
+        object.__setattr__(self, "tile", tile)
+        object.__setattr__(self, "overlap", overlap)
+        object.__setattr__(self, "y", AxisTiling.build(shape[0], tile[0], overlap[0]))
+        object.__setattr__(self, "x", AxisTiling.build(shape[1], tile[1], overlap[1]))
+
+    def __dask_tokenize__(self) -> tuple:
+        return ("seamless_dask.TileGrid", self.shape, self.tile, self.overlap)
+
+    @property
+    def tile_shape(self) -> Pair:
+        """Effective tile size: the requested one, shrunk to the image on axes shorter than it."""
+        return self.y.tile, self.x.tile
+
+    @property
+    def grid_shape(self) -> Pair:
+        """Number of tiles along y and along x."""
+        return self.y.n_tiles, self.x.n_tiles
+
+    @property
+    def n_tiles(self) -> int:
+        return self.y.n_tiles * self.x.n_tiles
+
+    def window(self, i: int) -> TileWindow:
+        """Slices of tile ``i`` (row-major over the grid) in image pixels."""
+        iy, ix = divmod(i, self.x.n_tiles)
+        y0, x0 = self.y.origins[iy], self.x.origins[ix]
+        return TileWindow(slice(y0, y0 + self.y.tile), slice(x0, x0 + self.x.tile))
+
+    def windows(self) -> list[TileWindow]:
+        return [self.window(i) for i in range(self.n_tiles)]
+
+    def tiles_touching(self, ys: slice, xs: slice) -> list[int]:
+        """Row-major indices of the tiles that cover any pixel of the window ``(ys, xs)``."""
+        rows = self.y.touching(ys.start or 0, self.shape[0] if ys.stop is None else ys.stop)
+        cols = self.x.touching(xs.start or 0, self.shape[1] if xs.stop is None else xs.stop)
+        return [iy * self.x.n_tiles + ix for iy in rows for ix in cols]
+
+    def plan_chunks(self, target: int | Pair) -> ChunkPlan:
+        """Chunking of the image, near ``target`` pixels per chunk, in which each tile has one owner."""
+        ty, tx = as_pair(target, "chunks")
+        if ty <= 0 or tx <= 0:
+            raise TilingError(f"chunks must be positive pixel counts, got chunks={target!r}: use e.g. chunks=2048")
+        return ChunkPlan(self, self.y.chunk_bounds(ty), self.x.chunk_bounds(tx))
+
+
+@dataclass(frozen=True)
+class ChunkPlan:
+    """Chunk boundaries over a :class:`TileGrid`, and which tiles each chunk owns."""
+
+    grid: TileGrid
+    y_bounds: tuple[int, ...]
+    x_bounds: tuple[int, ...]
+
+    def __dask_tokenize__(self) -> tuple:
+        return ("seamless_dask.ChunkPlan", self.grid.__dask_tokenize__(), self.y_bounds, self.x_bounds)
+
+    @property
+    def chunks(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Chunk sizes per axis, in dask's format."""
+        return _sizes(self.y_bounds), _sizes(self.x_bounds)
+
+    @property
+    def extensions(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Pixels each chunk's owned tiles reach past its high edge: the overlap, 0 for the last."""
+        return _extensions(self.y_bounds, self.grid.y), _extensions(self.x_bounds, self.grid.x)
+
+    def owned(self, j: int, k: int) -> list[int]:
+        """Row-major indices of the tiles whose origin lies in chunk ``(j, k)``."""
+        rows = _owned(self.grid.y, self.y_bounds, j)
+        cols = _owned(self.grid.x, self.x_bounds, k)
+        return [iy * self.grid.x.n_tiles + ix for iy in rows for ix in cols]
+
+    def local_tiles(self, j: int, k: int) -> tuple[LocalTile, ...]:
+        """The tiles chunk ``(j, k)`` owns, with origins relative to the chunk's first pixel."""
+        y, x = self.grid.y, self.grid.x
+        return tuple(
+            LocalTile(
+                index=i,
+                y=y.origins[i // x.n_tiles] - self.y_bounds[j],
+                x=x.origins[i % x.n_tiles] - self.x_bounds[k],
+                edges_y=y.edges(i // x.n_tiles),
+                edges_x=x.edges(i % x.n_tiles),
+            )
+            for i in self.owned(j, k)
+        )
+
+    def owner(self, i: int) -> Pair:
+        """The chunk ``(j, k)`` that owns tile ``i``."""
+        iy, ix = divmod(i, self.grid.x.n_tiles)
+        j = bisect.bisect_right(self.y_bounds, self.grid.y.origins[iy]) - 1
+        k = bisect.bisect_right(self.x_bounds, self.grid.x.origins[ix]) - 1
+        return j, k
+
+
+def _sizes(bounds: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(b - a for a, b in zip(bounds, bounds[1:]))
+
+
+def _extensions(bounds: tuple[int, ...], axis: AxisTiling) -> tuple[int, ...]:
+    return tuple(axis.overlap for _ in bounds[2:]) + (0,)
+
+
+def _owned(axis: AxisTiling, bounds: tuple[int, ...], j: int) -> range:
+    first = bisect.bisect_left(axis.origins, bounds[j])
+    last = bisect.bisect_left(axis.origins, bounds[j + 1])
+    return range(first, last)
+
+
+def _check_tiling(shape: Pair, tile: Pair, overlap: Pair) -> None:
+    if min(shape) <= 0:
+        raise DimensionError(
+            f"the image is empty: shape (y, x) = {shape}; segment needs at least one pixel on each axis: "
+            "check the selection or window that produced it"
+        )
+    if min(tile) <= 0:
+        raise TilingError(
+            f"tile_size must be a positive number of pixels, got tile_size={tile}: "
+            "use the input size your model was trained on, e.g. tile_size=256"
+        )
+    if min(overlap) < 0:
+        raise TilingError(
+            f"overlap must be >= 0 pixels, got overlap={overlap}: use overlap=0 for edge-to-edge tiles, "
+            "or e.g. overlap=tile_size // 4 for seamless blending"
+        )
+    for axis, t, o in zip("yx", tile, overlap):
+        if o >= t:
+            raise TilingError(
+                f"overlap must be smaller than tile_size so that tiles advance (stride = tile - overlap > 0), "
+                f"got tile_size={t}, overlap={o} on axis {axis}: use overlap <= {t - 1}, "
+                f"typically tile_size // 4 = {t // 4}"
+            )

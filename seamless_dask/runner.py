@@ -1,0 +1,337 @@
+"""The model runner: loads a model once per process and turns batches of tiles into predictions.
+
+This is the only module that imports torch at call time; geometry and weights stay importable without it.
+
+A model may be given as a ``torch.nn.Module``, a TorchScript module or file, a ``torch.export`` ``.pt2``
+file, any callable taking an NCHW
+float32 batch, or an import string ``"pkg.module:factory"`` (the factory is called with no arguments; an
+attribute that already is a module is used as is). Its output may be a tensor, a torchvision-style dict
+with ``"out"``, or a tuple or list whose first item is the segmentation, of shape ``(N, classes, H, W)``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .exceptions import ModelOutputError, ModelSpecError, OptionError
+
+ACTIVATIONS = ("softmax", "sigmoid", None)
+TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".torchscript", ".jit")
+_TORCH_DTYPES = {np.dtype(t) for t in ("uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64")}
+
+_LOADED: dict[tuple[str, str], Callable] = {}
+_LOAD_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    """How batches reach the model: batch size, device, input normalisation, output activation.
+
+    ``normalize = (mean, std)`` is in the input's own units (e.g. 0-255 for uint8 imagery), one value per
+    band or one for all bands. ``activation`` is applied to each tile's output before blending.
+    """
+
+    batch_size: int = 8
+    device: str = "auto"
+    normalize: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    activation: str | None = "softmax"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise OptionError(f"batch_size must be a positive int, got batch_size={self.batch_size!r}: use e.g. 8")
+        if self.activation not in ACTIVATIONS:
+            raise OptionError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}: use e.g. 'softmax'")
+        if not isinstance(self.device, str):
+            object.__setattr__(self, "device", str(self.device))
+        if self.normalize is not None:
+            object.__setattr__(self, "normalize", _as_normalize(self.normalize))
+
+    def check_bands(self, bands: int) -> None:
+        """Raise if ``normalize`` has a per-band length other than ``bands``."""
+        if self.normalize is None:
+            return
+        for name, values in zip(("mean", "std"), self.normalize):
+            if len(values) not in (1, bands):
+                raise OptionError(
+                    f"normalize {name} has {len(values)} values but the image has {bands} bands: "
+                    f"give one value per band or a single value for all"
+                )
+
+
+class ModelRunner:
+    """A model spec plus a :class:`RunnerConfig`; loads the model lazily, once per process.
+
+    Pickling keeps only the spec and the config when the spec is a string, so a worker loads the model
+    itself from the import string or TorchScript file.
+    """
+
+    def __init__(self, model: Any, config: RunnerConfig | None = None) -> None:
+        self.spec = _checked_spec(model)
+        self.config = config or RunnerConfig()
+        self._model: Callable | None = None
+        self._device: Any = None
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict:
+        keep_model = not isinstance(self.spec, str)
+        return {"spec": self.spec, "config": self.config, "_model": self._model if keep_model else None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._device = None
+        self._lock = threading.Lock()
+
+    def __dask_tokenize__(self) -> tuple:
+        return ("seamless_dask.ModelRunner", _spec_token(self.spec), self.config)
+
+    def __repr__(self) -> str:
+        spec = self.spec if isinstance(self.spec, str) else type(self.spec).__name__
+        return f"ModelRunner({spec!r}, {self.config})"
+
+    @property
+    def device(self) -> Any:
+        """The ``torch.device`` this process runs the model on."""
+        if self._device is None:
+            self._device = resolve_device(self.config.device)
+        return self._device
+
+    @property
+    def model(self) -> Callable:
+        """The loaded model, on its device, in eval mode."""
+        if self._model is None:
+            with self._lock:
+                if self._model is None:
+                    self._model = _load(self.spec, self.device)
+        return self._model
+
+    def predict(self, tiles: np.ndarray) -> np.ndarray:
+        """Run ``tiles`` ``(N, bands, h, w)`` through the model: float32 ``(N, classes, h, w)``, activated."""
+        import torch
+
+        with torch.inference_mode():
+            x = self._to_input(tiles)
+            try:
+                raw = self.model(x)
+            except Exception as error:
+                if hasattr(error, "add_note"):
+                    error.add_note(f"seamless_dask: raised by the model on a batch of shape {tuple(x.shape)}")
+                raise
+            out = _segmentation_tensor(raw)
+            _check_output(out, tuple(x.shape))
+            return _activate(out.float(), self.config.activation).cpu().numpy()
+
+    def probe(self, bands: int, tile: tuple[int, int]) -> int:
+        """Number of output channels, from one call on a zero tile (which also checks the output shape)."""
+        return int(self.predict(np.zeros((1, bands, *tile), dtype=np.float32)).shape[1])
+
+    def _to_input(self, tiles: np.ndarray) -> Any:
+        import torch
+
+        if tiles.dtype not in _TORCH_DTYPES:
+            tiles = tiles.astype(np.float32)
+        x = torch.from_numpy(np.ascontiguousarray(tiles)).to(self.device).float()
+        if self.config.normalize is not None:
+            mean, std = (torch.tensor(v, dtype=torch.float32, device=x.device).view(1, -1, 1, 1) for v in self.config.normalize)
+            x = (x - mean) / std
+        return x
+
+
+def resolve_device(device: str) -> Any:
+    """``"auto"`` is CUDA when a GPU is visible, else CPU; anything else must be a valid, available device."""
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise OptionError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}: {error}") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise OptionError(f"device={device!r} but no CUDA GPU is visible to torch: use device='auto' or 'cpu'")
+    return resolved
+
+
+def _checked_spec(model: Any) -> Any:
+    if isinstance(model, os.PathLike):
+        return os.fspath(model)
+    if isinstance(model, str) or callable(model):
+        return model
+    raise ModelSpecError(
+        f"model must be a torch.nn.Module, a TorchScript file, a callable or an import string "
+        f"'pkg.module:factory', got {type(model).__name__}"
+    )
+
+
+def _spec_token(spec: Any) -> tuple:
+    if isinstance(spec, str):
+        return ("str", spec)
+    # Identity plus parameter version counters: cheap, stable within a process, and it changes when the
+    # model is trained in place, unlike id() alone; hashing the weights would cost seconds for big models.
+    params = tuple(p._version for p in spec.parameters()) if hasattr(spec, "parameters") else ()
+    return (type(spec).__qualname__, id(spec), params)
+
+
+def _load(spec: Any, device: Any) -> Callable:
+    if not isinstance(spec, str):
+        return _prepare(spec, device)
+    key = (spec, str(device))
+    with _LOAD_LOCK:
+        if key not in _LOADED:
+            _LOADED[key] = _load_string(spec, device)
+        return _LOADED[key]
+
+
+def _load_string(spec: str, device: Any) -> Callable:
+    path = Path(spec)
+    if path.suffix.lower() == ".pt2":
+        return _load_exported(path, device)
+    if path.suffix.lower() in TORCHSCRIPT_SUFFIXES or path.is_file():
+        return _load_torchscript(path, device)
+    if ":" not in spec:
+        raise ModelSpecError(
+            f"model {spec!r} is neither an existing TorchScript file nor an import string: "
+            "use 'pkg.module:factory' or the path of a file saved with torch.jit.save"
+        )
+    return _prepare(_import_factory(spec), device)
+
+
+def _load_torchscript(path: Path, device: Any) -> Callable:
+    import torch
+
+    if not path.is_file():
+        raise ModelSpecError(f"model file {str(path)!r} does not exist: check the path")
+    try:
+        model = torch.jit.load(str(path), map_location=device)
+    except Exception as error:
+        raise ModelSpecError(
+            f"could not load {str(path)!r} as TorchScript ({type(error).__name__}): save the model with "
+            "torch.jit.save(torch.jit.script(model), path), or pass an import string 'pkg.module:factory'"
+        ) from error
+    return model.eval()
+
+
+def _load_exported(path: Path, device: Any) -> Callable:
+    """A ``torch.export`` program (``.pt2``); export it with a dynamic batch dimension."""
+    import torch
+
+    if not path.is_file():
+        raise ModelSpecError(f"model file {str(path)!r} does not exist: check the path")
+    try:
+        program = torch.export.load(str(path))
+    except Exception as error:
+        raise ModelSpecError(
+            f"could not load {str(path)!r} with torch.export.load ({type(error).__name__}: {error}): "
+            "save it with torch.export.save(torch.export.export(model, (example,)), path)"
+        ) from error
+    return program.module().to(device)
+
+
+def _import_factory(spec: str) -> Any:
+    module_name, _, attr_path = spec.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ModelSpecError(
+            f"cannot import module {module_name!r} of model spec {spec!r}: {error}; "
+            "install the package or add its folder to PYTHONPATH"
+        ) from error
+    for name in attr_path.split("."):
+        if not hasattr(obj, name):
+            raise ModelSpecError(f"module {module_name!r} has no attribute {attr_path!r} (model spec {spec!r})")
+        obj = getattr(obj, name)
+    if _is_module(obj):
+        return obj
+    if not callable(obj):
+        raise ModelSpecError(f"model spec {spec!r} names a {type(obj).__name__}, not a model or a factory")
+    try:
+        built = obj()
+    except Exception as error:
+        raise ModelSpecError(f"model factory {spec!r} raised {type(error).__name__}: {error}") from error
+    if not callable(built):
+        raise ModelSpecError(f"model factory {spec!r} returned a {type(built).__name__}, not a callable model")
+    return built
+
+
+def _is_module(obj: Any) -> bool:
+    import torch
+
+    return isinstance(obj, torch.nn.Module)
+
+
+def _prepare(model: Any, device: Any) -> Callable:
+    if _is_module(model):
+        return model.to(device).eval()
+    return model
+
+
+def _segmentation_tensor(out: Any) -> Any:
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, np.ndarray):
+        return torch.from_numpy(out)
+    if isinstance(out, Mapping):
+        if "out" not in out:
+            raise ModelOutputError(
+                f"the model returned a dict without an 'out' entry (keys {list(out)}): "
+                "wrap it so that it returns the segmentation tensor, or a dict with 'out'"
+            )
+        return _segmentation_tensor(out["out"])
+    if isinstance(out, Sequence) and not isinstance(out, str) and len(out) > 0:
+        return _segmentation_tensor(out[0])
+    raise ModelOutputError(
+        f"the model returned a {type(out).__name__}; expected a tensor (N, classes, H, W), a dict with 'out' "
+        "or a tuple whose first item is the segmentation"
+    )
+
+
+def _check_output(out: Any, in_shape: tuple[int, ...]) -> None:
+    n, _, h, w = in_shape
+    if out.ndim != 4 or out.shape[0] != n:
+        raise ModelOutputError(
+            f"the model output has shape {tuple(out.shape)} for an input batch {in_shape}; expected "
+            f"({n}, classes, {h}, {w}): a model with one output map should keep its channel axis (N, 1, H, W)"
+        )
+    if tuple(out.shape[2:]) != (h, w):
+        raise ModelOutputError(
+            f"the model output's spatial size {tuple(out.shape[2:])} differs from its input tile {(h, w)}: "
+            "blending needs a prediction per input pixel; upsample inside the model, e.g. "
+            "torch.nn.functional.interpolate(out, size=x.shape[-2:], mode='bilinear')"
+        )
+
+
+def _activate(out: Any, activation: str | None) -> Any:
+    if activation == "softmax":
+        if out.shape[1] == 1:
+            raise ModelOutputError(
+                "activation='softmax' over a single output channel is always 1: "
+                "use activation='sigmoid' for a binary model with one channel, or activation=None"
+            )
+        return out.softmax(dim=1)
+    if activation == "sigmoid":
+        return out.sigmoid()
+    return out
+
+
+def _as_normalize(value: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    try:
+        mean, std = value
+        mean_t = tuple(float(v) for v in np.atleast_1d(mean))
+        std_t = tuple(float(v) for v in np.atleast_1d(std))
+    except (TypeError, ValueError):
+        raise OptionError(
+            f"normalize must be (mean, std), each a number or one number per band, got {value!r}: "
+            "e.g. normalize=((123.7, 116.3, 103.5), (58.4, 57.1, 57.4)) for ImageNet on uint8"
+        ) from None
+    if min(std_t) <= 0 or not all(np.isfinite(mean_t + std_t)):
+        raise OptionError(f"normalize std must be > 0 and values finite, got mean={mean_t}, std={std_t}")
+    return mean_t, std_t

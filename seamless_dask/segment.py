@@ -1,0 +1,295 @@
+"""``segment()``: the lazy dask/xarray graph of seamless tiled inference.
+
+The graph has two stages, one task per chunk each (see DESIGN.md, "The data's walk"):
+
+1. *infer*: the chunk, with a halo of ``overlap`` pixels on its high side, runs the tiles it owns
+   through the model once and accumulates weighted predictions and weights over its extended window;
+2. *blend*: the chunk adds the halo strips its upper, left and upper-left neighbours reached into it,
+   then divides by the weight sum and decides the output.
+
+Chunk boundaries are chosen from the tile grid (multiples of the stride), so each tile has exactly one
+owner and the result does not depend on the input's chunking.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+import xarray as xr
+from dask.base import tokenize
+from dask.highlevelgraph import HighLevelGraph
+
+from . import blend
+from .exceptions import DimensionError, OptionError
+from .grid import ChunkPlan, Pair, TileGrid, as_pair
+from .runner import ModelRunner, RunnerConfig
+from .weights import TileWeights, as_weights
+
+DEFAULT_CHUNK = 2048
+_DROPPED_ATTRS = ("_FillValue", "missing_value", "scale_factor", "add_offset", "units", "nodata")
+
+
+@dataclass(frozen=True)
+class Job:
+    """Everything ``segment`` was asked to do, as one value (the options travel with the graph)."""
+
+    runner: ModelRunner
+    weights: TileWeights
+    tile_size: Pair
+    overlap: Pair
+    output: str
+    num_classes: int | None
+    chunks: Pair | None
+
+    def __post_init__(self) -> None:
+        if self.output not in blend.OUTPUTS:
+            raise OptionError(f"output must be one of {blend.OUTPUTS}, got output={self.output!r}: use e.g. 'labels'")
+        if self.num_classes is not None and (isinstance(self.num_classes, bool) or int(self.num_classes) < 1):
+            raise OptionError(f"num_classes must be a positive int, got {self.num_classes!r}")
+        self.weights.check_tile(self.tile_size)
+
+    @property
+    def binary(self) -> bool:
+        """Labels come from thresholding one sigmoid channel rather than an argmax."""
+        return self.runner.config.activation == "sigmoid" and self.num_classes == 1
+
+
+def segment(
+    data: Any,
+    model: Any,
+    *,
+    tile_size: int | Pair = 256,
+    overlap: int | Pair = 64,
+    batch_size: int = 8,
+    output: str = "labels",
+    weights: str | TileWeights | np.ndarray = "trust",
+    device: str = "auto",
+    normalize: tuple[Any, Any] | None = None,
+    activation: str | None = "softmax",
+    num_classes: int | None = None,
+    chunks: int | Pair | None = None,
+) -> Any:
+    """Segment an image of any size with a model that sees ``tile_size`` tiles, without seams.
+
+    Parameters
+    ----------
+    data
+        ``xr.DataArray`` with dims ``(band, y, x)`` or ``(y, x)`` (numpy- or dask-backed): returns a lazy,
+        dask-backed ``xr.DataArray``. A numpy array ``(bands, H, W)`` or ``(H, W)``: returns numpy.
+        A torch tensor: returns a tensor on the same device. A dask array: returns a dask array.
+    model
+        ``torch.nn.Module``, TorchScript module or file, callable on NCHW float32 batches, or an import
+        string ``"pkg.module:factory"``.
+    tile_size, overlap
+        Tile size and overlap between neighbouring tiles, in pixels, an int or ``(y, x)``.
+    batch_size
+        Tiles per model call.
+    output
+        ``"labels"``: ``(y, x)`` argmax class in the smallest unsigned dtype that holds the classes;
+        ``"probabilities"``: ``(class, y, x)`` float32, activation then blend; ``"logits"``: blended raw
+        model output.
+    weights
+        Trust map: ``"trust"``, ``"spline"``, ``"gaussian"``, ``"constant"``, a positive array of the tile's
+        shape, or a :class:`~seamless_dask.TileWeights`.
+    device
+        ``"auto"`` (CUDA when visible), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
+    normalize
+        ``(mean, std)`` in the input's units, per band or one for all.
+    activation
+        ``"softmax"``, ``"sigmoid"`` or ``None``, applied per tile before blending (not for ``"logits"``).
+    num_classes
+        Output channels of the model; when omitted, one call on a zero tile finds it out.
+    chunks
+        Pixels per chunk (int or ``(y, x)``), rounded to the tile grid; default: the input's dask chunks,
+        else 2048.
+    """
+    tile_size, overlap = as_pair(tile_size, "tile_size"), as_pair(overlap, "overlap")
+    config = RunnerConfig(
+        batch_size=batch_size,
+        device=_device_for(data, device),
+        normalize=normalize,
+        activation=None if output == "logits" else activation,
+    )
+    job = Job(
+        runner=ModelRunner(model, config),
+        weights=as_weights(weights),
+        tile_size=tile_size,
+        overlap=overlap,
+        output=output,
+        num_classes=num_classes,
+        chunks=None if chunks is None else as_pair(chunks, "chunks"),
+    )
+    if isinstance(data, xr.DataArray):
+        return _segment_dataarray(data, job)
+    if _is_tensor(data):
+        result = _build(_as_bands_first(data.detach().cpu().numpy(), "tensor"), job).compute()
+        import torch
+
+        return torch.from_numpy(result).to(data.device)
+    if isinstance(data, da.Array):
+        return _build(_as_bands_first(data, "dask array"), job)
+    if isinstance(data, np.ndarray):
+        return _build(_as_bands_first(data, "array"), job).compute()
+    raise DimensionError(
+        f"data must be an xarray.DataArray, a numpy array, a dask array or a torch tensor, got {type(data).__name__}: "
+        "open rasters with seamless_dask.open_raster or rioxarray.open_rasterio"
+    )
+
+
+def plan(shape: Pair, *, tile_size: int | Pair = 256, overlap: int | Pair = 64, chunks: int | Pair = DEFAULT_CHUNK) -> ChunkPlan:
+    """The chunk plan ``segment`` uses for an image of ``shape = (height, width)``: inspect before running."""
+    return TileGrid(shape, tile_size, overlap).plan_chunks(chunks)
+
+
+def _build(image: Any, job: Job) -> da.Array:
+    """The lazy output array for ``image`` ``(bands, H, W)``, numpy or dask."""
+    bands, height, width = image.shape
+    grid = TileGrid((height, width), job.tile_size, job.overlap)
+    chunk_plan = grid.plan_chunks(_chunk_target(image, job))
+    job.runner.config.check_bands(bands)
+    if job.num_classes is None:
+        job = _with_classes(job, job.runner.probe(bands, grid.tile_shape))
+    stacked = _rechunked(image, chunk_plan)
+    ext_y, ext_x = chunk_plan.extensions
+    depth = {0: 0, 1: (0, max(ext_y)), 2: (0, max(ext_x))}
+    extended = da.overlap.overlap(stacked, depth=depth, boundary="none") if max(ext_y + ext_x) else stacked
+    sums_name = _infer_layer_name(extended, grid, chunk_plan, job)
+    # The runner (and through it an in-memory model) is one key of the graph, not a copy per task.
+    runner = dask.delayed(job.runner, pure=True, traverse=False)
+    layer = _infer_layer(extended, chunk_plan, job, sums_name, runner.key)
+    return _blend_array(layer, sums_name, chunk_plan, job, dependencies=[extended, runner])
+
+
+def _with_classes(job: Job, n_classes: int) -> Job:
+    return Job(**{**job.__dict__, "num_classes": n_classes})
+
+
+def _chunk_target(image: Any, job: Job) -> Pair:
+    if job.chunks is not None:
+        return job.chunks
+    if isinstance(image, da.Array):
+        return image.chunks[1][0], image.chunks[2][0]
+    return DEFAULT_CHUNK, DEFAULT_CHUNK
+
+
+def _rechunked(image: Any, chunk_plan: ChunkPlan) -> da.Array:
+    chunks = ((image.shape[0],), *chunk_plan.chunks)
+    if isinstance(image, da.Array):
+        return image.rechunk(chunks)
+    return da.from_array(image, chunks=chunks, name="seamless-input-" + tokenize(image))
+
+
+def _infer_layer_name(extended: da.Array, grid: TileGrid, chunk_plan: ChunkPlan, job: Job) -> str:
+    return "seamless-infer-" + tokenize(extended.name, grid, chunk_plan, job.runner, job.weights, job.num_classes)
+
+
+def _infer_layer(extended: da.Array, chunk_plan: ChunkPlan, job: Job, name: str, runner_key: str) -> dict:
+    """Stage 1 tasks: ``(name, j, k)`` -> accumulated sums over chunk ``(j, k)``'s extended window."""
+    tile_shape = chunk_plan.grid.tile_shape
+    layer: dict = {}
+    for j in range(len(chunk_plan.y_bounds) - 1):
+        for k in range(len(chunk_plan.x_bounds) - 1):
+            tiles = chunk_plan.local_tiles(j, k)
+            layer[(name, j, k)] = (
+                blend.accumulate, (extended.name, 0, j, k), tiles, tile_shape, runner_key, job.weights, job.num_classes,
+            )  # fmt: skip
+    return layer
+
+
+def _blend_array(layer: dict, sums_name: str, chunk_plan: ChunkPlan, job: Job, dependencies: list) -> da.Array:
+    """Stage 2 tasks: halo parts, overlap-add and the decision, one output block per chunk."""
+    token = sums_name.removeprefix("seamless-infer-") + tokenize(job.output, job.binary)
+    parts, out = "seamless-halo-" + token, f"seamless-{job.output}-" + token
+    (hs, ws), (ext_y, ext_x) = chunk_plan.chunks, chunk_plan.extensions
+    labels = job.output == "labels"
+    for j, h in enumerate(hs):
+        for k, w in enumerate(ws):
+            if ext_y[j] or ext_x[k]:
+                layer[(parts, j, k)] = (blend.halo_parts, (sums_name, j, k), h, w)
+            top = (_part, (parts, j - 1, k), "bottom") if j else None
+            left = (_part, (parts, j, k - 1), "right") if k else None
+            corner = (_part, (parts, j - 1, k - 1), "corner") if j and k else None
+            summed = (blend.overlap_add, (sums_name, j, k), h, w, top, left, corner)
+            key = (out, j, k) if labels else (out, 0, j, k)
+            layer[key] = (blend.decide, summed, job.output, job.binary)
+    graph = HighLevelGraph.from_collections(out, layer, dependencies=dependencies)
+    if labels:
+        dtype = np.uint8 if job.binary else blend.label_dtype(job.num_classes)
+        return da.Array(graph, out, chunks=(hs, ws), dtype=dtype)
+    return da.Array(graph, out, chunks=((job.num_classes,), hs, ws), dtype=np.float32)
+
+
+def _part(parts: blend.HaloParts, which: str) -> np.ndarray:
+    return getattr(parts, which)
+
+
+def _segment_dataarray(data: xr.DataArray, job: Job) -> xr.DataArray:
+    bands_first = _dataarray_bands_first(data)
+    image = bands_first.data if bands_first.chunks is not None else bands_first.values
+    result = _build(image, job)
+    dims = ("y", "x") if job.output == "labels" else ("class", "y", "x")
+    coords = {name: coord for name, coord in data.coords.items() if set(coord.dims) <= {"y", "x"}}
+    if job.output != "labels":
+        coords["class"] = np.arange(result.shape[0])
+    attrs = {key: value for key, value in data.attrs.items() if key not in _DROPPED_ATTRS}
+    attrs.update(
+        seamless_tile_size=list(job.tile_size), seamless_overlap=list(job.overlap), seamless_weights=job.weights.kind
+    )
+    return xr.DataArray(result, dims=dims, coords=coords, attrs=attrs, name=job.output)
+
+
+def _dataarray_bands_first(data: xr.DataArray) -> xr.DataArray:
+    dims = tuple(str(d) for d in data.dims)
+    if dims == ("y", "x"):
+        return data.expand_dims("band")
+    if len(dims) == 3 and dims[1:] == ("y", "x"):
+        return data
+    if {"y", "x"} <= set(dims) and len(dims) in (2, 3):
+        band = [d for d in dims if d not in ("y", "x")]
+        order = ", ".join(repr(d) for d in [*band, "y", "x"])
+        raise DimensionError(f"expected dims (band, 'y', 'x') or ('y', 'x'), got {dims}: use data.transpose({order})")
+    if len(dims) in (2, 3):
+        rename = f"{{{dims[-2]!r}: 'y', {dims[-1]!r}: 'x'}}"
+        raise DimensionError(
+            f"expected dims (band, 'y', 'x') or ('y', 'x'), got {dims}: name the spatial dims y and x, "
+            f"e.g. data.rename({rename})"
+        )
+    raise DimensionError(
+        f"expected a 2-D (y, x) or 3-D (band, y, x) image, got {len(dims)} dims {dims}: "
+        "select one time step or level first, e.g. data.isel(time=0)"
+    )
+
+
+def _as_bands_first(image: Any, kind: str) -> Any:
+    """``(H, W)`` or ``(bands, H, W)`` numeric image as ``(bands, H, W)``."""
+    if image.dtype == bool:
+        image = image.astype(np.uint8)
+    if not (np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)):
+        raise DimensionError(f"the {kind} has dtype {image.dtype}; expected integer or float pixels: cast it first")
+    if image.ndim == 2:
+        return image[None]
+    if image.ndim != 3:
+        raise DimensionError(
+            f"expected a {kind} of shape (H, W) or (bands, H, W), got {image.ndim} dims {tuple(image.shape)}"
+        )
+    if image.shape[-1] <= 4 < image.shape[0] and image.shape[1] > 4:
+        raise DimensionError(
+            f"expected bands first (bands, H, W), got shape {tuple(image.shape)}, which looks channels-last: "
+            "use np.moveaxis(image, -1, 0) (or tensor.permute(2, 0, 1))"
+        )
+    return image
+
+
+def _is_tensor(data: Any) -> bool:
+    return type(data).__module__.startswith("torch") and hasattr(data, "detach")
+
+
+def _device_for(data: Any, device: str) -> str:
+    """``"auto"`` on a tensor means the tensor's own device."""
+    if device == "auto" and _is_tensor(data) and data.device.type != "cpu":
+        return str(data.device)
+    return device

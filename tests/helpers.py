@@ -1,0 +1,99 @@
+"""Small deterministic models for tests (no torchvision, no downloads)."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def conv_net(bands: int = 3, classes: int = 4, seed: int = 0) -> nn.Module:
+    """Two 3x3 convs with zero padding: its output near a tile edge depends on where the tile lies."""
+    gen = torch.Generator().manual_seed(seed)
+    net = nn.Sequential(nn.Conv2d(bands, 8, 3, padding=1), nn.Tanh(), nn.Conv2d(8, classes, 3, padding=1))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.7)
+    return net.eval()
+
+
+def make_conv() -> nn.Module:
+    """Factory for import-string specs: 'helpers:make_conv'."""
+    return conv_net()
+
+
+def failing_factory() -> nn.Module:
+    raise RuntimeError("weights file is corrupt")
+
+
+NOT_A_MODEL = 42
+
+
+class Counting(nn.Module):
+    """Wraps a model and records how many tiles reach it, per call (thread-safe)."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+        self.batches: list[int] = []
+        self.origins: list[tuple] = []
+        self._lock = threading.Lock()
+
+    @property
+    def tiles(self) -> int:
+        return sum(self.batches)
+
+    def reset(self) -> None:
+        self.batches.clear()
+        self.origins.clear()
+
+    def forward(self, x):
+        with self._lock:
+            self.batches.append(x.shape[0])
+        return self.inner(x)
+
+
+class Identity(nn.Module):
+    def forward(self, x):
+        return x
+
+
+class DictOut(nn.Module):
+    """torchvision-style: returns {'out': ..., 'aux': ...}."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        out = self.inner(x)
+        return {"out": out, "aux": out * 0}
+
+
+class TupleOut(nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return (self.inner(x), torch.zeros(1))
+
+
+class Downsampling(nn.Module):
+    def forward(self, x):
+        return nn.functional.avg_pool2d(x, 2)
+
+
+def structured_image(bands: int = 3, height: int = 97, width: int = 131, seed: int = 0) -> np.ndarray:
+    """Smooth blobs plus a little noise, float32 in [0, 1]: structure, not only noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    image = np.zeros((bands, height, width), np.float32)
+    for b in range(bands):
+        for _ in range(4):
+            cy, cx, r = rng.uniform(0, height), rng.uniform(0, width), rng.uniform(5, 30)
+            image[b] += np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))
+    image += rng.normal(0, 0.05, image.shape).astype(np.float32)
+    return image

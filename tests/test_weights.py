@@ -1,0 +1,108 @@
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from seamless_dask import TileGrid, TileWeights, WeightsError
+from seamless_dask.weights import PROFILE_KINDS, _triang, as_weights, profile
+
+
+@pytest.mark.parametrize("kind", PROFILE_KINDS)
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 7, 64, 255, 256])
+def test_profiles_are_positive_and_peak_at_the_centre(kind, n):
+    p = profile(kind, n)
+    assert p.shape == (n,)
+    assert p.min() > 0
+    assert p.max() == pytest.approx(1.0)
+    assert p[(n - 1) // 2] == pytest.approx(1.0)
+    np.testing.assert_allclose(p, p[::-1], rtol=1e-12)  # no side of a tile is favoured
+
+
+def test_trust_is_a_symmetric_tent_that_vanishes_one_pixel_outside_the_tile():
+    p = profile("trust", 7)  # zero at -1 and 7, peak at 3
+    np.testing.assert_allclose(p, [1 / 4, 2 / 4, 3 / 4, 1, 3 / 4, 2 / 4, 1 / 4])
+    even = profile("trust", 8)
+    np.testing.assert_allclose(np.diff(even[:4]), even[0])  # linear
+
+
+def test_spline_uses_the_scipy_triangle():
+    np.testing.assert_allclose(_triang(4), [0.25, 0.75, 0.75, 0.25])
+    np.testing.assert_allclose(_triang(5), [1 / 3, 2 / 3, 1, 2 / 3, 1 / 3])
+    p = profile("spline", 16)
+    assert np.all(np.diff(p[:8]) > 0)  # rises smoothly to the centre
+
+
+def test_gaussian_sigma_is_a_fraction_of_the_tile():
+    p = profile("gaussian", 101, sigma=0.125)
+    # one sigma (12.6 px) from the centre the weight is exp(-1/2)
+    assert p[50 + 12] == pytest.approx(np.exp(-0.5 * (12 / 12.625) ** 2), rel=1e-6)
+
+
+@st.composite
+def awkward_grids(draw):
+    tile = (draw(st.integers(1, 33)), draw(st.integers(1, 33)))
+    overlap = tuple(draw(st.integers(0, t - 1)) for t in tile)
+    shape = (draw(st.integers(1, 90)), draw(st.integers(1, 90)))
+    return TileGrid(shape, tile, overlap)
+
+
+@given(awkward_grids(), st.sampled_from([*PROFILE_KINDS, "trust-plain"]))
+def test_i1_normalised_weights_are_a_partition_of_unity(grid, kind):
+    weights = TileWeights("trust", border_aware=False) if kind == "trust-plain" else TileWeights(kind)
+    total = np.zeros(grid.shape)
+    per_tile = []
+    for i, win in enumerate(grid.windows()):
+        iy, ix = divmod(i, grid.x.n_tiles)
+        w = weights.for_tile(grid.tile_shape, grid.y.edges(iy), grid.x.edges(ix)).astype(np.float64)
+        assert w.shape == grid.tile_shape and w.min() > 0
+        total[win.y, win.x] += w
+        per_tile.append((win, w))
+    assert total.min() > 0  # every pixel is trusted by some tile
+    unity = np.zeros(grid.shape)
+    for win, w in per_tile:
+        unity[win.y, win.x] += w / total[win.y, win.x]
+    np.testing.assert_allclose(unity, 1.0, rtol=1e-12)
+
+
+def test_border_aware_maps_keep_full_trust_on_image_borders_only():
+    w = TileWeights("trust")
+    inner = w.for_tile((8, 8))
+    top_left = w.for_tile((8, 8), (True, False), (True, False))
+    assert inner[0, 0] < 0.1 and top_left[0, 0] == pytest.approx(1.0)
+    assert top_left[-1, -1] == pytest.approx(inner[-1, -1])  # sides inside the image are unchanged
+    assert TileWeights("trust", border_aware=False).for_tile((8, 8), (True, True), (True, True))[0, 0] < 0.1
+
+
+def test_custom_array_weights():
+    arr = np.outer(np.hanning(18)[1:-1], np.hanning(18)[1:-1])
+    w = as_weights(arr)
+    assert w.kind == "array"
+    assert w.for_tile((16, 16)).shape == (16, 16)
+    assert w.for_tile((4, 16)).shape == (4, 16)  # an image smaller than the tile takes the centre
+    w.check_tile((16, 16))
+    with pytest.raises(WeightsError, match=r"tile's shape \(32, 32\), got \(16, 16\)"):
+        w.check_tile((32, 32))
+
+
+@pytest.mark.parametrize(
+    ("bad", "words"),
+    [
+        (np.zeros((4, 4)), ["> 0 everywhere", "np.maximum"]),
+        (np.full((4, 4), np.nan), ["finite"]),
+        (np.ones(4), ["2-D"]),
+        ("hann", ["unknown weights 'hann'", "trust"]),
+        (3, ["weights must be one of", "int"]),
+    ],
+)
+def test_bad_weights_name_rule_value_and_fix(bad, words):
+    with pytest.raises(WeightsError) as info:
+        as_weights(bad)
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_weights_tokenize_by_value():
+    from dask.base import tokenize
+
+    assert tokenize(TileWeights("spline")) == tokenize(TileWeights("spline"))
+    assert tokenize(as_weights(np.ones((3, 3)))) != tokenize(as_weights(np.full((3, 3), 2.0) + np.eye(3)))
