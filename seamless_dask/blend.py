@@ -13,9 +13,11 @@ of the two dask stages that :mod:`seamless_dask.segment` builds:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
+from dask.base import tokenize
 
 from .exceptions import ModelOutputError
 
@@ -35,20 +37,30 @@ class HaloParts(NamedTuple):
     corner: np.ndarray
 
 
-def accumulate(
-    block: np.ndarray,
-    tiles: Sequence[LocalTile],
-    tile_shape: tuple[int, int],
-    runner: ModelRunner,
-    weights: TileWeights,
-    n_classes: int,
-) -> np.ndarray:
+@dataclass(frozen=True)
+class TileInference:
+    """What every chunk does in stage 1: run its tiles through ``runner``, weight them, sum them.
+
+    One instance is one key of the dask graph, shared by all stage-1 tasks, so the runner (and an
+    in-memory model inside it) is serialised once rather than once per task.
+    """
+
+    runner: ModelRunner
+    weights: TileWeights
+    tile_shape: tuple[int, int]
+    n_classes: int
+
+    def __dask_tokenize__(self) -> tuple:
+        return ("seamless_dask.TileInference", tokenize(self.runner, self.weights), self.tile_shape, self.n_classes)
+
+
+def accumulate(inference: TileInference, block: np.ndarray, tiles: Sequence[LocalTile]) -> np.ndarray:
     """Weighted sum of the predictions of ``tiles`` over ``block`` ``(bands, h, w)``.
 
     Returns float64 ``(n_classes + 1, h, w)``: channels ``[:n_classes]`` hold ``sum(weight * prediction)``
     and the last channel ``sum(weight)``. Each tile goes through the model exactly once.
     """
-    th, tw = tile_shape
+    (th, tw), n_classes, runner = inference.tile_shape, inference.n_classes, inference.runner
     acc = np.zeros((n_classes + 1, *block.shape[1:]), dtype=np.float64)
     batch_size = runner.config.batch_size
     for start in range(0, len(tiles), batch_size):
@@ -60,8 +72,8 @@ def accumulate(
                 "(num_classes, or the first call's output): pass the right num_classes, or make the model's "
                 "channel count independent of its input"
             )
-        for pred, t in zip(preds, batch):
-            w = weights.for_tile(tile_shape, t.edges_y, t.edges_x)
+        for pred, t in zip(preds, batch, strict=True):
+            w = inference.weights.for_tile((th, tw), t.edges_y, t.edges_x)
             window = (slice(t.y, t.y + th), slice(t.x, t.x + tw))
             acc[(slice(None, n_classes), *window)] += pred * w
             acc[(n_classes, *window)] += w
@@ -75,18 +87,17 @@ def halo_parts(acc: np.ndarray, h: int, w: int) -> HaloParts:
 
 def overlap_add(
     acc: np.ndarray,
-    h: int,
-    w: int,
+    core: tuple[int, int],
     top: np.ndarray | None = None,
     left: np.ndarray | None = None,
     corner: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The chunk's core ``(channels, h, w)`` of ``acc`` plus the halo parts its neighbours reached into it.
+    """The chunk's ``core = (h, w)`` part of ``acc`` plus the halo parts its neighbours reached into it.
 
     ``top`` is the ``bottom`` part of the chunk above, ``left`` the ``right`` part of the chunk to the
     left, ``corner`` the ``corner`` part of the chunk above-left.
     """
-    out = acc[:, :h, :w].copy()
+    out = acc[:, : core[0], : core[1]].copy()
     if top is not None:
         out[:, : top.shape[1], :] += top
     if left is not None:

@@ -15,6 +15,7 @@ what makes the graph compute each tile exactly once whatever the input chunking.
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 from dataclasses import dataclass, field
 from numbers import Integral, Real
@@ -235,11 +236,11 @@ class ChunkPlan:
 
 
 def _sizes(bounds: tuple[int, ...]) -> tuple[int, ...]:
-    return tuple(b - a for a, b in zip(bounds, bounds[1:]))
+    return tuple(b - a for a, b in itertools.pairwise(bounds))
 
 
 def _extensions(bounds: tuple[int, ...], axis: AxisTiling) -> tuple[int, ...]:
-    return tuple(axis.overlap for _ in bounds[2:]) + (0,)
+    return (*(axis.overlap for _ in bounds[2:]), 0)
 
 
 def _owned(axis: AxisTiling, bounds: tuple[int, ...], j: int) -> range:
@@ -264,7 +265,7 @@ def _check_tiling(shape: Pair, tile: Pair, overlap: Pair) -> None:
             f"overlap must be >= 0 pixels, got overlap={overlap}: use overlap=0 for edge-to-edge tiles, "
             "or e.g. overlap=tile_size // 4 for seamless blending"
         )
-    for axis, t, o in zip("yx", tile, overlap):
+    for axis, t, o in zip("yx", tile, overlap, strict=True):
         if o >= t:
             raise TilingError(
                 f"overlap must be smaller than tile_size so that tiles advance (stride = tile - overlap > 0), "

@@ -14,10 +14,10 @@ from __future__ import annotations
 import importlib
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -58,7 +58,7 @@ class RunnerConfig:
         """Raise if ``normalize`` has a per-band length other than ``bands``."""
         if self.normalize is None:
             return
-        for name, values in zip(("mean", "std"), self.normalize):
+        for name, values in zip(("mean", "std"), self.normalize, strict=True):
             if len(values) not in (1, bands):
                 raise OptionError(
                     f"normalize {name} has {len(values)} values but the image has {bands} bands: "
@@ -139,7 +139,9 @@ class ModelRunner:
             tiles = tiles.astype(np.float32)
         x = torch.from_numpy(np.ascontiguousarray(tiles)).to(self.device).float()
         if self.config.normalize is not None:
-            mean, std = (torch.tensor(v, dtype=torch.float32, device=x.device).view(1, -1, 1, 1) for v in self.config.normalize)
+            mean, std = (
+                torch.tensor(v, dtype=torch.float32, device=x.device).view(1, -1, 1, 1) for v in self.config.normalize
+            )
             x = (x - mean) / std
         return x
 

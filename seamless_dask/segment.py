@@ -140,7 +140,9 @@ def segment(
     )
 
 
-def plan(shape: Pair, *, tile_size: int | Pair = 256, overlap: int | Pair = 64, chunks: int | Pair = DEFAULT_CHUNK) -> ChunkPlan:
+def plan(
+    shape: Pair, *, tile_size: int | Pair = 256, overlap: int | Pair = 64, chunks: int | Pair = DEFAULT_CHUNK
+) -> ChunkPlan:
     """The chunk plan ``segment`` uses for an image of ``shape = (height, width)``: inspect before running."""
     return TileGrid(shape, tile_size, overlap).plan_chunks(chunks)
 
@@ -153,15 +155,25 @@ def _build(image: Any, job: Job) -> da.Array:
     job.runner.config.check_bands(bands)
     if job.num_classes is None:
         job = _with_classes(job, job.runner.probe(bands, grid.tile_shape))
-    stacked = _rechunked(image, chunk_plan)
+    inference = blend.TileInference(job.runner, job.weights, grid.tile_shape, job.num_classes)
+    # One graph key holds the runner (and an in-memory model): not a copy per task.
+    shared = dask.delayed(inference, pure=True, traverse=False)
+    extended = _extended(_rechunked(image, chunk_plan), chunk_plan)
+    sums_name = "seamless-infer-" + tokenize(extended.name, chunk_plan, inference)
+    layer = {
+        (sums_name, j, k): (blend.accumulate, shared.key, (extended.name, 0, j, k), chunk_plan.local_tiles(j, k))
+        for j in range(len(chunk_plan.y_bounds) - 1)
+        for k in range(len(chunk_plan.x_bounds) - 1)
+    }
+    return _blend_array(layer, sums_name, chunk_plan, job, dependencies=[extended, shared])
+
+
+def _extended(stacked: da.Array, chunk_plan: ChunkPlan) -> da.Array:
+    """Each chunk with a halo of the overlap on its high side, where its owned tiles reach."""
     ext_y, ext_x = chunk_plan.extensions
-    depth = {0: 0, 1: (0, max(ext_y)), 2: (0, max(ext_x))}
-    extended = da.overlap.overlap(stacked, depth=depth, boundary="none") if max(ext_y + ext_x) else stacked
-    sums_name = _infer_layer_name(extended, grid, chunk_plan, job)
-    # The runner (and through it an in-memory model) is one key of the graph, not a copy per task.
-    runner = dask.delayed(job.runner, pure=True, traverse=False)
-    layer = _infer_layer(extended, chunk_plan, job, sums_name, runner.key)
-    return _blend_array(layer, sums_name, chunk_plan, job, dependencies=[extended, runner])
+    if not max(ext_y + ext_x):
+        return stacked
+    return da.overlap.overlap(stacked, depth={0: 0, 1: (0, max(ext_y)), 2: (0, max(ext_x))}, boundary="none")
 
 
 def _with_classes(job: Job, n_classes: int) -> Job:
@@ -183,23 +195,6 @@ def _rechunked(image: Any, chunk_plan: ChunkPlan) -> da.Array:
     return da.from_array(image, chunks=chunks, name="seamless-input-" + tokenize(image))
 
 
-def _infer_layer_name(extended: da.Array, grid: TileGrid, chunk_plan: ChunkPlan, job: Job) -> str:
-    return "seamless-infer-" + tokenize(extended.name, grid, chunk_plan, job.runner, job.weights, job.num_classes)
-
-
-def _infer_layer(extended: da.Array, chunk_plan: ChunkPlan, job: Job, name: str, runner_key: str) -> dict:
-    """Stage 1 tasks: ``(name, j, k)`` -> accumulated sums over chunk ``(j, k)``'s extended window."""
-    tile_shape = chunk_plan.grid.tile_shape
-    layer: dict = {}
-    for j in range(len(chunk_plan.y_bounds) - 1):
-        for k in range(len(chunk_plan.x_bounds) - 1):
-            tiles = chunk_plan.local_tiles(j, k)
-            layer[(name, j, k)] = (
-                blend.accumulate, (extended.name, 0, j, k), tiles, tile_shape, runner_key, job.weights, job.num_classes,
-            )  # fmt: skip
-    return layer
-
-
 def _blend_array(layer: dict, sums_name: str, chunk_plan: ChunkPlan, job: Job, dependencies: list) -> da.Array:
     """Stage 2 tasks: halo parts, overlap-add and the decision, one output block per chunk."""
     token = sums_name.removeprefix("seamless-infer-") + tokenize(job.output, job.binary)
@@ -210,10 +205,11 @@ def _blend_array(layer: dict, sums_name: str, chunk_plan: ChunkPlan, job: Job, d
         for k, w in enumerate(ws):
             if ext_y[j] or ext_x[k]:
                 layer[(parts, j, k)] = (blend.halo_parts, (sums_name, j, k), h, w)
-            top = (_part, (parts, j - 1, k), "bottom") if j else None
-            left = (_part, (parts, j, k - 1), "right") if k else None
-            corner = (_part, (parts, j - 1, k - 1), "corner") if j and k else None
-            summed = (blend.overlap_add, (sums_name, j, k), h, w, top, left, corner)
+            from_above, from_left = j > 0 and ext_y[j - 1] > 0, k > 0 and ext_x[k - 1] > 0
+            top = (_part, (parts, j - 1, k), "bottom") if from_above else None
+            left = (_part, (parts, j, k - 1), "right") if from_left else None
+            corner = (_part, (parts, j - 1, k - 1), "corner") if from_above and from_left else None
+            summed = (blend.overlap_add, (sums_name, j, k), (h, w), top, left, corner)
             key = (out, j, k) if labels else (out, 0, j, k)
             layer[key] = (blend.decide, summed, job.output, job.binary)
     graph = HighLevelGraph.from_collections(out, layer, dependencies=dependencies)

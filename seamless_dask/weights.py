@@ -61,7 +61,9 @@ class TileWeights:
                 f"unknown weights {self.kind!r}: use one of {PROFILE_KINDS} or a positive array of the tile's shape"
             )
         if not 0 < self.sigma <= 10:
-            raise WeightsError(f"sigma is a fraction of the tile size in (0, 10], got sigma={self.sigma}: use e.g. 0.125")
+            raise WeightsError(
+                f"sigma is a fraction of the tile size in (0, 10], got sigma={self.sigma}: use e.g. 0.125"
+            )
 
     def __dask_tokenize__(self) -> tuple:
         array = None if self.array is None else (self.array.shape, self.array.tobytes())
@@ -75,7 +77,9 @@ class TileWeights:
                 "build the array with the same tile_size you pass to segment"
             )
 
-    def for_tile(self, shape: tuple[int, int], edges_y: Edges = (False, False), edges_x: Edges = (False, False)) -> np.ndarray:
+    def for_tile(
+        self, shape: tuple[int, int], edges_y: Edges = (False, False), edges_x: Edges = (False, False)
+    ) -> np.ndarray:
         """Trust map (float32, ``shape``) of a tile touching the image borders as ``edges_y``/``edges_x`` say.
 
         ``edges_*`` are ``(at_start, at_end)`` flags; they matter only when ``border_aware``.

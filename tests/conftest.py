@@ -8,15 +8,12 @@ from hypothesis import HealthCheck, settings
 # Test helper models are importable as "helpers:..." model specs.
 sys.path.insert(0, str(Path(__file__).parent))
 
-settings.register_profile(
-    "default", deadline=None, max_examples=40, suppress_health_check=[HealthCheck.too_slow]
-)
+settings.register_profile("default", deadline=None, max_examples=40, suppress_health_check=[HealthCheck.too_slow])
 # CI derandomises so that a landing is reproducible; run locally to explore new examples.
 settings.register_profile(
     "ci", deadline=None, max_examples=40, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.load_profile("ci" if os.environ.get("CI") else "default")
-
 
 
 def pytest_collection_modifyitems(config, items):

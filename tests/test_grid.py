@@ -1,3 +1,5 @@
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -21,7 +23,7 @@ def test_axis_tiles_cover_every_pixel_inside_the_image(case):
     axis = AxisTiling.build(size, tile, overlap)
     covered = np.zeros(size, int)
     for origin in axis.origins:
-        assert 0 <= origin and origin + axis.tile <= size
+        assert origin >= 0 and origin + axis.tile <= size
         covered[origin : origin + axis.tile] += 1
     assert covered.min() >= 1
     assert list(axis.origins) == sorted(set(axis.origins))
@@ -39,7 +41,7 @@ def test_tiles_follow_one_lattice_and_the_last_is_flush(case):
     assert all(o % stride == 0 for o in axis.origins[:-1])
     assert axis.origins[-1] == size - tile
     # neighbours overlap by at least the requested overlap: seams get blended, never butted
-    assert all(b - a <= stride for a, b in zip(axis.origins, axis.origins[1:]))
+    assert all(b - a <= stride for a, b in itertools.pairwise(axis.origins))
 
 
 @given(grids(), st.integers(1, 300))

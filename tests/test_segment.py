@@ -1,0 +1,254 @@
+import dask
+import dask.array as da
+import helpers
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+from hypothesis import given
+from hypothesis import strategies as st
+
+import seamless_dask as sd
+from seamless_dask import DimensionError, ModelOutputError, OptionError, TileGrid, WeightsError
+
+NET = helpers.conv_net(bands=2, classes=3)
+WHOLE = 10**6  # one chunk: the in-memory reference
+
+
+def run(image, model=NET, **kwargs):
+    kwargs.setdefault("num_classes", 3)
+    return sd.segment(image, model, **kwargs)
+
+
+@st.composite
+def cases(draw):
+    height, width = draw(st.integers(1, 70)), draw(st.integers(1, 70))
+    tile = (draw(st.integers(1, 32)), draw(st.integers(1, 32)))
+    overlap = tuple(draw(st.integers(0, t - 1)) for t in tile)
+    input_chunks = (draw(st.integers(1, 70)), draw(st.integers(1, 70)))
+    return (height, width), tile, overlap, input_chunks
+
+
+@given(cases(), st.one_of(st.none(), st.integers(1, 80)))
+def test_i2_chunk_invariance_over_shapes_tiles_overlaps_and_chunkings(case, chunks):
+    (height, width), tile, overlap, input_chunks = case
+    image = helpers.structured_image(2, height, width)
+    opts = {"tile_size": tile, "overlap": overlap}
+    ref_probs = run(image, output="probabilities", chunks=WHOLE, **opts)
+    ref_labels = run(image, output="labels", chunks=WHOLE, **opts)
+    lazy = da.from_array(image, chunks=(1, *input_chunks))  # bands split too: segment must rechunk them
+    probs = run(lazy, output="probabilities", chunks=chunks, **opts).compute()
+    labels = run(lazy, output="labels", chunks=chunks, **opts).compute()
+    np.testing.assert_allclose(probs, ref_probs, atol=1e-5, rtol=0)
+    np.testing.assert_array_equal(labels, ref_labels)
+    np.testing.assert_allclose(probs.sum(axis=0), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("shape", "chunks"),
+    [((61, 89), 1), ((61, 89), 7), ((61, 89), 23), ((61, 89), (11, 50)), ((5, 7), 3), ((127, 3), 2), ((97, 101), 40)],
+)
+def test_i2_awkward_cases_match_the_in_memory_path(shape, chunks):
+    image = helpers.structured_image(2, *shape, seed=3)
+    ref = run(image, output="probabilities", tile_size=(16, 24), overlap=(9, 5), chunks=WHOLE)
+    out = run(image, output="probabilities", tile_size=(16, 24), overlap=(9, 5), chunks=chunks)
+    np.testing.assert_allclose(out, ref, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("chunks", [None, 1, 8, 17, 33, (9, 64), WHOLE])
+def test_i3_every_tile_reaches_the_model_exactly_once_whatever_the_chunking(chunks):
+    image = helpers.structured_image(2, 83, 71)
+    counting = helpers.Counting(NET)
+    result = run(image, counting, tile_size=16, overlap=6, chunks=chunks)
+    assert result.shape == (83, 71)
+    assert counting.tiles == TileGrid((83, 71), 16, 6).n_tiles == 8 * 7  # ceil((83-16)/10)+1 by ceil((71-16)/10)+1
+
+
+def test_i3_a_small_window_of_the_lazy_result_runs_only_the_tiles_near_it():
+    image = da.from_array(helpers.structured_image(2, 400, 400), chunks=(2, 100, 100))
+    counting = helpers.Counting(NET)
+    lazy = run(image, counting, tile_size=32, overlap=8)
+    assert counting.tiles == 0  # building the graph runs nothing
+    lazy[:10, :10].compute()
+    grid = TileGrid((400, 400), 32, 8)
+    plan = grid.plan_chunks(100)
+    assert counting.tiles == len(plan.owned(0, 0)) < grid.n_tiles / 10
+    counting.reset()
+    lazy[200:210, 200:210].compute()  # an inner window: its chunk and the three before it
+    j, k = (np.searchsorted(plan.y_bounds, 200, side="right") - 1,) * 2
+    near = {i for dj in (0, 1) for dk in (0, 1) for i in plan.owned(j - dj, k - dk)}
+    assert counting.tiles == len(near) < grid.n_tiles / 3
+
+
+def test_i5_identity_model_reconstructs_the_input():
+    rng = np.random.default_rng(1)
+    image = rng.uniform(0, 255, (3, 123, 157)).astype(np.float32)
+    for weights in ("trust", "spline", "gaussian", "constant"):
+        out = sd.segment(
+            image, helpers.Identity(), tile_size=32, overlap=12, output="logits", chunks=50, weights=weights
+        )
+        error = np.abs(out - image).max() / np.ptp(image)
+        assert error <= 1e-6, (weights, error)
+
+
+def test_blending_removes_seams_that_naive_tiling_leaves():
+    image = helpers.structured_image(2, 96, 96, seed=5)
+    whole = NET(torch.from_numpy(image)[None]).softmax(1)[0].detach().numpy()
+    blended = run(image, output="probabilities", tile_size=32, overlap=16, chunks=40)
+    naive = run(image, output="probabilities", tile_size=32, overlap=0, weights="constant")
+    blended_err, naive_err = np.abs(blended - whole).max(), np.abs(naive - whole).max()
+    assert blended_err < naive_err / 3, (blended_err, naive_err)
+
+
+def _paths(image):
+    """The same image as numpy, torch, dask, and numpy- and dask-backed DataArrays."""
+    xarr = xr.DataArray(image, dims=("band", "y", "x"))
+    return {
+        "numpy": image,
+        "torch": torch.from_numpy(image),
+        "dask": da.from_array(image, chunks=(2, 30, 30)),
+        "xarray": xarr,
+        "xarray-dask": xarr.chunk({"y": 25, "x": 40}),
+    }
+
+
+def test_numpy_torch_dask_and_xarray_paths_agree():
+    image = helpers.structured_image(2, 70, 90)
+    outs = {name: run(data, output="probabilities", tile_size=24, overlap=8) for name, data in _paths(image).items()}
+    assert isinstance(outs["numpy"], np.ndarray)
+    assert isinstance(outs["torch"], torch.Tensor)
+    assert isinstance(outs["dask"], da.Array)
+    assert isinstance(outs["xarray"].data, da.Array) and isinstance(outs["xarray-dask"].data, da.Array)
+    for name, out in outs.items():
+        np.testing.assert_allclose(np.asarray(out), outs["numpy"], atol=1e-6, err_msg=name)
+
+
+def test_xarray_output_keeps_coords_and_attrs():
+    image = helpers.structured_image(2, 40, 50)
+    data = xr.DataArray(
+        image,
+        dims=("band", "y", "x"),
+        coords={"band": [1, 2], "y": np.arange(40) * -10.0 + 500, "x": np.arange(50) * 10.0, "spatial_ref": 0},
+        attrs={"long_name": "scene", "_FillValue": 0, "source": "test"},
+    )
+    labels = run(data, tile_size=16, overlap=4)
+    assert labels.dims == ("y", "x") and labels.dtype == np.uint8 and labels.name == "labels"
+    np.testing.assert_array_equal(labels.y, data.y)
+    np.testing.assert_array_equal(labels.x, data.x)
+    assert "spatial_ref" in labels.coords and "band" not in labels.coords
+    assert labels.attrs["source"] == "test" and "_FillValue" not in labels.attrs
+    assert labels.attrs["seamless_tile_size"] == [16, 16]
+    probs = run(data, tile_size=16, overlap=4, output="probabilities")
+    assert probs.dims == ("class", "y", "x") and list(probs["class"].values) == [0, 1, 2]
+    np.testing.assert_array_equal(probs.argmax("class").values, labels.values)
+
+
+def test_two_dimensional_inputs_are_single_band():
+    image = helpers.structured_image(1, 40, 30)[0]
+    net = helpers.conv_net(bands=1, classes=3)
+    out = sd.segment(xr.DataArray(image, dims=("y", "x")), net, tile_size=16, overlap=4)
+    np.testing.assert_array_equal(out.values, sd.segment(image, net, tile_size=16, overlap=4))
+
+
+def test_probe_call_finds_the_classes_when_num_classes_is_omitted():
+    counting = helpers.Counting(helpers.conv_net(bands=2, classes=5))
+    lazy = sd.segment(da.zeros((2, 50, 50), chunks=25), counting, tile_size=16, overlap=4, output="probabilities")
+    assert lazy.shape == (5, 50, 50) and counting.batches == [1]
+
+
+def test_dict_and_tuple_output_models_segment_like_the_plain_model():
+    image = helpers.structured_image(2, 50, 60)
+    plain = run(image, tile_size=20, overlap=6, output="probabilities")
+    for wrapped in (helpers.DictOut(NET), helpers.TupleOut(NET)):
+        np.testing.assert_allclose(run(image, wrapped, tile_size=20, overlap=6, output="probabilities"), plain)
+
+
+def test_labels_use_the_smallest_unsigned_dtype():
+    image = helpers.structured_image(2, 20, 20)
+    many = torch.nn.Conv2d(2, 300, 1)
+    labels = sd.segment(image, many, tile_size=8, overlap=2)
+    assert labels.dtype == np.uint16 and labels.max() < 300
+
+
+def test_binary_sigmoid_model_labels_are_the_thresholded_probability():
+    image = helpers.structured_image(2, 40, 40)
+    one = helpers.conv_net(bands=2, classes=1)
+    probs = sd.segment(image, one, tile_size=16, overlap=4, activation="sigmoid", output="probabilities")
+    labels = sd.segment(image, one, tile_size=16, overlap=4, activation="sigmoid")
+    assert labels.dtype == np.uint8
+    np.testing.assert_array_equal(labels, (probs[0] >= 0.5).astype(np.uint8))
+
+
+def test_a_failing_model_fails_the_job_instead_of_leaving_zeros():
+    def flaky(x):
+        if x.mean() > 0.3:
+            raise RuntimeError("model exploded")
+        return NET(x)
+
+    lazy = run(da.from_array(helpers.structured_image(2, 64, 64), chunks=32), flaky, tile_size=16, overlap=4)
+    with pytest.raises(RuntimeError, match="model exploded"):
+        lazy.compute()
+
+
+def test_a_model_whose_channel_count_disagrees_with_num_classes_is_an_error():
+    lazy = run(da.zeros((2, 30, 30), chunks=15), num_classes=4, tile_size=16, overlap=4)
+    with pytest.raises(ModelOutputError, match=r"returned 3 channels but 4 were expected.*num_classes"):
+        lazy.compute()
+
+
+def test_graph_keys_are_deterministic():
+    image = da.zeros((2, 64, 64), chunks=32)
+    a = run(image, tile_size=16, overlap=4)
+    b = run(image, tile_size=16, overlap=4)
+    c = run(image, tile_size=16, overlap=6)
+    assert a.name == b.name != c.name
+
+
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [
+        (
+            xr.DataArray(np.zeros((8, 8, 2)), dims=("y", "x", "band")),
+            ["got ('y', 'x', 'band')", "transpose('band', 'y', 'x')"],
+        ),
+        (
+            xr.DataArray(np.zeros((8, 8)), dims=("lat", "lon")),
+            ["got ('lat', 'lon')", "rename({'lat': 'y', 'lon': 'x'})"],
+        ),
+        (xr.DataArray(np.zeros((2, 2, 8, 8)), dims=("time", "band", "y", "x")), ["4 dims", "isel(time=0)"]),
+        (np.zeros((64, 64, 2)), ["channels-last", "np.moveaxis"]),
+        (np.zeros((2, 2, 8, 8)), ["(H, W) or (bands, H, W)", "4 dims"]),
+        (np.zeros((2, 0, 8)), ["empty", "(0, 8)"]),
+        (np.zeros((2, 8, 8), dtype=complex), ["dtype complex128"]),
+        ([[1, 2], [3, 4]], ["must be an xarray.DataArray", "list"]),
+    ],
+)
+def test_bad_inputs_name_rule_value_and_fix(data, words):
+    with pytest.raises(DimensionError) as info:
+        run(data, tile_size=4, overlap=1)
+    for word in words:
+        assert word in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "words"),
+    [
+        ({"output": "mask"}, OptionError, "output must be one of"),
+        ({"num_classes": 0}, OptionError, "num_classes must be a positive int"),
+        ({"weights": np.ones((5, 5))}, WeightsError, "tile's shape (8, 8)"),
+        ({"tile_size": 8, "overlap": 8}, sd.TilingError, "overlap must be smaller than tile_size"),
+        ({"chunks": 0}, sd.TilingError, "chunks must be positive"),
+    ],
+)
+def test_bad_options_name_rule_value_and_fix(kwargs, error, words):
+    kwargs = {"tile_size": 8, "overlap": 2, **kwargs}
+    with pytest.raises(error) as info:
+        run(np.zeros((2, 16, 16), np.float32), **kwargs)
+    assert words in str(info.value)
+
+
+def test_segment_runs_on_the_synchronous_scheduler_too():
+    image = helpers.structured_image(2, 50, 50)
+    with dask.config.set(scheduler="synchronous"):
+        out = run(image, tile_size=16, overlap=4, chunks=20)
+    np.testing.assert_array_equal(out, run(image, tile_size=16, overlap=4))
