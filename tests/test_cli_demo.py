@@ -1,0 +1,35 @@
+import numpy as np
+from PIL import Image
+
+from seamless_dask.cli import main
+from seamless_dask.demo import context_model, run_demo, synthetic_scene
+
+
+def test_demo_shows_seams_for_naive_tiling_and_none_for_seamless(tmp_path):
+    result = run_demo(tmp_path, size=512, tile=128, overlap=32)
+    assert result.naive_error > 0.02  # the zero-padded context model breaks on every tile edge
+    assert result.seamless_error < result.naive_error / 10
+    with Image.open(result.png) as png:
+        assert png.size[0] > 4 * 256 and png.mode == "RGB"
+
+
+def test_demo_model_is_importable_by_spec_and_scene_has_structure():
+    from seamless_dask.runner import ModelRunner
+
+    scene = synthetic_scene(128)
+    assert scene.dims == ("band", "y", "x") and float(scene.std()) > 0.1
+    spec = ModelRunner("seamless_dask.demo:context_model").predict(scene.values[None, :, :64, :64])
+    direct = ModelRunner(context_model()).predict(scene.values[None, :, :64, :64])
+    np.testing.assert_allclose(spec, direct)
+
+
+def test_cli_plan_prints_the_grid(capsys):
+    assert main(["plan", "1000", "700", "--tile-size", "256", "--overlap", "64", "--chunks", "512"]) == 0
+    out = capsys.readouterr().out
+    assert "tiles        20 (5 x 4)" in out and "each tile run once" in out
+
+
+def test_cli_user_mistake_is_one_line_and_exit_2(capsys):
+    assert main(["plan", "100", "100", "--tile-size", "64", "--overlap", "70"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("seamless-dask: error: overlap must be smaller") and err.count("\n") == 1
