@@ -1,5 +1,6 @@
 """seamless_dask: seamless tiled model inference over chunked rasters, lazily, at any scale."""
 
+from . import accessor as _accessor  # noqa: F401  (registers DataArray.seamless)
 from .exceptions import (
     DimensionError,
     ModelOutputError,

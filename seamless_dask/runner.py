@@ -24,6 +24,13 @@ import numpy as np
 from .exceptions import ModelOutputError, ModelSpecError, OptionError
 
 ACTIVATIONS = ("softmax", "sigmoid", None)
+TTA_MODES = (None, "flips", "d4")
+# Views as (quarter turns, flip x, flip y): "flips" mirrors, "d4" all 8 symmetries of the square.
+_VIEWS = {
+    None: ((0, False, False),),
+    "flips": ((0, False, False), (0, True, False), (0, False, True), (0, True, True)),
+    "d4": tuple((k, flip, False) for flip in (False, True) for k in range(4)),
+}
 TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".torchscript", ".jit")
 _TORCH_DTYPES = {np.dtype(t) for t in ("uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64")}
 
@@ -37,18 +44,23 @@ class RunnerConfig:
 
     ``normalize = (mean, std)`` is in the input's own units (e.g. 0-255 for uint8 imagery), one value per
     band or one for all bands. ``activation`` is applied to each tile's output before blending.
+    ``tta`` averages the activated predictions of several views of each tile, each mapped back first:
+    ``"flips"`` (4 mirror views) or ``"d4"`` (8 rotations and mirrors); every view is one model call.
     """
 
     batch_size: int = 8
     device: str = "auto"
     normalize: tuple[tuple[float, ...], tuple[float, ...]] | None = None
     activation: str | None = "softmax"
+    tta: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise OptionError(f"batch_size must be a positive int, got batch_size={self.batch_size!r}: use e.g. 8")
         if self.activation not in ACTIVATIONS:
             raise OptionError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}: use e.g. 'softmax'")
+        if self.tta not in TTA_MODES:
+            raise OptionError(f"tta must be one of {TTA_MODES}, got tta={self.tta!r}: use 'flips' or 'd4'")
         if not isinstance(self.device, str):
             object.__setattr__(self, "device", str(self.device))
         if self.normalize is not None:
@@ -118,15 +130,24 @@ class ModelRunner:
 
         with torch.inference_mode():
             x = self._to_input(tiles)
-            try:
-                raw = self.model(x)
-            except Exception as error:
-                if hasattr(error, "add_note"):
-                    error.add_note(f"seamless_dask: raised by the model on a batch of shape {tuple(x.shape)}")
-                raise
-            out = _segmentation_tensor(raw)
-            _check_output(out, tuple(x.shape))
-            return _activate(out.float(), self.config.activation).cpu().numpy()
+            views = _VIEWS[self.config.tta]
+            total = None
+            for turns, flip_x, flip_y in views:
+                out = self._call(_view(x, turns, flip_x, flip_y))
+                out = _unview(_activate(out.float(), self.config.activation), turns, flip_x, flip_y)
+                total = out if total is None else total + out
+            return (total / len(views) if len(views) > 1 else total).cpu().numpy()
+
+    def _call(self, x: Any) -> Any:
+        try:
+            raw = self.model(x)
+        except Exception as error:
+            if hasattr(error, "add_note"):
+                error.add_note(f"seamless_dask: raised by the model on a batch of shape {tuple(x.shape)}")
+            raise
+        out = _segmentation_tensor(raw)
+        _check_output(out, tuple(x.shape))
+        return out
 
     def probe(self, bands: int, tile: tuple[int, int]) -> int:
         """Number of output channels, from one call on a zero tile (which also checks the output shape)."""
@@ -309,6 +330,18 @@ def _check_output(out: Any, in_shape: tuple[int, ...]) -> None:
             "blending needs a prediction per input pixel; upsample inside the model, e.g. "
             "torch.nn.functional.interpolate(out, size=x.shape[-2:], mode='bilinear')"
         )
+
+
+def _view(x: Any, turns: int, flip_x: bool, flip_y: bool) -> Any:
+    dims = [d for d, flip in ((3, flip_x), (2, flip_y)) if flip]
+    x = x.flip(dims) if dims else x
+    return x.rot90(turns, dims=(2, 3)) if turns else x
+
+
+def _unview(x: Any, turns: int, flip_x: bool, flip_y: bool) -> Any:
+    x = x.rot90(-turns, dims=(2, 3)) if turns else x
+    dims = [d for d, flip in ((3, flip_x), (2, flip_y)) if flip]
+    return x.flip(dims) if dims else x
 
 
 def _activate(out: Any, activation: str | None) -> Any:

@@ -72,6 +72,7 @@ def segment(
     activation: str | None = "softmax",
     num_classes: int | None = None,
     chunks: int | Pair | None = None,
+    tta: str | None = None,
 ) -> Any:
     """Segment an image of any size with a model that sees ``tile_size`` tiles, without seams.
 
@@ -106,6 +107,8 @@ def segment(
     chunks
         Pixels per chunk (int or ``(y, x)``), rounded to the tile grid; default: the input's dask chunks,
         else 2048.
+    tta
+        Test-time augmentation: ``None``, ``"flips"`` (4 views) or ``"d4"`` (8 views), averaged per tile.
     """
     tile_size, overlap = as_pair(tile_size, "tile_size"), as_pair(overlap, "overlap")
     config = RunnerConfig(
@@ -113,6 +116,7 @@ def segment(
         device=_device_for(data, device),
         normalize=normalize,
         activation=None if output == "logits" else activation,
+        tta=tta,
     )
     job = Job(
         runner=ModelRunner(model, config),

@@ -252,3 +252,30 @@ def test_segment_runs_on_the_synchronous_scheduler_too():
     with dask.config.set(scheduler="synchronous"):
         out = run(image, tile_size=16, overlap=4, chunks=20)
     np.testing.assert_array_equal(out, run(image, tile_size=16, overlap=4))
+
+
+def test_tta_views_are_mapped_back_and_each_is_one_model_call():
+    image = helpers.structured_image(2, 48, 48)
+    identity = helpers.Counting(helpers.Identity())
+    out = sd.segment(image, identity, tile_size=16, overlap=4, output="logits", tta="d4", num_classes=2)
+    np.testing.assert_allclose(out, image, atol=1e-6)
+    assert identity.tiles == 8 * TileGrid((48, 48), 16, 4).n_tiles
+    # a model that is not flip-equivariant: "flips" is the mean of the four mirrored predictions
+    x = torch.from_numpy(image)[None]
+    views = [(), (3,), (2,), (2, 3)]
+    expected = sum(NET(x.flip(d) if d else x).softmax(1).flip(d) if d else NET(x).softmax(1) for d in views) / 4
+    out = run(image, output="probabilities", tile_size=48, overlap=0, tta="flips")
+    np.testing.assert_allclose(out, expected[0].detach().numpy(), atol=1e-5)
+
+
+def test_tta_must_be_a_known_mode():
+    with pytest.raises(OptionError, match="tta must be one of"):
+        run(np.zeros((2, 8, 8), np.float32), tile_size=4, overlap=1, tta="rot")
+
+
+def test_xarray_accessor_is_the_same_api():
+    image = xr.DataArray(helpers.structured_image(2, 40, 60), dims=("band", "y", "x")).chunk({"y": 20})
+    via_accessor = image.seamless.segment(NET, tile_size=16, overlap=4, num_classes=3)
+    np.testing.assert_array_equal(via_accessor.values, run(image, tile_size=16, overlap=4).values)
+    chunk_plan = image.seamless.plan(tile_size=16, overlap=4)
+    assert chunk_plan.grid.shape == (40, 60) and chunk_plan.chunks[0] == (24, 16)
