@@ -97,3 +97,8 @@ def structured_image(bands: int = 3, height: int = 97, width: int = 131, seed: i
             image[b] += np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))
     image += rng.normal(0, 0.05, image.shape).astype(np.float32)
     return image
+
+
+def make_conv2() -> nn.Module:
+    """Factory for 2-band, 3-class specs: 'helpers:make_conv2'."""
+    return conv_net(bands=2, classes=3)
