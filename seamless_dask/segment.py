@@ -13,6 +13,7 @@ owner and the result does not depend on the input's chunking.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -158,7 +159,7 @@ def _build(image: Any, job: Job) -> da.Array:
     chunk_plan = grid.plan_chunks(_chunk_target(image, job))
     job.runner.config.check_bands(bands)
     if job.num_classes is None:
-        job = _with_classes(job, job.runner.probe(bands, grid.tile_shape))
+        job = dataclasses.replace(job, num_classes=job.runner.probe(bands, grid.tile_shape))
     inference = blend.TileInference(job.runner, job.weights, grid.tile_shape, job.num_classes)
     # One graph key holds the runner (and an in-memory model): not a copy per task.
     shared = dask.delayed(inference, pure=True, traverse=False)
@@ -178,10 +179,6 @@ def _extended(stacked: da.Array, chunk_plan: ChunkPlan) -> da.Array:
     if not max(ext_y + ext_x):
         return stacked
     return da.overlap.overlap(stacked, depth={0: 0, 1: (0, max(ext_y)), 2: (0, max(ext_x))}, boundary="none")
-
-
-def _with_classes(job: Job, n_classes: int) -> Job:
-    return Job(**{**job.__dict__, "num_classes": n_classes})
 
 
 def _chunk_target(image: Any, job: Job) -> Pair:

@@ -102,3 +102,15 @@ def structured_image(bands: int = 3, height: int = 97, width: int = 131, seed: i
 def make_conv2() -> nn.Module:
     """Factory for 2-band, 3-class specs: 'helpers:make_conv2'."""
     return conv_net(bands=2, classes=3)
+
+
+class Heavy(nn.Module):
+    """A 1x1 conv (2 bands to 3 classes) carrying 4 MB of unused weights."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 1)
+        self.register_buffer("ballast", torch.zeros(1_000_000))
+
+    def forward(self, x):
+        return self.conv(x)

@@ -279,3 +279,30 @@ def test_xarray_accessor_is_the_same_api():
     np.testing.assert_array_equal(via_accessor.values, run(image, tile_size=16, overlap=4).values)
     chunk_plan = image.seamless.plan(tile_size=16, overlap=4)
     assert chunk_plan.grid.shape == (40, 60) and chunk_plan.chunks[0] == (24, 16)
+
+
+def test_the_model_is_one_key_of_the_graph_not_a_copy_per_task():
+    import pickle
+
+    model = helpers.Heavy()  # 4 MB of weights
+    image = da.zeros((2, 640, 640), chunks=(2, 64, 64), dtype=np.float32)
+    lazy = run(image, model, tile_size=32, overlap=8, chunks=64)
+    n_chunks = len(lazy.chunks[0]) * len(lazy.chunks[1])
+    assert n_chunks >= 80
+    size = len(pickle.dumps(dict(lazy.__dask_graph__())))
+    assert 4_000_000 < size < 6_000_000  # one copy of the model, not one per chunk
+    # tasks grow with chunks, never with tiles: 16 times more tiles, the same graph
+    many_tiles = run(image, model, tile_size=8, overlap=2, chunks=72)
+    assert many_tiles.chunks == lazy.chunks
+    assert len(many_tiles.__dask_graph__()) == len(lazy.__dask_graph__())
+
+
+@pytest.mark.slow
+def test_i2_large_image_many_chunks_match_one_chunk():
+    image = helpers.structured_image(2, 1500, 1300, seed=7)
+    ref = run(image, output="probabilities", tile_size=128, overlap=32, chunks=WHOLE)
+    for chunks in (100, 300, (250, 700)):
+        out = run(
+            da.from_array(image, chunks=(2, 333, 257)), output="probabilities", tile_size=128, overlap=32, chunks=chunks
+        )
+        np.testing.assert_allclose(out.compute(), ref, atol=1e-6)
