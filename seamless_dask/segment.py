@@ -141,7 +141,7 @@ def segment(
         return _build(_as_bands_first(data, "array"), job).compute()
     raise DimensionError(
         f"data must be an xarray.DataArray, a numpy array, a dask array or a torch tensor, got {type(data).__name__}: "
-        "open rasters with seamless_dask.open_raster or rioxarray.open_rasterio"
+        "open rasters with rioxarray.open_rasterio(path, chunks=...) or xarray.open_zarr"
     )
 
 

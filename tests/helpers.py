@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
+
+
+@contextlib.contextmanager
+def raises_mentioning(error: type[Exception], words):
+    """``pytest.raises(error)`` whose message must contain each of ``words`` (rule, value, fix)."""
+    with pytest.raises(error) as info:
+        yield info
+    for word in words:
+        assert word in str(info.value), f"{word!r} not in {str(info.value)!r}"
 
 
 def conv_net(bands: int = 3, classes: int = 4, seed: int = 0) -> nn.Module:

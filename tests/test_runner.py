@@ -94,10 +94,8 @@ def test_unknown_device_is_a_clear_error():
     ],
 )
 def test_bad_model_specs_name_the_problem(spec, words):
-    with pytest.raises(ModelSpecError) as info:
+    with helpers.raises_mentioning(ModelSpecError, words):
         _predict(spec)
-    for word in words:
-        assert word in str(info.value)
 
 
 def test_not_torchscript_file_is_a_clear_error(tmp_path):
@@ -123,10 +121,8 @@ def test_non_callable_model_is_a_type_error():
     ],
 )
 def test_bad_model_outputs_are_clear_errors(model, words):
-    with pytest.raises(ModelOutputError) as info:
+    with helpers.raises_mentioning(ModelOutputError, words):
         _predict(model)
-    for word in words:
-        assert word in str(info.value)
 
 
 def test_model_errors_propagate_with_a_note_on_the_batch():
