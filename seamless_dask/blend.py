@@ -97,7 +97,10 @@ def overlap_add(
     ``top`` is the ``bottom`` part of the chunk above, ``left`` the ``right`` part of the chunk to the
     left, ``corner`` the ``corner`` part of the chunk above-left.
     """
-    out = acc[:, : core[0], : core[1]].copy()
+    out = acc[:, : core[0], : core[1]]
+    if top is None and left is None and corner is None:
+        return out  # nothing to add: decide() only reads it
+    out = out.copy()  # never write into a task's input: a retried task would add twice
     if top is not None:
         out[:, : top.shape[1], :] += top
     if left is not None:

@@ -90,6 +90,7 @@ class ModelRunner:
         self.config = config or RunnerConfig()
         self._model: Callable | None = None
         self._device: Any = None
+        self._normalize: tuple | None = None
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict:
@@ -99,6 +100,7 @@ class ModelRunner:
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self._device = None
+        self._normalize = None
         self._lock = threading.Lock()
 
     def __dask_tokenize__(self) -> tuple:
@@ -159,12 +161,14 @@ class ModelRunner:
         if tiles.dtype not in _TORCH_DTYPES:
             tiles = tiles.astype(np.float32)
         x = torch.from_numpy(np.ascontiguousarray(tiles)).to(self.device).float()
-        if self.config.normalize is not None:
-            mean, std = (
+        if self.config.normalize is None:
+            return x
+        if self._normalize is None:
+            self._normalize = tuple(
                 torch.tensor(v, dtype=torch.float32, device=x.device).view(1, -1, 1, 1) for v in self.config.normalize
             )
-            x = (x - mean) / std
-        return x
+        mean, std = self._normalize
+        return (x - mean) / std
 
 
 def resolve_device(device: str) -> Any:
