@@ -26,7 +26,7 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 test-slow: $(STAMP)
-	$(PY) -m pytest -m slow
+	$(PY) -m pytest -m "slow or not slow" --hypothesis-profile=thorough
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -13,6 +13,8 @@ settings.register_profile("default", deadline=None, max_examples=40, suppress_he
 settings.register_profile(
     "ci", deadline=None, max_examples=40, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
 )
+# `make test-slow` explores far more shapes: --hypothesis-profile=thorough.
+settings.register_profile("thorough", deadline=None, max_examples=1000, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("ci" if os.environ.get("CI") else "default")
 
 
