@@ -23,6 +23,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m mypy seamless_dask
 	$(PY) -m pytest
 
 test-slow: $(STAMP)
@@ -31,6 +32,7 @@ test-slow: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy seamless_dask
 
 format: $(STAMP)
 	$(PY) -m ruff format .

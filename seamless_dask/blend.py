@@ -74,9 +74,9 @@ def accumulate(inference: TileInference, block: np.ndarray, tiles: Sequence[Loca
             )
         for pred, t in zip(preds, batch, strict=True):
             w = inference.weights.for_tile((th, tw), t.edges_y, t.edges_x)
-            window = (slice(t.y, t.y + th), slice(t.x, t.x + tw))
-            acc[(slice(None, n_classes), *window)] += pred * w
-            acc[(n_classes, *window)] += w
+            rows, cols = slice(t.y, t.y + th), slice(t.x, t.x + tw)
+            acc[:n_classes, rows, cols] += pred * w
+            acc[n_classes, rows, cols] += w
     return acc
 
 

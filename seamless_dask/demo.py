@@ -29,16 +29,17 @@ def context_model(context: int = 31, thresholds: tuple[float, float] = (0.2, 0.5
     from torch import nn
 
     t1, t2 = thresholds
-    model = nn.Sequential(
-        nn.Conv2d(3, 1, 1),
-        nn.AvgPool2d(context, stride=1, padding=context // 2, count_include_pad=True),
-        nn.Conv2d(1, 3, 1),
+    brightness = nn.Conv2d(3, 1, 1)
+    context_mean = nn.AvgPool2d(context, stride=1, padding=context // 2, count_include_pad=True)
+    classify = nn.Conv2d(1, 3, 1)
+    brightness.load_state_dict({"weight": torch.full((1, 3, 1, 1), 1 / 3), "bias": torch.zeros(1)})
+    classify.load_state_dict(
+        {
+            "weight": torch.tensor([-sharpness, 0.0, sharpness]).view(3, 1, 1, 1),
+            "bias": torch.tensor([0.0, -sharpness * t1, -sharpness * (t1 + t2)]),
+        }
     )
-    with torch.no_grad():
-        model[0].weight.fill_(1 / 3)
-        model[0].bias.zero_()
-        model[2].weight.copy_(torch.tensor([-sharpness, 0.0, sharpness]).view(3, 1, 1, 1))
-        model[2].bias.copy_(torch.tensor([0.0, -sharpness * t1, -sharpness * (t1 + t2)]))
+    model = nn.Sequential(brightness, context_mean, classify)
     return model.eval()
 
 

@@ -19,7 +19,7 @@ import itertools
 import math
 from dataclasses import dataclass, field
 from numbers import Integral, Real
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from .exceptions import DimensionError, TilingError
 
@@ -28,9 +28,9 @@ Pair = tuple[int, int]
 
 def as_pair(value: object, name: str) -> Pair:
     """Convert ``int`` or ``(y, x)`` to a pair of ints, or raise a TilingError naming ``name``."""
-    items = (value, value) if isinstance(value, Real) else value
+    items: Any = (value, value) if isinstance(value, Real) else value
     try:
-        y, x = items  # type: ignore[misc]
+        y, x = items
     except (TypeError, ValueError):
         raise TilingError(
             f"{name} must be an int or a pair of ints (y, x) in pixels, got {name}={value!r}: "
@@ -46,7 +46,7 @@ def as_pair(value: object, name: str) -> Pair:
 class LocalTile(NamedTuple):
     """A tile as one chunk sees it: grid index, origin inside the chunk, image-border flags."""
 
-    index: int
+    grid_index: int
     y: int
     x: int
     edges_y: tuple[bool, bool]
@@ -113,7 +113,7 @@ class AxisTiling:
         return (0, *range(step, limit + 1, step), self.size)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class TileGrid:
     """One global grid of overlapping tiles over an image of ``shape = (height, width)`` pixels.
 
@@ -132,19 +132,16 @@ class TileGrid:
     shape: Pair
     tile: Pair
     overlap: Pair
-    y: AxisTiling = field(init=False, repr=False, compare=False)
-    x: AxisTiling = field(init=False, repr=False, compare=False)
+    y: AxisTiling = field(repr=False, compare=False)
+    x: AxisTiling = field(repr=False, compare=False)
 
-    def __post_init__(self) -> None:
-        shape = as_pair(self.shape, "shape")
-        tile = as_pair(self.tile, "tile_size")
-        overlap = as_pair(self.overlap, "overlap")
-        _check_tiling(shape, tile, overlap)
-        object.__setattr__(self, "shape", shape)
-        object.__setattr__(self, "tile", tile)
-        object.__setattr__(self, "overlap", overlap)
-        object.__setattr__(self, "y", AxisTiling.build(shape[0], tile[0], overlap[0]))
-        object.__setattr__(self, "x", AxisTiling.build(shape[1], tile[1], overlap[1]))
+    def __init__(self, shape: int | Pair, tile: int | Pair, overlap: int | Pair) -> None:
+        shape_, tile_, overlap_ = as_pair(shape, "shape"), as_pair(tile, "tile_size"), as_pair(overlap, "overlap")
+        _check_tiling(shape_, tile_, overlap_)
+        for name, value in (("shape", shape_), ("tile", tile_), ("overlap", overlap_)):
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "y", AxisTiling.build(shape_[0], tile_[0], overlap_[0]))
+        object.__setattr__(self, "x", AxisTiling.build(shape_[1], tile_[1], overlap_[1]))
 
     def __dask_tokenize__(self) -> tuple:
         return ("seamless_dask.TileGrid", self.shape, self.tile, self.overlap)
@@ -218,7 +215,7 @@ class ChunkPlan:
         y, x = self.grid.y, self.grid.x
         return tuple(
             LocalTile(
-                index=i,
+                grid_index=i,
                 y=y.origins[i // x.n_tiles] - self.y_bounds[j],
                 x=x.origins[i % x.n_tiles] - self.x_bounds[k],
                 edges_y=y.edges(i // x.n_tiles),

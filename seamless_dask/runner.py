@@ -133,7 +133,7 @@ class ModelRunner:
         with torch.inference_mode():
             x = self._to_input(tiles)
             views = _VIEWS[self.config.tta]
-            total = None
+            total: Any = None
             for turns, flip_x, flip_y in views:
                 out = self._call(_view(x, turns, flip_x, flip_y))
                 out = _unview(_activate(out.float(), self.config.activation), turns, flip_x, flip_y)

@@ -111,7 +111,6 @@ def segment(
     tta
         Test-time augmentation: ``None``, ``"flips"`` (4 views) or ``"d4"`` (8 views), averaged per tile.
     """
-    tile_size, overlap = as_pair(tile_size, "tile_size"), as_pair(overlap, "overlap")
     config = RunnerConfig(
         batch_size=batch_size,
         device=_device_for(data, device),
@@ -122,8 +121,8 @@ def segment(
     job = Job(
         runner=ModelRunner(model, config),
         weights=as_weights(weights),
-        tile_size=tile_size,
-        overlap=overlap,
+        tile_size=as_pair(tile_size, "tile_size"),
+        overlap=as_pair(overlap, "overlap"),
         output=output,
         num_classes=num_classes,
         chunks=None if chunks is None else as_pair(chunks, "chunks"),
@@ -158,9 +157,9 @@ def _build(image: Any, job: Job) -> da.Array:
     grid = TileGrid((height, width), job.tile_size, job.overlap)
     chunk_plan = grid.plan_chunks(_chunk_target(image, job))
     job.runner.config.check_bands(bands)
-    if job.num_classes is None:
-        job = dataclasses.replace(job, num_classes=job.runner.probe(bands, grid.tile_shape))
-    inference = blend.TileInference(job.runner, job.weights, grid.tile_shape, job.num_classes)
+    n_classes = job.num_classes or job.runner.probe(bands, grid.tile_shape)
+    job = dataclasses.replace(job, num_classes=n_classes)
+    inference = blend.TileInference(job.runner, job.weights, grid.tile_shape, n_classes)
     # One graph key holds the runner (and an in-memory model): not a copy per task.
     shared = dask.delayed(inference, pure=True, traverse=False)
     extended = _extended(_rechunked(image, chunk_plan), chunk_plan)
@@ -201,7 +200,7 @@ def _blend_array(layer: dict, sums_name: str, chunk_plan: ChunkPlan, job: Job, d
     token = sums_name.removeprefix("seamless-infer-") + tokenize(job.output, job.binary)
     parts, out = "seamless-halo-" + token, f"seamless-{job.output}-" + token
     (hs, ws), (ext_y, ext_x) = chunk_plan.chunks, chunk_plan.extensions
-    labels = job.output == "labels"
+    labels, n_classes = job.output == "labels", int(job.num_classes or 0)
     for j, h in enumerate(hs):
         for k, w in enumerate(ws):
             if ext_y[j] or ext_x[k]:
@@ -215,9 +214,9 @@ def _blend_array(layer: dict, sums_name: str, chunk_plan: ChunkPlan, job: Job, d
             layer[key] = (blend.decide, summed, job.output, job.binary)
     graph = HighLevelGraph.from_collections(out, layer, dependencies=dependencies)
     if labels:
-        dtype = np.uint8 if job.binary else blend.label_dtype(job.num_classes)
+        dtype = np.uint8 if job.binary else blend.label_dtype(n_classes)
         return da.Array(graph, out, chunks=(hs, ws), dtype=dtype)
-    return da.Array(graph, out, chunks=((job.num_classes,), hs, ws), dtype=np.float32)
+    return da.Array(graph, out, chunks=((n_classes,), hs, ws), dtype=np.float32)
 
 
 def _part(parts: blend.HaloParts, which: str) -> np.ndarray:
