@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from numbers import Integral
 from typing import Any
 
 import dask
@@ -49,7 +50,8 @@ class Job:
     def __post_init__(self) -> None:
         if self.output not in blend.OUTPUTS:
             raise OptionError(f"output must be one of {blend.OUTPUTS}, got output={self.output!r}: use e.g. 'labels'")
-        if self.num_classes is not None and (isinstance(self.num_classes, bool) or int(self.num_classes) < 1):
+        n = self.num_classes
+        if n is not None and (not isinstance(n, Integral) or isinstance(n, bool) or n < 1):
             raise OptionError(f"num_classes must be a positive int, got {self.num_classes!r}")
         self.weights.check_tile(self.tile_size)
 

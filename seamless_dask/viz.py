@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .exceptions import OptionError
+
 # Distinct, colour-blind-friendly first colours (Okabe-Ito, then Tableau), then evenly spread hues.
 _BASE = [
     (0, 114, 178), (0, 158, 115), (213, 94, 0), (240, 228, 66), (204, 121, 167), (86, 180, 233),
@@ -19,7 +21,7 @@ _BASE = [
 def default_palette(n_classes: int = 256) -> np.ndarray:
     """``(n_classes, 3)`` uint8 RGB colours, distinct for the first classes; up to 256 classes."""
     if not 1 <= n_classes <= 256:
-        raise ValueError(f"default_palette covers 1 to 256 classes, got {n_classes}: pass your own palette")
+        raise OptionError(f"default_palette covers 1 to 256 classes, got {n_classes}: pass your own palette")
     extra = [
         tuple(
             int(255 * c)
@@ -35,9 +37,9 @@ def colorize(labels: np.ndarray, palette: Sequence | np.ndarray | None = None) -
     labels = np.asarray(labels)
     colours = default_palette(int(labels.max()) + 1 if labels.size else 1) if palette is None else np.asarray(palette)
     if colours.ndim != 2 or colours.shape[1] not in (3, 4):
-        raise ValueError(f"palette must be (classes, 3) or (classes, 4) RGB(A) values, got shape {colours.shape}")
+        raise OptionError(f"palette must be (classes, 3) or (classes, 4) RGB(A) values, got shape {colours.shape}")
     if labels.size and labels.max() >= len(colours):
-        raise ValueError(
+        raise OptionError(
             f"label {int(labels.max())} has no colour: the palette has {len(colours)}; pass a longer palette"
         )
     return colours.astype(np.uint8)[labels]

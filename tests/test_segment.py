@@ -233,6 +233,7 @@ def test_bad_inputs_name_rule_value_and_fix(data, words):
     [
         ({"output": "mask"}, OptionError, "output must be one of"),
         ({"num_classes": 0}, OptionError, "num_classes must be a positive int"),
+        ({"num_classes": "3"}, OptionError, "num_classes must be a positive int"),
         ({"weights": np.ones((5, 5))}, WeightsError, "tile's shape (8, 8)"),
         ({"tile_size": 8, "overlap": 8}, sd.TilingError, "overlap must be smaller than tile_size"),
         ({"chunks": 0}, sd.TilingError, "chunks must be positive"),
