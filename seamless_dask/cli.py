@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from .exceptions import SeamlessError
 
@@ -18,9 +19,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.run(args)
     except SeamlessError as error:
-        print(f"seamless-dask: error: {error}", file=sys.stderr)
-        return 2
+        return _fail(error, 2)
+    except KeyboardInterrupt:
+        print("seamless-dask: interrupted; the output is incomplete: rerun with --resume (zarr)", file=sys.stderr)
+        return 130
+    except Exception as error:
+        if getattr(args, "debug", False):
+            raise
+        # Not ours: most often the model itself (wrong input size, out of memory). One line, then exit 1.
+        return _fail(error, 1, prefix=f"{type(error).__name__}: ")
     return 0
+
+
+def _fail(error: BaseException, status: int, prefix: str = "") -> int:
+    message = " ".join(str(error).split()) or type(error).__name__
+    notes = " ".join(getattr(error, "__notes__", []))
+    print(f"seamless-dask: error: {prefix}{message}{' (' + notes + ')' if notes else ''}", file=sys.stderr)
+    return status
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,11 +54,96 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--classes", type=int, default=2, help="model output channels, for the memory estimate")
     plan.set_defaults(run=_plan)
 
+    _add_segment(commands)
+
     demo = commands.add_parser("demo", help="segment a synthetic scene naively and seamlessly; write demo.png")
     demo.add_argument("--out", default="demo-output")
     demo.add_argument("--size", type=int, default=1024)
     demo.set_defaults(run=_demo)
     return parser
+
+
+def _add_segment(commands: Any) -> None:
+    seg = commands.add_parser(
+        "segment",
+        help="segment a raster into a COG (.tif) or a zarr store (.zarr)",
+        description="Segment INPUT (GeoTIFF/COG, zarr, netCDF) with a model, seamlessly, and write OUTPUT: a "
+        "Cloud-Optimized GeoTIFF when it ends in .tif/.tiff, a zarr store when it ends in .zarr.",
+    )
+    seg.add_argument("input", metavar="INPUT")
+    seg.add_argument("output", metavar="OUTPUT")
+    seg.add_argument("--model", required=True, metavar="SPEC", help="'pkg.module:factory' or a TorchScript file")
+    seg.add_argument("--tile-size", type=int, default=256, metavar="N")
+    seg.add_argument("--overlap", type=int, default=64, metavar="N")
+    seg.add_argument("--batch-size", type=int, default=8, metavar="N")
+    seg.add_argument("--output", dest="kind", choices=("labels", "probabilities"), default="labels")
+    seg.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    seg.add_argument("--chunks", type=int, default=None, metavar="N", help="pixels per chunk side (default 2048)")
+    seg.add_argument("--bands", type=_int_list, default=None, metavar="B,B,..", help="1-based bands, e.g. 3,2,1")
+    seg.add_argument("--normalize", type=_normalize, default=None, metavar="MEAN/STD", help="e.g. 123,116,103/58,57,57")
+    seg.add_argument("--activation", choices=("softmax", "sigmoid", "none"), default="softmax")
+    seg.add_argument("--weights", default="trust", choices=("trust", "spline", "gaussian", "constant"))
+    seg.add_argument("--nodata", type=_nodata, default="auto", metavar="V", help="auto (from INPUT), none, or a number")
+    seg.add_argument("--scheduler", metavar="ADDRESS", help="a dask scheduler, e.g. tcp://10.0.0.5:8786")
+    seg.add_argument("--resume", action="store_true", help="finish an interrupted .zarr output")
+    seg.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    seg.add_argument("--quicklook", metavar="PNG", help="also write a quicklook PNG beside the input")
+    seg.add_argument("--no-progress", dest="progress", action="store_false")
+    seg.add_argument("--debug", action="store_true", help="show tracebacks")
+    seg.set_defaults(run=_segment)
+
+
+def _segment(args: argparse.Namespace) -> None:
+    from .run import SegmentRequest, run_segment
+
+    request = SegmentRequest(
+        source=args.input,
+        target=args.output,
+        model=args.model,
+        tile_size=args.tile_size,
+        overlap=args.overlap,
+        batch_size=args.batch_size,
+        output=args.kind,
+        device=args.device,
+        chunks=args.chunks,
+        bands=args.bands,
+        normalize=args.normalize,
+        activation=None if args.activation == "none" else args.activation,
+        weights=args.weights,
+        nodata=args.nodata,
+        scheduler=args.scheduler,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        quicklook=args.quicklook,
+        progress=args.progress,
+    )
+    print(run_segment(request).summary())
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated band numbers like 3,2,1, got {text!r}") from None
+
+
+def _normalize(text: str) -> tuple[list[float], list[float]]:
+    try:
+        mean, std = text.split("/")
+        return [float(v) for v in mean.split(",")], [float(v) for v in std.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected MEAN/STD like 123.7,116.3,103.5/58.4,57.1,57.4, got {text!r}"
+        ) from None
+
+
+def _nodata(text: str) -> float | str | None:
+    if text in ("auto", "none"):
+        return None if text == "none" else "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto, none or a number, got {text!r}") from None
 
 
 def _plan(args: argparse.Namespace) -> None:

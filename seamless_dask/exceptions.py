@@ -34,3 +34,7 @@ class ModelOutputError(SeamlessError, ValueError):
 
 class OptionError(SeamlessError, ValueError):
     """An option value outside the accepted set (output, activation, device, normalize...)."""
+
+
+class RasterError(SeamlessError, ValueError):
+    """A raster that cannot be opened or written: missing file, unknown format, wrong bands, bad target."""

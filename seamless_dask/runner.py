@@ -66,6 +66,12 @@ class RunnerConfig:
         if self.normalize is not None:
             object.__setattr__(self, "normalize", _as_normalize(self.normalize))
 
+    def fill_values(self, bands: int) -> np.ndarray:
+        """``(bands,)`` values that stand in for nodata: the normalisation mean (0 after it), else 0."""
+        if self.normalize is None:
+            return np.zeros(bands, dtype=np.float32)
+        return np.broadcast_to(np.asarray(self.normalize[0], dtype=np.float32), (bands,))
+
     def check_bands(self, bands: int) -> None:
         """Raise if ``normalize`` has a per-band length other than ``bands``."""
         if self.normalize is None:

@@ -14,9 +14,11 @@ owner and the result does not depend on the input's chunking.
 from __future__ import annotations
 
 import dataclasses
+from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
-from numbers import Integral
-from typing import Any
+from numbers import Integral, Real
+from typing import Any, NamedTuple
 
 import dask
 import dask.array as da
@@ -27,7 +29,7 @@ from dask.highlevelgraph import HighLevelGraph
 
 from . import blend
 from .exceptions import DimensionError, OptionError
-from .grid import ChunkPlan, Pair, TileGrid, as_pair
+from .grid import ChunkPlan, LocalTile, Pair, TileGrid, as_pair
 from .runner import ModelRunner, RunnerConfig
 from .weights import TileWeights, as_weights
 
@@ -46,6 +48,7 @@ class Job:
     output: str
     num_classes: int | None
     chunks: Pair | None
+    nodata: float | None = None
 
     def __post_init__(self) -> None:
         if self.output not in blend.OUTPUTS:
@@ -54,6 +57,8 @@ class Job:
         if n is not None and (not isinstance(n, Integral) or isinstance(n, bool) or n < 1):
             raise OptionError(f"num_classes must be a positive int, got {self.num_classes!r}")
         self.weights.check_tile(self.tile_size)
+        if self.nodata is not None and (isinstance(self.nodata, bool) or not isinstance(self.nodata, Real)):
+            raise OptionError(f"nodata must be a number or None, got nodata={self.nodata!r}: use e.g. nodata=0")
 
     @property
     def binary(self) -> bool:
@@ -76,6 +81,7 @@ def segment(
     num_classes: int | None = None,
     chunks: int | Pair | None = None,
     tta: str | None = None,
+    nodata: float | str | None = "auto",
 ) -> Any:
     """Segment an image of any size with a model that sees ``tile_size`` tiles, without seams.
 
@@ -112,6 +118,12 @@ def segment(
         else 2048.
     tta
         Test-time augmentation: ``None``, ``"flips"`` (4 views) or ``"d4"`` (8 views), averaged per tile.
+    nodata
+        The input's nodata value: ``"auto"`` reads it from a DataArray (``.rio.nodata``, ``_FillValue``);
+        a number sets it; ``None`` treats every value as data. A pixel that is nodata (or NaN) in every band
+        is nodata in the output (labels: the dtype's maximum, 255 for uint8; probabilities: NaN); nodata
+        band values are filled before the model sees them, tiles with no data are never run, and a tile's
+        weight is zero on its nodata pixels.
     """
     config = RunnerConfig(
         batch_size=batch_size,
@@ -128,18 +140,19 @@ def segment(
         output=output,
         num_classes=num_classes,
         chunks=None if chunks is None else as_pair(chunks, "chunks"),
+        nodata=_nodata_for(data, nodata),
     )
     if isinstance(data, xr.DataArray):
         return _segment_dataarray(data, job)
     if _is_tensor(data):
-        result = _build(_as_bands_first(data.detach().cpu().numpy(), "tensor"), job).compute()
+        result = _build(_as_bands_first(data.detach().cpu().numpy(), "tensor"), job).array.compute()
         import torch
 
         return torch.from_numpy(result).to(data.device)
     if isinstance(data, da.Array):
-        return _build(_as_bands_first(data, "dask array"), job)
+        return _build(_as_bands_first(data, "dask array"), job).array
     if isinstance(data, np.ndarray):
-        return _build(_as_bands_first(data, "array"), job).compute()
+        return _build(_as_bands_first(data, "array"), job).array.compute()
     raise DimensionError(
         f"data must be an xarray.DataArray, a numpy array, a dask array or a torch tensor, got {type(data).__name__}: "
         "open rasters with rioxarray.open_rasterio(path, chunks=...) or xarray.open_zarr"
@@ -153,7 +166,14 @@ def plan(
     return TileGrid(shape, tile_size, overlap).plan_chunks(chunks)
 
 
-def _build(image: Any, job: Job) -> da.Array:
+class Built(NamedTuple):
+    """The lazy output of ``segment`` and the nodata value of its labels (``None``: no nodata)."""
+
+    array: da.Array
+    label_nodata: int | None
+
+
+def _build(image: Any, job: Job) -> Built:
     """The lazy output array for ``image`` ``(bands, H, W)``, numpy or dask."""
     bands, height, width = image.shape
     grid = TileGrid((height, width), job.tile_size, job.overlap)
@@ -161,17 +181,79 @@ def _build(image: Any, job: Job) -> da.Array:
     job.runner.config.check_bands(bands)
     n_classes = job.num_classes or job.runner.probe(bands, grid.tile_shape)
     job = dataclasses.replace(job, num_classes=n_classes)
-    inference = blend.TileInference(job.runner, job.weights, grid.tile_shape, n_classes)
+    inference = blend.TileInference(job.runner, job.weights, grid.tile_shape, n_classes, job.nodata)
     # One graph key holds the runner (and an in-memory model): not a copy per task.
     shared = dask.delayed(inference, pure=True, traverse=False)
     extended = _extended(_rechunked(image, chunk_plan), chunk_plan)
-    sums_name = "seamless-infer-" + tokenize(extended.name, chunk_plan, inference)
-    layer = {
-        (sums_name, j, k): (blend.accumulate, shared.key, (extended.name, 0, j, k), chunk_plan.local_tiles(j, k))
-        for j in range(len(chunk_plan.y_bounds) - 1)
-        for k in range(len(chunk_plan.x_bounds) - 1)
-    }
-    return _blend_array(layer, sums_name, chunk_plan, job, dependencies=[extended, shared])
+    masked = job.nodata is not None or np.issubdtype(image.dtype, np.floating)
+    recipe = _Recipe(extended, shared, chunk_plan, job, bool(masked))
+    built = recipe.build()
+    _RECIPES[built.array.name] = recipe
+    while len(_RECIPES) > _MAX_RECIPES:
+        _RECIPES.popitem(last=False)
+    return built
+
+
+@dataclass(frozen=True)
+class _Recipe:
+    """What ``_build`` made a result from, kept so that a resumed write can rebuild it with fewer tiles."""
+
+    extended: da.Array
+    shared: Any
+    chunk_plan: ChunkPlan
+    job: Job
+    masked: bool
+
+    def build(self, done: np.ndarray | None = None) -> Built:
+        """The output graph; chunks marked ``done`` run only the tiles that reach into chunks not done."""
+        plan_ = self.chunk_plan
+        sums_name = "seamless-infer-" + tokenize(self.extended.name, plan_, self.shared.key, done)
+        layer = {
+            (sums_name, j, k): (
+                blend.accumulate,
+                self.shared.key,
+                (self.extended.name, 0, j, k),
+                self.tiles(j, k, done),
+            )
+            for j in range(len(plan_.y_bounds) - 1)
+            for k in range(len(plan_.x_bounds) - 1)
+        }
+        return _blend_array(layer, sums_name, self)
+
+    def tiles(self, j: int, k: int, done: np.ndarray | None) -> Sequence[LocalTile]:
+        tiles = self.chunk_plan.local_tiles(j, k)
+        if done is None or not done[j, k]:
+            return tiles
+        (th, tw), (h, w) = self.chunk_plan.grid.tile_shape, (self.chunk_plan.chunks[0][j], self.chunk_plan.chunks[1][k])
+        ny, nx = done.shape
+
+        def missing(dj: int, dk: int) -> bool:
+            return j + dj < ny and k + dk < nx and not done[j + dj, k + dk]
+
+        return tuple(
+            t
+            for t in tiles
+            if (t.y + th > h and missing(1, 0))
+            or (t.x + tw > w and missing(0, 1))
+            or (t.y + th > h and t.x + tw > w and missing(1, 1))
+        )
+
+
+_RECIPES: OrderedDict[str, _Recipe] = OrderedDict()
+_MAX_RECIPES = 32
+
+
+def restricted(array: da.Array, done: np.ndarray) -> da.Array:
+    """``array`` (a ``segment`` result) rebuilt so that chunks marked ``done`` run only the tiles that the
+    chunks not done need for their blend; their own output must not be computed from it.
+
+    A result this process did not build (or one transformed since) comes back unchanged: still correct,
+    it just recomputes the tiles of done neighbours.
+    """
+    recipe = _RECIPES.get(array.name)
+    if recipe is None or done.shape != array.numblocks[-2:]:
+        return array
+    return recipe.build(done).array
 
 
 def _extended(stacked: da.Array, chunk_plan: ChunkPlan) -> da.Array:
@@ -197,12 +279,18 @@ def _rechunked(image: Any, chunk_plan: ChunkPlan) -> da.Array:
     return da.from_array(image, chunks=chunks, name="seamless-input-" + tokenize(image))
 
 
-def _blend_array(layer: dict, sums_name: str, chunk_plan: ChunkPlan, job: Job, dependencies: list) -> da.Array:
-    """Stage 2 tasks: halo parts, overlap-add and the decision, one output block per chunk."""
-    token = sums_name.removeprefix("seamless-infer-") + tokenize(job.output, job.binary)
+def _blend_array(layer: dict, sums_name: str, recipe: _Recipe) -> Built:
+    """Stage 2 tasks: halo parts, overlap-add and the decision, one output block per chunk.
+
+    When the input may hold nodata (``recipe.masked``), labels get a nodata value of their own.
+    """
+    chunk_plan, job = recipe.chunk_plan, recipe.job
+    labels, n_classes = job.output == "labels", int(job.num_classes or 0)
+    dtype = np.dtype(np.uint8) if job.binary else blend.label_dtype(n_classes + recipe.masked)
+    label_nodata = int(np.iinfo(dtype).max) if labels and recipe.masked else None
+    token = sums_name.removeprefix("seamless-infer-") + tokenize(job.output, job.binary, label_nodata)
     parts, out = "seamless-halo-" + token, f"seamless-{job.output}-" + token
     (hs, ws), (ext_y, ext_x) = chunk_plan.chunks, chunk_plan.extensions
-    labels, n_classes = job.output == "labels", int(job.num_classes or 0)
     for j, h in enumerate(hs):
         for k, w in enumerate(ws):
             if ext_y[j] or ext_x[k]:
@@ -213,12 +301,12 @@ def _blend_array(layer: dict, sums_name: str, chunk_plan: ChunkPlan, job: Job, d
             corner = (_part, (parts, j - 1, k - 1), "corner") if from_above and from_left else None
             summed = (blend.overlap_add, (sums_name, j, k), (h, w), top, left, corner)
             key = (out, j, k) if labels else (out, 0, j, k)
-            layer[key] = (blend.decide, summed, job.output, job.binary)
+            layer[key] = (blend.decide, summed, job.output, job.binary, label_nodata)
+    dependencies: list[Any] = [recipe.extended, recipe.shared]
     graph = HighLevelGraph.from_collections(out, layer, dependencies=dependencies)
     if labels:
-        dtype = np.uint8 if job.binary else blend.label_dtype(n_classes)
-        return da.Array(graph, out, chunks=(hs, ws), dtype=dtype)
-    return da.Array(graph, out, chunks=((n_classes,), hs, ws), dtype=np.float32)
+        return Built(da.Array(graph, out, chunks=(hs, ws), dtype=dtype), label_nodata)
+    return Built(da.Array(graph, out, chunks=((n_classes,), hs, ws), dtype=np.float32), None)
 
 
 def _part(parts: blend.HaloParts, which: str) -> np.ndarray:
@@ -228,7 +316,7 @@ def _part(parts: blend.HaloParts, which: str) -> np.ndarray:
 def _segment_dataarray(data: xr.DataArray, job: Job) -> xr.DataArray:
     bands_first = _dataarray_bands_first(data)
     image = bands_first.data if bands_first.chunks is not None else bands_first.values
-    result = _build(image, job)
+    result, label_nodata = _build(image, job)
     dims = ("y", "x") if job.output == "labels" else ("class", "y", "x")
     coords = {name: coord for name, coord in data.coords.items() if set(coord.dims) <= {"y", "x"}}
     if job.output != "labels":
@@ -237,7 +325,36 @@ def _segment_dataarray(data: xr.DataArray, job: Job) -> xr.DataArray:
     attrs.update(
         seamless_tile_size=list(job.tile_size), seamless_overlap=list(job.overlap), seamless_weights=job.weights.kind
     )
-    return xr.DataArray(result, dims=dims, coords=coords, attrs=attrs, name=job.output)
+    out = xr.DataArray(result, dims=dims, coords=coords, attrs=attrs, name=job.output)
+    return _with_geo(out, data, label_nodata if job.output == "labels" else np.nan)
+
+
+def _with_geo(out: xr.DataArray, source: xr.DataArray, nodata: float | None) -> xr.DataArray:
+    """``out`` with the CRS and transform of ``source`` (when it has them) and its own nodata value."""
+    import rioxarray  # noqa: F401  (registers .rio)
+
+    crs = source.rio.crs
+    if crs is not None:
+        out = out.rio.write_crs(crs)
+        if source.sizes["y"] > 1 and source.sizes["x"] > 1:
+            out = out.rio.write_transform(source.rio.transform())
+    return out.rio.write_nodata(nodata, encoded=False) if nodata is not None else out
+
+
+def _nodata_for(data: Any, nodata: float | str | None) -> float | None:
+    """The nodata value ``segment`` works with; ``"auto"`` reads it from a DataArray's metadata."""
+    if isinstance(nodata, str):
+        if nodata != "auto":
+            raise OptionError(f"nodata must be 'auto', a number or None, got nodata={nodata!r}")
+        if not isinstance(data, xr.DataArray):
+            return None
+        import rioxarray  # noqa: F401
+
+        found = data.rio.nodata
+        if found is None:
+            found = data.rio.encoded_nodata
+        return None if found is None else float(found)
+    return nodata
 
 
 def _dataarray_bands_first(data: xr.DataArray) -> xr.DataArray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import colorsys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -32,9 +33,17 @@ def default_palette(n_classes: int = 256) -> np.ndarray:
     return np.array((_BASE + extra)[:n_classes], dtype=np.uint8)
 
 
-def colorize(labels: np.ndarray, palette: Sequence | np.ndarray | None = None) -> np.ndarray:
-    """``(H, W)`` class indices to ``(H, W, 3)`` uint8 RGB; classes beyond the palette raise."""
+def colorize(
+    labels: np.ndarray, palette: Sequence | np.ndarray | None = None, *, nodata: float | None = None
+) -> np.ndarray:
+    """``(H, W)`` class indices to ``(H, W, 3)`` uint8 RGB; classes beyond the palette raise.
+
+    With ``nodata``, returns ``(H, W, 4)`` RGBA, transparent where ``labels == nodata``.
+    """
     labels = np.asarray(labels)
+    valid = None if nodata is None else labels != nodata
+    if valid is not None:
+        labels = np.where(valid, labels, 0)
     colours = default_palette(int(labels.max()) + 1 if labels.size else 1) if palette is None else np.asarray(palette)
     if colours.ndim != 2 or colours.shape[1] not in (3, 4):
         raise OptionError(f"palette must be (classes, 3) or (classes, 4) RGB(A) values, got shape {colours.shape}")
@@ -42,7 +51,14 @@ def colorize(labels: np.ndarray, palette: Sequence | np.ndarray | None = None) -
         raise OptionError(
             f"label {int(labels.max())} has no colour: the palette has {len(colours)}; pass a longer palette"
         )
-    return colours.astype(np.uint8)[labels]
+    rgb = colours.astype(np.uint8)[labels]
+    if valid is None:
+        return rgb
+    alpha = (valid * 255).astype(np.uint8)
+    if rgb.shape[-1] == 4:
+        rgb[..., 3] = np.minimum(rgb[..., 3], alpha)
+        return rgb
+    return np.dstack([rgb, alpha])
 
 
 def to_rgb8(image: np.ndarray) -> np.ndarray:
@@ -54,19 +70,93 @@ def to_rgb8(image: np.ndarray) -> np.ndarray:
 
 
 def save_panels(path: str | Path, panels: Sequence[np.ndarray], titles: Sequence[str], gap: int = 8) -> Path:
-    """Write RGB panels ``(H, W, 3)`` side by side, each under its title, as a PNG."""
+    """Write RGB or RGBA panels ``(H, W, 3|4)`` side by side, each under its title, as a PNG.
+
+    With an RGBA panel the PNG keeps its alpha, so nodata stays transparent.
+    """
     from PIL import Image, ImageDraw
 
     height = max(p.shape[0] for p in panels)
     width = sum(p.shape[1] for p in panels) + gap * (len(panels) - 1)
-    header = 22
-    canvas = Image.new("RGB", (width, height + header), "white")
+    header = 22 if any(titles) else 0
+    rgba = any(p.shape[-1] == 4 for p in panels)
+    canvas = Image.new("RGBA" if rgba else "RGB", (width, height + header), (255, 255, 255, 0) if rgba else "white")
     draw = ImageDraw.Draw(canvas)
     x = 0
     for panel, title in zip(panels, titles, strict=True):
-        canvas.paste(Image.fromarray(panel[..., :3]), (x, header))
-        draw.text((x + 4, 5), title, fill="black")
+        canvas.paste(Image.fromarray(panel if rgba and panel.shape[-1] == 4 else panel[..., :3]), (x, header))
+        if title:
+            draw.text((x + 4, 5), title, fill="black")
         x += panel.shape[1] + gap
     path = Path(path)
     canvas.save(path)
     return path
+
+
+def quicklook(
+    labels: Any,
+    path: str | Path,
+    *,
+    palette: Sequence | np.ndarray | None = None,
+    image: Any = None,
+    max_size: int = 1024,
+) -> Path:
+    """Write a PNG of ``labels`` coloured by class, nodata transparent, optionally beside ``image``'s RGB.
+
+    ``labels``: a written raster's path (GeoTIFF/COG or zarr: read decimated, through overviews when there
+    are some) or a ``(y, x)`` DataArray or array; ``(class, y, x)`` probabilities show their argmax.
+    ``image``: the input, as a path or ``(band, y, x)`` DataArray. At most ``max_size`` pixels a side.
+    """
+    classes, nodata = _decimated(labels, max_size)
+    if classes.ndim == 3:  # probabilities: the most likely class, transparent where there was no data
+        missing = np.isnan(classes).all(axis=0)
+        classes = np.where(missing, 255, np.nan_to_num(classes, nan=-1).argmax(axis=0)).astype(np.uint8)
+        nodata = 255
+    panels, titles = [colorize(classes, palette, nodata=nodata)], ["labels" if image is not None else ""]
+    if image is not None:
+        pixels, image_nodata = _decimated(image, max_size, shape=classes.shape)
+        pixels = pixels.reshape(-1, *pixels.shape[-2:]).astype(np.float32)
+        missing = np.isnan(pixels) if image_nodata is None else (pixels == image_nodata) | np.isnan(pixels)
+        rgb = to_rgb8(np.where(missing, np.nan, pixels))
+        valid = ~missing.all(axis=0)
+        panels.insert(0, np.dstack([rgb, (valid * 255).astype(np.uint8)]))
+        titles.insert(0, "input")
+    return save_panels(path, panels, titles)
+
+
+def _decimated(source: Any, max_size: int, shape: tuple[int, ...] | None = None) -> tuple[np.ndarray, Any]:
+    """Pixels of ``source`` at most ``max_size`` a side (or exactly ``shape``), and its nodata value."""
+    import xarray as xr
+
+    if isinstance(source, (str, Path)):
+        return _read_decimated(str(source), max_size, shape)
+    if isinstance(source, xr.DataArray):
+        nodata = source.rio.nodata if "spatial_ref" in source.coords or source.attrs else None
+        step = _step(source.shape[-2:], max_size, shape)
+        return np.asarray(source[..., :: step[0], :: step[1]].values), nodata
+    array = np.asarray(source)
+    step = _step(array.shape[-2:], max_size, shape)
+    return array[..., :: step[0], :: step[1]], None
+
+
+def _step(size: tuple[int, ...], max_size: int, shape: tuple[int, ...] | None) -> tuple[int, int]:
+    if shape is not None:
+        return max(1, -(-size[0] // shape[0])), max(1, -(-size[1] // shape[1]))
+    step = max(1, -(-max(size) // max_size))
+    return step, step
+
+
+def _read_decimated(path: str, max_size: int, shape: tuple[int, ...] | None) -> tuple[np.ndarray, Any]:
+    if path.rstrip("/").endswith(".zarr"):
+        from .io import open_raster
+
+        data = open_raster(path, chunks=None)
+        return _decimated(data if data.sizes["band"] > 1 else data.isel(band=0), max_size, shape)
+    import rasterio
+    from rasterio.enums import Resampling
+
+    with rasterio.open(path) as src:
+        step = _step((src.height, src.width), max_size, shape)
+        out_shape = shape[-2:] if shape is not None else (-(-src.height // step[0]), -(-src.width // step[1]))
+        pixels = src.read(out_shape=(src.count, *out_shape), resampling=Resampling.nearest)
+        return (pixels[0] if src.count == 1 else pixels), src.nodata

@@ -136,10 +136,12 @@ def test_xarray_output_keeps_coords_and_attrs():
     np.testing.assert_array_equal(labels.y, data.y)
     np.testing.assert_array_equal(labels.x, data.x)
     assert "spatial_ref" in labels.coords and "band" not in labels.coords
-    assert labels.attrs["source"] == "test" and "_FillValue" not in labels.attrs
+    # The input's nodata (0) is not the labels' nodata: labels get their own, 255 for uint8.
+    assert labels.attrs["source"] == "test" and labels.rio.nodata == 255
     assert labels.attrs["seamless_tile_size"] == [16, 16]
     probs = run(data, tile_size=16, overlap=4, output="probabilities")
     assert probs.dims == ("class", "y", "x") and list(probs["class"].values) == [0, 1, 2]
+    assert np.isnan(probs.rio.nodata)
     np.testing.assert_array_equal(probs.argmax("class").values, labels.values)
 
 
