@@ -1,18 +1,23 @@
 """seamless_dask: seamless tiled model inference over chunked rasters, lazily, at any scale."""
 
+import rioxarray as _rioxarray  # noqa: F401  (registers DataArray.rio, which results carry their geo through)
+
 from . import accessor as _accessor  # noqa: F401  (registers DataArray.seamless)
 from .exceptions import (
     DimensionError,
     ModelOutputError,
     ModelSpecError,
     OptionError,
+    RasterError,
     SeamlessError,
     TilingError,
     WeightsError,
 )
 from .grid import ChunkPlan, TileGrid, TileWindow
+from .io import open_raster, to_cog, to_zarr
 from .runner import ModelRunner, RunnerConfig
 from .segment import plan, segment
+from .viz import colorize, quicklook
 from .weights import TileWeights
 
 __all__ = [
@@ -22,6 +27,7 @@ __all__ = [
     "ModelRunner",
     "ModelSpecError",
     "OptionError",
+    "RasterError",
     "RunnerConfig",
     "SeamlessError",
     "TileGrid",
@@ -29,7 +35,12 @@ __all__ = [
     "TileWindow",
     "TilingError",
     "WeightsError",
+    "colorize",
+    "open_raster",
     "plan",
+    "quicklook",
     "segment",
+    "to_cog",
+    "to_zarr",
 ]
 __version__ = "0.1.0"

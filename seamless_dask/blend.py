@@ -73,7 +73,8 @@ def mask_nodata(block: np.ndarray, nodata: float | None, fill: np.ndarray) -> Ma
 
     A pixel is valid where at least one band holds data. Filling matters: a raw nodata value such as
     -9999, or a NaN, inside a tile would reach the valid pixels beside it through the model's receptive
-    field; the fill (the normalisation mean, else 0) is what the model sees as "nothing here".
+    field. A band missing at a valid pixel gets ``fill`` (the normalisation mean, else 0); pixels with no
+    data at all are later filled per tile from their nearest valid pixel (see ``_tile_pixels``).
     """
     missing = None
     if np.issubdtype(block.dtype, np.floating):
@@ -110,7 +111,7 @@ def accumulate(inference: TileInference, block: np.ndarray, tiles: Sequence[Loca
     batch_size = runner.config.batch_size
     for start in range(0, len(tiles), batch_size):
         batch = tiles[start : start + batch_size]
-        preds = runner.predict(np.stack([block[:, t.y : t.y + th, t.x : t.x + tw] for t in batch]))
+        preds = runner.predict(np.stack([_tile_pixels(block, valid, t, (th, tw)) for t in batch]))
         if preds.shape[1] != n_classes:
             raise ModelOutputError(
                 f"the model returned {preds.shape[1]} channels but {n_classes} were expected "
@@ -125,6 +126,26 @@ def accumulate(inference: TileInference, block: np.ndarray, tiles: Sequence[Loca
             acc[:n_classes, rows, cols] += pred * w
             acc[n_classes, rows, cols] += w
     return acc
+
+
+def _tile_pixels(block: np.ndarray, valid: np.ndarray | None, t: LocalTile, shape: tuple[int, int]) -> np.ndarray:
+    """The tile's pixels; where no band has data, the nearest pixel of the same tile that has.
+
+    What the model sees beyond a scene's footprint is then a continuation of the scene, not a frame of
+    constant fill, so valid pixels beside a nodata border are not pulled toward a "dark border" class.
+    Filling from the tile alone keeps every tile's input, hence the result, independent of chunking.
+    """
+    rows, cols = slice(t.y, t.y + shape[0]), slice(t.x, t.x + shape[1])
+    pixels = block[:, rows, cols]
+    if valid is None:
+        return pixels
+    inside = valid[rows, cols]
+    if inside.all():
+        return pixels
+    from scipy.ndimage import distance_transform_edt
+
+    nearest = distance_transform_edt(~inside, return_distances=False, return_indices=True)
+    return pixels[:, nearest[0], nearest[1]]
 
 
 def halo_parts(acc: np.ndarray, h: int, w: int) -> HaloParts:

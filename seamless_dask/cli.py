@@ -56,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_segment(commands)
 
-    demo = commands.add_parser("demo", help="segment a synthetic scene naively and seamlessly; write demo.png")
+    demo = commands.add_parser("demo", help="segment a synthetic scene naively and seamlessly; write seams.png")
     demo.add_argument("--out", default="demo-output")
     demo.add_argument("--size", type=int, default=1024)
     demo.set_defaults(run=_demo)
@@ -82,6 +82,7 @@ def _add_segment(commands: Any) -> None:
     seg.add_argument("--bands", type=_int_list, default=None, metavar="B,B,..", help="1-based bands, e.g. 3,2,1")
     seg.add_argument("--normalize", type=_normalize, default=None, metavar="MEAN/STD", help="e.g. 123,116,103/58,57,57")
     seg.add_argument("--activation", choices=("softmax", "sigmoid", "none"), default="softmax")
+    seg.add_argument("--num-classes", type=int, default=None, metavar="N", help="model outputs (default: one probe call)")
     seg.add_argument("--weights", default="trust", choices=("trust", "spline", "gaussian", "constant"))
     seg.add_argument("--nodata", type=_nodata, default="auto", metavar="V", help="auto (from INPUT), none, or a number")
     seg.add_argument("--scheduler", metavar="ADDRESS", help="a dask scheduler, e.g. tcp://10.0.0.5:8786")
@@ -110,6 +111,7 @@ def _segment(args: argparse.Namespace) -> None:
         normalize=args.normalize,
         activation=None if args.activation == "none" else args.activation,
         weights=args.weights,
+        num_classes=args.num_classes,
         nodata=args.nodata,
         scheduler=args.scheduler,
         resume=args.resume,

@@ -76,7 +76,7 @@ class DemoResult:
 
 
 def run_demo(out_dir: str | Path, *, size: int = 1024, tile: int = 256, overlap: int = 64) -> DemoResult:
-    """Segment a synthetic scene three ways and write ``demo.png``: input, naive, seamless, whole image."""
+    """Segment a synthetic scene three ways and write ``seams.png``: input, naive, seamless, whole image."""
     import torch
 
     from . import TileGrid, segment, viz
@@ -92,7 +92,7 @@ def run_demo(out_dir: str | Path, *, size: int = 1024, tile: int = 256, overlap:
     naive = segment(scene, model, tile_size=tile, overlap=0, weights="constant").compute()
     panels = [viz.to_rgb8(scene.values)] + [viz.colorize(a, PALETTE) for a in (naive.values, seamless.values, whole)]
     titles = ["input (synthetic scene)", f"naive {tile}px tiles", "seamless_dask", "whole image in one pass"]
-    png = viz.save_panels(out / "demo.png", [p[::2, ::2] for p in panels], titles)
+    png = viz.save_panels(out / "seams.png", [p[::2, ::2] for p in panels], titles)
     return DemoResult(
         naive_error=float(np.mean(naive.values != whole)),
         seamless_error=float(np.mean(seamless.values != whole)),
@@ -100,3 +100,38 @@ def run_demo(out_dir: str | Path, *, size: int = 1024, tile: int = 256, overlap:
         tiles=TileGrid((size, size), tile, overlap).n_tiles,
         png=png,
     )
+
+
+def write_scene_geotiff(path: str | Path, size: int = 2048, seed: int = 0) -> Path:
+    """Write :func:`synthetic_scene` as a 3-band uint8 GeoTIFF (UTM 31N, 10 m pixels, tiled, deflate).
+
+    Like a real satellite scene, its footprint is a tilted square inside a nodata (0) border.
+    """
+    import rasterio
+    from rasterio.transform import from_origin
+
+    scene = synthetic_scene(size, seed)
+    pixels = (scene.values * 254 + 1).astype(np.uint8)  # 1..255: 0 stays free for nodata
+    yy, xx = np.mgrid[0:size, 0:size] / size - 0.5
+    angle = np.deg2rad(12)
+    u, v = xx * np.cos(angle) + yy * np.sin(angle), -xx * np.sin(angle) + yy * np.cos(angle)
+    pixels[:, (np.abs(u) > 0.42) | (np.abs(v) > 0.42)] = 0
+    profile = {
+        "driver": "GTiff",
+        "height": size,
+        "width": size,
+        "count": 3,
+        "dtype": "uint8",
+        "crs": "EPSG:32631",
+        "transform": from_origin(400_000, 5_000_000, 10, 10),
+        "nodata": 0,
+        "tiled": True,
+        "blockxsize": 256,
+        "blockysize": 256,
+        "compress": "deflate",
+    }
+    path = Path(path)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(pixels)
+        dst.descriptions = ("red", "green", "blue")
+    return path

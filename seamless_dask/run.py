@@ -37,6 +37,7 @@ class SegmentRequest:
     normalize: tuple[Any, Any] | None = None
     activation: str | None = "softmax"
     weights: str = "trust"
+    num_classes: int | None = None
     nodata: float | str | None = "auto"
     scheduler: str | None = None
     resume: bool = False
@@ -103,6 +104,7 @@ def run_segment(request: SegmentRequest) -> SegmentReport:
             normalize=request.normalize,
             activation=request.activation,
             weights=request.weights,
+            num_classes=request.num_classes,
             nodata=request.nodata,
         )
         if request.kind == "cog":

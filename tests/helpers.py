@@ -125,3 +125,33 @@ class Heavy(nn.Module):
 
     def forward(self, x):
         return self.conv(x)
+
+
+class Brightness(nn.Module):
+    """Any number of bands in, 2 classes out: dark vs bright by the 5 x 5 mean over bands (zero padded)."""
+
+    def forward(self, x):
+        mean = torch.nn.functional.avg_pool2d(x.float().mean(dim=1, keepdim=True), 5, stride=1, padding=2)
+        return torch.cat([128 - mean, mean - 128], dim=1) / 16
+
+
+def brightness() -> nn.Module:
+    """Factory for CLI specs: 'helpers:brightness'."""
+    return Brightness()
+
+
+class Mean3(nn.Module):
+    """One band in, one channel out: the 3 x 3 mean, zero padded (a model whose output mixes neighbours)."""
+
+    def forward(self, x):
+        return torch.nn.functional.avg_pool2d(x, 3, stride=1, padding=1)
+
+
+def raising_model() -> nn.Module:
+    """Factory of a model that fails on every batch: 'helpers:raising_model'."""
+
+    class Raises(nn.Module):
+        def forward(self, x):
+            raise RuntimeError("CUDA out of memory (simulated)")
+
+    return Raises()

@@ -1,0 +1,192 @@
+"""Geo I/O (I7): real rasters through open_raster, segment, to_zarr and to_cog, geo kept; resume."""
+
+import os
+from pathlib import Path
+
+import helpers
+import numpy as np
+import pytest
+import rasterio
+import xarray as xr
+import zarr
+from rio_cogeo.cogeo import cog_validate
+
+import seamless_dask as sd
+from seamless_dask import io
+from seamless_dask.grid import TileGrid
+
+DATA = Path(os.environ.get("SEAMLESS_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+needs_data = pytest.mark.skipif(
+    not (DATA / "RGB.byte.tif").is_file(),
+    reason=f"real rasters not found in {DATA} (../shared/data beside the repo, or set SEAMLESS_TEST_DATA)",
+)
+
+# name: (bands, height, width, input nodata)
+RASTERS = {
+    "RGB.byte.tif": (3, 718, 791, 0),
+    "shade.tif": (1, 1024, 1024, 255),
+    "rgb1_fake_nir_epsg3857.tif": (1, 681, 676, 0),
+    "all-nodata.tif": (4, 2475, 71, 0),
+    "cogeo.tif": (3, 1024, 1024, None),
+}
+
+
+def _segment(data, model, **options):
+    return sd.segment(data, model, tile_size=128, overlap=32, num_classes=2, **options)
+
+
+def _tiles_with_data(image: xr.DataArray, nodata) -> int:
+    pixels = image.values
+    valid = np.ones(pixels.shape[1:], bool) if nodata is None else (pixels != nodata).any(axis=0)
+    grid = TileGrid(valid.shape, 128, 32)
+    return sum(bool(valid[w.y, w.x].any()) for w in grid.windows())
+
+
+@needs_data
+@pytest.mark.parametrize("name", list(RASTERS))
+def test_real_raster_round_trips_through_zarr_and_cog(name, tmp_path):
+    bands, height, width, nodata = RASTERS[name]
+    image = sd.open_raster(DATA / name, chunks=300)
+    assert image.dims == ("band", "y", "x") and image.shape == (bands, height, width)
+    assert image.rio.nodata == nodata and image.rio.crs is not None
+    model = helpers.Counting(helpers.Brightness())
+    labels = _segment(image, model)
+    assert model.tiles == 0  # lazy: nothing ran yet
+    expected = labels.values
+    assert model.tiles == _tiles_with_data(image, nodata)  # tiles with no data never reached the model
+    if nodata is None:
+        assert labels.rio.nodata is None and expected.max() < 2
+    else:
+        assert labels.rio.nodata == 255
+        np.testing.assert_array_equal(expected == 255, (image.values == nodata).all(axis=0))
+
+    assert io.to_zarr(labels, tmp_path / "out.zarr") > 0
+    back = xr.open_zarr(tmp_path / "out.zarr", decode_coords="all", mask_and_scale=False)["labels"]
+    _assert_same_geo(back, image, labels.rio.nodata)
+    np.testing.assert_array_equal(back.values, expected)
+    assert io.is_complete(tmp_path / "out.zarr")
+
+    cog = io.to_cog(labels, tmp_path / "out.tif")
+    valid, errors, _ = cog_validate(cog)
+    assert valid, errors
+    with rasterio.open(cog) as src:
+        assert (src.count, src.height, src.width) == (1, height, width)
+        assert src.crs == image.rio.crs and src.nodata == labels.rio.nodata
+        assert src.transform.almost_equals(image.rio.transform())
+        assert src.profile["tiled"] and src.compression is not None
+        assert bool(src.overviews(1)) == (min(height, width) > 512)  # internal overviews down to one block
+        np.testing.assert_array_equal(src.read(1), expected)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.tif", "out.zarr"]  # no scratch files left
+
+
+def _assert_same_geo(back: xr.DataArray, image: xr.DataArray, nodata) -> None:
+    assert back.shape == image.shape[1:]
+    assert back.rio.crs == image.rio.crs
+    assert back.rio.transform().almost_equals(image.rio.transform())
+    assert back.rio.nodata == nodata
+    np.testing.assert_allclose(back.x, image.x)
+
+
+@needs_data
+def test_probabilities_keep_geo_and_are_nan_on_nodata(tmp_path):
+    image = sd.open_raster(DATA / "RGB.byte.tif", chunks=400)
+    probs = _segment(image, helpers.Brightness(), output="probabilities")
+    assert probs.dims == ("class", "y", "x") and np.isnan(probs.rio.nodata)
+    io.to_zarr(probs, tmp_path / "p.zarr")
+    back = xr.open_zarr(tmp_path / "p.zarr", decode_coords="all")["probabilities"]
+    assert back.rio.crs == image.rio.crs
+    nodata = (image.values == 0).all(axis=0)
+    np.testing.assert_array_equal(np.isnan(back.values).all(axis=0), nodata)
+    cog = io.to_cog(probs, tmp_path / "p.tif")
+    with rasterio.open(cog) as src:
+        assert src.count == 2 and src.dtypes[0] == "float32" and cog_validate(cog)[0]
+        np.testing.assert_allclose(src.read(), probs.values, equal_nan=True)
+
+
+@needs_data
+def test_open_raster_selects_bands_and_reads_zarr(tmp_path):
+    rgb = sd.open_raster(DATA / "RGB.byte.tif", bands=[3, 1])
+    assert rgb.shape[0] == 2 and list(rgb.band.values) == [3, 1]
+    with helpers.raises_mentioning(sd.RasterError, ["between 1 and 3", "[4]"]):
+        sd.open_raster(DATA / "RGB.byte.tif", bands=[4])
+    rgb.rio.write_nodata(0).to_dataset(name="scene").to_zarr(tmp_path / "in.zarr")
+    again = sd.open_raster(tmp_path / "in.zarr")
+    assert again.dims == ("band", "y", "x") and again.rio.crs == rgb.rio.crs
+    np.testing.assert_array_equal(again.values, rgb.values)
+
+
+def test_open_raster_errors_name_the_problem(tmp_path):
+    with helpers.raises_mentioning(sd.RasterError, ["does not exist", "nope.tif"]):
+        sd.open_raster(tmp_path / "nope.tif")
+    (tmp_path / "junk.tif").write_text("not a tiff")
+    with helpers.raises_mentioning(sd.RasterError, ["cannot read", "junk.tif"]):
+        sd.open_raster(tmp_path / "junk.tif")
+
+
+def _scene(height=520, width=460) -> xr.DataArray:
+    image = helpers.structured_image(3, height, width).astype(np.uint8)
+    image[:, :40, :60] = 0
+    data = xr.DataArray(
+        image, dims=("band", "y", "x"), coords={"y": 5000 - 10 * np.arange(height), "x": 300 + 10 * np.arange(width)}
+    )
+    return data.rio.write_crs("EPSG:32631").rio.write_nodata(0).chunk({"y": 64, "x": 64})
+
+
+def test_zarr_refuses_to_clobber_and_checks_the_folder(tmp_path):
+    labels = _segment(_scene(), helpers.Brightness(), chunks=64)
+    io.to_zarr(labels, tmp_path / "a.zarr")
+    with helpers.raises_mentioning(sd.RasterError, ["exists", "resume=True", "overwrite=True"]):
+        io.to_zarr(labels, tmp_path / "a.zarr")
+    io.to_zarr(labels, tmp_path / "a.zarr", overwrite=True)
+    with helpers.raises_mentioning(sd.RasterError, ["does not exist", "create it first"]):
+        io.to_zarr(labels, tmp_path / "missing" / "b.zarr")
+    other = _segment(_scene(400, 400), helpers.Brightness(), chunks=64)
+    with helpers.raises_mentioning(sd.RasterError, ["different result", "overwrite=True"]):
+        io.to_zarr(other, tmp_path / "a.zarr", resume=True)
+
+
+def test_zarr_fill_value_is_nodata_and_empty_regions_read_as_nodata(tmp_path):
+    labels = _segment(_scene(), helpers.Brightness(), chunks=64)
+    io.to_zarr(labels, tmp_path / "a.zarr", compute=False)  # template only
+    array = zarr.open_array(tmp_path / "a.zarr", path="labels")
+    assert array.fill_value == 255 and array.attrs["_FillValue"] == 255
+    assert not io.is_complete(tmp_path / "a.zarr")
+    assert (xr.open_zarr(tmp_path / "a.zarr", mask_and_scale=False)["labels"].values == 255).all()
+
+
+def test_resume_writes_only_missing_regions_and_runs_only_the_tiles_they_need(tmp_path):
+    model = helpers.Counting(helpers.Brightness())
+    options = {"tile_size": 32, "overlap": 8, "chunks": 96, "num_classes": 2, "nodata": None}
+    labels = sd.segment(_scene(), model, **options)
+    expected = labels.values
+    full = model.tiles
+    store = tmp_path / "r.zarr"
+    io.to_zarr(labels, store)
+    # An interrupted run: two regions never got their marker (and hold junk, as if half-written).
+    missing = [(1, 2), (3, 0)]
+    done = zarr.open_array(store, path=io.DONE, mode="r+")
+    assert done.shape == labels.data.numblocks == (6, 5)
+    array = zarr.open_array(store, path="labels", mode="r+")
+    y, x = [np.cumsum((0, *c)) for c in labels.data.chunks]
+    for j, k in missing:
+        done[j, k] = 0
+        array[y[j] : y[j + 1], x[k] : x[k + 1]] = 7
+    zarr.open_group(store, mode="r+").attrs["seamless_complete"] = False
+
+    model.reset()
+    again = sd.segment(_scene(), model, **options)
+    assert io.to_zarr(again, store, resume=True) == 2
+    np.testing.assert_array_equal(xr.open_zarr(store, mask_and_scale=False)["labels"].values, expected)
+    assert io.is_complete(store)
+    # Exactly the tiles the two regions need: their own, and those of done neighbours that reach into them.
+    plan = sd.plan(expected.shape, tile_size=32, overlap=8, chunks=96)
+    regions = [(slice(y[j], y[j + 1]), slice(x[k], x[k + 1])) for j, k in missing]
+
+    def needed(i: int, window) -> bool:
+        reaches = any(
+            window.y.start < r.stop and r.start < window.y.stop and window.x.start < c.stop and c.start < window.x.stop
+            for r, c in regions
+        )
+        return plan.owner(i) in missing or reaches
+
+    assert model.tiles == sum(needed(i, w) for i, w in enumerate(plan.grid.windows())) < full / 4
