@@ -82,7 +82,7 @@ def _add_segment(commands: Any) -> None:
     seg.add_argument("--bands", type=_int_list, default=None, metavar="B,B,..", help="1-based bands, e.g. 3,2,1")
     seg.add_argument("--normalize", type=_normalize, default=None, metavar="MEAN/STD", help="e.g. 123,116,103/58,57,57")
     seg.add_argument("--activation", choices=("softmax", "sigmoid", "none"), default="softmax")
-    seg.add_argument("--num-classes", type=int, default=None, metavar="N", help="model outputs (default: one probe call)")
+    seg.add_argument("--num-classes", type=int, default=None, metavar="N", help="model outputs (default: probe once)")
     seg.add_argument("--weights", default="trust", choices=("trust", "spline", "gaussian", "constant"))
     seg.add_argument("--nodata", type=_nodata, default="auto", metavar="V", help="auto (from INPUT), none, or a number")
     seg.add_argument("--scheduler", metavar="ADDRESS", help="a dask scheduler, e.g. tcp://10.0.0.5:8786")
