@@ -7,6 +7,7 @@ gathered in the client. See DESIGN.md, "Pitfalls", for why they are built the wa
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from collections.abc import Sequence
@@ -24,6 +25,8 @@ from .segment import DEFAULT_CHUNK, restricted
 
 ZARR_SUFFIXES = (".zarr", ".zarr/")
 NETCDF_SUFFIXES = (".nc", ".nc4", ".netcdf")
+SCRATCH_SUFFIX = ".seamless-scratch.tif"  # the GeoTIFF the workers write into, before the COG layout
+PARTIAL_SUFFIX = ".seamless-partial.tif"  # the COG until it validates and is moved into place
 DONE = "_seamless/done"  # one uint8 per chunk region, 1 once written: the resume marker
 
 
@@ -336,7 +339,7 @@ def to_cog(
     if result.rio.crs is None:
         warnings.warn(f"writing {target!r} without a CRS: the result has none", UserWarning, stacklevel=2)
     resampling = overview_resampling or ("nearest" if np.issubdtype(result.dtype, np.integer) else "average")
-    scratch = target + ".seamless-partial.tif"
+    scratch = target + SCRATCH_SUFFIX
     _create_scratch(result, scratch)
     array = result.data if result.ndim == 3 else result.data[None]
     name = "seamless-cog-" + tokenize(array.name, target)
@@ -351,7 +354,20 @@ def to_cog(
     layer[final] = (_finish_cog, list(layer), scratch, target, compress, blocksize, resampling)
     dependencies: list[Any] = [array]
     writes = Delayed(final, HighLevelGraph.from_collections(final, layer, dependencies=dependencies))
-    return writes.compute() if compute else writes
+    if not compute:
+        return writes
+    try:
+        return writes.compute()
+    except BaseException:
+        discard_partial_cog(target)
+        raise
+
+
+def discard_partial_cog(path: str | os.PathLike) -> None:
+    """Remove what an interrupted or failed ``to_cog`` left beside ``path`` (never ``path`` itself)."""
+    for suffix in (SCRATCH_SUFFIX, PARTIAL_SUFFIX):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.fspath(path) + suffix)
 
 
 def _create_scratch(result: xr.DataArray, scratch: str) -> None:
@@ -406,7 +422,7 @@ def _finish_cog(_written: list, scratch: str, target: str, compress: str, blocks
 
     profile = cog_profiles.get(compress)
     profile.update(blockxsize=blocksize, blockysize=blocksize, BIGTIFF="IF_SAFER")
-    partial = target + ".seamless-cog.tif"
+    partial = target + PARTIAL_SUFFIX
     cog_translate(
         scratch,
         partial,

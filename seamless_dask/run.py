@@ -113,7 +113,12 @@ def run_segment(request: SegmentRequest) -> SegmentReport:
             overwrite = request.overwrite and not request.resume
             writes = io.to_zarr(result, request.target, resume=request.resume, overwrite=overwrite, compute=False)
         tiles = sum(progress.tile_counts(writes).values())
-        progress.compute(writes, progress=request.progress)
+        try:
+            progress.compute(writes, progress=request.progress)
+        except BaseException:
+            if request.kind == "cog":
+                io.discard_partial_cog(request.target)
+            raise
         if request.kind == "zarr":
             io.mark_complete(request.target)
     report = SegmentReport(
