@@ -157,7 +157,7 @@ def _scheduler(address: str | None) -> Iterator[Any]:
     from distributed import Client
 
     try:
-        client = Client(address, timeout="20s")
+        client = Client(address)  # waits distributed.comm.timeouts.connect (dask config)
     except (OSError, TimeoutError) as error:
         raise OptionError(f"cannot reach the dask scheduler at {address!r} ({error}): check --scheduler") from None
     with client:

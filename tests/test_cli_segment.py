@@ -1,5 +1,7 @@
 """`seamless-dask segment`: the whole job from the command line; user mistakes are one line, never a traceback."""
 
+import dask
+import distributed  # noqa: F401  (its config defaults)
 import numpy as np
 import pytest
 import rasterio
@@ -87,6 +89,7 @@ def test_cli_tile_larger_than_the_image_runs_one_tile(tmp_path, capsys):
 )
 def test_cli_user_mistakes_are_one_line_errors(scene, tmp_path, monkeypatch, capsys, args, words):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(dask.config.config["distributed"]["comm"]["timeouts"], "connect", "2s")
     assert main(["segment", *(a.format(scene=scene) for a in args), "--no-progress"]) == 2
     one_line_error(capsys, *words)
     assert list(tmp_path.iterdir()) == []  # nothing half-written
