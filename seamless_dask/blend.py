@@ -150,7 +150,9 @@ def _tile_pixels(block: np.ndarray, valid: np.ndarray | None, t: LocalTile, shap
 
 def halo_parts(acc: np.ndarray, h: int, w: int) -> HaloParts:
     """Split off what an accumulator of a chunk of core size ``(h, w)`` owes its neighbours."""
-    return HaloParts(bottom=acc[:, h:, :w], right=acc[:, :h, w:], corner=acc[:, h:, w:])
+    # Copies, not views: a view would keep the whole extended accumulator alive until the last of three
+    # neighbours has read its strip, which on a row of chunks is most of a row's accumulators (I4).
+    return HaloParts(bottom=acc[:, h:, :w].copy(), right=acc[:, :h, w:].copy(), corner=acc[:, h:, w:].copy())
 
 
 def overlap_add(

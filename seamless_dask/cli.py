@@ -85,7 +85,11 @@ def _add_segment(commands: Any) -> None:
     seg.add_argument("--num-classes", type=int, default=None, metavar="N", help="model outputs (default: probe once)")
     seg.add_argument("--weights", default="trust", choices=("trust", "spline", "gaussian", "constant"))
     seg.add_argument("--nodata", type=_nodata, default="auto", metavar="V", help="auto (from INPUT), none, or a number")
-    seg.add_argument("--scheduler", metavar="ADDRESS", help="a dask scheduler, e.g. tcp://10.0.0.5:8786")
+    seg.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="a dask scheduler, e.g. tcp://10.0.0.5:8786; or threads (no cluster); default: a local cluster",
+    )
     seg.add_argument("--resume", action="store_true", help="finish an interrupted .zarr output")
     seg.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     seg.add_argument("--quicklook", metavar="PNG", help="also write a quicklook PNG beside the input")

@@ -86,13 +86,18 @@ class SegmentReport:
 def run_segment(request: SegmentRequest) -> SegmentReport:
     """Check, open, segment, write and (optionally) draw a quicklook; return what was written."""
     from . import io, progress, viz
+    from .grid import TileGrid
+    from .runner import ModelRunner, RunnerConfig
     from .segment import segment
 
     start = time.perf_counter()
     _check_target(request)
     image = io.open_raster(request.source, chunks=request.chunks or io.DEFAULT_CHUNK, bands=request.bands)
+    # Mistakes in the model spec or the tiling fail now, before any cluster starts.
+    TileGrid(image.shape[-2:], request.tile_size, request.overlap)
+    ModelRunner(request.model, RunnerConfig(device="cpu")).check()
     with _scheduler(request.scheduler):
-        result = segment(
+        result = segment(  # inside: with a cluster, model tasks get its resources (GPU=1) when it has GPUs
             image,
             request.model,
             tile_size=request.tile_size,
@@ -148,17 +153,31 @@ def _check_target(request: SegmentRequest) -> None:
         raise RasterError(f"the folder of --quicklook {request.quicklook!r} does not exist: create it first")
 
 
+LOCAL_SCHEDULERS = ("threads", "processes", "synchronous")
+
+
 @contextlib.contextmanager
 def _scheduler(address: str | None) -> Iterator[Any]:
-    """A ``distributed.Client`` on ``address`` for the job, or the local threaded scheduler."""
-    if address is None:
-        yield None
+    """Where the job runs: a new ``LocalCluster`` sized to the machine (``None``), a dask scheduler at
+    ``address``, or one of dask's local schedulers by name (``threads``: no cluster to start)."""
+    import dask
+
+    if address in LOCAL_SCHEDULERS:
+        with dask.config.set(scheduler=address):
+            yield None
         return
     from distributed import Client
 
+    from .cluster import local_cluster, setup_workers
+
+    if address is None:
+        with local_cluster(dashboard=False) as client, client.cluster:
+            yield client
+        return
     try:
         client = Client(address)  # waits distributed.comm.timeouts.connect (dask config)
     except (OSError, TimeoutError) as error:
         raise OptionError(f"cannot reach the dask scheduler at {address!r} ({error}): check --scheduler") from None
     with client:
+        setup_workers(client)
         yield client

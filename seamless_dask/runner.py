@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from dask.base import tokenize
 
 from .exceptions import ModelOutputError, ModelSpecError, OptionError
 
@@ -36,6 +37,20 @@ _TORCH_DTYPES = {np.dtype(t) for t in ("uint8", "int8", "int16", "int32", "int64
 
 _LOADED: dict[tuple[str, str], Callable] = {}
 _LOAD_LOCK = threading.Lock()
+_REGISTERED: dict[str, Any] = {}  # in-memory models sent to this process by token (see cluster.shareable)
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    """A model spec that is only a token: the model itself reached this process once, by ``register_model``."""
+
+    token: str
+    kind: str = "model"
+
+
+def register_model(token: str, model: Any) -> None:
+    """Make ``model`` available to runners in this process whose spec is ``RegisteredModel(token)``."""
+    _REGISTERED[token] = model
 
 
 @dataclass(frozen=True)
@@ -100,7 +115,7 @@ class ModelRunner:
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict:
-        keep_model = not isinstance(self.spec, str)
+        keep_model = not isinstance(self.spec, (str, RegisteredModel))
         return {"spec": self.spec, "config": self.config, "_model": self._model if keep_model else None}
 
     def __setstate__(self, state: dict) -> None:
@@ -110,10 +125,10 @@ class ModelRunner:
         self._lock = threading.Lock()
 
     def __dask_tokenize__(self) -> tuple:
-        return ("seamless_dask.ModelRunner", _spec_token(self.spec), self.config)
+        return ("seamless_dask.ModelRunner", spec_token(self.spec), self.config)
 
     def __repr__(self) -> str:
-        spec = self.spec if isinstance(self.spec, str) else type(self.spec).__name__
+        spec = self.spec if isinstance(self.spec, (str, RegisteredModel)) else type(self.spec).__name__
         return f"ModelRunner({spec!r}, {self.config})"
 
     @property
@@ -131,6 +146,10 @@ class ModelRunner:
                 if self._model is None:
                     self._model = _load(self.spec, self.device)
         return self._model
+
+    def check(self) -> None:
+        """Load the model now, so that a bad spec fails before any work is planned on it."""
+        self.model  # noqa: B018  (the property loads it)
 
     def predict(self, tiles: np.ndarray) -> np.ndarray:
         """Run ``tiles`` ``(N, bands, h, w)`` through the model: float32 ``(N, classes, h, w)``, activated."""
@@ -195,7 +214,7 @@ def resolve_device(device: str) -> Any:
 def _checked_spec(model: Any) -> Any:
     if isinstance(model, os.PathLike):
         return os.fspath(model)
-    if isinstance(model, str) or callable(model):
+    if isinstance(model, (str, RegisteredModel)) or callable(model):
         return model
     raise ModelSpecError(
         f"model must be a torch.nn.Module, a TorchScript file, a callable or an import string "
@@ -203,9 +222,16 @@ def _checked_spec(model: Any) -> Any:
     )
 
 
-def _spec_token(spec: Any) -> tuple:
+def spec_token(spec: Any) -> str:
+    """A short token for a model spec: the string, or an in-memory model's identity and parameter versions."""
+    return tokenize(_spec_identity(spec))
+
+
+def _spec_identity(spec: Any) -> tuple:
     if isinstance(spec, str):
         return ("str", spec)
+    if isinstance(spec, RegisteredModel):
+        return ("registered", spec.token)
     # Identity plus parameter version counters: cheap, stable within a process, and it changes when the
     # model is trained in place, unlike id() alone; hashing the weights would cost seconds for big models.
     params = tuple(p._version for p in spec.parameters()) if hasattr(spec, "parameters") else ()
@@ -213,6 +239,13 @@ def _spec_token(spec: Any) -> tuple:
 
 
 def _load(spec: Any, device: Any) -> Callable:
+    if isinstance(spec, RegisteredModel):
+        if spec.token not in _REGISTERED:
+            raise ModelSpecError(
+                f"the {spec.kind} sent to the workers as {spec.token!r} is not on this worker: it was registered "
+                "on another cluster; call segment() again with this cluster's Client active"
+            )
+        return _prepare(_REGISTERED[spec.token], device)
     if not isinstance(spec, str):
         return _prepare(spec, device)
     key = (spec, str(device))

@@ -25,7 +25,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 from dask.base import tokenize
-from dask.highlevelgraph import HighLevelGraph
+from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
 from . import blend
 from .exceptions import DimensionError, OptionError
@@ -49,6 +49,7 @@ class Job:
     num_classes: int | None
     chunks: Pair | None
     nodata: float | None = None
+    resources: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
         if self.output not in blend.OUTPUTS:
@@ -82,6 +83,7 @@ def segment(
     chunks: int | Pair | None = None,
     tta: str | None = None,
     nodata: float | str | None = "auto",
+    resources: dict[str, float] | str | None = "auto",
 ) -> Any:
     """Segment an image of any size with a model that sees ``tile_size`` tiles, without seams.
 
@@ -124,6 +126,10 @@ def segment(
         is nodata in the output (labels: the dtype's maximum, 255 for uint8; probabilities: NaN); nodata
         band values are filled before the model sees them, tiles with no data are never run, and a tile's
         weight is zero on its nodata pixels.
+    resources
+        dask worker resources each model task needs on a ``distributed`` cluster, e.g. ``{"GPU": 1}`` so
+        that model work lands on GPU workers only. ``"auto"``: ``{"GPU": 1}`` when ``device`` is CUDA, or
+        when it is ``"auto"`` and a worker of the active cluster advertises a ``GPU`` resource; else none.
     """
     config = RunnerConfig(
         batch_size=batch_size,
@@ -132,8 +138,10 @@ def segment(
         activation=None if output == "logits" else activation,
         tta=tta,
     )
+    from .cluster import shareable
+
     job = Job(
-        runner=ModelRunner(model, config),
+        runner=shareable(ModelRunner(model, config)),  # with a Client: an in-memory model goes to workers once
         weights=as_weights(weights),
         tile_size=as_pair(tile_size, "tile_size"),
         overlap=as_pair(overlap, "overlap"),
@@ -141,7 +149,14 @@ def segment(
         num_classes=num_classes,
         chunks=None if chunks is None else as_pair(chunks, "chunks"),
         nodata=_nodata_for(data, nodata),
+        resources=_resources_for(config.device, resources),
     )
+    if job.resources:
+        from .cluster import current_client, ensure_routing
+
+        client = current_client()
+        if client is not None:
+            ensure_routing(client)
     if isinstance(data, xr.DataArray):
         return _segment_dataarray(data, job)
     if _is_tensor(data):
@@ -207,7 +222,8 @@ class _Recipe:
     def build(self, done: np.ndarray | None = None) -> Built:
         """The output graph; chunks marked ``done`` run only the tiles that reach into chunks not done."""
         plan_ = self.chunk_plan
-        sums_name = "seamless-infer-" + tokenize(self.extended.name, plan_, self.shared.key, done)
+        token = tokenize(self.extended.name, plan_, self.shared.key, done)
+        sums_name = "seamless-infer-" + resource_tag(self.job.resources) + token
         layer = {
             (sums_name, j, k): (
                 blend.accumulate,
@@ -279,11 +295,12 @@ def _rechunked(image: Any, chunk_plan: ChunkPlan) -> da.Array:
     return da.from_array(image, chunks=chunks, name="seamless-input-" + tokenize(image))
 
 
-def _blend_array(layer: dict, sums_name: str, recipe: _Recipe) -> Built:
+def _blend_array(infer: dict, sums_name: str, recipe: _Recipe) -> Built:
     """Stage 2 tasks: halo parts, overlap-add and the decision, one output block per chunk.
 
     When the input may hold nodata (``recipe.masked``), labels get a nodata value of their own.
     """
+    layer: dict = {}
     chunk_plan, job = recipe.chunk_plan, recipe.job
     labels, n_classes = job.output == "labels", int(job.num_classes or 0)
     dtype = np.dtype(np.uint8) if job.binary else blend.label_dtype(n_classes + recipe.masked)
@@ -302,11 +319,26 @@ def _blend_array(layer: dict, sums_name: str, recipe: _Recipe) -> Built:
             summed = (blend.overlap_add, (sums_name, j, k), (h, w), top, left, corner)
             key = (out, j, k) if labels else (out, 0, j, k)
             layer[key] = (blend.decide, summed, job.output, job.binary, label_nodata)
-    dependencies: list[Any] = [recipe.extended, recipe.shared]
-    graph = HighLevelGraph.from_collections(out, layer, dependencies=dependencies)
+    graph = _two_layer_graph(infer, sums_name, layer, out, recipe)
     if labels:
         return Built(da.Array(graph, out, chunks=(hs, ws), dtype=dtype), label_nodata)
     return Built(da.Array(graph, out, chunks=((n_classes,), hs, ws), dtype=np.float32), None)
+
+
+def _two_layer_graph(infer: dict, sums_name: str, blend_tasks: dict, out: str, recipe: _Recipe) -> HighLevelGraph:
+    """Stage 1 in a layer of its own, so that it alone carries the worker resources the model needs.
+
+    A materialised layer is never fused with its neighbours, so the annotation reaches the scheduler
+    (annotations on fused blockwise layers are lost: dask#7036, distributed#8593).
+    """
+    dependencies: list[Any] = [recipe.extended, recipe.shared]
+    stage1 = HighLevelGraph.from_collections(sums_name, infer, dependencies=dependencies)
+    resources = recipe.job.resources
+    layers = dict(stage1.layers)
+    if resources:
+        layers[sums_name] = MaterializedLayer(infer, annotations={"resources": dict(resources)})
+    layers[out] = MaterializedLayer(blend_tasks)
+    return HighLevelGraph(layers, {**stage1.dependencies, out: {sums_name}})
 
 
 def _part(parts: blend.HaloParts, which: str) -> np.ndarray:
@@ -339,6 +371,43 @@ def _with_geo(out: xr.DataArray, source: xr.DataArray, nodata: float | None) -> 
         if source.sizes["y"] > 1 and source.sizes["x"] > 1:
             out = out.rio.write_transform(source.rio.transform())
     return out.rio.write_nodata(nodata, encoded=False) if nodata is not None else out
+
+
+def resource_tag(resources: tuple[tuple[str, float], ...]) -> str:
+    """The resources model tasks need, written into their key names, e.g. ``[GPU=1]-``.
+
+    A key name survives graph optimisation where layer annotations do not (dask#7036, distributed#8593);
+    :class:`seamless_dask.cluster.ResourceRouting` reads it on the scheduler.
+    """
+    if not resources:
+        return ""
+    return "[" + ",".join(f"{name}={amount:g}" for name, amount in resources) + "]-"
+
+
+def parse_resource_tag(name: str) -> dict[str, float]:
+    """The resources in a stage-1 key name made with :func:`resource_tag` (``{}`` when there are none)."""
+    rest = name.removeprefix("seamless-infer-")
+    if not rest.startswith("["):
+        return {}
+    inside = rest[1 : rest.index("]")]
+    return {k: float(v) for k, v in (item.split("=") for item in inside.split(","))}
+
+
+def _resources_for(device: str, resources: dict[str, float] | str | None) -> tuple[tuple[str, float], ...]:
+    """The worker resources of model tasks, as a hashable value (see ``segment``'s ``resources``)."""
+    if resources is None:
+        return ()
+    if isinstance(resources, dict):
+        return tuple(sorted(resources.items()))
+    if resources != "auto":
+        raise OptionError(f"resources must be 'auto', None or a dict like {{'GPU': 1}}, got {resources!r}")
+    if device.startswith("cuda"):
+        return (("GPU", 1),)
+    if device == "auto":
+        from .cluster import cluster_has_gpus
+
+        return (("GPU", 1),) if cluster_has_gpus() else ()
+    return ()
 
 
 def _nodata_for(data: Any, nodata: float | str | None) -> float | None:

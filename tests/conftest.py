@@ -5,8 +5,11 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-# Test helper models are importable as "helpers:..." model specs.
-sys.path.insert(0, str(Path(__file__).parent))
+# Test helper models are importable as "helpers:..." model specs, here and in the worker processes,
+# scheduler and CLI runs that the tests start.
+TESTS = str(Path(__file__).parent)
+sys.path.insert(0, TESTS)
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (TESTS, os.environ.get("PYTHONPATH", "")) if p)
 
 settings.register_profile("default", deadline=None, max_examples=40, suppress_health_check=[HealthCheck.too_slow])
 # CI derandomises so that a landing is reproducible; run locally to explore new examples.

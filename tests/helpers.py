@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import threading
 
@@ -155,3 +156,24 @@ def raising_model() -> nn.Module:
             raise RuntimeError("CUDA out of memory (simulated)")
 
     return Raises()
+
+
+RAN_ON: collections.Counter = collections.Counter()  # tiles per dask worker name, for in-process clusters
+
+
+class WhereRun(nn.Module):
+    """Brightness, recording in ``RAN_ON`` how many tiles each dask worker ran ("client" outside workers)."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = Brightness()
+
+    def forward(self, x):
+        from distributed import get_worker
+
+        try:
+            name = get_worker().name
+        except ValueError:
+            name = "client"
+        RAN_ON[name] += x.shape[0]
+        return self.inner(x)

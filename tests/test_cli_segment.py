@@ -21,8 +21,10 @@ def scene(tmp_path_factory):
     return write_scene_geotiff(tmp_path_factory.mktemp("scene") / "scene.tif", size=300)
 
 
-def segment(*args: str) -> int:
-    return main(["segment", *map(str, args), "--tile-size", "64", "--overlap", "16"])
+def segment(*args: str, scheduler: str = "threads") -> int:
+    """The CLI with small tiles; on dask's threads unless ``scheduler`` says otherwise (default: a cluster)."""
+    where = ["--scheduler", scheduler] if scheduler else []
+    return main(["segment", *map(str, args), "--tile-size", "64", "--overlap", "16", *where])
 
 
 def one_line_error(capsys, *words: str) -> str:
@@ -37,7 +39,9 @@ def one_line_error(capsys, *words: str) -> str:
 
 def test_cli_writes_a_cog_a_zarr_and_a_quicklook(scene, tmp_path, capsys):
     quick = tmp_path / "quick.png"
-    assert segment(scene, tmp_path / "labels.tif", "--model", MODEL, "--quicklook", quick, "--chunks", "100") == 0
+    # The default: a LocalCluster sized to the machine, started and closed by the command.
+    args = ("--model", MODEL, "--quicklook", quick, "--chunks", "100")
+    assert segment(scene, tmp_path / "labels.tif", *args, scheduler="") == 0
     out = capsys.readouterr()
     assert "wrote" in out.out and "EPSG:32631" in out.out and "tile" in out.err  # the progress bar counts tiles
     assert cog_validate(str(tmp_path / "labels.tif"))[0]
@@ -68,7 +72,7 @@ def test_cli_probabilities_and_a_torchscript_model(scene, tmp_path):
 
 def test_cli_tile_larger_than_the_image_runs_one_tile(tmp_path, capsys):
     small = write_scene_geotiff(tmp_path / "small.tif", size=40)
-    assert main(["segment", str(small), str(tmp_path / "o.tif"), "--model", MODEL, "--no-progress"]) == 0
+    assert main(["segment", str(small), str(tmp_path / "o.tif"), "--model", MODEL, "--scheduler", "threads"]) == 0
     assert "1 tiles" in capsys.readouterr().out
 
 

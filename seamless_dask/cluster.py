@@ -1,0 +1,183 @@
+"""dask.distributed: a local cluster sized to the machine, worker set-up, models shipped once per worker.
+
+- :func:`local_cluster` starts a ``LocalCluster`` (processes x threads <= cores; one worker per GPU with the
+  ``GPU`` resource where GPUs exist) and returns its ``Client``.
+- :func:`setup_workers` sets torch's thread count on every worker (nanny-started workers run with
+  ``OMP_NUM_THREADS=1``, so torch would use one thread however many cores the worker was given).
+- :func:`shareable` turns an in-memory model into a small token for the graph and sends the model itself
+  to the workers once, as a ``WorkerPlugin`` (which also reaches workers that join later).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from distributed import SchedulerPlugin, WorkerPlugin
+
+from .runner import ModelRunner, RegisteredModel, register_model, spec_token
+
+
+def current_client() -> Any:
+    """The active ``distributed.Client``, or ``None`` (no distributed, or none made)."""
+    try:
+        from distributed import get_client
+
+        return get_client()
+    except (ImportError, ValueError):
+        return None
+
+
+def cluster_has_gpus(client: Any = None) -> bool:
+    """Whether a worker of the active cluster advertises a ``GPU`` resource."""
+    client = client or current_client()
+    if client is None:
+        return False
+    workers = client.scheduler_info(n_workers=-1).get("workers", {})
+    return any(info.get("resources", {}).get("GPU", 0) > 0 for info in workers.values())
+
+
+class ModelPlugin(WorkerPlugin):
+    """A ``WorkerPlugin`` carrying one in-memory model to every worker, where graphs find it by token."""
+
+    def __init__(self, token: str, model: Any) -> None:
+        self.name = "seamless-model-" + token
+        self.token, self.model = token, model
+
+    def setup(self, worker: Any) -> None:
+        register_model(self.token, self.model)
+
+
+class TorchThreads(WorkerPlugin):
+    """A ``WorkerPlugin`` that sets ``torch.set_num_threads``: ``threads``, or the worker's cores per dask
+    thread (``CPU_COUNT // nthreads``, right for one worker per machine or pod)."""
+
+    name = "seamless-torch-threads"
+
+    def __init__(self, threads: int | None = None) -> None:
+        self.threads = threads
+
+    def setup(self, worker: Any) -> None:
+        import torch
+        from dask.system import CPU_COUNT
+
+        threads = self.threads or max(1, CPU_COUNT // max(1, worker.state.nthreads))
+        torch.set_num_threads(threads)
+        os.environ["OMP_NUM_THREADS"] = str(threads)  # for libraries that read it later
+
+
+class ResourceRouting(SchedulerPlugin):
+    """On the scheduler: model tasks whose key names carry resources (``seamless-infer-[GPU=1]-...``) get
+    those resource restrictions, so they run only on workers that advertise them.
+
+    dask drops layer annotations when it fuses an array graph (dask#7036, distributed#8593; a mixed
+    cluster ran 37 % of model tasks on its GPU worker), but key names survive optimisation.
+    """
+
+    name = "seamless-resource-routing"
+
+    def update_graph(self, scheduler: Any, *, tasks: Any = (), **kwargs: Any) -> None:
+        from .segment import parse_resource_tag
+
+        for key in tasks:
+            if isinstance(key, tuple) and str(key[0]).startswith("seamless-infer-["):
+                ts = scheduler.tasks.get(key)
+                if ts is not None and ts.resource_restrictions is None:
+                    ts.resource_restrictions = parse_resource_tag(str(key[0]))
+
+
+def setup_workers(client: Any, *, torch_threads: int | None = None) -> None:
+    """Register :class:`TorchThreads` on ``client``'s workers (those that join later get it too) and
+    :class:`ResourceRouting` on its scheduler (which must be able to import seamless_dask)."""
+    client.register_plugin(TorchThreads(torch_threads))
+    ensure_routing(client)
+
+
+def ensure_routing(client: Any) -> None:
+    """Register :class:`ResourceRouting` on ``client``'s scheduler, once per client."""
+    if ResourceRouting.name not in _registered(client):
+        client.register_plugin(ResourceRouting())
+        _registered(client).add(ResourceRouting.name)
+
+
+def shareable(runner: ModelRunner, client: Any = None) -> ModelRunner:
+    """``runner`` with an in-memory model replaced by a token, the model sent to the workers once.
+
+    Without a client, or for string specs (import strings and files, which workers load themselves,
+    once per process), ``runner`` is returned as it is.
+    """
+    client = client or current_client()
+    if client is None or isinstance(runner.spec, (str, RegisteredModel)):
+        return runner
+    token = spec_token(runner.spec)
+    register_model(token, runner.spec)  # the client process too: it probes the model for its classes
+    plugin = ModelPlugin(token, runner.spec)
+    if plugin.name not in _registered(client):
+        client.register_plugin(plugin, name=plugin.name)
+        _registered(client).add(plugin.name)
+    return ModelRunner(RegisteredModel(token, type(runner.spec).__name__), runner.config)
+
+
+def _registered(client: Any) -> set[str]:
+    names: set[str] = client.__dict__.setdefault("_seamless_plugins", set())
+    return names
+
+
+def local_cluster(
+    *,
+    n_workers: int | None = None,
+    threads_per_worker: int | None = None,
+    torch_threads: int | None = None,
+    gpus: int | None = None,
+    dashboard: bool = True,
+) -> Any:
+    """A ``Client`` on a new local cluster sized to this machine; close it (or use ``with``) when done.
+
+    With GPUs (``torch.cuda.device_count()``, or ``gpus``): one worker per GPU, each seeing only its own
+    GPU (``CUDA_VISIBLE_DEVICES``), advertising the resource ``GPU=1``, with one dask thread. Without:
+    one worker process with a dask thread per core and one torch thread per dask thread, since on CPU
+    tiles run faster side by side than one at a time on all cores; ``processes x threads <= cores``.
+    """
+    from dask.system import CPU_COUNT
+    from distributed import Client, LocalCluster
+
+    gpus = _visible_gpus() if gpus is None else gpus
+    address = ":0" if dashboard else None
+    if gpus:
+        cluster = _gpu_cluster(gpus, threads_per_worker or 1, address)
+        per_worker = max(1, CPU_COUNT // gpus)
+    else:
+        n_workers = n_workers or 1
+        threads = threads_per_worker or max(1, CPU_COUNT // n_workers)
+        cluster = LocalCluster(
+            n_workers=n_workers, threads_per_worker=threads, processes=True, dashboard_address=address
+        )
+        per_worker = max(1, CPU_COUNT // (n_workers * threads))
+    client = Client(cluster)
+    setup_workers(client, torch_threads=torch_threads or per_worker)
+    return client
+
+
+def _visible_gpus() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count()
+    except ImportError:
+        return 0
+
+
+def _gpu_cluster(gpus: int, threads: int, dashboard_address: str | None) -> Any:
+    from distributed import Nanny, Scheduler, SpecCluster
+
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    devices = visible.split(",") if visible else [str(i) for i in range(gpus)]
+    workers = {
+        f"gpu-{i}": {
+            "cls": Nanny,
+            "options": {"nthreads": threads, "resources": {"GPU": 1}, "env": {"CUDA_VISIBLE_DEVICES": device}},
+        }
+        for i, device in enumerate(devices[:gpus])
+    }
+    scheduler = {"cls": Scheduler, "options": {"dashboard_address": dashboard_address}}
+    return SpecCluster(workers=workers, scheduler=scheduler)
