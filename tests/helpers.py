@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import os
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -177,3 +179,47 @@ class WhereRun(nn.Module):
             name = "client"
         RAN_ON[name] += x.shape[0]
         return self.inner(x)
+
+
+class Logged(nn.Module):
+    """Brightness that appends ``"tiles <pid> <n>"`` per batch to the file named by SEAMLESS_TILE_LOG and sleeps
+    SEAMLESS_TILE_SLEEP seconds per tile: counts tiles across processes, and makes runs last long enough to
+    be interrupted."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = Brightness()
+        self.log = os.environ.get("SEAMLESS_TILE_LOG")
+        self.sleep = float(os.environ.get("SEAMLESS_TILE_SLEEP", "0"))
+
+    def forward(self, x):
+        if self.log:
+            with open(self.log, "a") as f:
+                f.write(f"tiles {os.getpid()} {x.shape[0]}\n")
+        time.sleep(self.sleep * x.shape[0])
+        return self.inner(x)
+
+
+def logged_brightness() -> nn.Module:
+    """Factory for 'helpers:logged_brightness'; logs ``"load <pid>"`` each time it is called."""
+    log = os.environ.get("SEAMLESS_TILE_LOG")
+    if log:
+        with open(log, "a") as f:
+            f.write(f"load {os.getpid()}\n")
+    return Logged()
+
+
+def read_tile_log(path) -> tuple[dict, dict]:
+    """``(loads per pid, tiles per pid)`` from a SEAMLESS_TILE_LOG file."""
+    loads: collections.Counter = collections.Counter()
+    tiles: collections.Counter = collections.Counter()
+    if not os.path.exists(path):
+        return loads, tiles
+    with open(path) as f:
+        for line in f:
+            kind, pid, *n = line.split()
+            if kind == "load":
+                loads[int(pid)] += 1
+            else:
+                tiles[int(pid)] += int(n[0])
+    return loads, tiles

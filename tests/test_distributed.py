@@ -1,0 +1,228 @@
+"""The distributed runtime: models once per worker, torch threads, GPU routing, faults survived (I3, I8)."""
+
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+
+import dask
+import dask.array as da
+import helpers
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+import zarr
+from distributed import Client, Scheduler, SpecCluster, Worker
+
+import seamless_dask as sd
+from seamless_dask import io
+from seamless_dask.cluster import local_cluster
+from seamless_dask.demo import write_scene_geotiff
+
+TILE = {"tile_size": 32, "overlap": 8, "num_classes": 2}
+
+
+@pytest.fixture
+def mixed_cluster():
+    """Two in-process workers: one advertises GPU=1, one does not (the model runs on CPU either way)."""
+    workers = {
+        "gpu": {"cls": Worker, "options": {"nthreads": 1, "resources": {"GPU": 1}, "name": "gpu"}},
+        "cpu": {"cls": Worker, "options": {"nthreads": 2, "name": "cpu"}},
+    }
+    scheduler = {"cls": Scheduler, "options": {"dashboard_address": None}}
+    with SpecCluster(workers=workers, scheduler=scheduler) as cluster, Client(cluster) as client:
+        client.wait_for_workers(2)
+        yield client
+
+
+def test_model_tasks_land_only_on_gpu_workers_with_the_default_optimisation(mixed_cluster):
+    image = da.from_array(helpers.structured_image(3, 400, 400), chunks=(3, 100, 100))
+    helpers.RAN_ON.clear()
+    # device "auto" on a cluster with a GPU worker: model tasks need GPU=1, as they would with device="cuda".
+    out = sd.segment(image, helpers.WhereRun(), chunks=96, **TILE)
+    result = out.compute()  # default graph optimisation, which drops layer annotations (dask#7036)
+    assert helpers.RAN_ON["gpu"] == sd.TileGrid((400, 400), 32, 8).n_tiles and set(helpers.RAN_ON) == {"gpu"}
+    np.testing.assert_array_equal(result, sd.segment(image, helpers.Brightness(), chunks=96, resources=None, **TILE))
+
+
+def test_without_resources_both_workers_take_model_tasks(mixed_cluster):
+    image = da.from_array(helpers.structured_image(3, 400, 400), chunks=(3, 100, 100))
+    helpers.RAN_ON.clear()
+    sd.segment(image, helpers.WhereRun(), chunks=96, resources=None, **TILE).compute()
+    assert helpers.RAN_ON["cpu"] > 0  # the routing above is the resource's doing, not chance
+
+
+def _graph_bytes(collection) -> int:
+    graph = dict(collection.__dask_graph__())
+    return len(pickle.dumps(graph, protocol=5))
+
+
+def test_graph_size_does_not_grow_with_the_model(mixed_cluster):
+    image = da.from_array(helpers.structured_image(3, 300, 300), chunks=(3, 100, 100))
+    small, heavy = helpers.Brightness(), _HeavyBrightness()
+    heavy_bytes = sum(p.numel() * p.element_size() for p in heavy.parameters())
+    assert heavy_bytes > 20e6
+    sizes = [_graph_bytes(sd.segment(image, m, chunks=96, resources=None, **TILE)) for m in (small, heavy)]
+    assert abs(sizes[1] - sizes[0]) < 10_000, sizes  # the model travels once, as a worker plugin
+    out = sd.segment(image, heavy, chunks=96, resources=None, **TILE).compute()
+    local = dask.compute(sd.segment(image, heavy, chunks=96, resources=None, **TILE), scheduler="sync")
+    np.testing.assert_array_equal(out, local[0])
+
+
+class _HeavyBrightness(torch.nn.Module):
+    """Brightness plus 32 MB of unused parameters."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = helpers.Brightness()
+        self.ballast = torch.nn.Parameter(torch.zeros(8_000_000))
+
+    def forward(self, x):
+        return self.inner(x)
+
+
+def test_a_model_that_raises_fails_the_job_with_its_error(mixed_cluster):
+    image = da.from_array(helpers.structured_image(3, 200, 200), chunks=(3, 100, 100))
+    out = sd.segment(image, helpers.raising_model(), chunks=96, resources=None, **TILE)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        out.compute()
+
+
+def test_string_specs_load_once_per_worker_process_and_torch_gets_its_threads(tmp_path, monkeypatch):
+    log = tmp_path / "tiles.log"
+    monkeypatch.setenv("SEAMLESS_TILE_LOG", str(log))
+    image = da.from_array(helpers.structured_image(3, 400, 400), chunks=(3, 100, 100))
+    with local_cluster(n_workers=2, threads_per_worker=1, torch_threads=2, dashboard=False) as client:
+        assert set(client.run(torch.get_num_threads).values()) == {2}  # not the nanny's 1
+        out = sd.segment(image, "helpers:logged_brightness", chunks=96, **TILE).compute()
+        worker_pids = set(client.run(os.getpid).values())
+        client.cluster.close()
+    loads, tiles = helpers.read_tile_log(log)
+    assert sum(tiles.values()) == sd.TileGrid((400, 400), 32, 8).n_tiles
+    assert set(tiles) <= worker_pids and all(n == 1 for n in loads.values())  # one load per process
+    np.testing.assert_array_equal(out, sd.segment(image, helpers.Brightness(), chunks=96, **TILE))
+
+
+# --------------------------------------------------------------------------------- real processes
+
+
+def _python(*args: str, **popen) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **popen)
+
+
+def _wait_for(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.1)
+
+
+def _regions_done(store) -> int:
+    try:
+        return int(np.asarray(zarr.open_array(store, path=io.DONE, mode="r")[...]).sum())
+    except (FileNotFoundError, KeyError, ValueError):
+        return 0
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    return write_scene_geotiff(tmp_path_factory.mktemp("scene") / "scene.tif", size=480)
+
+
+def _expected_labels(scene) -> np.ndarray:
+    image = sd.open_raster(scene, chunks=None)
+    return sd.segment(image, helpers.Brightness(), tile_size=64, overlap=16, resources=None).values
+
+
+CLI = ["-m", "seamless_dask.cli", "segment"]
+OPTIONS = [
+    "--model",
+    "helpers:logged_brightness",
+    "--tile-size",
+    "64",
+    "--overlap",
+    "16",
+    "--chunks",
+    "96",
+    "--num-classes",
+    "2",
+]
+
+
+def test_killing_a_worker_mid_run_still_gives_the_full_output(scene, tmp_path):
+    started = time.monotonic()
+    env = {**os.environ, "SEAMLESS_TILE_LOG": str(tmp_path / "tiles.log"), "SEAMLESS_TILE_SLEEP": "0.03"}
+    sched_file = tmp_path / "scheduler.json"
+    common = ["--scheduler-file", str(sched_file), "--no-dashboard"]
+    scheduler = _python("-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0", *common, env=env)
+    workers = []
+    try:
+        _wait_for(sched_file.exists, 30, "the scheduler file")
+        for name in ("w1", "w2"):
+            args = ["--nthreads", "1", "--no-nanny", "--name", name, "--host", "127.0.0.1"]
+            workers.append(_python("-m", "distributed.cli.dask_worker", *common, *args, env=env))
+        with Client(scheduler_file=str(sched_file)) as client:
+            client.wait_for_workers(2, timeout=60)
+            address = client.scheduler.address
+        store = tmp_path / "out.zarr"
+        cli = _python(*CLI, str(scene), str(store), *OPTIONS, "--scheduler", address, "--no-progress", env=env)
+        _wait_for(lambda: _regions_done(store) >= 2, 90, "two regions written")
+        killed_at = time.monotonic() - started
+        workers[0].send_signal(signal.SIGKILL)
+        output, _ = cli.communicate(timeout=120)
+        assert cli.returncode == 0, output.decode()
+        back = xr.open_zarr(store, mask_and_scale=False)["labels"].values
+        np.testing.assert_array_equal(back, _expected_labels(scene))
+        assert io.is_complete(store)
+        print(f"worker killed {killed_at:.1f} s in; job done {time.monotonic() - started:.1f} s after start")
+    finally:
+        for process in [*workers, scheduler]:
+            process.kill()
+            process.wait()
+
+
+def test_an_interrupted_run_resumes_without_recomputing_written_regions(scene, tmp_path, capsys):
+    log = tmp_path / "tiles.log"
+    env = {**os.environ, "SEAMLESS_TILE_LOG": str(log), "SEAMLESS_TILE_SLEEP": "0.02"}
+    store = tmp_path / "out.zarr"
+    cli = _python(*CLI, str(scene), str(store), *OPTIONS, "--scheduler", "threads", "--no-progress", env=env)
+    try:
+        _wait_for(lambda: _regions_done(store) >= 3, 90, "three regions written")
+    finally:
+        cli.send_signal(signal.SIGKILL)  # as a preempted machine would: no clean-up at all
+        cli.wait()
+    done = np.asarray(zarr.open_array(store, path=io.DONE, mode="r")[...]).astype(bool)
+    assert 0 < done.sum() < done.size and not io.is_complete(store)
+
+    os.environ["SEAMLESS_TILE_LOG"] = str(tmp_path / "resume.log")
+    try:
+        from seamless_dask.cli import main
+
+        args = [str(scene), str(store), *OPTIONS, "--scheduler", "threads", "--resume", "--no-progress"]
+        assert main(["segment", *args]) == 0
+    finally:
+        del os.environ["SEAMLESS_TILE_LOG"]
+    back = xr.open_zarr(store, mask_and_scale=False)["labels"].values
+    np.testing.assert_array_equal(back, _expected_labels(scene))
+    assert io.is_complete(store)
+    # Tiles run on resume: those of missing regions, plus done neighbours' tiles that reach into them.
+    plan = sd.plan(back.shape, tile_size=64, overlap=16, chunks=96)
+    y, x = [np.cumsum((0, *c)) for c in plan.chunks]
+    missing = [(j, k) for j, k in zip(*np.nonzero(~done), strict=True)]
+    regions = [(slice(y[j], y[j + 1]), slice(x[k], x[k + 1])) for j, k in missing]
+    image = sd.open_raster(scene, chunks=None).values
+    valid = (image != 0).any(axis=0)
+
+    def needed(i, w) -> bool:
+        if not valid[w.y, w.x].any():
+            return False  # all nodata: never run
+        reaches = any(w.y.start < r.stop and r.start < w.y.stop and w.x.start < c.stop and c.start < w.x.stop
+                      for r, c in regions)  # fmt: skip
+        return plan.owner(i) in missing or reaches
+
+    _, tiles = helpers.read_tile_log(tmp_path / "resume.log")
+    assert sum(tiles.values()) == sum(needed(i, w) for i, w in enumerate(plan.grid.windows()))
