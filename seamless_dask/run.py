@@ -94,7 +94,7 @@ def run_segment(request: SegmentRequest) -> SegmentReport:
     _check_target(request)
     image = io.open_raster(request.source, chunks=request.chunks or io.DEFAULT_CHUNK, bands=request.bands)
     # Mistakes in the model spec or the tiling fail now, before any cluster starts.
-    TileGrid(image.shape[-2:], request.tile_size, request.overlap)
+    TileGrid((image.sizes["y"], image.sizes["x"]), request.tile_size, request.overlap)
     ModelRunner(request.model, RunnerConfig(device="cpu")).check()
     with _scheduler(request.scheduler):
         result = segment(  # inside: with a cluster, model tasks get its resources (GPU=1) when it has GPUs
