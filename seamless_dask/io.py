@@ -138,6 +138,7 @@ def to_zarr(
     resume: bool = False,
     overwrite: bool = False,
     compute: bool = True,
+    progress: bool = False,
 ) -> Any:
     """Write ``result`` (``(y, x)`` labels or ``(class, y, x)``) to a zarr store, one task per chunk.
 
@@ -145,8 +146,9 @@ def to_zarr(
     then each chunk region by its own task, with no locks (zarr chunks equal the result's chunks), and a
     done-marker per region. ``resume=True`` keeps an existing store of the same layout and computes only
     the regions whose marker is missing. ``compute=False`` returns a dask Delayed that writes when
-    computed (and returns the number of regions written); otherwise the writes run now and the count is
-    returned. Reopen with ``xr.open_zarr(store, decode_coords="all")``.
+    computed (and returns the number of regions written); otherwise the writes run now, on the active
+    scheduler (a ``distributed.Client`` when there is one), with a tile progress bar if ``progress``, and
+    the count is returned. Reopen with ``xr.open_zarr(store, decode_coords="all")``.
     """
     path = os.fspath(store)
     result = _as_result(result)
@@ -165,7 +167,7 @@ def to_zarr(
     writes = _zarr_writes(result, path, done)
     if not compute:
         return writes
-    written = writes.compute()
+    written = _compute(writes, progress)
     mark_complete(path)
     return written
 
@@ -318,6 +320,7 @@ def to_cog(
     blocksize: int = 512,
     overview_resampling: str | None = None,
     compute: bool = True,
+    progress: bool = False,
 ) -> Any:
     """Write ``result`` as a Cloud-Optimized GeoTIFF of exactly its size, CRS, transform and nodata.
 
@@ -329,7 +332,8 @@ def to_cog(
 
     Why not odc-geo's ``save_cog_with_dask``: it pads the image to a multiple of 2^levels (a 718 x 791
     scene came out 720 x 792) and GDAL's COG driver cannot be written window by window (rioxarray#410).
-    ``compute=False`` returns a dask Delayed that writes when computed; otherwise returns ``path``.
+    ``compute=False`` returns a dask Delayed that writes when computed; otherwise returns ``path``
+    (with a tile progress bar if ``progress``).
     """
     target = os.fspath(path)
     result = _as_result(result)
@@ -357,10 +361,16 @@ def to_cog(
     if not compute:
         return writes
     try:
-        return writes.compute()
+        return _compute(writes, progress)
     except BaseException:
         discard_partial_cog(target)
         raise
+
+
+def _compute(writes: Any, progress: bool) -> Any:
+    from . import progress as bars
+
+    return bars.compute(writes, progress=progress)
 
 
 def discard_partial_cog(path: str | os.PathLike) -> None:
