@@ -155,29 +155,69 @@ def halo_parts(acc: np.ndarray, h: int, w: int) -> HaloParts:
     return HaloParts(bottom=acc[:, h:, :w].copy(), right=acc[:, :h, w:].copy(), corner=acc[:, h:, w:].copy())
 
 
-def overlap_add(
-    acc: np.ndarray,
-    core: tuple[int, int],
+class Settled(NamedTuple):
+    """A chunk's output, decided everywhere its neighbours above and to the left do not reach, and the
+    sums of the bands they do reach, which :func:`finish` completes."""
+
+    block: np.ndarray
+    top: np.ndarray | None  # sums (classes + 1, oy, w) of the rows the chunk above reaches
+    left: np.ndarray | None  # sums (classes + 1, h - oy, ox) of the columns the chunk to the left reaches
+
+
+@dataclass(frozen=True)
+class Decision:
+    """How sums become the output (see :func:`decide`)."""
+
+    output: str
+    binary: bool
+    label_nodata: int | None = None
+
+    def __call__(self, sums: np.ndarray) -> np.ndarray:
+        return decide(sums, self.output, self.binary, self.label_nodata)
+
+
+def settle(acc: np.ndarray, core: tuple[int, int], pending: tuple[int, int], decision: Decision) -> Settled:
+    """Decide the chunk's ``core = (h, w)`` at once, keeping the sums of its ``pending = (oy, ox)`` bands.
+
+    Only the top ``oy`` rows and the left ``ox`` columns still get halo strips from the chunks above and to
+    the left. Deciding the rest now lets the extended accumulator go as soon as the chunk's own tiles are
+    done: waiting for neighbours holds a thin band of sums instead of the whole accumulator (I4).
+    """
+    (h, w), (oy, ox) = core, pending
+    sums = acc[:, :h, :w]
+    top = sums[:, :oy].copy() if oy else None
+    left = sums[:, oy:, :ox].copy() if ox else None
+    return Settled(decision(sums), top, left)
+
+
+def finish(
+    settled: Settled,
+    decision: Decision,
     top: np.ndarray | None = None,
     left: np.ndarray | None = None,
     corner: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The chunk's ``core = (h, w)`` part of ``acc`` plus the halo parts its neighbours reached into it.
+    """The chunk's output: its settled block with the pending bands re-decided after adding the halo parts
+    of the chunk above (``top``), to the left (``left``) and above-left (``corner``).
 
-    ``top`` is the ``bottom`` part of the chunk above, ``left`` the ``right`` part of the chunk to the
-    left, ``corner`` the ``corner`` part of the chunk above-left.
+    Additions follow one order (own, top, left, corner) whatever the chunking, as the float64 sums need.
     """
-    out = acc[:, : core[0], : core[1]]
-    if top is None and left is None and corner is None:
-        return out  # nothing to add: decide() only reads it
-    out = out.copy()  # never write into a task's input: a retried task would add twice
-    if top is not None:
-        out[:, : top.shape[1], :] += top
-    if left is not None:
-        out[:, :, : left.shape[2]] += left
-    if corner is not None:
-        out[:, : corner.shape[1], : corner.shape[2]] += corner
-    return out
+    if settled.top is None and settled.left is None:
+        return settled.block
+    block = settled.block.copy()  # never write into a task's input: a retried task would see it changed
+    if settled.top is not None:
+        sums = settled.top + top if top is not None else settled.top.copy()
+        oy = sums.shape[1]
+        if left is not None:
+            sums[:, :, : left.shape[2]] += left[:, :oy]
+        if corner is not None:
+            sums[:, : corner.shape[1], : corner.shape[2]] += corner
+        block[..., :oy, :] = decision(sums)
+    if settled.left is not None:
+        oy = block.shape[-2] - settled.left.shape[1]
+        sums = settled.left + left[:, oy:] if left is not None else settled.left
+        block[..., oy:, : sums.shape[2]] = decision(sums)
+    return block
 
 
 def decide(sums: np.ndarray, output: str, binary: bool, label_nodata: int | None = None) -> np.ndarray:

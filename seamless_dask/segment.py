@@ -296,7 +296,8 @@ def _rechunked(image: Any, chunk_plan: ChunkPlan) -> da.Array:
 
 
 def _blend_array(infer: dict, sums_name: str, recipe: _Recipe) -> Built:
-    """Stage 2 tasks: halo parts, overlap-add and the decision, one output block per chunk.
+    """Stage 2 tasks: halo parts, settle (decide all but the bands neighbours reach), finish (add their
+    halo parts to those bands and decide them), one output block per chunk.
 
     When the input may hold nodata (``recipe.masked``), labels get a nodata value of their own.
     """
@@ -306,19 +307,20 @@ def _blend_array(infer: dict, sums_name: str, recipe: _Recipe) -> Built:
     dtype = np.dtype(np.uint8) if job.binary else blend.label_dtype(n_classes + recipe.masked)
     label_nodata = int(np.iinfo(dtype).max) if labels and recipe.masked else None
     token = sums_name.removeprefix("seamless-infer-") + tokenize(job.output, job.binary, label_nodata)
-    parts, out = "seamless-halo-" + token, f"seamless-{job.output}-" + token
+    parts, settled, out = "seamless-halo-" + token, "seamless-settle-" + token, f"seamless-{job.output}-" + token
+    decision = blend.Decision(job.output, job.binary, label_nodata)
     (hs, ws), (ext_y, ext_x) = chunk_plan.chunks, chunk_plan.extensions
     for j, h in enumerate(hs):
         for k, w in enumerate(ws):
             if ext_y[j] or ext_x[k]:
                 layer[(parts, j, k)] = (blend.halo_parts, (sums_name, j, k), h, w)
-            from_above, from_left = j > 0 and ext_y[j - 1] > 0, k > 0 and ext_x[k - 1] > 0
-            top = (_part, (parts, j - 1, k), "bottom") if from_above else None
-            left = (_part, (parts, j, k - 1), "right") if from_left else None
-            corner = (_part, (parts, j - 1, k - 1), "corner") if from_above and from_left else None
-            summed = (blend.overlap_add, (sums_name, j, k), (h, w), top, left, corner)
+            oy, ox = ext_y[j - 1] if j else 0, ext_x[k - 1] if k else 0
+            layer[(settled, j, k)] = (blend.settle, (sums_name, j, k), (h, w), (oy, ox), decision)
+            top = (_part, (parts, j - 1, k), "bottom") if oy else None
+            left = (_part, (parts, j, k - 1), "right") if ox else None
+            corner = (_part, (parts, j - 1, k - 1), "corner") if oy and ox else None
             key = (out, j, k) if labels else (out, 0, j, k)
-            layer[key] = (blend.decide, summed, job.output, job.binary, label_nodata)
+            layer[key] = (blend.finish, (settled, j, k), decision, top, left, corner)
     graph = _two_layer_graph(infer, sums_name, layer, out, recipe)
     if labels:
         return Built(da.Array(graph, out, chunks=(hs, ws), dtype=dtype), label_nodata)
