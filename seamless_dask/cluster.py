@@ -3,7 +3,8 @@
 - :func:`local_cluster` starts a ``LocalCluster`` (processes x threads <= cores; one worker per GPU with the
   ``GPU`` resource where GPUs exist) and returns its ``Client``.
 - :func:`setup_workers` sets torch's thread count on every worker (nanny-started workers run with
-  ``OMP_NUM_THREADS=1``, so torch would use one thread however many cores the worker was given).
+  ``OMP_NUM_THREADS=1``, so torch would use one thread however many cores the worker was given) and caps
+  GDAL's block cache.
 - :func:`shareable` turns an in-memory model into a small token for the graph and sends the model itself
   to the workers once, as a ``WorkerPlugin`` (which also reaches workers that join later).
 """
@@ -48,22 +49,43 @@ class ModelPlugin(WorkerPlugin):
         register_model(self.token, self.model)
 
 
-class TorchThreads(WorkerPlugin):
-    """A ``WorkerPlugin`` that sets ``torch.set_num_threads``: ``threads``, or the worker's cores per dask
-    thread (``CPU_COUNT // nthreads``, right for one worker per machine or pod)."""
+GDAL_CACHE_MB = 128
 
-    name = "seamless-torch-threads"
 
-    def __init__(self, threads: int | None = None) -> None:
-        self.threads = threads
+def configure_process(*, torch_threads: int | None = None, gdal_cache_mb: int | None = GDAL_CACHE_MB) -> None:
+    """Set up a process that runs seamless_dask tasks: torch's thread count and GDAL's block cache.
+
+    GDAL caches decoded raster blocks up to 5 % of the machine's memory by default (1.2 GB here), in
+    every worker process; seamless_dask reads each block once, so the cache only grows RSS with the
+    image (measured: 2.44 -> 1.54 GB for a worker segmenting a 20000 px COG with 128 MB).
+    """
+    if torch_threads:
+        import torch
+
+        torch.set_num_threads(torch_threads)
+        os.environ["OMP_NUM_THREADS"] = str(torch_threads)  # for libraries that read it later
+    if gdal_cache_mb:
+        from rasterio.env import set_gdal_config
+
+        set_gdal_config("GDAL_CACHEMAX", int(gdal_cache_mb) * 2**20)
+        os.environ["GDAL_CACHEMAX"] = str(int(gdal_cache_mb))
+
+
+class WorkerSetup(WorkerPlugin):
+    """A ``WorkerPlugin`` running :func:`configure_process` on every worker: torch threads (``torch_threads``,
+    or the worker's cores per dask thread, ``CPU_COUNT // nthreads``, right for one worker per machine or
+    pod; nanny-started workers otherwise run torch on one thread) and GDAL's block cache."""
+
+    name = "seamless-worker-setup"
+
+    def __init__(self, torch_threads: int | None = None, gdal_cache_mb: int | None = GDAL_CACHE_MB) -> None:
+        self.torch_threads, self.gdal_cache_mb = torch_threads, gdal_cache_mb
 
     def setup(self, worker: Any) -> None:
-        import torch
         from dask.system import CPU_COUNT
 
-        threads = self.threads or max(1, CPU_COUNT // max(1, worker.state.nthreads))
-        torch.set_num_threads(threads)
-        os.environ["OMP_NUM_THREADS"] = str(threads)  # for libraries that read it later
+        threads = self.torch_threads or max(1, CPU_COUNT // max(1, worker.state.nthreads))
+        configure_process(torch_threads=threads, gdal_cache_mb=self.gdal_cache_mb)
 
 
 class ResourceRouting(SchedulerPlugin):
@@ -86,10 +108,12 @@ class ResourceRouting(SchedulerPlugin):
                     ts.resource_restrictions = parse_resource_tag(str(key[0]))
 
 
-def setup_workers(client: Any, *, torch_threads: int | None = None) -> None:
-    """Register :class:`TorchThreads` on ``client``'s workers (those that join later get it too) and
+def setup_workers(
+    client: Any, *, torch_threads: int | None = None, gdal_cache_mb: int | None = GDAL_CACHE_MB
+) -> None:
+    """Register :class:`WorkerSetup` on ``client``'s workers (those that join later get it too) and
     :class:`ResourceRouting` on its scheduler (which must be able to import seamless_dask)."""
-    client.register_plugin(TorchThreads(torch_threads))
+    client.register_plugin(WorkerSetup(torch_threads, gdal_cache_mb))
     ensure_routing(client)
 
 

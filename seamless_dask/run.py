@@ -163,6 +163,9 @@ def _scheduler(address: str | None) -> Iterator[Any]:
     import dask
 
     if address in LOCAL_SCHEDULERS:
+        from .cluster import configure_process
+
+        configure_process()  # this process reads the raster: cap GDAL's block cache
         with dask.config.set(scheduler=address):
             yield None
         return
