@@ -12,6 +12,7 @@ tiles per second. Goal: peak <= 2 GB and flat (40000 px <= 1.2 x 10000 px).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import shutil
@@ -80,10 +81,8 @@ def peak_rss_of_tree(process, stop: threading.Event, out: list[int]) -> None:
             procs = [root, *root.children(recursive=True)]
             total = 0
             for p in procs:
-                try:
+                with contextlib.suppress(psutil.Error):
                     total += p.memory_info().rss
-                except psutil.Error:
-                    pass
             peak = max(peak, total)
         except psutil.Error:
             break
@@ -146,7 +145,9 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- | --- |")
     for size, tiles, seconds, peak in rows:
         ratio = peak / rows[0][3]
-        print(f"| {size} x {size} | {tiles} | {seconds:.1f} | {tiles / seconds:.1f} | {peak / 2**30:.2f} | {ratio:.2f} |")
+        row = [f"{size} x {size}", tiles, f"{seconds:.1f}", f"{tiles / seconds:.1f}"]
+        row += [f"{peak / 2**30:.2f}", f"{ratio:.2f}"]
+        print("| " + " | ".join(map(str, row)) + " |")
 
 
 if __name__ == "__main__":

@@ -50,6 +50,7 @@ class TileInference:
     tile_shape: tuple[int, int]
     n_classes: int
     nodata: float | None = None
+    overlap: tuple[int, int] = (0, 0)
 
     def __dask_tokenize__(self) -> tuple:
         return (
@@ -58,6 +59,7 @@ class TileInference:
             self.tile_shape,
             self.n_classes,
             repr(self.nodata),  # repr: nan must tokenize equal to nan
+            self.overlap,
         )
 
 
@@ -119,7 +121,7 @@ def accumulate(inference: TileInference, block: np.ndarray, tiles: Sequence[Loca
                 "channel count independent of its input"
             )
         for pred, t in zip(preds, batch, strict=True):
-            w = inference.weights.for_tile((th, tw), t.edges_y, t.edges_x)
+            w = inference.weights.for_tile((th, tw), t.edges_y, t.edges_x, inference.overlap)
             rows, cols = slice(t.y, t.y + th), slice(t.x, t.x + tw)
             if valid is not None:
                 w = w * valid[rows, cols]

@@ -108,9 +108,7 @@ class ResourceRouting(SchedulerPlugin):
                     ts.resource_restrictions = parse_resource_tag(str(key[0]))
 
 
-def setup_workers(
-    client: Any, *, torch_threads: int | None = None, gdal_cache_mb: int | None = GDAL_CACHE_MB
-) -> None:
+def setup_workers(client: Any, *, torch_threads: int | None = None, gdal_cache_mb: int | None = GDAL_CACHE_MB) -> None:
     """Register :class:`WorkerSetup` on ``client``'s workers (those that join later get it too) and
     :class:`ResourceRouting` on its scheduler (which must be able to import seamless_dask)."""
     client.register_plugin(WorkerSetup(torch_threads, gdal_cache_mb))

@@ -196,7 +196,8 @@ def _build(image: Any, job: Job) -> Built:
     job.runner.config.check_bands(bands)
     n_classes = job.num_classes or job.runner.probe(bands, grid.tile_shape)
     job = dataclasses.replace(job, num_classes=n_classes)
-    inference = blend.TileInference(job.runner, job.weights, grid.tile_shape, n_classes, job.nodata)
+    overlap = (grid.y.overlap, grid.x.overlap)
+    inference = blend.TileInference(job.runner, job.weights, grid.tile_shape, n_classes, job.nodata, overlap)
     # One graph key holds the runner (and an in-memory model): not a copy per task.
     shared = dask.delayed(inference, pure=True, traverse=False)
     extended = _extended(_rechunked(image, chunk_plan), chunk_plan)

@@ -11,6 +11,10 @@ Kinds (1-D profiles, combined by outer product):
 - ``"spline"``: the second-order spline window of smooth-tiled-predictions.
 - ``"gaussian"``: MONAI's gaussian importance map, ``sigma`` a fraction of the tile size.
 - ``"constant"``: plain averaging.
+- ``"trim"``: the overlap-tile strategy of the U-Net paper: each tile is trusted only in its centre,
+  the tile minus ``overlap // 2`` pixels on each side (and fully on sides on the image border), so every
+  pixel takes the prediction of the tile in which it lies farthest from an edge. With the global lattice
+  the centres tile the image exactly. Zero in the margins, so it is always border-aware.
 - an array of the tile's shape: any positive map of your own.
 
 Border-aware maps (the default) do not down-weight a tile side that lies on the image border: pixels
@@ -28,7 +32,7 @@ import numpy as np
 
 from .exceptions import WeightsError
 
-PROFILE_KINDS = ("trust", "spline", "gaussian", "constant")
+PROFILE_KINDS = ("trust", "spline", "gaussian", "constant", "trim")
 Edges = tuple[bool, bool]
 
 
@@ -60,6 +64,11 @@ class TileWeights:
             raise WeightsError(
                 f"unknown weights {self.kind!r}: use one of {PROFILE_KINDS} or a positive array of the tile's shape"
             )
+        if self.kind == "trim" and not self.border_aware:
+            raise WeightsError(
+                "weights 'trim' are zero in a tile's margins, so they must keep full trust on the image border: "
+                "drop border_aware=False, or use 'trust' for a map that is never zero"
+            )
         if not 0 < self.sigma <= 10:
             raise WeightsError(
                 f"sigma is a fraction of the tile size in (0, 10], got sigma={self.sigma}: use e.g. 0.125"
@@ -78,17 +87,23 @@ class TileWeights:
             )
 
     def for_tile(
-        self, shape: tuple[int, int], edges_y: Edges = (False, False), edges_x: Edges = (False, False)
+        self,
+        shape: tuple[int, int],
+        edges_y: Edges = (False, False),
+        edges_x: Edges = (False, False),
+        overlap: tuple[int, int] = (0, 0),
     ) -> np.ndarray:
         """Trust map (float32, ``shape``) of a tile touching the image borders as ``edges_y``/``edges_x`` say.
 
-        ``edges_*`` are ``(at_start, at_end)`` flags; they matter only when ``border_aware``.
+        ``edges_*`` are ``(at_start, at_end)`` flags; they matter only when ``border_aware``. ``overlap``
+        (pixels, per axis) sets the margins of ``"trim"``.
         """
         if self.array is not None:
             return _centre_crop(self.array, shape)
         if not self.border_aware:
             edges_y = edges_x = (False, False)
-        return _profile_map(self.kind, self.sigma, tuple(shape), edges_y, edges_x)
+        overlap = overlap if self.kind == "trim" else (0, 0)  # one cache entry per shape for the others
+        return _profile_map(self.kind, self.sigma, tuple(shape), (edges_y, edges_x), tuple(overlap))
 
 
 def as_weights(weights: Any) -> TileWeights:
@@ -105,9 +120,15 @@ def as_weights(weights: Any) -> TileWeights:
     )
 
 
-def profile(kind: str, n: int, sigma: float = 0.125) -> np.ndarray:
-    """1-D trust profile of ``n`` pixels (float64, peak 1, every value > 0)."""
+def profile(kind: str, n: int, sigma: float = 0.125, overlap: int = 0) -> np.ndarray:
+    """1-D trust profile of ``n`` pixels (float64, peak 1; every value > 0 but in the margins of ``"trim"``)."""
     i = np.arange(n, dtype=np.float64)
+    if kind == "trim":
+        p = np.ones(n)
+        start, end = overlap // 2, overlap - overlap // 2  # central parts of consecutive tiles then abut
+        p[:start] = 0
+        p[n - end :] = 0
+        return p
     if kind == "trust":
         p = 1 - np.abs(i - (n - 1) / 2) / ((n + 1) / 2)
     elif kind == "spline":
@@ -120,9 +141,11 @@ def profile(kind: str, n: int, sigma: float = 0.125) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=64)
-def _profile_map(kind: str, sigma: float, shape: tuple[int, int], edges_y: Edges, edges_x: Edges) -> np.ndarray:
-    py = _flatten_borders(profile(kind, shape[0], sigma), edges_y)
-    px = _flatten_borders(profile(kind, shape[1], sigma), edges_x)
+def _profile_map(
+    kind: str, sigma: float, shape: tuple[int, int], edges: tuple[Edges, Edges], overlap: tuple[int, int]
+) -> np.ndarray:
+    py = _flatten_borders(profile(kind, shape[0], sigma, overlap[0]), edges[0])
+    px = _flatten_borders(profile(kind, shape[1], sigma, overlap[1]), edges[1])
     out = np.outer(py, px).astype(np.float32)
     out.setflags(write=False)
     return out
@@ -130,11 +153,12 @@ def _profile_map(kind: str, sigma: float, shape: tuple[int, int], edges_y: Edges
 
 def _flatten_borders(p: np.ndarray, edges: Edges) -> np.ndarray:
     peak = int(np.argmax(p))
+    last_peak = len(p) - 1 - int(np.argmax(p[::-1]))  # plateaus ("trim") peak over a range
     p = p.copy()
     if edges[0]:
         p[: peak + 1] = p[peak]
     if edges[1]:
-        p[peak:] = p[peak]
+        p[last_peak:] = p[peak]
     return p
 
 

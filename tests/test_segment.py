@@ -307,3 +307,17 @@ def test_i2_large_image_many_chunks_match_one_chunk():
             da.from_array(image, chunks=(2, 333, 257)), output="probabilities", tile_size=128, overlap=32, chunks=chunks
         )
         np.testing.assert_allclose(out.compute(), ref, atol=1e-6)
+
+
+@pytest.mark.parametrize("chunks", [None, 40])
+def test_i6_trim_matches_whole_image_inference_when_the_margin_covers_the_receptive_field(chunks):
+    """Two 3x3 convs see 2 px each way; with overlap 8 (a 4 px margin) each pixel comes from a tile in which
+    it lies at least 4 px from any edge but the image's, so the result is the whole-image result."""
+    image = helpers.structured_image(3, 150, 122) / 255
+    net = helpers.conv_net(bands=3, classes=4)
+    with torch.inference_mode():
+        whole = net(torch.from_numpy(image)[None].float())[0].numpy()
+    trim = sd.segment(image, net, tile_size=32, overlap=8, output="logits", weights="trim", chunks=chunks)
+    np.testing.assert_allclose(trim, whole, atol=2e-5)
+    trust = sd.segment(image, net, tile_size=32, overlap=8, output="logits", weights="trust", chunks=chunks)
+    assert np.abs(trust - whole).max() > 100 * np.abs(trim - whole).max()  # blending keeps edge errors

@@ -54,8 +54,9 @@ def test_i1_normalised_weights_are_a_partition_of_unity(grid, kind):
     per_tile = []
     for i, win in enumerate(grid.windows()):
         iy, ix = divmod(i, grid.x.n_tiles)
-        w = weights.for_tile(grid.tile_shape, grid.y.edges(iy), grid.x.edges(ix)).astype(np.float64)
-        assert w.shape == grid.tile_shape and w.min() > 0
+        overlap = (grid.y.overlap, grid.x.overlap)
+        w = weights.for_tile(grid.tile_shape, grid.y.edges(iy), grid.x.edges(ix), overlap).astype(np.float64)
+        assert w.shape == grid.tile_shape and (w.min() > 0 or kind == "trim")
         total[win.y, win.x] += w
         per_tile.append((win, w))
     assert total.min() > 0  # every pixel is trusted by some tile
@@ -105,3 +106,21 @@ def test_weights_tokenize_by_value():
 
     assert tokenize(TileWeights("spline")) == tokenize(TileWeights("spline"))
     assert tokenize(as_weights(np.ones((3, 3)))) != tokenize(as_weights(np.full((3, 3), 2.0) + np.eye(3)))
+
+
+def test_trim_centres_abut_so_each_inner_pixel_takes_one_tile():
+    grid = TileGrid((70, 53), 16, 6)
+    total = np.zeros(grid.shape)
+    for i, win in enumerate(grid.windows()):
+        iy, ix = divmod(i, grid.x.n_tiles)
+        w = TileWeights("trim").for_tile(grid.tile_shape, grid.y.edges(iy), grid.x.edges(ix), (6, 6))
+        assert set(np.unique(w)) <= {0.0, 1.0}
+        total[win.y, win.x] += w
+    assert total.min() >= 1  # covered everywhere, the image border included
+    lattice = total[: grid.y.origins[-1] + 3, : grid.x.origins[-1] + 3]  # before the flush last tiles start
+    assert (lattice == 1).all()  # one tile per pixel on the lattice
+
+
+def test_trim_must_be_border_aware():
+    with helpers.raises_mentioning(WeightsError, ["trim", "border_aware=False"]):
+        TileWeights("trim", border_aware=False)
