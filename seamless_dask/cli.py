@@ -83,7 +83,7 @@ def _add_segment(commands: Any) -> None:
     seg.add_argument("--normalize", type=_normalize, default=None, metavar="MEAN/STD", help="e.g. 123,116,103/58,57,57")
     seg.add_argument("--activation", choices=("softmax", "sigmoid", "none"), default="softmax")
     seg.add_argument("--num-classes", type=int, default=None, metavar="N", help="model outputs (default: probe once)")
-    seg.add_argument("--weights", default="trust", choices=("trust", "spline", "gaussian", "constant"))
+    seg.add_argument("--weights", default="trim", choices=("trim", "trust", "spline", "gaussian", "constant"))
     seg.add_argument("--nodata", type=_nodata, default="auto", metavar="V", help="auto (from INPUT), none, or a number")
     seg.add_argument(
         "--scheduler",

@@ -102,10 +102,17 @@ class ResourceRouting(SchedulerPlugin):
         from .segment import parse_resource_tag
 
         for key in tasks:
-            if isinstance(key, tuple) and str(key[0]).startswith("seamless-infer-["):
-                ts = scheduler.tasks.get(key)
-                if ts is not None and ts.resource_restrictions is None:
-                    ts.resource_restrictions = parse_resource_tag(str(key[0]))
+            ts = scheduler.tasks.get(key)
+            if ts is not None and _runs_the_model(ts):
+                resources = parse_resource_tag(str(key[0]))
+                if resources:
+                    ts.resource_restrictions = resources
+
+
+def _runs_the_model(ts: Any) -> bool:
+    """A stage-1 task, alone or fused by dask with its settle task (the last chunk's stage 1 has no other
+    dependent, so low-level fusion merges the two into a key named ``seamless-infer-seamless-settle-...``)."""
+    return isinstance(ts.key, tuple) and str(ts.key[0]).startswith("seamless-infer-")
 
 
 def setup_workers(client: Any, *, torch_threads: int | None = None, gdal_cache_mb: int | None = GDAL_CACHE_MB) -> None:

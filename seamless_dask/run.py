@@ -36,7 +36,7 @@ class SegmentRequest:
     bands: list[int] | None = None
     normalize: tuple[Any, Any] | None = None
     activation: str | None = "softmax"
-    weights: str = "trust"
+    weights: str = "trim"
     num_classes: int | None = None
     nodata: float | str | None = "auto"
     scheduler: str | None = None

@@ -75,7 +75,7 @@ def segment(
     overlap: int | Pair = 64,
     batch_size: int = 8,
     output: str = "labels",
-    weights: str | TileWeights | np.ndarray = "trust",
+    weights: str | TileWeights | np.ndarray = "trim",
     device: str = "auto",
     normalize: tuple[Any, Any] | None = None,
     activation: str | None = "softmax",
@@ -105,8 +105,11 @@ def segment(
         ``"probabilities"``: ``(class, y, x)`` float32, activation then blend; ``"logits"``: blended raw
         model output.
     weights
-        Trust map: ``"trust"``, ``"spline"``, ``"gaussian"``, ``"constant"``, a positive array of the tile's
-        shape, or a :class:`~seamless_dask.TileWeights`.
+        Trust map. ``"trim"`` (default): each pixel takes the prediction of the tile in which it lies
+        farthest from an edge (the U-Net paper's overlap-tile strategy; exact whole-image results when
+        ``overlap // 2`` covers the model's receptive field). ``"trust"`` (a tent), ``"spline"``,
+        ``"gaussian"``, ``"constant"``: smooth blends. Or a positive array of the tile's shape, or a
+        :class:`~seamless_dask.TileWeights`.
     device
         ``"auto"`` (CUDA when visible), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
     normalize
@@ -388,11 +391,10 @@ def resource_tag(resources: tuple[tuple[str, float], ...]) -> str:
 
 
 def parse_resource_tag(name: str) -> dict[str, float]:
-    """The resources in a stage-1 key name made with :func:`resource_tag` (``{}`` when there are none)."""
-    rest = name.removeprefix("seamless-infer-")
-    if not rest.startswith("["):
+    """The resources in a key name made with :func:`resource_tag` (``{}`` when there are none)."""
+    if "[" not in name or "]" not in name:
         return {}
-    inside = rest[1 : rest.index("]")]
+    inside = name[name.index("[") + 1 : name.index("]")]
     return {k: float(v) for k, v in (item.split("=") for item in inside.split(","))}
 
 

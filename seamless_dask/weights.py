@@ -43,7 +43,8 @@ class TileWeights:
     Parameters
     ----------
     kind
-        One of ``"trust"``, ``"spline"``, ``"gaussian"``, ``"constant"``, or ``"array"`` with ``array``.
+        One of ``"trim"`` (the default), ``"trust"``, ``"spline"``, ``"gaussian"``, ``"constant"``, or
+        ``"array"`` with ``array``.
     sigma
         Standard deviation of ``"gaussian"`` as a fraction of the tile size (MONAI's default, 0.125).
     border_aware
@@ -52,7 +53,7 @@ class TileWeights:
         A positive ``(tile_y, tile_x)`` map, for ``kind="array"``.
     """
 
-    kind: str = "trust"
+    kind: str = "trim"
     sigma: float = 0.125
     border_aware: bool = True
     array: np.ndarray | None = field(default=None, repr=False)
