@@ -51,7 +51,8 @@ def build_model(name: str):
         return nn.Conv2d(3, CLASSES, 1).eval()
 
     def block(cin: int, cout: int) -> nn.Module:
-        return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(), nn.Conv2d(cout, cout, 3, padding=1), nn.ReLU())
+        conv1, conv2 = nn.Conv2d(cin, cout, 3, padding=1), nn.Conv2d(cout, cout, 3, padding=1)
+        return nn.Sequential(conv1, nn.ReLU(), conv2, nn.ReLU())
 
     class UNet(nn.Module):
         def __init__(self) -> None:
@@ -89,7 +90,7 @@ def make_image(size: int, path: Path) -> Path:
 # ------------------------------------------------------------------------------------------ methods
 
 
-def run_bare(image, model):
+def run_bare(image, model) -> None:
     import torch
 
     import seamless_dask as sd
@@ -99,7 +100,6 @@ def run_bare(image, model):
         for start in range(0, len(windows), BATCH):
             tiles = np.stack([image[:, w.y, w.x] for w in windows[start : start + BATCH]])
             model(torch.from_numpy(tiles)).numpy()
-    return None
 
 
 def run_whole(image, model):

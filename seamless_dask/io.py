@@ -21,7 +21,7 @@ from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
 
 from .exceptions import DimensionError, RasterError
-from .segment import DEFAULT_CHUNK, restricted
+from .segment import restricted
 
 ZARR_SUFFIXES = (".zarr", ".zarr/")
 NETCDF_SUFFIXES = (".nc", ".nc4", ".netcdf")
@@ -33,7 +33,7 @@ DONE = "_seamless/done"  # one uint8 per chunk region, 1 once written: the resum
 def open_raster(
     path: str | os.PathLike,
     *,
-    chunks: int | tuple[int, int] | str | None = DEFAULT_CHUNK,
+    chunks: int | tuple[int, int] | str | None = None,
     bands: Sequence[int] | None = None,
     variable: str | None = None,
 ) -> xr.DataArray:
@@ -45,7 +45,9 @@ def open_raster(
         A GeoTIFF, COG or anything GDAL reads (through rioxarray), a zarr store or a netCDF file (through
         xarray). URLs GDAL understands (``/vsicurl/``, ``s3://``) pass through.
     chunks
-        Pixels per dask chunk side (int or ``(y, x)``), ``"auto"``, or ``None`` for no dask.
+        ``None`` (the default): lazily loaded, no dask yet; ``segment`` then reads each of its chunks'
+        windows once, straight from the file. Or pixels per dask chunk side (int or ``(y, x)``), or
+        ``"auto"``, for a dask-backed array (``segment`` rechunks it to its plan).
     bands
         1-based band numbers to keep, in order (GDAL's convention), e.g. ``[4, 3, 2]``.
     variable
@@ -78,8 +80,9 @@ def _open_gdal(where: str, chunks: Any) -> xr.DataArray:
     import rioxarray
 
     try:
-        # lock=False: each dask task opens its own handle, so chunks are read in parallel.
-        data = rioxarray.open_rasterio(where, chunks=chunks, lock=False, masked=False)
+        # lock=False: each dask task opens its own handle, so chunks are read in parallel. cache=False: a
+        # lazily loaded array must not keep what a task read (it would stay in memory with the graph).
+        data = rioxarray.open_rasterio(where, chunks=chunks, lock=False, masked=False, cache=chunks is not None)
     except rasterio.errors.RasterioIOError as error:
         raise RasterError(f"cannot read {where!r} as a raster: {error}") from None
     if isinstance(data, list):

@@ -92,7 +92,7 @@ def run_segment(request: SegmentRequest) -> SegmentReport:
 
     start = time.perf_counter()
     _check_target(request)
-    image = io.open_raster(request.source, chunks=request.chunks or io.DEFAULT_CHUNK, bands=request.bands)
+    image = io.open_raster(request.source, bands=request.bands)  # lazy: segment reads its own windows
     # Mistakes in the model spec or the tiling fail now, before any cluster starts.
     TileGrid((image.sizes["y"], image.sizes["x"]), request.tile_size, request.overlap)
     ModelRunner(request.model, RunnerConfig(device="cpu")).check()

@@ -203,7 +203,7 @@ def _build(image: Any, job: Job) -> Built:
     inference = blend.TileInference(job.runner, job.weights, grid.tile_shape, n_classes, job.nodata, overlap)
     # One graph key holds the runner (and an in-memory model): not a copy per task.
     shared = dask.delayed(inference, pure=True, traverse=False)
-    extended = _extended(_rechunked(image, chunk_plan), chunk_plan)
+    extended = _extended_blocks(image, chunk_plan)
     masked = job.nodata is not None or np.issubdtype(image.dtype, np.floating)
     recipe = _Recipe(extended, shared, chunk_plan, job, bool(masked))
     built = recipe.build()
@@ -276,12 +276,86 @@ def restricted(array: da.Array, done: np.ndarray) -> da.Array:
     return recipe.build(done).array
 
 
-def _extended(stacked: da.Array, chunk_plan: ChunkPlan) -> da.Array:
-    """Each chunk with a halo of the overlap on its high side, where its owned tiles reach."""
+def _extended_blocks(image: Any, chunk_plan: ChunkPlan) -> da.Array:
+    """A dask array whose block ``(0, j, k)`` is chunk ``(j, k)`` of ``image`` with its high-side halo.
+
+    The blocks overlap, so the array stands for its keys only (stage 1 reads them); its shape means
+    nothing. A numpy image or a lazily loaded xarray variable (``open_raster`` with ``chunks=None``) is
+    read window by window, each chunk's window once, so no input block waits in memory for a neighbour.
+    A dask image is rechunked to the plan and each block gets copies of the strips it needs from its
+    neighbours (dask's own ``overlap`` keeps views, which hold whole neighbour blocks in memory).
+    """
+    bands = image.shape[0]
+    (hs, ws), (ext_y, ext_x) = chunk_plan.chunks, chunk_plan.extensions
+    chunks = (
+        (bands,),
+        tuple(h + e for h, e in zip(hs, ext_y, strict=True)),
+        tuple(w + e for w, e in zip(ws, ext_x, strict=True)),
+    )
+    if isinstance(image, da.Array):
+        return _overlapped(image.rechunk(((bands,), *chunk_plan.chunks)), chunk_plan, chunks)
+    source = "seamless-source-" + (tokenize(image) if isinstance(image, xr.Variable) else _numpy_token(image))
+    name = "seamless-window-" + tokenize(source, chunk_plan)
+    layer: dict = {source: image}
+    for j, (y0, y1) in enumerate(zip(chunk_plan.y_bounds, chunk_plan.y_bounds[1:], strict=False)):
+        for k, (x0, x1) in enumerate(zip(chunk_plan.x_bounds, chunk_plan.x_bounds[1:], strict=False)):
+            window = (slice(y0, y1 + ext_y[j]), slice(x0, x1 + ext_x[k]))
+            layer[(name, 0, j, k)] = (_read_window, source, window)
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=[])
+    return da.Array(graph, name, chunks=chunks, dtype=image.dtype)
+
+
+def _numpy_token(image: np.ndarray) -> str:
+    """Hashing a big in-memory image costs ~0.7 ms per 256 px tile; its keys live for one compute, and
+    identity plus a sample of the pixels keeps them apart from other arrays."""
+    sample = image[..., :: max(1, image.shape[-2] // 16), :: max(1, image.shape[-1] // 16)]
+    return tokenize(id(image), image.shape, image.dtype.str, image.__array_interface__["data"][0], sample)
+
+
+def _read_window(source: Any, window: tuple[slice, slice]) -> np.ndarray:
+    """The pixels of ``window`` ``(rows, cols)`` of a ``(bands, H, W)`` numpy array or lazy xarray variable."""
+    if isinstance(source, xr.Variable):
+        return np.asarray(source[:, window[0], window[1]].values)
+    return source[:, window[0], window[1]]
+
+
+def _overlapped(stacked: da.Array, chunk_plan: ChunkPlan, chunks: tuple) -> da.Array:
     ext_y, ext_x = chunk_plan.extensions
     if not max(ext_y + ext_x):
         return stacked
-    return da.overlap.overlap(stacked, depth={0: 0, 1: (0, max(ext_y)), 2: (0, max(ext_x))}, boundary="none")
+    token = tokenize(stacked.name, chunk_plan)
+    name, strips = "seamless-extend-" + token, "seamless-strip-" + token
+    layer: dict = {}
+    for j in range(len(ext_y)):
+        for k in range(len(ext_x)):
+            below = right = corner = None
+            if ext_y[j]:
+                below = (strips, 0, j, k)
+                layer[below] = (_strip, (stacked.name, 0, j + 1, k), slice(0, ext_y[j]), slice(None))
+            if ext_x[k]:
+                right = (strips, 1, j, k)
+                layer[right] = (_strip, (stacked.name, 0, j, k + 1), slice(None), slice(0, ext_x[k]))
+            if ext_y[j] and ext_x[k]:
+                corner = (strips, 2, j, k)
+                layer[corner] = (_strip, (stacked.name, 0, j + 1, k + 1), slice(0, ext_y[j]), slice(0, ext_x[k]))
+            layer[(name, 0, j, k)] = (_assemble, (stacked.name, 0, j, k), below, right, corner)
+    dependencies: list[Any] = [stacked]
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=dependencies)
+    return da.Array(graph, name, chunks=chunks, dtype=stacked.dtype)
+
+
+def _strip(block: np.ndarray, rows: slice, cols: slice) -> np.ndarray:
+    return block[:, rows, cols].copy()  # a copy: a view would keep the whole neighbour block alive
+
+
+def _assemble(
+    own: np.ndarray, below: np.ndarray | None, right: np.ndarray | None, corner: np.ndarray | None
+) -> np.ndarray:
+    top = own if right is None else np.concatenate([own, right], axis=2)
+    if below is None:
+        return top
+    bottom = below if corner is None else np.concatenate([below, corner], axis=2)
+    return np.concatenate([top, bottom], axis=1)
 
 
 def _chunk_target(image: Any, job: Job) -> Pair:
@@ -290,13 +364,6 @@ def _chunk_target(image: Any, job: Job) -> Pair:
     if isinstance(image, da.Array):
         return image.chunks[1][0], image.chunks[2][0]
     return DEFAULT_CHUNK, DEFAULT_CHUNK
-
-
-def _rechunked(image: Any, chunk_plan: ChunkPlan) -> da.Array:
-    chunks = ((image.shape[0],), *chunk_plan.chunks)
-    if isinstance(image, da.Array):
-        return image.rechunk(chunks)
-    return da.from_array(image, chunks=chunks, name="seamless-input-" + tokenize(image))
 
 
 def _blend_array(infer: dict, sums_name: str, recipe: _Recipe) -> Built:
@@ -353,7 +420,12 @@ def _part(parts: blend.HaloParts, which: str) -> np.ndarray:
 
 def _segment_dataarray(data: xr.DataArray, job: Job) -> xr.DataArray:
     bands_first = _dataarray_bands_first(data)
-    image = bands_first.data if bands_first.chunks is not None else bands_first.values
+    # dask-backed: its dask array; in memory: numpy; lazily loaded (open_raster(chunks=None)): the lazy
+    # variable, which stage 1 reads window by window.
+    if bands_first.chunks is not None:
+        image = bands_first.data
+    else:
+        image = bands_first.values if bands_first.variable._in_memory else bands_first.variable
     result, label_nodata = _build(image, job)
     dims = ("y", "x") if job.output == "labels" else ("class", "y", "x")
     coords = {name: coord for name, coord in data.coords.items() if set(coord.dims) <= {"y", "x"}}
