@@ -152,9 +152,14 @@ def _tile_pixels(block: np.ndarray, valid: np.ndarray | None, t: LocalTile, shap
 
 def halo_parts(acc: np.ndarray, h: int, w: int) -> HaloParts:
     """Split off what an accumulator of a chunk of core size ``(h, w)`` owes its neighbours."""
-    # Copies, not views: a view would keep the whole extended accumulator alive until the last of three
-    # neighbours has read its strip, which on a row of chunks is most of a row's accumulators (I4).
-    return HaloParts(bottom=acc[:, h:, :w].copy(), right=acc[:, :h, w:].copy(), corner=acc[:, h:, w:].copy())
+    # float32 copies: strips wait for their neighbours along a whole front of chunks, so they are most of
+    # what a run holds (I4); a copy, not a view, frees the accumulator at once. Sums of one or two float32
+    # predictions ("trim") are exact in float32; smooth maps round by ~1e-7 relative.
+    return HaloParts(
+        bottom=acc[:, h:, :w].astype(np.float32),
+        right=acc[:, :h, w:].astype(np.float32),
+        corner=acc[:, h:, w:].astype(np.float32),
+    )
 
 
 class Settled(NamedTuple):
@@ -187,8 +192,8 @@ def settle(acc: np.ndarray, core: tuple[int, int], pending: tuple[int, int], dec
     """
     (h, w), (oy, ox) = core, pending
     sums = acc[:, :h, :w]
-    top = sums[:, :oy].copy() if oy else None
-    left = sums[:, oy:, :ox].copy() if ox else None
+    top = sums[:, :oy].astype(np.float32) if oy else None  # float32 for the wait, as halo_parts
+    left = sums[:, oy:, :ox].astype(np.float32) if ox else None
     return Settled(decision(sums), top, left)
 
 
@@ -208,7 +213,9 @@ def finish(
         return settled.block
     block = settled.block.copy()  # never write into a task's input: a retried task would see it changed
     if settled.top is not None:
-        sums = settled.top + top if top is not None else settled.top.copy()
+        sums = settled.top.astype(np.float64)
+        if top is not None:
+            sums += top
         oy = sums.shape[1]
         if left is not None:
             sums[:, :, : left.shape[2]] += left[:, :oy]
@@ -217,7 +224,9 @@ def finish(
         block[..., :oy, :] = decision(sums)
     if settled.left is not None:
         oy = block.shape[-2] - settled.left.shape[1]
-        sums = settled.left + left[:, oy:] if left is not None else settled.left
+        sums = settled.left.astype(np.float64)
+        if left is not None:
+            sums += left[:, oy:]
         block[..., oy:, : sums.shape[2]] = decision(sums)
     return block
 

@@ -190,3 +190,19 @@ def test_resume_writes_only_missing_regions_and_runs_only_the_tiles_they_need(tm
         return plan.owner(i) in missing or reaches
 
     assert model.tiles == sum(needed(i, w) for i, w in enumerate(plan.grid.windows())) < full / 4
+
+
+@needs_data
+def test_a_lazy_raster_is_read_window_by_window_and_never_sized_whole():
+    """distributed measures every graph value with dask.sizeof, which reads all pixels of an xarray variable."""
+    from dask.sizeof import sizeof
+
+    image = sd.open_raster(DATA / "RGB.byte.tif")
+    assert image.chunks is None  # lazy, not dask: segment reads its own windows
+    labels = _segment(image, helpers.Brightness(), chunks=300)
+    graph = dict(labels.data.__dask_graph__())
+    sources = [v for k, v in graph.items() if isinstance(k, str) and k.startswith("seamless-source-")]
+    assert len(sources) == 1
+    value = sources[0].value if hasattr(sources[0], "value") else sources[0]
+    assert sizeof(value) < 10_000
+    np.testing.assert_array_equal(labels.values, _segment(image.load(), helpers.Brightness(), chunks=300).values)
