@@ -11,8 +11,8 @@ overlap 64, batch 8:
 - ``naive``: non-overlapping tiles (the last one flush), stitched;
 - ``monai-constant``, ``monai-gaussian``: MONAI ``sliding_window_inference`` (overlap 0.25 = 64 px);
 - ``tiler-triang``: tiler with a triangular window (image reflect-padded to whole tiles, as tiler does);
-- ``seamless``: ``seamless_dask.segment(..., output="logits")`` with its default weights; ``seamless-trust``
-  with the smooth ``"trust"`` map for comparison.
+- ``seamless``: ``seamless_dask.segment(..., output="logits")`` with its default weights (``"trim"``);
+  ``seamless-trust`` with the smooth ``"trust"`` map for comparison.
 
 Models: a small U-Net (two down/up levels, 16-32-64 channels, zero padding, so borders matter) and a 1x1
 conv (which isolates the overhead). Reported: wall time (median of ``--repeats`` runs, model and image
@@ -37,8 +37,7 @@ import numpy as np
 
 TILE, OVERLAP, BATCH, CLASSES = 256, 64, 8, 3
 METHODS = (
-    "bare", "whole", "naive", "monai-constant", "monai-gaussian", "tiler-triang",
-    "seamless", "seamless-trust", "seamless-trim",
+    "bare", "whole", "naive", "monai-constant", "monai-gaussian", "tiler-triang", "seamless", "seamless-trust",
 )  # fmt: skip
 
 
@@ -171,7 +170,6 @@ def run_method(method: str, image, model):
         "tiler-triang": lambda: run_tiler(image, model),
         "seamless": lambda: run_seamless(image, model, None),
         "seamless-trust": lambda: run_seamless(image, model, "trust"),
-        "seamless-trim": lambda: run_seamless(image, model, "trim"),
     }
     return runners[method]()
 

@@ -26,6 +26,7 @@ from .exceptions import ModelOutputError, ModelSpecError, OptionError
 
 ACTIVATIONS = ("softmax", "sigmoid", None)
 TTA_MODES = (None, "flips", "d4")
+AMP_DTYPES = {None: None, "bf16": "bfloat16", "fp16": "float16"}  # autocast on CUDA; CPU runs float32
 # Views as (quarter turns, flip x, flip y): "flips" mirrors, "d4" all 8 symmetries of the square.
 _VIEWS = {
     None: ((0, False, False),),
@@ -68,12 +69,15 @@ class RunnerConfig:
     normalize: tuple[tuple[float, ...], tuple[float, ...]] | None = None
     activation: str | None = "softmax"
     tta: str | None = None
+    amp: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise OptionError(f"batch_size must be a positive int, got batch_size={self.batch_size!r}: use e.g. 8")
         if self.activation not in ACTIVATIONS:
             raise OptionError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}: use e.g. 'softmax'")
+        if self.amp not in AMP_DTYPES:
+            raise OptionError(f"amp must be one of {tuple(AMP_DTYPES)}, got amp={self.amp!r}: use e.g. 'bf16'")
         if self.tta not in TTA_MODES:
             raise OptionError(f"tta must be one of {TTA_MODES}, got tta={self.tta!r}: use 'flips' or 'd4'")
         if not isinstance(self.device, str):
@@ -155,7 +159,7 @@ class ModelRunner:
         """Run ``tiles`` ``(N, bands, h, w)`` through the model: float32 ``(N, classes, h, w)``, activated."""
         import torch
 
-        with torch.inference_mode():
+        with torch.inference_mode(), self._autocast():
             x = self._to_input(tiles)
             views = _VIEWS[self.config.tta]
             total: Any = None
@@ -180,12 +184,25 @@ class ModelRunner:
         """Number of output channels, from one call on a zero tile (which also checks the output shape)."""
         return int(self.predict(np.zeros((1, bands, *tile), dtype=np.float32)).shape[1])
 
+    def _autocast(self) -> Any:
+        import contextlib
+
+        import torch
+
+        amp = AMP_DTYPES[self.config.amp]
+        if amp is None or self.device.type != "cuda":
+            return contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=getattr(torch, amp))
+
     def _to_input(self, tiles: np.ndarray) -> Any:
         import torch
 
         if tiles.dtype not in _TORCH_DTYPES:
             tiles = tiles.astype(np.float32)
-        x = torch.from_numpy(np.ascontiguousarray(tiles)).to(self.device).float()
+        x = torch.from_numpy(np.ascontiguousarray(tiles))
+        if self.device.type == "cuda":  # pinned host memory: the copy to the GPU runs at full bus speed
+            x = x.pin_memory().to(self.device, non_blocking=True)
+        x = x.to(self.device).float()
         if self.config.normalize is None:
             return x
         if self._normalize is None:

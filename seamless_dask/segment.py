@@ -82,6 +82,7 @@ def segment(
     num_classes: int | None = None,
     chunks: int | Pair | None = None,
     tta: str | None = None,
+    amp: str | None = None,
     nodata: float | str | None = "auto",
     resources: dict[str, float] | str | None = "auto",
 ) -> Any:
@@ -123,6 +124,8 @@ def segment(
         else 2048.
     tta
         Test-time augmentation: ``None``, ``"flips"`` (4 views) or ``"d4"`` (8 views), averaged per tile.
+    amp
+        Mixed precision on CUDA: ``"bf16"`` or ``"fp16"`` (``torch.autocast``); blending stays float64.
     nodata
         The input's nodata value: ``"auto"`` reads it from a DataArray (``.rio.nodata``, ``_FillValue``);
         a number sets it; ``None`` treats every value as data. A pixel that is nodata (or NaN) in every band
@@ -140,6 +143,7 @@ def segment(
         normalize=normalize,
         activation=None if output == "logits" else activation,
         tta=tta,
+        amp=amp,
     )
     from .cluster import shareable
 

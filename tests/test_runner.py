@@ -160,3 +160,21 @@ def test_pickled_string_spec_runner_reloads_its_model_instead_of_carrying_it():
 
 def test_probe_counts_output_channels():
     assert ModelRunner(helpers.conv_net(classes=6)).probe(3, (8, 8)) == 6
+
+
+def test_amp_is_checked_and_harmless_on_cpu():
+    with helpers.raises_mentioning(OptionError, ["amp", "'fp8'", "bf16"]):
+        RunnerConfig(amp="fp8")
+    tiles = helpers.structured_image(3, 16, 16)[None].astype(np.float32)
+    net = helpers.conv_net(bands=3, classes=2)
+    plain = ModelRunner(net, RunnerConfig(device="cpu")).predict(tiles)
+    np.testing.assert_array_equal(ModelRunner(net, RunnerConfig(device="cpu", amp="bf16")).predict(tiles), plain)
+
+
+@pytest.mark.gpu
+def test_amp_on_cuda_stays_close_to_float32():
+    tiles = helpers.structured_image(3, 64, 64)[None].astype(np.float32) / 255
+    net = helpers.conv_net(bands=3, classes=2)
+    plain = ModelRunner(net, RunnerConfig(device="cuda")).predict(tiles)
+    half = ModelRunner(net, RunnerConfig(device="cuda", amp="bf16")).predict(tiles)
+    np.testing.assert_allclose(half, plain, atol=2e-2)
