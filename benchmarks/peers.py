@@ -174,6 +174,18 @@ def run_method(method: str, image, model):
     return runners[method]()
 
 
+def _peak_rss() -> int:
+    """This process's own peak RSS: VmHWM (``ru_maxrss`` would include the parent's, kept across exec)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def child(args: argparse.Namespace) -> None:
     """One method, one image, one model, ``repeats`` times, in this process; writes a JSON and the logits."""
     image = np.load(args.image)
@@ -186,7 +198,7 @@ def child(args: argparse.Namespace) -> None:
         seconds.append(time.perf_counter() - start)
     if out is not None:
         np.save(args.out.with_suffix(".npy"), out.astype(np.float32))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = _peak_rss()
     args.out.write_text(json.dumps({"seconds": statistics.median(seconds), "peak": peak}))
 
 
