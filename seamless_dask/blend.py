@@ -78,13 +78,10 @@ def mask_nodata(block: np.ndarray, nodata: float | None, fill: np.ndarray) -> Ma
     field. A band missing at a valid pixel gets ``fill`` (the normalisation mean, else 0); pixels with no
     data at all are later filled per tile from their nearest valid pixel (see ``_tile_pixels``).
     """
-    missing = None
-    if np.issubdtype(block.dtype, np.floating):
-        missing = np.isnan(block)
-    if nodata is not None and not np.isnan(nodata):
-        equal = block == np.asarray(nodata).astype(block.dtype) if _representable(nodata, block.dtype) else None
-        if equal is not None:
-            missing = equal if missing is None else missing | equal
+    missing = np.isnan(block) if np.issubdtype(block.dtype, np.floating) else None
+    if nodata is not None and not np.isnan(nodata) and _representable(nodata, block.dtype):
+        equal = block == np.asarray(nodata).astype(block.dtype)
+        missing = equal if missing is None else missing | equal
     if missing is None or not missing.any():
         return MaskedBlock(block, None)
     filled = np.where(missing, fill.astype(np.float32)[:, None, None], block.astype(np.float32, copy=False))

@@ -177,7 +177,7 @@ def segment(
         return _build(_as_bands_first(data, "array"), job).array.compute()
     raise DimensionError(
         f"data must be an xarray.DataArray, a numpy array, a dask array or a torch tensor, got {type(data).__name__}: "
-        "open rasters with rioxarray.open_rasterio(path, chunks=...) or xarray.open_zarr"
+        "open rasters with seamless_dask.open_raster(path)"
     )
 
 

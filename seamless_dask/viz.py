@@ -131,7 +131,7 @@ def _decimated(source: Any, max_size: int, shape: tuple[int, ...] | None = None)
     if isinstance(source, (str, Path)):
         return _read_decimated(str(source), max_size, shape)
     if isinstance(source, xr.DataArray):
-        nodata = source.rio.nodata if "spatial_ref" in source.coords or source.attrs else None
+        nodata = source.rio.nodata
         step = _step(source.shape[-2:], max_size, shape)
         return np.asarray(source[..., :: step[0], :: step[1]].values), nodata
     array = np.asarray(source)

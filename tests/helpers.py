@@ -223,3 +223,27 @@ def read_tile_log(path) -> tuple[dict, dict]:
             else:
                 tiles[int(pid)] += int(n[0])
     return loads, tiles
+
+
+def tiles_with_data(valid: np.ndarray, tile: int, overlap: int) -> int:
+    """How many tiles of the grid over ``valid`` (a ``(H, W)`` mask) hold at least one valid pixel."""
+    from seamless_dask import TileGrid
+
+    grid = TileGrid(valid.shape, tile, overlap)
+    return sum(bool(valid[w.y, w.x].any()) for w in grid.windows())
+
+
+def tiles_needed_on_resume(plan, missing, valid=None) -> int:
+    """Tiles a resumed write must run: those owned by the ``missing`` chunks ``[(j, k), ...]`` of ``plan``,
+    and those of finished chunks that reach into them; never a tile with no valid pixel (``valid`` mask)."""
+    y, x = [np.cumsum((0, *c)) for c in plan.chunks]
+    regions = [(slice(y[j], y[j + 1]), slice(x[k], x[k + 1])) for j, k in missing]
+
+    def needed(i, w) -> bool:
+        if valid is not None and not valid[w.y, w.x].any():
+            return False
+        reaches = any(w.y.start < r.stop and r.start < w.y.stop and w.x.start < c.stop and c.start < w.x.stop
+                      for r, c in regions)  # fmt: skip
+        return plan.owner(i) in missing or reaches
+
+    return sum(needed(i, w) for i, w in enumerate(plan.grid.windows()))

@@ -212,18 +212,7 @@ def test_an_interrupted_run_resumes_without_recomputing_written_regions(scene, t
     assert io.is_complete(store)
     # Tiles run on resume: those of missing regions, plus done neighbours' tiles that reach into them.
     plan = sd.plan(back.shape, tile_size=64, overlap=16, chunks=96)
-    y, x = [np.cumsum((0, *c)) for c in plan.chunks]
     missing = [(j, k) for j, k in zip(*np.nonzero(~done), strict=True)]
-    regions = [(slice(y[j], y[j + 1]), slice(x[k], x[k + 1])) for j, k in missing]
-    image = sd.open_raster(scene, chunks=None).values
-    valid = (image != 0).any(axis=0)
-
-    def needed(i, w) -> bool:
-        if not valid[w.y, w.x].any():
-            return False  # all nodata: never run
-        reaches = any(w.y.start < r.stop and r.start < w.y.stop and w.x.start < c.stop and c.start < w.x.stop
-                      for r, c in regions)  # fmt: skip
-        return plan.owner(i) in missing or reaches
-
+    valid = (sd.open_raster(scene).values != 0).any(axis=0)
     _, tiles = helpers.read_tile_log(tmp_path / "resume.log")
-    assert sum(tiles.values()) == sum(needed(i, w) for i, w in enumerate(plan.grid.windows()))
+    assert sum(tiles.values()) == helpers.tiles_needed_on_resume(plan, missing, valid)

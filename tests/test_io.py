@@ -13,7 +13,6 @@ from rio_cogeo.cogeo import cog_validate
 
 import seamless_dask as sd
 from seamless_dask import io
-from seamless_dask.grid import TileGrid
 
 DATA = Path(os.environ.get("SEAMLESS_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 needs_data = pytest.mark.skipif(
@@ -38,8 +37,7 @@ def _segment(data, model, **options):
 def _tiles_with_data(image: xr.DataArray, nodata) -> int:
     pixels = image.values
     valid = np.ones(pixels.shape[1:], bool) if nodata is None else (pixels != nodata).any(axis=0)
-    grid = TileGrid(valid.shape, 128, 32)
-    return sum(bool(valid[w.y, w.x].any()) for w in grid.windows())
+    return helpers.tiles_with_data(valid, 128, 32)
 
 
 @needs_data
@@ -180,16 +178,7 @@ def test_resume_writes_only_missing_regions_and_runs_only_the_tiles_they_need(tm
     assert io.is_complete(store)
     # Exactly the tiles the two regions need: their own, and those of done neighbours that reach into them.
     plan = sd.plan(expected.shape, tile_size=32, overlap=8, chunks=96)
-    regions = [(slice(y[j], y[j + 1]), slice(x[k], x[k + 1])) for j, k in missing]
-
-    def needed(i: int, window) -> bool:
-        reaches = any(
-            window.y.start < r.stop and r.start < window.y.stop and window.x.start < c.stop and c.start < window.x.stop
-            for r, c in regions
-        )
-        return plan.owner(i) in missing or reaches
-
-    assert model.tiles == sum(needed(i, w) for i, w in enumerate(plan.grid.windows())) < full / 4
+    assert model.tiles == helpers.tiles_needed_on_resume(plan, missing) < full / 4
 
 
 @needs_data

@@ -9,11 +9,6 @@ import seamless_dask as sd
 from seamless_dask.grid import TileGrid
 
 
-def _tiles_with_data(valid: np.ndarray, tile: int, overlap: int) -> int:
-    grid = TileGrid(valid.shape, tile, overlap)
-    return sum(bool(valid[w.y, w.x].any()) for w in grid.windows())
-
-
 def _bordered(height: int = 90, width: int = 110, nodata: float = 0) -> np.ndarray:
     """A 2-band uint8-valued image whose left third and a top band are nodata in every band."""
     image = helpers.structured_image(2, height, width).astype(np.float32) + 1  # data never equals 0
@@ -28,7 +23,7 @@ def test_empty_tiles_never_reach_the_model_and_nodata_comes_out(chunks):
     valid = (image != 0).any(axis=0)
     model = helpers.Counting(helpers.conv_net(bands=2, classes=3))
     labels = sd.segment(image, model, tile_size=16, overlap=4, nodata=0, num_classes=3, chunks=chunks)
-    expected = _tiles_with_data(valid, 16, 4)
+    expected = helpers.tiles_with_data(valid, 16, 4)
     assert model.tiles == expected < TileGrid(valid.shape, 16, 4).n_tiles
     assert labels.dtype == np.uint8
     np.testing.assert_array_equal(labels == 255, ~valid)  # nodata exactly where every band is nodata
