@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 from dask.base import tokenize
@@ -118,13 +118,24 @@ def accumulate(inference: TileInference, block: np.ndarray, tiles: Sequence[Loca
                 "channel count independent of its input"
             )
         for pred, t in zip(preds, batch, strict=True):
-            w = inference.weights.for_tile((th, tw), t.edges_y, t.edges_x, inference.overlap)
-            rows, cols = slice(t.y, t.y + th), slice(t.x, t.x + tw)
-            if valid is not None:
-                w = w * valid[rows, cols]
-            acc[:n_classes, rows, cols] += pred * w
-            acc[n_classes, rows, cols] += w
+            _add_tile(acc, pred, t, inference, valid)
     return acc
+
+
+def _add_tile(acc: np.ndarray, pred: np.ndarray, t: LocalTile, inference: TileInference, valid: Any) -> None:
+    """``acc += weight * pred`` and ``acc[-1] += weight`` over the tile, only where its weight is non-zero."""
+    support = inference.weights.support(inference.tile_shape, t.edges_y, t.edges_x, inference.overlap)
+    rows = slice(t.y + support.rows.start, t.y + support.rows.stop)
+    cols = slice(t.x + support.cols.start, t.x + support.cols.stop)
+    pred = pred[:, support.rows, support.cols]
+    n = len(pred)
+    if valid is None and support.flat:  # "trim" inside the image's data: plain additions
+        acc[:n, rows, cols] += pred
+        acc[n, rows, cols] += 1.0
+        return
+    w = support.values if valid is None else support.values * valid[rows, cols]
+    acc[:n, rows, cols] += pred * w
+    acc[n, rows, cols] += w
 
 
 def _tile_pixels(block: np.ndarray, valid: np.ndarray | None, t: LocalTile, shape: tuple[int, int]) -> np.ndarray:
@@ -244,8 +255,9 @@ def decide(sums: np.ndarray, output: str, binary: bool, label_nodata: int | None
         if label_nodata is not None:
             labels[sums[n_classes] == 0] = label_nodata
         return labels
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (sums[:n_classes] / sums[n_classes]).astype(np.float32)
+    out = np.empty(sums[:n_classes].shape, np.float32)
+    with np.errstate(invalid="ignore", divide="ignore"):  # divides in float64, writes float32: no temporary
+        return np.divide(sums[:n_classes], sums[n_classes], out=out, casting="unsafe")
 
 
 def _argmax_classes(scores: np.ndarray, n_values: int) -> np.ndarray:

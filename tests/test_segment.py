@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 import seamless_dask as sd
 from seamless_dask import DimensionError, ModelOutputError, OptionError, TileGrid, WeightsError
+from seamless_dask.segment import in_memory_chunk
 
 NET = helpers.conv_net(bands=2, classes=3)
 WHOLE = 10**6  # one chunk: the in-memory reference
@@ -321,3 +322,25 @@ def test_i6_trim_matches_whole_image_inference_when_the_margin_covers_the_recept
     np.testing.assert_allclose(trim, whole, atol=2e-5)
     trust = sd.segment(image, net, tile_size=32, overlap=8, output="logits", weights="trust", chunks=chunks)
     assert np.abs(trust - whole).max() > 100 * np.abs(trim - whole).max()  # blending keeps edge errors
+
+
+@pytest.mark.parametrize(
+    ("side", "stride", "batch", "expected"),
+    [
+        (2048, 192, 8, 768),  # three chunks a side, each at least two batches (4 x 4 tiles)
+        (4096, 192, 8, 1024),  # capped at 1024 px
+        (500, 192, 8, 768),  # a small image: one chunk (two batches of tiles do not fit)
+        (4096, 192, 32, 1536),  # bigger batches, bigger chunks: 8 x 8 tiles hold two batches of 32
+        (40000, 448, 8, 1792),
+    ],
+)
+def test_in_memory_images_get_chunks_that_keep_every_core_busy(side, stride, batch, expected):
+    assert in_memory_chunk(side, stride, batch) == expected
+
+
+def test_an_in_memory_image_is_split_so_that_cores_share_it_and_the_result_does_not_change():
+    image = np.random.default_rng(0).random((3, 2048, 2048), dtype=np.float32) * 255
+    lazy = sd.segment(xr.DataArray(image, dims=("band", "y", "x")), helpers.Brightness(), tile_size=256)
+    assert lazy.data.numblocks == (3, 3)
+    whole = sd.segment(image, helpers.Brightness(), tile_size=256, chunks=4096)
+    np.testing.assert_array_equal(lazy.values, whole)

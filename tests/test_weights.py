@@ -124,3 +124,23 @@ def test_trim_centres_abut_so_each_inner_pixel_takes_one_tile():
 def test_trim_must_be_border_aware():
     with helpers.raises_mentioning(WeightsError, ["trim", "border_aware=False"]):
         TileWeights("trim", border_aware=False)
+
+
+@pytest.mark.parametrize("kind", [*PROFILE_KINDS, "array"])
+@pytest.mark.parametrize("edges", [((False, False), (False, False)), ((True, False), (False, True))])
+def test_support_is_the_non_zero_box_of_the_map_and_flat_only_where_it_is_all_ones(kind, edges):
+    rng = np.random.default_rng(1)
+    weights = TileWeights(kind, array=rng.random((16, 12)) + 0.1 if kind == "array" else None)
+    w = weights.for_tile((16, 12), *edges, (6, 4))
+    support = weights.support((16, 12), *edges, (6, 4))
+    outside = w.copy()
+    outside[support.rows, support.cols] = 0
+    assert not outside.any()  # nothing non-zero outside the box
+    np.testing.assert_array_equal(support.values, w[support.rows, support.cols])
+    assert support.flat == bool(np.all(w[support.rows, support.cols] == 1))
+    assert support.flat == (kind in ("trim", "constant"))
+
+
+def test_trim_support_is_the_tile_minus_half_the_overlap_on_inner_sides():
+    support = TileWeights("trim").support((256, 256), (True, False), (False, False), (64, 64))
+    assert (support.rows, support.cols) == (slice(0, 224), slice(32, 224))
