@@ -245,6 +245,45 @@ def table(model: str, size: int, results: dict[str, dict], reference: Path) -> l
     return lines
 
 
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return " ".join(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _memory_gib() -> float:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+
+
+def _versions(*packages: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    def one(name: str) -> str:
+        try:
+            return f"{name} {version(name)}"
+        except PackageNotFoundError:
+            return f"{name} (not installed)"
+
+    return ", ".join(one(name) for name in packages)
+
+
+def _commit() -> str:
+    try:
+        here = Path(__file__).parent
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=here).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, check=True, cwd=here).stdout.strip()  # fmt: skip
+        return head + (" + local changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "no git"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[2048, 4096])
@@ -268,9 +307,10 @@ def main() -> None:
     import seamless_dask as sd
 
     lines = [
-        f"{time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"{time.strftime('%Y-%m-%d')}, {_cpu_name()}, {os.cpu_count()} cores, {_memory_gib():.0f} GiB; "
         f"torch {torch.__version__} ({torch.get_num_threads()} threads), dask {dask.__version__}, "
-        f"seamless_dask {sd.__version__}; median of {args.repeats} runs, each method in its own process",
+        f"{_versions('monai', 'tiler')}, seamless_dask {sd.__version__} ({_commit()}); median of {args.repeats} "
+        "runs, each method in its own process",
     ]
     methods = ["bare", "whole", *[m for m in args.methods if m not in ("bare", "whole")]]
     for model in args.models:

@@ -108,9 +108,9 @@ def accumulate(inference: TileInference, block: np.ndarray, tiles: Sequence[Loca
     if valid is not None:
         tiles = [t for t in tiles if valid[t.y : t.y + th, t.x : t.x + tw].any()]
     batch_size = runner.config.batch_size
-    for start in range(0, len(tiles), batch_size):
-        batch = tiles[start : start + batch_size]
-        preds = runner.predict(np.stack([_tile_pixels(block, valid, t, (th, tw)) for t in batch]))
+    batches = [tiles[start : start + batch_size] for start in range(0, len(tiles), batch_size)]
+    stacks = (np.stack([_tile_pixels(block, valid, t, (th, tw)) for t in batch]) for batch in batches)
+    for batch, preds in zip(batches, runner.predict_stream(stacks), strict=True):
         if preds.shape[1] != n_classes:
             raise ModelOutputError(
                 f"the model returned {preds.shape[1]} channels but {n_classes} were expected "

@@ -182,7 +182,9 @@ def local_cluster(
     """A ``Client`` on a new local cluster sized to this machine; close it (or use ``with``) when done.
 
     With GPUs (``torch.cuda.device_count()``, or ``gpus``): one worker per GPU, each seeing only its own
-    GPU (``CUDA_VISIBLE_DEVICES``), advertising the resource ``GPU=1``, with one dask thread. Without:
+    GPU (``CUDA_VISIBLE_DEVICES``), advertising the resource ``GPU=1``, with up to 4 dask threads (its
+    share of the cores): model tasks need ``GPU=1``, so one runs at a time, while the other threads read
+    windows, blend and write, so that the GPU does not wait for them. Without:
     one worker process with a dask thread per core and one torch thread per dask thread, since on CPU
     tiles run faster side by side than one at a time on all cores; ``processes x threads <= cores``.
     """
@@ -192,7 +194,7 @@ def local_cluster(
     gpus = _visible_gpus() if gpus is None else gpus
     address = ":0" if dashboard else None
     if gpus:
-        cluster = _gpu_cluster(gpus, threads_per_worker or 1, address)
+        cluster = _gpu_cluster(gpus, threads_per_worker or min(4, max(1, CPU_COUNT // gpus)), address)
         per_worker = max(1, CPU_COUNT // gpus)
     else:
         n_workers = n_workers or 1

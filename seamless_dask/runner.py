@@ -14,10 +14,10 @@ from __future__ import annotations
 import importlib
 import os
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from dask.base import tokenize
@@ -103,6 +103,18 @@ class RunnerConfig:
                 )
 
 
+class Launched(NamedTuple):
+    """Predictions on their way to the host: ``result()`` waits for them (a no-op on the CPU)."""
+
+    out: Any  # a CPU tensor (pinned on CUDA), complete once ``done`` is
+    done: Any  # a ``torch.cuda.Event``, or None
+
+    def result(self) -> np.ndarray:
+        if self.done is not None:
+            self.done.synchronize()
+        return self.out.numpy()
+
+
 class ModelRunner:
     """A model spec plus a :class:`RunnerConfig`; loads the model lazily, once per process.
 
@@ -157,6 +169,26 @@ class ModelRunner:
 
     def predict(self, tiles: np.ndarray) -> np.ndarray:
         """Run ``tiles`` ``(N, bands, h, w)`` through the model: float32 ``(N, classes, h, w)``, activated."""
+        return self.launch(tiles).result()
+
+    def predict_stream(self, batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """:meth:`predict` over ``batches``, keeping one batch in flight on a GPU.
+
+        Batch ``i + 1`` is stacked and queued on the GPU before batch ``i``'s predictions are handed back,
+        so the GPU computes while the host prepares the next batch and blends the last one. On the CPU
+        this is :meth:`predict` batch by batch.
+        """
+        pending: Launched | None = None
+        for tiles in batches:
+            launched = self.launch(tiles)
+            if pending is not None:
+                yield pending.result()
+            pending = launched
+        if pending is not None:
+            yield pending.result()
+
+    def launch(self, tiles: np.ndarray) -> Launched:
+        """Queue ``tiles`` on the model's device; on CUDA this returns before the GPU is done."""
         import torch
 
         with torch.inference_mode(), self._autocast():
@@ -167,7 +199,14 @@ class ModelRunner:
                 out = self._call(_view(x, turns, flip_x, flip_y))
                 out = _unview(_activate(out.float(), self.config.activation), turns, flip_x, flip_y)
                 total = out if total is None else total + out
-            return (total / len(views) if len(views) > 1 else total).cpu().numpy()
+            total = total / len(views) if len(views) > 1 else total
+            if total.device.type != "cuda":
+                return Launched(total.cpu(), None)
+            host = torch.empty(total.shape, dtype=total.dtype, pin_memory=True)
+            host.copy_(total, non_blocking=True)  # device to pinned host memory, in the GPU's queue
+            done = torch.cuda.Event()
+            done.record()
+            return Launched(host, done)
 
     def _call(self, x: Any) -> Any:
         try:

@@ -178,3 +178,28 @@ def test_amp_on_cuda_stays_close_to_float32():
     plain = ModelRunner(net, RunnerConfig(device="cuda")).predict(tiles)
     half = ModelRunner(net, RunnerConfig(device="cuda", amp="bf16")).predict(tiles)
     np.testing.assert_allclose(half, plain, atol=2e-2)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_predict_stream_gives_each_batch_its_own_predictions_in_order(device):
+    rng = np.random.default_rng(3)
+    batches = [rng.random((n, 3, 16, 16), dtype=np.float32) for n in (4, 4, 1)]
+    runner = ModelRunner(helpers.conv_net(bands=3, classes=2), RunnerConfig(device=device))
+    streamed = list(runner.predict_stream(iter(batches)))
+    assert [p.shape[0] for p in streamed] == [4, 4, 1]
+    for tiles, got in zip(batches, streamed, strict=True):
+        np.testing.assert_allclose(got, runner.predict(tiles), rtol=1e-5, atol=1e-6)
+    assert list(runner.predict_stream(iter([]))) == []
+
+
+def test_predict_stream_keeps_at_most_one_batch_in_flight():
+    pulled = []
+
+    def batches():
+        for i in range(3):
+            pulled.append(i)
+            yield np.zeros((1, 3, 8, 8), np.float32)
+
+    stream = ModelRunner(helpers.conv_net(bands=3, classes=2)).predict_stream(batches())
+    next(stream)
+    assert pulled == [0, 1]  # batch 1 was queued before batch 0 came back, batch 2 not yet
