@@ -56,6 +56,26 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_segment(commands)
 
+    k8s = commands.add_parser(
+        "k8s",
+        help="print Kubernetes manifests (dask operator) for a cluster of GPU workers, or a job on one",
+        description="Print a DaskCluster of GPU workers (kubectl apply -f -), or with --job INPUT OUTPUT ... a "
+        "DaskJob that starts the cluster, runs `seamless-dask segment` on it and tears it down. Needs the "
+        "kubernetes extra: pip install 'seamless_dask[kubernetes]'.",
+    )
+    k8s.add_argument("--name", default="seamless", help="cluster name (a DNS label)")
+    k8s.add_argument("--image", default=None, help="the image built from deployment/Dockerfile")
+    k8s.add_argument("--gpu-workers", type=int, default=2, help="worker pods, one GPU each")
+    k8s.add_argument("--worker-threads", type=int, default=4, help="dask threads per worker")
+    k8s.add_argument("--worker-memory", default="32Gi")
+    k8s.add_argument("--worker-cpu", default="8")
+    k8s.add_argument("--node-selector", action="append", default=[], metavar="KEY=VALUE", help="GPU node label")
+    k8s.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="environment for all pods")
+    k8s.add_argument(
+        "--job", nargs=argparse.REMAINDER, metavar="SEGMENT_ARGS", help="INPUT OUTPUT --model SPEC ... (last)"
+    )
+    k8s.set_defaults(run=_k8s)
+
     demo = commands.add_parser("demo", help="segment a synthetic scene naively and seamlessly; write seams.png")
     demo.add_argument("--out", default="demo-output")
     demo.add_argument("--size", type=int, default=1024)
@@ -167,6 +187,33 @@ def _plan(args: argparse.Namespace) -> None:
     print(f"chunks       {len(hs)} x {len(ws)}; sizes y {sorted(set(hs))}, x {sorted(set(ws))} px")
     print(f"tiles/chunk  {min(per_chunk)} to {max(per_chunk)}, each tile run once")
     print(f"accumulator  {largest / 2**20:.0f} MiB for the largest chunk ({args.classes} classes + weight, float64)")
+
+
+def _k8s(args: argparse.Namespace) -> None:
+    from .exceptions import OptionError
+    from .kube import DEFAULT_IMAGE, KubeSpec, cluster_spec, job_spec, to_yaml
+
+    def pairs(items: list[str], flag: str) -> dict[str, str]:
+        bad = [item for item in items if "=" not in item]
+        if bad:
+            raise OptionError(f"{flag} takes NAME=VALUE, got {bad[0]!r}")
+        return dict(item.split("=", 1) for item in items)
+
+    try:
+        import dask_kubernetes  # noqa: F401
+    except ImportError:
+        raise OptionError("seamless-dask k8s needs dask-kubernetes: pip install 'seamless_dask[kubernetes]'") from None
+    spec = KubeSpec(
+        name=args.name,
+        image=args.image or DEFAULT_IMAGE,
+        gpu_workers=args.gpu_workers,
+        worker_threads=args.worker_threads,
+        worker_cpu=args.worker_cpu,
+        worker_memory=args.worker_memory,
+        env=pairs(args.env, "--env"),
+        node_selector=pairs(args.node_selector, "--node-selector"),
+    )
+    print(to_yaml(job_spec(args.job, spec) if args.job else cluster_spec(spec)), end="")
 
 
 def _demo(args: argparse.Namespace) -> None:

@@ -1,0 +1,184 @@
+"""deployment/ and seamless_dask.kube, checked offline (nothing here can reach a Kubernetes cluster).
+
+Manifests are validated against the DaskCluster / DaskJob CRDs shipped in the dask-kubernetes wheel, with
+``additionalProperties: false`` injected so that a misspelt field fails instead of being dropped by the API
+server (DESIGN.md, "Pitfalls").
+"""
+
+import copy
+import functools
+import shlex
+from pathlib import Path
+
+import helpers
+import pytest
+import yaml
+
+from seamless_dask import OptionError, cli
+from seamless_dask.kube import GPU_RESOURCE, KubeSpec, cluster_spec, job_spec, to_yaml
+
+dask_kubernetes = pytest.importorskip("dask_kubernetes")
+jsonschema = pytest.importorskip("jsonschema")
+
+DEPLOYMENT = Path(__file__).parent.parent / "deployment"
+CHART = Path(dask_kubernetes.__file__).parent / "operator" / "deployment" / "helm" / "dask-kubernetes-operator"
+
+
+def strict(schema):
+    """The CRD schema with ``additionalProperties: false`` wherever it lists properties and allows no others."""
+    schema = copy.deepcopy(schema)
+
+    def walk(node):
+        if isinstance(node, dict):
+            if (
+                "properties" in node
+                and "additionalProperties" not in node
+                and not node.get("x-kubernetes-preserve-unknown-fields")
+            ):
+                node["additionalProperties"] = False
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(schema)
+    return schema
+
+
+@functools.cache
+def crd_of(kind):
+    return yaml.load(
+        (CHART / "crds" / f"{kind.lower()}.yaml").read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    )
+
+
+def validate(resource):
+    crd = crd_of(resource["kind"])
+    version = crd["spec"]["versions"][0]
+    assert resource["apiVersion"] == f"{crd['spec']['group']}/{version['name']}"
+    assert resource["kind"] == crd["spec"]["names"]["kind"]
+    schema = strict(version["schema"]["openAPIV3Schema"]["properties"]["spec"])
+    jsonschema.validate(resource["spec"], schema)
+
+
+def containers(pod):
+    return {c["name"]: c for c in pod["spec"]["containers"]}
+
+
+def test_cluster_spec_is_a_valid_daskcluster_whose_scheduler_holds_no_gpu():
+    spec = cluster_spec(KubeSpec(name="scan", gpu_workers=3, worker_threads=4, node_selector={"gpu": "l4"}))
+    validate(spec)
+    worker = spec["spec"]["worker"]
+    assert worker["replicas"] == 3
+    container = containers(worker)["worker"]
+    assert container["resources"]["limits"][GPU_RESOURCE] == "1"
+    assert container["args"][:2] == ["dask", "worker"]  # the image has no `dask-worker` script
+    args = " ".join(container["args"])
+    assert "--resources GPU=1" in args and "--nthreads 4" in args  # model tasks need GPU=1 (segment resources)
+    assert worker["spec"]["nodeSelector"] == {"gpu": "l4"}
+    assert any(t["key"] == GPU_RESOURCE for t in worker["spec"]["tolerations"])
+    scheduler = containers(spec["spec"]["scheduler"])["scheduler"]
+    assert scheduler["args"][:2] == ["dask", "scheduler"]
+    # dask-kubernetes' template gives the scheduler the workers' resources, GPU included
+    assert GPU_RESOURCE not in str(scheduler["resources"])
+    assert "tolerations" not in spec["spec"]["scheduler"]["spec"]
+
+
+def test_a_misspelt_field_fails_validation():
+    spec = cluster_spec()
+    containers(spec["spec"]["worker"])["worker"]["resource"] = {"limits": {GPU_RESOURCE: "1"}}  # not "resources"
+    with pytest.raises(jsonschema.ValidationError, match="resource"):
+        validate(spec)
+
+
+def test_job_spec_is_a_valid_daskjob_running_the_cli_against_its_own_cluster():
+    segment_args = ["s3://bucket/scene.tif", "s3://bucket/labels.zarr", "--model", "my_models:build", "--resume"]
+    job = job_spec(segment_args, KubeSpec(image="registry.example/seamless:1"))
+    validate(job)
+    pod = job["spec"]["job"]["spec"]
+    args = containers(job["spec"]["job"])["job"]["args"]
+    assert args[:2] == ["seamless-dask", "segment"]
+    assert args[args.index("--scheduler") + 1] == "$(DASK_SCHEDULER_ADDRESS)"  # set by the operator
+    assert pod["restartPolicy"] == "Never"
+    # the arguments are the CLI's own: they parse
+    parsed = cli._parser().parse_args(args[1:])
+    assert (parsed.input, parsed.output, parsed.model) == (segment_args[0], segment_args[1], "my_models:build")
+    assert {
+        c["image"] for c in [*pod["containers"], *job["spec"]["cluster"]["spec"]["worker"]["spec"]["containers"]]
+    } == {"registry.example/seamless:1"}
+
+
+@pytest.mark.parametrize(
+    ("make", "words"),
+    [
+        (lambda: job_spec(["a.tif", "b.zarr", "--scheduler", "tcp://x:8786"]), ["DaskJob", "--scheduler"]),
+        (lambda: job_spec(["--model", "m:f"]), ["INPUT OUTPUT", "--model"]),
+        (lambda: KubeSpec(name="Seamless_Cluster"), ["name", "DNS label", "'Seamless_Cluster'"]),
+        (lambda: KubeSpec(gpu_workers=-1), ["gpu_workers", "-1"]),
+        (lambda: KubeSpec(worker_threads=0), ["worker_threads", "0"]),
+    ],
+)
+def test_bad_kubernetes_options_name_rule_value_and_fix(make, words):
+    with helpers.raises_mentioning(OptionError, words):
+        make()
+
+
+def command_in_header(path):
+    """The CLI arguments in the manifest's first line, which made it (the file must not drift from the code)."""
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("# seamless-dask k8s "), first
+    return shlex.split(first.removeprefix("# seamless-dask ").split(" > ")[0])
+
+
+@pytest.mark.parametrize("name", ["daskcluster.yaml", "daskjob.yaml"])
+def test_deployment_manifests_are_what_the_cli_prints_and_valid(name, capsys):
+    path = DEPLOYMENT / name
+    assert cli.main(command_in_header(path)) == 0
+    printed = capsys.readouterr().out
+    body = "\n".join(line for line in path.read_text().splitlines() if not line.startswith("#")) + "\n"
+    assert body == printed, f"{path} is out of date: rerun the command in its first line"
+    for resource in yaml.safe_load_all(printed):
+        validate(resource)
+
+
+def test_cli_k8s_prints_yaml_and_rejects_bad_pairs(capsys):
+    assert cli.main(["k8s", "--gpu-workers", "1", "--env", "AWS_REGION=eu-west-1"]) == 0
+    (resource,) = yaml.safe_load_all(capsys.readouterr().out)
+    assert resource["kind"] == "DaskCluster"
+    assert {"name": "AWS_REGION", "value": "eu-west-1"} in containers(resource["spec"]["worker"])["worker"]["env"]
+    assert cli.main(["k8s", "--env", "AWS_REGION"]) == 2
+    assert "--env takes NAME=VALUE, got 'AWS_REGION'" in capsys.readouterr().err
+
+
+def test_to_yaml_round_trips_several_resources():
+    a, b = cluster_spec(KubeSpec(name="a")), cluster_spec(KubeSpec(name="b"))
+    assert list(yaml.safe_load_all(to_yaml(a, b))) == [a, b]
+
+
+def test_operator_values_only_use_keys_of_the_chart():
+    chart = yaml.safe_load((CHART / "values.yaml").read_text())
+    ours = yaml.safe_load((DEPLOYMENT / "operator-values.yaml").read_text())
+
+    def unknown(mine, theirs, path=""):
+        if not isinstance(mine, dict) or not isinstance(theirs, dict) or not theirs:
+            return []  # a leaf, or a free-form map such as resources/affinity ({} in the chart)
+        missing = [f"{path}{key}" for key in mine if key not in theirs]
+        return missing + [m for key in mine if key in theirs for m in unknown(mine[key], theirs[key], f"{key}.")]
+
+    assert unknown(ours, chart) == []
+
+
+def test_dockerfile_builds_one_image_from_this_checkout():
+    text = (DEPLOYMENT / "Dockerfile").read_text()
+    lines = [line for line in text.splitlines() if line and not line.startswith("#")]
+    root = DEPLOYMENT.parent
+    for line in lines:
+        if line.startswith("COPY "):
+            for source in line.split()[1:-1]:
+                assert (root / source).exists(), f"COPY {source}: not in the repository"
+    install = next(line for line in lines if "pip install" in line)
+    assert '".[kubernetes]"' in install  # the extra that brings dask-kubernetes, with torch left as it is
+    assert any(line.startswith("USER ") and "root" not in line for line in lines)  # not root
+    ignore = (DEPLOYMENT / "Dockerfile.dockerignore").read_text().splitlines()
+    assert ignore[1] == "*" and "!seamless_dask/" in ignore  # nothing but the package reaches the build (no .venv)
