@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow lint format bench-peers bench-memory clean
+.PHONY: install demo test test-slow lint format bench-peers bench-threads bench-memory clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ test-slow: $(STAMP)
 bench-peers: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[bench]"
 	$(PY) benchmarks/peers.py
+
+bench-threads: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[bench]"
+	$(PY) benchmarks/threads.py --repeats 5
 
 bench-memory: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[bench]"
