@@ -101,10 +101,7 @@ class TileWeights:
         """
         if self.array is not None:
             return _centre_crop(self.array, shape)
-        if not self.border_aware:
-            edges_y = edges_x = (False, False)
-        overlap = overlap if self.kind == "trim" else (0, 0)  # one cache entry per shape for the others
-        return _profile_map(self.kind, self.sigma, tuple(shape), (edges_y, edges_x), tuple(overlap))
+        return _profile_map(*self._profile_key(shape, edges_y, edges_x, overlap))
 
     def support(
         self,
@@ -120,10 +117,16 @@ class TileWeights:
         """
         if self.array is not None:
             return _support(_centre_crop(self.array, shape))
-        if not self.border_aware:
-            edges_y = edges_x = (False, False)
-        overlap = overlap if self.kind == "trim" else (0, 0)
-        return _profile_support(self.kind, self.sigma, tuple(shape), (edges_y, edges_x), tuple(overlap))
+        return _profile_support(*self._profile_key(shape, edges_y, edges_x, overlap))
+
+    def _profile_key(
+        self, shape: tuple[int, int], edges_y: Edges, edges_x: Edges, overlap: tuple[int, int]
+    ) -> tuple[str, float, tuple[int, int], tuple[Edges, Edges], tuple[int, int]]:
+        """The arguments of the cached map builders: edges only when border-aware, overlap only for "trim"
+        (one cache entry per shape for the others)."""
+        edges = (edges_y, edges_x) if self.border_aware else ((False, False), (False, False))
+        trim_overlap = (overlap[0], overlap[1]) if self.kind == "trim" else (0, 0)
+        return self.kind, self.sigma, (shape[0], shape[1]), edges, trim_overlap
 
 
 def as_weights(weights: Any) -> TileWeights:
