@@ -128,6 +128,68 @@ class ResourceRouting(SchedulerPlugin):
                     ts.resource_restrictions = resources
 
 
+class RowOrder(SchedulerPlugin):
+    """On the scheduler: a seamless_dask graph runs row of chunks by row of chunks.
+
+    Only thin strips wait between chunks: the halo parts a chunk owes the chunks below and to its right, and
+    its settled bands waiting for those above and to its left. In row-major order they wait for one row of
+    chunks at most; in dask's own order (which may start chunks several rows apart) the front of waiting
+    strips grew with the scene. Every task of a new graph is ranked by the row of the chunk it works for
+    (its own key's, else its dependencies' for a task downstream such as a zarr region write, else its
+    dependents' for one upstream such as a rechunk), then by dask's priority; that rank replaces dask's
+    order in the task's priority, before any task is queued. Graphs without seamless_dask chunks are left
+    as they are.
+    """
+
+    name = "seamless-row-order"
+
+    def update_graph(self, scheduler: Any, *, tasks: Any = (), **kwargs: Any) -> None:
+        touched = [scheduler.tasks[key] for key in tasks if key in scheduler.tasks]
+        rows = chunk_rows(touched)
+        if not any(row is not None for row in rows.values()):
+            return
+        ranked = sorted(touched, key=lambda ts: (_or_first(rows[ts.key]), ts.priority))
+        for rank, ts in enumerate(ranked):
+            if ts.state == "released" and ts.priority is not None:
+                ts.priority = (*ts.priority[:-1], rank)
+
+
+def chunk_rows(tasks: list[Any]) -> dict[Any, int | None]:
+    """The row of chunks each task works for (see :class:`RowOrder`); ``None`` for tasks of no row."""
+    in_graph = {ts.key for ts in tasks}
+    ordered = sorted(tasks, key=lambda ts: ts.priority or ())  # dask's order runs dependencies first
+    rows: dict[Any, int | None] = {ts.key: _own_row(ts.key) for ts in ordered}
+    for ts in ordered:  # downstream: after the latest row it depends on
+        if rows[ts.key] is None:
+            rows[ts.key] = _latest(rows.get(d.key) for d in ts.dependencies if d.key in in_graph)
+    for ts in reversed(ordered):  # upstream: with the earliest row that needs it
+        if rows[ts.key] is None:
+            rows[ts.key] = _earliest(rows.get(d.key) for d in ts.dependents if d.key in in_graph)
+    return rows
+
+
+def _own_row(key: Any) -> int | None:
+    """The chunk row of a seamless_dask key: ``(name, [band or part,] j, k)``."""
+    if isinstance(key, tuple) and len(key) >= 3 and str(key[0]).startswith("seamless-"):
+        row = key[-2]
+        return row if isinstance(row, int) else None
+    return None
+
+
+def _latest(rows: Any) -> int | None:
+    known = [r for r in rows if r is not None]
+    return max(known) if known else None
+
+
+def _earliest(rows: Any) -> int | None:
+    known = [r for r in rows if r is not None]
+    return min(known) if known else None
+
+
+def _or_first(row: int | None) -> int:
+    return -1 if row is None else row
+
+
 def _runs_the_model(ts: Any) -> bool:
     """A stage-1 task, alone or fused by dask with its settle task (the last chunk's stage 1 has no other
     dependent, so low-level fusion merges the two into a key named ``seamless-infer-seamless-settle-...``)."""
@@ -142,10 +204,11 @@ def setup_workers(client: Any, *, torch_threads: int | None = None, gdal_cache_m
 
 
 def ensure_routing(client: Any) -> None:
-    """Register :class:`ResourceRouting` on ``client``'s scheduler, once per client."""
-    if ResourceRouting.name not in _registered(client):
-        client.register_plugin(ResourceRouting())
-        _registered(client).add(ResourceRouting.name)
+    """Register :class:`ResourceRouting` and :class:`RowOrder` on ``client``'s scheduler, once per client."""
+    for plugin in (ResourceRouting(), RowOrder()):
+        if plugin.name not in _registered(client):
+            client.register_plugin(plugin)
+            _registered(client).add(plugin.name)
 
 
 def shareable(runner: ModelRunner, client: Any = None) -> ModelRunner:

@@ -216,3 +216,54 @@ def test_an_interrupted_run_resumes_without_recomputing_written_regions(scene, t
     valid = (sd.open_raster(scene).values != 0).any(axis=0)
     _, tiles = helpers.read_tile_log(tmp_path / "resume.log")
     assert sum(tiles.values()) == helpers.tiles_needed_on_resume(plan, missing, valid)
+
+
+def test_chunk_rows_follow_keys_then_dependencies_then_dependents():
+    from types import SimpleNamespace
+
+    from seamless_dask.cluster import chunk_rows
+
+    def task(key, priority, *deps):
+        ts = SimpleNamespace(key=key, priority=(0, 0, priority), dependencies=list(deps), dependents=[])
+        for d in deps:
+            d.dependents.append(ts)
+        return ts
+
+    source = task("rechunk-a", 0)  # upstream of rows 1 and 2: goes with row 1
+    w1, w2 = task(("seamless-window-x", 0, 1, 0), 1, source), task(("seamless-window-x", 0, 2, 0), 2, source)
+    out1, out2 = task(("seamless-labels-x", 1, 0), 3, w1), task(("seamless-labels-x", 2, 0), 4, w2)
+    write = task("store-map-y", 5, out1, out2)  # downstream of rows 1 and 2: after row 2
+    model = task("TileInference-z", 6)  # in no row
+    rows = chunk_rows([source, w1, w2, out1, out2, write, model])
+    assert [rows[t.key] for t in (source, w1, w2, out1, out2, write, model)] == [1, 1, 2, 1, 2, 2, None]
+
+
+def test_a_seamless_graph_is_scheduled_row_of_chunks_by_row_of_chunks():
+    from distributed import LocalCluster
+
+    from seamless_dask.cluster import ensure_routing
+
+    image = da.from_array(helpers.structured_image(3, 400, 400), chunks=(3, 100, 100))
+    out = sd.segment(image, helpers.Brightness(), chunks=64, **TILE)
+    with (
+        LocalCluster(n_workers=0, threads_per_worker=2, processes=False, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        ensure_routing(client)
+        future = client.compute(out)  # no worker yet: the graph waits on the scheduler with its priorities
+
+        def infer_tasks():
+            return [ts for key, ts in cluster.scheduler.tasks.items() if str(key[0]).startswith("seamless-infer-")]
+
+        def settled():  # priorities are final once the scheduler has moved the tasks on from "released"
+            tasks = infer_tasks()
+            return tasks and all(ts.state != "released" for ts in tasks)
+
+        deadline = time.monotonic() + 30
+        while not settled() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        rows = [ts.key[-2] for ts in sorted(infer_tasks(), key=lambda ts: ts.priority)]
+        cluster.scale(1)
+        result = future.result()
+    assert len(set(rows)) > 3 and rows == sorted(rows)  # every row's model tasks before the next row's
+    np.testing.assert_array_equal(result, sd.segment(image, helpers.Brightness(), chunks=64, **TILE).compute())
