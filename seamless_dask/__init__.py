@@ -3,6 +3,7 @@
 import rioxarray as _rioxarray  # noqa: F401  (registers DataArray.rio, which results carry their geo through)
 
 from . import accessor as _accessor  # noqa: F401  (registers DataArray.seamless)
+from .dataset import TileDataset
 from .exceptions import (
     DimensionError,
     ModelOutputError,
@@ -30,6 +31,7 @@ __all__ = [
     "RasterError",
     "RunnerConfig",
     "SeamlessError",
+    "TileDataset",
     "TileGrid",
     "TileWeights",
     "TileWindow",

@@ -150,11 +150,17 @@ def _tile_pixels(block: np.ndarray, valid: np.ndarray | None, t: LocalTile, shap
     if valid is None:
         return pixels
     inside = valid[rows, cols]
-    if inside.all():
+    return pixels if inside.all() else nearest_valid_fill(pixels, inside)
+
+
+def nearest_valid_fill(pixels: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """``pixels`` ``(bands, h, w)`` with each pixel where ``valid`` is False taken from its nearest valid one
+    (all of them unchanged when none is valid)."""
+    if not valid.any():
         return pixels
     from scipy.ndimage import distance_transform_edt
 
-    nearest = distance_transform_edt(~inside, return_distances=False, return_indices=True)
+    nearest = distance_transform_edt(~valid, return_distances=False, return_indices=True)
     return pixels[:, nearest[0], nearest[1]]
 
 
