@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 from distributed import SchedulerPlugin, WorkerPlugin
@@ -203,12 +204,29 @@ def setup_workers(client: Any, *, torch_threads: int | None = None, gdal_cache_m
     ensure_routing(client)
 
 
-def ensure_routing(client: Any) -> None:
-    """Register :class:`ResourceRouting` and :class:`RowOrder` on ``client``'s scheduler, once per client."""
+def ensure_routing(client: Any, *, required: bool = True) -> None:
+    """Register :class:`ResourceRouting` and :class:`RowOrder` on ``client``'s scheduler, once per client.
+
+    The scheduler must be able to import seamless_dask. When it cannot and nothing ``required`` them (no
+    task needs worker resources), the job runs without them, in dask's own order, with a warning."""
     for plugin in (ResourceRouting(), RowOrder()):
-        if plugin.name not in _registered(client):
+        if plugin.name in _registered(client):
+            continue
+        try:
             client.register_plugin(plugin)
-            _registered(client).add(plugin.name)
+        except Exception as error:
+            if required:
+                raise
+            warnings.warn(
+                f"seamless_dask: could not register its scheduler plugins ({type(error).__name__}: {error}); the "
+                "job runs in dask's order, so memory grows with the scene: install seamless_dask where the "
+                "scheduler runs (one image for scheduler, workers and client)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            _registered(client).update((ResourceRouting.name, RowOrder.name))
+            return
+        _registered(client).add(plugin.name)
 
 
 def shareable(runner: ModelRunner, client: Any = None) -> ModelRunner:

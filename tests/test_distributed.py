@@ -15,7 +15,7 @@ import pytest
 import torch
 import xarray as xr
 import zarr
-from distributed import Client, Scheduler, SpecCluster, Worker
+from distributed import Client, Scheduler, SchedulerPlugin, SpecCluster, Worker
 
 import seamless_dask as sd
 from seamless_dask import io
@@ -267,3 +267,35 @@ def test_a_seamless_graph_is_scheduled_row_of_chunks_by_row_of_chunks():
         result = future.result()
     assert len(set(rows)) > 3 and rows == sorted(rows)  # every row's model tasks before the next row's
     np.testing.assert_array_equal(result, sd.segment(image, helpers.Brightness(), chunks=64, **TILE).compute())
+
+
+def test_segment_under_a_users_client_registers_the_scheduler_plugins_or_warns(monkeypatch):
+    from distributed import LocalCluster
+
+    from seamless_dask.cluster import ensure_routing
+
+    image = da.from_array(helpers.structured_image(3, 100, 100), chunks=(3, 50, 50))
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        sd.segment(image, helpers.Brightness(), **TILE)
+        assert {"seamless-row-order", "seamless-resource-routing"} <= set(cluster.scheduler.plugins)
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        register = client.register_plugin
+
+        def refuse(plugin, *args, **kwargs):  # a scheduler without the package cannot take our plugins
+            if isinstance(plugin, SchedulerPlugin):
+                raise ModuleNotFoundError("No module named 'seamless_dask'")
+            return register(plugin, *args, **kwargs)
+
+        monkeypatch.setattr(client, "register_plugin", refuse)
+        with pytest.warns(RuntimeWarning, match="dask's order.*install seamless_dask where the scheduler runs"):
+            out = sd.segment(image, helpers.Brightness(), **TILE)
+        np.testing.assert_array_equal(out.compute(), sd.segment(image, helpers.Brightness(), **TILE).compute())
+        client.__dict__.pop("_seamless_plugins")
+        with pytest.raises(ModuleNotFoundError):  # tasks that need a GPU cannot be routed without them: an error
+            ensure_routing(client, required=True)
