@@ -9,6 +9,7 @@ pixel, and the same ``normalize=(mean, std)``.
 
 from __future__ import annotations
 
+import copy
 import os
 import pickle
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from .blend import mask_nodata, nearest_valid_fill
 from .exceptions import DimensionError, OptionError
 from .grid import Pair, TileGrid, TileWindow
 from .runner import RunnerConfig
+from .segment import _nodata_for
 
 IGNORE_INDEX = -100  # torch.nn.CrossEntropyLoss's default ignore_index
 
@@ -81,9 +83,11 @@ class TileDataset:
         self.config = RunnerConfig(normalize=normalize)
         for image in self.images:
             self.config.check_bands(image.shape[0])
-        self.nodata = [_nodata(image, nodata) for image in self.images]
+        self.nodata = [_nodata_for(image, nodata) for image in self.images]
         self.label_nodata = (
-            [None] * len(self.images) if self.labels is None else [_nodata(lab, label_nodata) for lab in self.labels]
+            [None] * len(self.images)
+            if self.labels is None
+            else [_nodata_for(lab, label_nodata) for lab in self.labels]
         )
         self.ignore_index = ignore_index
         self.transform = transform
@@ -138,8 +142,7 @@ class TileDataset:
             _, valid = self._read_image(scene, self.grids[scene].window(tile), fill=False)
             if valid.mean() >= min_valid:
                 kept.append((scene, tile))
-        subset = object.__new__(TileDataset)
-        subset.__dict__.update(self.__dict__)
+        subset = copy.copy(self)
         subset.tiles = kept
         return subset
 
@@ -152,7 +155,6 @@ class TileDataset:
         if not fill:
             return masked.pixels, valid
         pixels = masked.pixels if masked.valid is None else nearest_valid_fill(masked.pixels, masked.valid)
-        pixels = pixels.astype(np.float32, copy=False)
         if self.config.normalize is not None:
             mean, std = (np.asarray(v, np.float32).reshape(-1, 1, 1) for v in self.config.normalize)
             pixels = (pixels - mean) / std
@@ -202,14 +204,6 @@ def _as_labels(labels: Any, what: str) -> Any:
     if labels.shape[0] != 1:
         raise DimensionError(f"{what} must be one band of class indices (y, x), got {labels.shape[0]} bands")
     return labels
-
-
-def _nodata(data: Any, nodata: float | str | None) -> float | None:
-    from .segment import _nodata_for
-
-    if isinstance(data, xr.DataArray) or not isinstance(nodata, str):
-        return _nodata_for(data, nodata)
-    return _nodata_for(data, nodata) if nodata != "auto" else None
 
 
 def _check_aligned(image: Any, labels: Any, i: int) -> None:

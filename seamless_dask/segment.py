@@ -397,8 +397,8 @@ def _chunk_target(image: Any, job: Job, grid: TileGrid) -> Pair:
 
 def in_memory_chunk(side: int, stride: int, batch_size: int) -> int:
     """Default chunk side for an image already in memory: at least three chunks per side up to 1024 px,
-    so that every core has a chunk to work on while the others blend (a 2048 px image in one chunk ran
-    1.3x the bare model loop on 2 cores, in 3 x 3 chunks 0.92x), but never fewer tiles than two batches."""
+    so that every core has a chunk to work on while the others blend (one chunk for the whole image runs
+    one model call at a time: ``benchmarks/threads.py``), but never fewer tiles than two batches."""
     two_batches = stride * math.ceil(math.sqrt(2 * batch_size))
     return max(two_batches, min(IN_MEMORY_CHUNK, -(-side // 3)))
 

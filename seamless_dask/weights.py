@@ -115,8 +115,11 @@ class TileWeights:
         Blending adds only inside the box, and skips the multiplication when the box is flat: for ``"trim"``
         that is ``(tile - overlap)**2`` plain additions per class instead of ``tile**2`` multiply-adds.
         """
-        if self.array is not None:
-            return _support(_centre_crop(self.array, shape))
+        if self.array is not None:  # per tile on the blend's path: once per shape
+            cached: dict = self.__dict__.setdefault("_array_supports", {})
+            if tuple(shape) not in cached:
+                cached[tuple(shape)] = _support(_centre_crop(self.array, shape))
+            return cached[tuple(shape)]
         return _profile_support(*self._profile_key(shape, edges_y, edges_x, overlap))
 
     def _profile_key(
