@@ -162,10 +162,10 @@ def chunk_rows(tasks: list[Any]) -> dict[Any, int | None]:
     rows: dict[Any, int | None] = {ts.key: _own_row(ts.key) for ts in ordered}
     for ts in ordered:  # downstream: after the latest row it depends on
         if rows[ts.key] is None:
-            rows[ts.key] = _latest(rows.get(d.key) for d in ts.dependencies if d.key in in_graph)
+            rows[ts.key] = _known(max, (rows.get(d.key) for d in ts.dependencies if d.key in in_graph))
     for ts in reversed(ordered):  # upstream: with the earliest row that needs it
         if rows[ts.key] is None:
-            rows[ts.key] = _earliest(rows.get(d.key) for d in ts.dependents if d.key in in_graph)
+            rows[ts.key] = _known(min, (rows.get(d.key) for d in ts.dependents if d.key in in_graph))
     return rows
 
 
@@ -177,14 +177,10 @@ def _own_row(key: Any) -> int | None:
     return None
 
 
-def _latest(rows: Any) -> int | None:
+def _known(pick: Any, rows: Any) -> int | None:
+    """``pick`` (``min`` or ``max``) of the rows that are known, ``None`` when none is."""
     known = [r for r in rows if r is not None]
-    return max(known) if known else None
-
-
-def _earliest(rows: Any) -> int | None:
-    known = [r for r in rows if r is not None]
-    return min(known) if known else None
+    return pick(known) if known else None
 
 
 def _or_first(row: int | None) -> int:
@@ -199,12 +195,13 @@ def _runs_the_model(ts: Any) -> bool:
 
 def setup_workers(client: Any, *, torch_threads: int | None = None, gdal_cache_mb: int | None = GDAL_CACHE_MB) -> None:
     """Register :class:`WorkerSetup` on ``client``'s workers (those that join later get it too) and
-    :class:`ResourceRouting` on its scheduler (which must be able to import seamless_dask)."""
+    :class:`ResourceRouting` and :class:`RowOrder` on its scheduler (which must be able to import
+    seamless_dask)."""
     client.register_plugin(WorkerSetup(torch_threads, gdal_cache_mb))
-    ensure_routing(client)
+    ensure_scheduler_plugins(client)
 
 
-def ensure_routing(client: Any, *, required: bool = True) -> None:
+def ensure_scheduler_plugins(client: Any, *, required: bool = True) -> None:
     """Register :class:`ResourceRouting` and :class:`RowOrder` on ``client``'s scheduler, once per client.
 
     The scheduler must be able to import seamless_dask. When it cannot and nothing ``required`` them (no

@@ -161,11 +161,11 @@ def segment(
         nodata=_nodata_for(data, nodata),
         resources=_resources_for(config.device, resources),
     )
-    from .cluster import current_client, ensure_routing
+    from .cluster import current_client, ensure_scheduler_plugins
 
     client = current_client()
     if client is not None:  # resource routing and row order on the scheduler (once per client)
-        ensure_routing(client, required=bool(job.resources))
+        ensure_scheduler_plugins(client, required=bool(job.resources))
     if isinstance(data, xr.DataArray):
         return _segment_dataarray(data, job)
     if _is_tensor(data):

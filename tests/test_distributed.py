@@ -241,7 +241,7 @@ def test_chunk_rows_follow_keys_then_dependencies_then_dependents():
 def test_a_seamless_graph_is_scheduled_row_of_chunks_by_row_of_chunks():
     from distributed import LocalCluster
 
-    from seamless_dask.cluster import ensure_routing
+    from seamless_dask.cluster import ensure_scheduler_plugins
 
     image = da.from_array(helpers.structured_image(3, 400, 400), chunks=(3, 100, 100))
     out = sd.segment(image, helpers.Brightness(), chunks=64, **TILE)
@@ -249,7 +249,7 @@ def test_a_seamless_graph_is_scheduled_row_of_chunks_by_row_of_chunks():
         LocalCluster(n_workers=0, threads_per_worker=2, processes=False, dashboard_address=None) as cluster,
         Client(cluster) as client,
     ):
-        ensure_routing(client)
+        ensure_scheduler_plugins(client)
         future = client.compute(out)  # no worker yet: the graph waits on the scheduler with its priorities
 
         def infer_tasks():
@@ -272,7 +272,7 @@ def test_a_seamless_graph_is_scheduled_row_of_chunks_by_row_of_chunks():
 def test_segment_under_a_users_client_registers_the_scheduler_plugins_or_warns(monkeypatch):
     from distributed import LocalCluster
 
-    from seamless_dask.cluster import ensure_routing
+    from seamless_dask.cluster import ensure_scheduler_plugins
 
     image = da.from_array(helpers.structured_image(3, 100, 100), chunks=(3, 50, 50))
     with (
@@ -298,4 +298,4 @@ def test_segment_under_a_users_client_registers_the_scheduler_plugins_or_warns(m
         np.testing.assert_array_equal(out.compute(), sd.segment(image, helpers.Brightness(), **TILE).compute())
         client.__dict__.pop("_seamless_plugins")
         with pytest.raises(ModuleNotFoundError):  # tasks that need a GPU cannot be routed without them: an error
-            ensure_routing(client, required=True)
+            ensure_scheduler_plugins(client, required=True)
