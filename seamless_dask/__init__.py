@@ -6,6 +6,7 @@ from . import accessor as _accessor  # noqa: F401  (registers DataArray.seamless
 from .dataset import TileDataset
 from .exceptions import (
     DimensionError,
+    ModelError,
     ModelOutputError,
     ModelSpecError,
     OptionError,
@@ -24,6 +25,7 @@ from .weights import TileWeights
 __all__ = [
     "ChunkPlan",
     "DimensionError",
+    "ModelError",
     "ModelOutputError",
     "ModelRunner",
     "ModelSpecError",

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from .exceptions import SeamlessError
+from .exceptions import ModelError, SeamlessError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -18,6 +18,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         args.run(args)
+    except ModelError as error:  # the model's code tried to exit: the model's fault, not the command line's
+        return _fail(error, 1)
     except SeamlessError as error:
         return _fail(error, 2)
     except KeyboardInterrupt:
@@ -100,6 +102,7 @@ def _add_segment(commands: Any) -> None:
     seg.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     seg.add_argument("--chunks", type=int, default=None, metavar="N", help="pixels per chunk side (default 2048)")
     seg.add_argument("--bands", type=_int_list, default=None, metavar="B,B,..", help="1-based bands, e.g. 3,2,1")
+    seg.add_argument("--variable", default=None, metavar="NAME", help="the variable of a zarr/netCDF INPUT to segment")
     seg.add_argument("--normalize", type=_normalize, default=None, metavar="MEAN/STD", help="e.g. 123,116,103/58,57,57")
     seg.add_argument("--activation", choices=("softmax", "sigmoid", "none"), default="softmax")
     seg.add_argument("--num-classes", type=int, default=None, metavar="N", help="model outputs (default: probe once)")
@@ -114,6 +117,11 @@ def _add_segment(commands: Any) -> None:
     seg.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     seg.add_argument("--quicklook", metavar="PNG", help="also write a quicklook PNG beside the input")
     seg.add_argument("--no-progress", dest="progress", action="store_false")
+    seg.add_argument(
+        "--trust-model",
+        action="store_true",
+        help="load a torch.export .pt2 model file, which runs code as it loads (pickle): only files you trust",
+    )
     seg.add_argument("--debug", action="store_true", help="show tracebacks")
     seg.set_defaults(run=_segment)
 
@@ -132,6 +140,7 @@ def _segment(args: argparse.Namespace) -> None:
         device=args.device,
         chunks=args.chunks,
         bands=args.bands,
+        variable=args.variable,
         normalize=args.normalize,
         activation=None if args.activation == "none" else args.activation,
         weights=args.weights,
@@ -142,6 +151,7 @@ def _segment(args: argparse.Namespace) -> None:
         overwrite=args.overwrite,
         quicklook=args.quicklook,
         progress=args.progress,
+        trust_model=args.trust_model,
     )
     print(run_segment(request).summary())
 

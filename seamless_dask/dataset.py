@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .blend import mask_nodata, nearest_valid_fill
+from .blend import TilePadding, mask_nodata, nearest_valid_fill
 from .exceptions import DimensionError, OptionError
-from .grid import Pair, TileGrid, TileWindow
+from .grid import Pair, TileGrid, TileWindow, as_pair
 from .runner import RunnerConfig
 from .segment import _nodata_for
 
@@ -53,8 +53,10 @@ class TileDataset:
         returned.
 
     Each item is a dict: ``"image"`` float32 tensor ``(bands, th, tw)``, ``"valid"`` bool ``(th, tw)``,
-    ``"label"`` int64 ``(th, tw)`` when labels are given, ``"scene"`` and ``"tile"`` (indices into ``images``
-    and its ``TileGrid``) and ``"window"`` ``(y0, x0)``.
+    ``"label"`` int64 ``(th, tw)`` when labels are given, always of the full ``tile_size`` so that the default
+    collate stacks them: a tile of an image thinner than the tile is centred and padded as ``segment`` pads
+    it for the model (normalised 0), with ``valid`` False and the label ``ignore_index`` on the padding;
+    ``"scene"`` and ``"tile"`` (indices into ``images`` and its ``TileGrid``) and ``"window"`` ``(y0, x0)``.
     """
 
     def __init__(
@@ -80,6 +82,7 @@ class TileDataset:
             None if label_list is None else [_as_labels(lab, f"labels[{i}]") for i, lab in enumerate(label_list)]
         )
         self.grids = [TileGrid(image.shape[1:], tile_size, overlap) for image in self.images]
+        self.tile_size = as_pair(tile_size, "tile_size")
         self.config = RunnerConfig(normalize=normalize)
         for image in self.images:
             self.config.check_bands(image.shape[0])
@@ -122,15 +125,21 @@ class TileDataset:
         win = self.grids[scene].window(tile)
         pixels, valid = self._read_image(scene, win)
         sample: dict[str, Any] = {
-            "image": torch.from_numpy(np.ascontiguousarray(pixels)),
-            "valid": torch.from_numpy(valid),
+            "image": torch.from_numpy(np.ascontiguousarray(self._padded(pixels, 0))),
+            "valid": torch.from_numpy(self._padded(valid[None], 0)[0] > 0),
             "scene": scene,
             "tile": tile,
             "window": (win.y.start, win.x.start),
         }
         if self.labels is not None:
-            sample["label"] = torch.from_numpy(self._read_label(scene, win, valid))
+            label = self._padded(self._read_label(scene, win, valid)[None], self.ignore_index)[0]
+            sample["label"] = torch.from_numpy(label.astype(np.int64))
         return self.transform(sample) if self.transform is not None else sample
+
+    def _padded(self, array: np.ndarray, fill: float) -> np.ndarray:
+        """``array`` ``(bands, h, w)`` padded to the tile size as ``segment`` pads tiles for the model."""
+        fills = np.full(array.shape[0], fill, np.float32)
+        return TilePadding.to_fit(array.shape[1:], self.tile_size, fills).pad(array[None])[0]
 
     def with_data(self, min_valid: float = 1e-9) -> TileDataset:
         """This dataset without the tiles whose fraction of valid pixels is below ``min_valid`` (by default:

@@ -28,6 +28,10 @@ class ModelSpecError(SeamlessError, TypeError):
     """A model specification that cannot be turned into a callable model."""
 
 
+class ModelError(SeamlessError, RuntimeError):
+    """The model's own code tried to end the process (``sys.exit``) instead of raising an exception."""
+
+
 class ModelOutputError(SeamlessError, ValueError):
     """A model output whose type or shape cannot be blended."""
 

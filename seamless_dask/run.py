@@ -34,6 +34,7 @@ class SegmentRequest:
     device: str = "auto"
     chunks: int | None = None
     bands: list[int] | None = None
+    variable: str | None = None
     normalize: tuple[Any, Any] | None = None
     activation: str | None = "softmax"
     weights: str = "trim"
@@ -44,6 +45,7 @@ class SegmentRequest:
     overwrite: bool = False
     quicklook: str | None = None
     progress: bool = True
+    trust_model: bool = False
 
     @property
     def kind(self) -> str:
@@ -92,10 +94,11 @@ def run_segment(request: SegmentRequest) -> SegmentReport:
 
     start = time.perf_counter()
     _check_target(request)
-    image = io.open_raster(request.source, bands=request.bands)  # lazy: segment reads its own windows
+    # lazy: segment reads its own windows
+    image = io.open_raster(request.source, bands=request.bands, variable=request.variable)
     # Mistakes in the model spec or the tiling fail now, before any cluster starts.
     TileGrid((image.sizes["y"], image.sizes["x"]), request.tile_size, request.overlap)
-    ModelRunner(request.model, RunnerConfig(device="cpu")).check()
+    ModelRunner(request.model, RunnerConfig(device="cpu", trust_model=request.trust_model)).check()
     with _scheduler(request.scheduler):
         result = segment(  # inside: with a cluster, model tasks get its resources (GPU=1) when it has GPUs
             image,
@@ -111,6 +114,7 @@ def run_segment(request: SegmentRequest) -> SegmentReport:
             weights=request.weights,
             num_classes=request.num_classes,
             nodata=request.nodata,
+            trust_model=request.trust_model,
         )
         if request.kind == "cog":
             writes = io.to_cog(result, request.target, overwrite=request.overwrite, compute=False)

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from dask.base import tokenize
 
-from .exceptions import ModelOutputError, ModelSpecError, OptionError
+from .exceptions import ModelError, ModelOutputError, ModelSpecError, OptionError
 
 ACTIVATIONS = ("softmax", "sigmoid", None)
 TTA_MODES = (None, "flips", "d4")
@@ -36,7 +36,7 @@ _VIEWS = {
 TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".torchscript", ".jit")
 _TORCH_DTYPES = {np.dtype(t) for t in ("uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64")}
 
-_LOADED: dict[tuple[str, str], Callable] = {}
+_LOADED: dict[tuple[str, str, bool], Callable] = {}
 _LOAD_LOCK = threading.Lock()
 _REGISTERED: dict[str, Any] = {}  # in-memory models sent to this process by token (see cluster.shareable)
 
@@ -62,6 +62,8 @@ class RunnerConfig:
     band or one for all bands. ``activation`` is applied to each tile's output before blending.
     ``tta`` averages the activated predictions of several views of each tile, each mapped back first:
     ``"flips"`` (4 mirror views) or ``"d4"`` (8 rotations and mirrors); every view is one model call.
+    ``trust_model`` allows model files that execute code as they load (``torch.export`` ``.pt2`` files are
+    unpickled): only for files whose origin you trust. TorchScript files load without it.
     """
 
     batch_size: int = 8
@@ -70,6 +72,7 @@ class RunnerConfig:
     activation: str | None = "softmax"
     tta: str | None = None
     amp: str | None = None
+    trust_model: bool = False  # load model files that run code when loaded (torch.export .pt2: pickle)
 
     def __post_init__(self) -> None:
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
@@ -160,7 +163,7 @@ class ModelRunner:
         if self._model is None:
             with self._lock:
                 if self._model is None:
-                    self._model = _load(self.spec, self.device)
+                    self._model = _load(self.spec, self.device, self.config.trust_model)
         return self._model
 
     def check(self) -> None:
@@ -215,6 +218,8 @@ class ModelRunner:
             if hasattr(error, "add_note"):
                 error.add_note(f"seamless_dask: raised by the model on a batch of shape {tuple(x.shape)}")
             raise
+        except SystemExit as escape:
+            raise _exit_error(escape, f"the model, called on a batch of shape {tuple(x.shape)}") from None
         out = _segmentation_tensor(raw)
         _check_output(out, tuple(x.shape))
         return out
@@ -294,7 +299,15 @@ def _spec_identity(spec: Any) -> tuple:
     return (type(spec).__qualname__, id(spec), params)
 
 
-def _load(spec: Any, device: Any) -> Callable:
+def _exit_error(escape: SystemExit, where: str) -> ModelError:
+    """A ``sys.exit`` in user code, as an error: it must never end a run, least of all with status 0."""
+    return ModelError(
+        f"{where} called sys.exit({escape.code!r}) instead of raising an exception; seamless_dask stops the job "
+        "as failed: make the model raise an exception on bad input"
+    )
+
+
+def _load(spec: Any, device: Any, trusted: bool = False) -> Callable:
     if isinstance(spec, RegisteredModel):
         if spec.token not in _REGISTERED:
             raise ModelSpecError(
@@ -304,16 +317,22 @@ def _load(spec: Any, device: Any) -> Callable:
         return _prepare(_REGISTERED[spec.token], device)
     if not isinstance(spec, str):
         return _prepare(spec, device)
-    key = (spec, str(device))
+    key = (spec, str(device), trusted)  # trusted: an untrusted runner never gets what a trusted one loaded
     with _LOAD_LOCK:
         if key not in _LOADED:
-            _LOADED[key] = _load_string(spec, device)
+            _LOADED[key] = _load_string(spec, device, trusted)
         return _LOADED[key]
 
 
-def _load_string(spec: str, device: Any) -> Callable:
+def _load_string(spec: str, device: Any, trusted: bool) -> Callable:
     path = Path(spec)
     if path.suffix.lower() == ".pt2":
+        if not trusted:
+            raise ModelSpecError(
+                f"{spec!r} is a torch.export file, and torch.export.load unpickles it, which runs any code the file "
+                "holds: pass trust_model=True (--trust-model) only for a file whose origin you trust, or save the "
+                "model as TorchScript (torch.jit.save), which loads without running Python code"
+            )
         return _load_exported(path, device)
     if path.suffix.lower() in TORCHSCRIPT_SUFFIXES or path.is_file():
         return _load_torchscript(path, device)
@@ -365,6 +384,8 @@ def _import_factory(spec: str) -> Any:
             f"cannot import module {module_name!r} of model spec {spec!r}: {error}; "
             "install the package or add its folder to PYTHONPATH"
         ) from error
+    except SystemExit as escape:
+        raise _exit_error(escape, f"importing module {module_name!r} of model spec {spec!r}") from None
     for name in attr_path.split("."):
         if not hasattr(obj, name):
             raise ModelSpecError(f"module {module_name!r} has no attribute {attr_path!r} (model spec {spec!r})")
@@ -377,6 +398,8 @@ def _import_factory(spec: str) -> Any:
         built = obj()
     except Exception as error:
         raise ModelSpecError(f"model factory {spec!r} raised {type(error).__name__}: {error}") from error
+    except SystemExit as escape:
+        raise _exit_error(escape, f"model factory {spec!r}") from None
     if not callable(built):
         raise ModelSpecError(f"model factory {spec!r} returned a {type(built).__name__}, not a callable model")
     return built

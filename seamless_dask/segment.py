@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -87,6 +88,7 @@ def segment(
     amp: str | None = None,
     nodata: float | str | None = "auto",
     resources: dict[str, float] | str | None = "auto",
+    trust_model: bool = False,
 ) -> Any:
     """Segment an image of any size with a model that sees ``tile_size`` tiles, without seams.
 
@@ -139,6 +141,10 @@ def segment(
         dask worker resources each model task needs on a ``distributed`` cluster, e.g. ``{"GPU": 1}`` so
         that model work lands on GPU workers only. ``"auto"``: ``{"GPU": 1}`` when ``device`` is CUDA, or
         when it is ``"auto"`` and a worker of the active cluster advertises a ``GPU`` resource; else none.
+    trust_model
+        Load model files that run code as they load (``torch.export`` ``.pt2`` files are unpickled). Off by
+        default: such a file is refused. Import strings ``"pkg.module:factory"`` run their package's code by
+        design, as any import does.
     """
     config = RunnerConfig(
         batch_size=batch_size,
@@ -147,6 +153,7 @@ def segment(
         activation=None if output == "logits" else activation,
         tta=tta,
         amp=amp,
+        trust_model=trust_model,
     )
     from .cluster import shareable
 
@@ -183,6 +190,44 @@ def segment(
     )
 
 
+MAX_TILES = 4_000_000
+MAX_CHUNKS = 250_000
+
+
+def check_plannable(chunk_plan: ChunkPlan) -> None:
+    """Refuse, before anything is built, a scene whose plan would not fit in this process.
+
+    ``segment`` lists every tile of every chunk in the graph it builds here, in the client: about a
+    kilobyte per tile and a few per chunk. Past these limits that alone takes gigabytes and minutes.
+    """
+    grid = chunk_plan.grid
+    n_chunks = (len(chunk_plan.y_bounds) - 1) * (len(chunk_plan.x_bounds) - 1)
+    if grid.n_tiles <= MAX_TILES and n_chunks <= MAX_CHUNKS:
+        return
+    h, w = grid.shape
+    raise DimensionError(
+        f"the scene is {h} x {w} px: {grid.n_tiles:,} tiles of {grid.tile_shape} px in {n_chunks:,} chunks, more "
+        f"than the {MAX_TILES:,} tiles and {MAX_CHUNKS:,} chunks one graph is planned with (each is listed in this "
+        "process before any pixel is read): segment it window by window, e.g. segment(data[:, y0:y1, x0:x1], ...) "
+        "for windows of up to 300000 px a side, each written to its own region, or use larger tiles and chunks"
+    )
+
+
+def _check_nodata_fits(nodata: float | None, dtype: np.dtype) -> None:
+    if nodata is None or (np.isnan(nodata) and not np.issubdtype(dtype, np.integer)):
+        return
+    if not blend.representable(nodata, dtype):
+        if np.issubdtype(dtype, np.integer):
+            info = np.iinfo(dtype)
+            allowed = f"whole numbers {info.min}..{info.max}"
+        else:
+            allowed = "finite values within the dtype's range, or NaN"
+        raise OptionError(
+            f"nodata={nodata!r} can never occur in {np.dtype(dtype).name} pixels ({allowed}), so nothing would be "
+            f"masked: give the value the raster really uses for nodata, or nodata=None (--nodata none)"
+        )
+
+
 def plan(
     shape: Pair, *, tile_size: int | Pair = 256, overlap: int | Pair = 64, chunks: int | Pair = DEFAULT_CHUNK
 ) -> ChunkPlan:
@@ -202,11 +247,15 @@ def _build(image: Any, job: Job) -> Built:
     bands, height, width = image.shape
     grid = TileGrid((height, width), job.tile_size, job.overlap)
     chunk_plan = grid.plan_chunks(_chunk_target(image, job, grid))
+    check_plannable(chunk_plan)
     job.runner.config.check_bands(bands)
-    n_classes = job.num_classes or job.runner.probe(bands, grid.tile_shape)
+    _check_nodata_fits(job.nodata, image.dtype)
+    n_classes = job.num_classes or job.runner.probe(bands, job.tile_size)
     job = dataclasses.replace(job, num_classes=n_classes)
     overlap = (grid.y.overlap, grid.x.overlap)
-    inference = blend.TileInference(job.runner, job.weights, grid.tile_shape, n_classes, job.nodata, overlap)
+    inference = blend.TileInference(
+        job.runner, job.weights, grid.tile_shape, n_classes, job.nodata, overlap, model_tile=job.tile_size
+    )
     # One graph key holds the runner (and an in-memory model): not a copy per task.
     shared = dask.delayed(inference, pure=True, traverse=False)
     extended = _extended_blocks(image, chunk_plan)
@@ -457,6 +506,7 @@ def _part(parts: blend.HaloParts, which: str) -> np.ndarray:
 
 def _segment_dataarray(data: xr.DataArray, job: Job) -> xr.DataArray:
     bands_first = _dataarray_bands_first(data)
+    check_pixel_dtype(bands_first.dtype, "image")
     # dask-backed: its dask array; in memory: numpy; lazily loaded (open_raster(chunks=None)): the lazy
     # variable, which stage 1 reads window by window.
     if bands_first.chunks is not None:
@@ -536,6 +586,14 @@ def _nodata_for(data: Any, nodata: float | str | None) -> float | None:
         found = data.rio.nodata
         if found is None:
             found = data.rio.encoded_nodata
+        if found is not None and not blend.representable(float(found), data.dtype):
+            warnings.warn(
+                f"the input's metadata says nodata={found}, which its {data.dtype} pixels can never hold: "
+                "treating every value as data; pass nodata=<value> if the raster has another nodata value",
+                UserWarning,
+                stacklevel=3,
+            )
+            return None
         return None if found is None else float(found)
     return nodata
 
@@ -566,8 +624,7 @@ def _as_bands_first(image: Any, kind: str) -> Any:
     """``(H, W)`` or ``(bands, H, W)`` numeric image as ``(bands, H, W)``."""
     if image.dtype == bool:
         image = image.astype(np.uint8)
-    if not (np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)):
-        raise DimensionError(f"the {kind} has dtype {image.dtype}; expected integer or float pixels: cast it first")
+    check_pixel_dtype(image.dtype, kind)
     if image.ndim == 2:
         return image[None]
     if image.ndim != 3:
@@ -580,6 +637,18 @@ def _as_bands_first(image: Any, kind: str) -> Any:
             "use np.moveaxis(image, -1, 0) (or tensor.permute(2, 0, 1))"
         )
     return image
+
+
+def check_pixel_dtype(dtype: np.dtype, kind: str) -> None:
+    """Raise unless pixels of ``dtype`` are real numbers a model can take (complex ones would lose their
+    imaginary part without a word when cast to float32)."""
+    if np.issubdtype(dtype, np.complexfloating):
+        raise DimensionError(
+            f"the {kind} has complex pixels ({np.dtype(dtype).name}); a model takes real numbers: pass the part you "
+            "mean, e.g. data.real, abs(data) (amplitude) or np.angle(data) (phase), as bands of a real image"
+        )
+    if not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating) or np.dtype(dtype) == np.bool_):
+        raise DimensionError(f"the {kind} has dtype {dtype}; expected integer or float pixels: cast it first")
 
 
 def _is_tensor(data: Any) -> bool:

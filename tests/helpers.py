@@ -247,3 +247,42 @@ def tiles_needed_on_resume(plan, missing, valid=None) -> int:
         return plan.owner(i) in missing or reaches
 
     return sum(needed(i, w) for i, w in enumerate(plan.grid.windows()))
+
+
+def exiting_factory() -> nn.Module:
+    """Factory that ends the process instead of raising: 'helpers:exiting_factory'."""
+    import sys
+
+    sys.exit(3)
+
+
+def exiting_model() -> nn.Module:
+    """Factory of a model whose forward calls ``sys.exit(7)``: 'helpers:exiting_model'."""
+
+    class Exits(nn.Module):
+        def forward(self, x):
+            import sys
+
+            sys.exit(7)
+
+    return Exits()
+
+
+def nan_model() -> nn.Module:
+    """Factory of a Brightness whose logits are NaN where the first band is above 200: 'helpers:nan_model'."""
+
+    class NaNs(nn.Module):
+        def forward(self, x):
+            out = Brightness()(x)
+            return torch.where(x[:, :1] > 200, torch.full_like(out, float("nan")), out)
+
+    return NaNs()
+
+
+class FiniteOnly(nn.Module):
+    """Brightness that raises if it is ever given a non-finite value."""
+
+    def forward(self, x):
+        if not torch.isfinite(x).all():
+            raise AssertionError("the model was given a non-finite input value")
+        return Brightness()(x)

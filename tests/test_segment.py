@@ -222,7 +222,7 @@ def test_graph_keys_are_deterministic():
         (np.zeros((64, 64, 2)), ["channels-last", "np.moveaxis"]),
         (np.zeros((2, 2, 8, 8)), ["(H, W) or (bands, H, W)", "4 dims"]),
         (np.zeros((2, 0, 8)), ["empty", "(0, 8)"]),
-        (np.zeros((2, 8, 8), dtype=complex), ["dtype complex128"]),
+        (np.zeros((2, 8, 8), dtype=complex), ["complex pixels (complex128)", "data.real"]),
         ([[1, 2], [3, 4]], ["must be an xarray.DataArray", "list"]),
     ],
 )
