@@ -13,24 +13,50 @@ from typing import Any
 from .exceptions import ModelError, SeamlessError
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that the same clean-up runs as for Ctrl-C (SIGINT)."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    restore = _handle_sigterm()
     try:
         args.run(args)
     except ModelError as error:  # the model's code tried to exit: the model's fault, not the command line's
         return _fail(error, 1)
     except SeamlessError as error:
         return _fail(error, 2)
-    except KeyboardInterrupt:
-        print("seamless-dask: interrupted; the output is incomplete: rerun with --resume (zarr)", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interrupt:
+        what = "terminated" if isinstance(interrupt, Terminated) else "interrupted"
+        print(
+            f"seamless-dask: {what}; nothing incomplete was left at OUTPUT: rerun it (a .zarr: with --resume)",
+            file=sys.stderr,
+        )
+        return 143 if isinstance(interrupt, Terminated) else 130
     except Exception as error:
         if getattr(args, "debug", False):
             raise
         # Not ours: most often the model itself (wrong input size, out of memory). One line, then exit 1.
         return _fail(error, 1, prefix=f"{type(error).__name__}: ")
+    finally:
+        restore()
     return 0
+
+
+def _handle_sigterm() -> Any:
+    """Turn SIGTERM (a cluster's or a scheduler's stop) into :class:`Terminated` while a command runs."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    return lambda: signal.signal(signal.SIGTERM, previous)
 
 
 def _fail(error: BaseException, status: int, prefix: str = "") -> int:
@@ -111,8 +137,18 @@ def _add_segment(commands: Any) -> None:
     seg.add_argument(
         "--scheduler",
         metavar="ADDRESS",
-        help="a dask scheduler, e.g. tcp://10.0.0.5:8786; or threads (no cluster); default: a local cluster",
+        help="a dask scheduler, e.g. tcp://10.0.0.5:8786 or tls://...; or threads (no cluster); default: a local "
+        "cluster",
     )
+    seg.add_argument(
+        "--connect-timeout", type=float, default=None, metavar="S", help="seconds to reach --scheduler (default 30)"
+    )
+    seg.add_argument(
+        "--worker-wait", type=float, default=300.0, metavar="S", help="seconds to wait for a first worker to join"
+    )
+    seg.add_argument("--tls-ca-file", metavar="PEM", help="TLS: the CA of a tls:// cluster (or of the local one)")
+    seg.add_argument("--tls-cert", metavar="PEM", help="TLS: this client's certificate")
+    seg.add_argument("--tls-key", metavar="PEM", help="TLS: this client's private key")
     seg.add_argument("--resume", action="store_true", help="finish an interrupted .zarr output")
     seg.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     seg.add_argument("--quicklook", metavar="PNG", help="also write a quicklook PNG beside the input")
@@ -127,7 +163,12 @@ def _add_segment(commands: Any) -> None:
 
 
 def _segment(args: argparse.Namespace) -> None:
-    from .run import SegmentRequest, run_segment
+    from .exceptions import OptionError
+    from .run import SegmentRequest, TLSFiles, run_segment
+
+    tls_args = (args.tls_ca_file, args.tls_cert, args.tls_key)
+    if any(tls_args) and not all(tls_args):
+        raise OptionError("TLS needs all of --tls-ca-file, --tls-cert and --tls-key, got only some of them")
 
     request = SegmentRequest(
         source=args.input,
@@ -152,6 +193,9 @@ def _segment(args: argparse.Namespace) -> None:
         quicklook=args.quicklook,
         progress=args.progress,
         trust_model=args.trust_model,
+        tls=TLSFiles(*tls_args) if all(tls_args) else None,
+        connect_timeout=args.connect_timeout,
+        worker_wait=args.worker_wait,
     )
     print(run_segment(request).summary())
 

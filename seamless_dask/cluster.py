@@ -256,6 +256,7 @@ def local_cluster(
     torch_threads: int | None = None,
     gpus: int | None = None,
     dashboard: bool = True,
+    security: Any = None,
 ) -> Any:
     """A ``Client`` on a new local cluster sized to this machine; close it (or use ``with``) when done.
 
@@ -265,23 +266,27 @@ def local_cluster(
     windows, blend and write, so that the GPU does not wait for them. Without:
     one worker process with a dask thread per core and one torch thread per dask thread, since on CPU
     tiles run faster side by side than one at a time on all cores; ``processes x threads <= cores``.
+
+    ``security`` (a ``distributed.security.Security``, e.g. ``Security.temporary()``): the cluster speaks
+    TLS (``tls://``) among its members and with the client.
     """
     from dask.system import CPU_COUNT
     from distributed import Client, LocalCluster
 
     gpus = _visible_gpus() if gpus is None else gpus
     address = ":0" if dashboard else None
+    tls = {"security": security, "protocol": "tls://"} if security is not None else {}
     if gpus:
-        cluster = _gpu_cluster(gpus, threads_per_worker or min(4, max(1, CPU_COUNT // gpus)), address)
+        cluster = _gpu_cluster(gpus, threads_per_worker or min(4, max(1, CPU_COUNT // gpus)), address, security)
         per_worker = max(1, CPU_COUNT // gpus)
     else:
         n_workers = n_workers or 1
         threads = threads_per_worker or max(1, CPU_COUNT // n_workers)
         cluster = LocalCluster(
-            n_workers=n_workers, threads_per_worker=threads, processes=True, dashboard_address=address
+            n_workers=n_workers, threads_per_worker=threads, processes=True, dashboard_address=address, **tls
         )
         per_worker = max(1, CPU_COUNT // (n_workers * threads))
-    client = Client(cluster)
+    client = Client(cluster, security=security)
     setup_workers(client, torch_threads=torch_threads or per_worker)
     return client
 
@@ -295,17 +300,23 @@ def _visible_gpus() -> int:
         return 0
 
 
-def _gpu_cluster(gpus: int, threads: int, dashboard_address: str | None) -> Any:
+def _gpu_cluster(gpus: int, threads: int, dashboard_address: str | None, security: Any = None) -> Any:
     from distributed import Nanny, Scheduler, SpecCluster
 
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     devices = visible.split(",") if visible else [str(i) for i in range(gpus)]
+    tls = {"security": security, "protocol": "tls://"} if security is not None else {}
     workers = {
         f"gpu-{i}": {
             "cls": Nanny,
-            "options": {"nthreads": threads, "resources": {"GPU": 1}, "env": {"CUDA_VISIBLE_DEVICES": device}},
+            "options": {
+                "nthreads": threads,
+                "resources": {"GPU": 1},
+                "env": {"CUDA_VISIBLE_DEVICES": device},
+                **({"security": security} if security is not None else {}),
+            },
         }
         for i, device in enumerate(devices[:gpus])
     }
-    scheduler = {"cls": Scheduler, "options": {"dashboard_address": dashboard_address}}
-    return SpecCluster(workers=workers, scheduler=scheduler)
+    scheduler = {"cls": Scheduler, "options": {"dashboard_address": dashboard_address, **tls}}
+    return SpecCluster(workers=workers, scheduler=scheduler, security=security)

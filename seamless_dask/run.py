@@ -1,23 +1,50 @@
 """One whole job, raster file in, raster file out: what ``seamless-dask segment`` runs.
 
-Every check that can fail on user input runs before any pixel is computed, so a mistake costs seconds,
-and the output is reported only once it is complete (a COG is moved into place after validation, a zarr
-store is marked complete after its last region).
+Every check that can fail on user input runs before any pixel is computed, so a mistake costs seconds:
+paths (no output may be, hold or lie in an input or another output; an existing output is replaced only if
+seamless_dask wrote it), the model spec, the tiling, the scheduler (reached within a bounded time, with
+workers). The run holds an exclusive claim on its output, and reports it only once it is complete (a COG is
+moved into place after validation, a zarr store is marked complete after its last region).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from .exceptions import OptionError, RasterError
 
 COG_SUFFIXES = (".tif", ".tiff")
+LOCAL_SCHEDULERS = ("threads", "processes", "synchronous")
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    """PEM files of a TLS-secured dask cluster: the CA that signed its certificates, this client's certificate
+    and key (for a local cluster, every member's)."""
+
+    ca_file: str
+    cert: str
+    key: str
+
+    def security(self) -> Any:
+        from distributed.security import Security
+
+        for name, path in (("--tls-ca-file", self.ca_file), ("--tls-cert", self.cert), ("--tls-key", self.key)):
+            if not os.path.isfile(path):
+                raise OptionError(f"{name} {path!r} is not a file: give the PEM file of the cluster's TLS set-up")
+        pairs = {
+            f"tls_{who}_{part}": getattr(self, part)
+            for who in ("client", "scheduler", "worker")
+            for part in ("cert", "key")
+        }
+        return Security(tls_ca_file=self.ca_file, require_encryption=True, **pairs)
 
 
 @dataclass(frozen=True)
@@ -46,6 +73,9 @@ class SegmentRequest:
     quicklook: str | None = None
     progress: bool = True
     trust_model: bool = False
+    tls: TLSFiles | None = None
+    connect_timeout: float | None = None  # seconds to reach a scheduler; None: dask's distributed.comm.timeouts.connect
+    worker_wait: float = 300.0  # seconds to wait for a first worker on a scheduler that has none
 
     @property
     def kind(self) -> str:
@@ -87,49 +117,20 @@ class SegmentReport:
 
 def run_segment(request: SegmentRequest) -> SegmentReport:
     """Check, open, segment, write and (optionally) draw a quicklook; return what was written."""
-    from . import io, progress, viz
+    from . import io, viz
     from .grid import TileGrid
     from .runner import ModelRunner, RunnerConfig
-    from .segment import segment
 
     start = time.perf_counter()
-    _check_target(request)
+    target = io.as_target(request.target)
+    _check_paths(request, target)
     # lazy: segment reads its own windows
     image = io.open_raster(request.source, bands=request.bands, variable=request.variable)
     # Mistakes in the model spec or the tiling fail now, before any cluster starts.
     TileGrid((image.sizes["y"], image.sizes["x"]), request.tile_size, request.overlap)
     ModelRunner(request.model, RunnerConfig(device="cpu", trust_model=request.trust_model)).check()
-    with _scheduler(request.scheduler):
-        result = segment(  # inside: with a cluster, model tasks get its resources (GPU=1) when it has GPUs
-            image,
-            request.model,
-            tile_size=request.tile_size,
-            overlap=request.overlap,
-            batch_size=request.batch_size,
-            output=request.output,
-            device=request.device,
-            chunks=request.chunks,
-            normalize=request.normalize,
-            activation=request.activation,
-            weights=request.weights,
-            num_classes=request.num_classes,
-            nodata=request.nodata,
-            trust_model=request.trust_model,
-        )
-        if request.kind == "cog":
-            writes = io.to_cog(result, request.target, overwrite=request.overwrite, compute=False)
-        else:
-            overwrite = request.overwrite and not request.resume
-            writes = io.to_zarr(result, request.target, resume=request.resume, overwrite=overwrite, compute=False)
-        tiles = sum(progress.tile_counts(writes).values())
-        try:
-            progress.compute(writes, progress=request.progress)
-        except BaseException:
-            if request.kind == "cog":
-                io.discard_partial_cog(request.target)
-            raise
-        if request.kind == "zarr":
-            io.mark_complete(request.target)
+    with io.claim(target) as held, _scheduler(request):
+        result, tiles = _write(request, image, target, held.run)
     report = SegmentReport(
         target=request.target,
         shape=tuple(result.shape),
@@ -140,32 +141,82 @@ def run_segment(request: SegmentRequest) -> SegmentReport:
         seconds=time.perf_counter() - start,
     )
     if request.quicklook:
-        report.quicklook = str(viz.quicklook(request.target, request.quicklook, image=request.source))
+        report.quicklook = str(viz.quicklook(target.url, request.quicklook, image=request.source))
     return report
 
 
-def _check_target(request: SegmentRequest) -> None:
-    kind, target = request.kind, request.target
-    parent = Path(target).resolve().parent
-    if not parent.is_dir():
-        raise RasterError(f"the folder {str(parent)!r} of OUTPUT {target!r} does not exist: create it first")
+def _write(request: SegmentRequest, image: Any, target: Any, run: str) -> tuple[Any, int]:
+    """Segment ``image`` and write it to ``target``, on the scheduler in use; the run holds the claim."""
+    from . import io, progress
+    from .segment import segment
+
+    result = segment(  # inside: with a cluster, model tasks get its resources (GPU=1) when it has GPUs
+        image,
+        request.model,
+        tile_size=request.tile_size,
+        overlap=request.overlap,
+        batch_size=request.batch_size,
+        output=request.output,
+        device=request.device,
+        chunks=request.chunks,
+        normalize=request.normalize,
+        activation=request.activation,
+        weights=request.weights,
+        num_classes=request.num_classes,
+        nodata=request.nodata,
+        trust_model=request.trust_model,
+    )
+    if request.kind == "cog":
+        writes = io.to_cog(result, target.url, overwrite=request.overwrite, compute=False, run=run)
+    else:
+        writes = io.to_zarr(result, target.url, resume=request.resume, overwrite=request.overwrite, compute=False)
+    tiles = sum(progress.tile_counts(writes).values())
+    try:
+        progress.compute(writes, progress=request.progress)
+    except BaseException:
+        if request.kind == "cog":
+            io.discard_partial_cog(target.url, run=run)
+        raise
+    if request.kind == "zarr":
+        io.mark_complete(target.url)
+    return result, tiles
+
+
+def _check_paths(request: SegmentRequest, target: Any) -> None:
+    """Refuse, before anything is opened, outputs that would destroy an input or each other."""
+    from . import io
+
+    kind = request.kind
+    if request.resume and request.overwrite:
+        raise OptionError("--resume finishes the output that is there and --overwrite replaces it: pass one of them")
     if request.resume and kind != "zarr":
-        raise OptionError(f"--resume works with .zarr outputs, not {target!r}: write a .zarr, or drop --resume")
-    if os.path.exists(target) and not (request.overwrite or request.resume):
-        raise RasterError(f"OUTPUT {target!r} exists: pass --overwrite to replace it, or --resume to finish a .zarr")
-    if request.quicklook and not Path(request.quicklook).resolve().parent.is_dir():
-        raise RasterError(f"the folder of --quicklook {request.quicklook!r} does not exist: create it first")
-
-
-LOCAL_SCHEDULERS = ("threads", "processes", "synchronous")
+        raise OptionError(f"--resume works with .zarr outputs, not {target.url!r}: write a .zarr, or drop --resume")
+    inputs = {"INPUT": request.source}
+    if os.path.isfile(request.model):
+        inputs["model file"] = request.model
+    io.check_not_an_input(target, inputs, "OUTPUT")
+    target.check_parent()
+    if target.exists() and not (request.overwrite or request.resume):
+        raise RasterError(
+            f"OUTPUT {target.url!r} exists: pass --overwrite to replace it, or --resume to finish a .zarr"
+        )
+    if request.quicklook:
+        if "://" in request.quicklook:
+            raise OptionError(f"--quicklook writes a local PNG, got the URL {request.quicklook!r}: give a local path")
+        quick = io.as_target(request.quicklook)
+        io.check_not_an_input(quick, {**inputs, "OUTPUT": request.target}, "--quicklook")
+        if not os.path.isdir(os.path.dirname(quick.url)):
+            raise RasterError(f"the folder of --quicklook {request.quicklook!r} does not exist: create it first")
 
 
 @contextlib.contextmanager
-def _scheduler(address: str | None) -> Iterator[Any]:
-    """Where the job runs: a new ``LocalCluster`` sized to the machine (``None``), a dask scheduler at
-    ``address``, or one of dask's local schedulers by name (``threads``: no cluster to start)."""
+def _scheduler(request: SegmentRequest) -> Iterator[Any]:
+    """Where the job runs: a new ``LocalCluster`` sized to the machine (no ``--scheduler``; TLS with the
+    request's certificates), a dask scheduler at an address (reached within ``connect_timeout``, waiting
+    ``worker_wait`` at most for a first worker), or one of dask's local schedulers by name."""
     import dask
 
+    address = request.scheduler
     if address in LOCAL_SCHEDULERS:
         from .cluster import configure_process
 
@@ -177,14 +228,73 @@ def _scheduler(address: str | None) -> Iterator[Any]:
 
     from .cluster import local_cluster, setup_workers
 
+    security = request.tls.security() if request.tls else None
     if address is None:
-        with local_cluster(dashboard=False) as client, client.cluster:
+        with local_cluster(dashboard=False, security=security) as client, client.cluster:
             yield client
         return
-    try:
-        client = Client(address)  # waits distributed.comm.timeouts.connect (dask config)
-    except (OSError, TimeoutError) as error:
-        raise OptionError(f"cannot reach the dask scheduler at {address!r} ({error}): check --scheduler") from None
-    with client:
+    if address.startswith("tls://") and security is None:
+        raise OptionError(
+            f"the scheduler {address!r} speaks TLS: give --tls-ca-file, --tls-cert and --tls-key (the CA and the "
+            "client certificate and key the cluster trusts)"
+        )
+    timeout = request.connect_timeout
+    if timeout is None:
+        timeout = dask.utils.parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"), "s")
+    probe_scheduler(address, security, timeout)
+    with Client(address, security=security, timeout=timeout) as client:
+        wait_for_workers(client, address, request.worker_wait)
         setup_workers(client)
         yield client
+
+
+def probe_scheduler(address: str, security: Any, timeout: float) -> None:
+    """Ask ``address`` who it is, within ``timeout`` seconds, before a ``Client`` is made.
+
+    ``distributed.Client`` waits without bound on a server that accepts the connection and never answers,
+    and reads an HTTP server's reply as a frame length (an allocation of exabytes): both fail here instead.
+    """
+    from distributed.comm import connect
+
+    args = security.get_connection_args("client") if security is not None else {}
+
+    async def identity() -> Any:
+        comm = await connect(address, timeout=timeout, **args)
+        try:
+            await comm.write({"op": "identity"})
+            return await comm.read()
+        finally:
+            comm.abort()
+
+    async def bounded() -> Any:
+        return await asyncio.wait_for(identity(), timeout)
+
+    try:
+        answer = asyncio.run(bounded())
+    except (OSError, TimeoutError, asyncio.TimeoutError, MemoryError, ValueError, TypeError) as error:
+        why = f"{type(error).__name__}: {' '.join(str(error).split())}" if str(error) else type(error).__name__
+        raise OptionError(
+            f"cannot reach a dask scheduler at {address!r} within {timeout:g} s ({why}): check --scheduler (the "
+            "scheduler's tcp:// or tls:// address, port 8786 by default, not its dashboard), that it runs, and "
+            "--connect-timeout"
+        ) from None
+    if not isinstance(answer, dict) or answer.get("type") != "Scheduler":
+        raise OptionError(f"{address!r} answered, but not as a dask scheduler ({str(answer)[:80]}): check --scheduler")
+
+
+def wait_for_workers(client: Any, address: str, wait: float) -> None:
+    """Return once the scheduler has a worker; warn at once if it has none, fail after ``wait`` seconds."""
+    if client.scheduler_info(n_workers=-1).get("workers"):
+        return
+    print(
+        f"seamless-dask: warning: the scheduler at {address} has no worker yet; waiting up to {wait:g} s for one "
+        "(start workers with: dask worker " + address + "; see --worker-wait)",
+        file=sys.stderr,
+    )
+    try:
+        client.wait_for_workers(1, timeout=wait)
+    except (TimeoutError, asyncio.TimeoutError):
+        raise OptionError(
+            f"no worker joined the scheduler at {address!r} within {wait:g} s: start workers (dask worker {address}), "
+            "or give them longer with --worker-wait"
+        ) from None

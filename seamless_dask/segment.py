@@ -174,7 +174,7 @@ def segment(
     if client is not None:  # resource routing and row order on the scheduler (once per client)
         ensure_scheduler_plugins(client, required=bool(job.resources))
     if isinstance(data, xr.DataArray):
-        return _segment_dataarray(data, job)
+        return _segment_dataarray(data, job, _JobRecorder(data, model, job))
     if _is_tensor(data):
         result = _build(_as_bands_first(data.detach().cpu().numpy(), "tensor"), job).array.compute()
         import torch
@@ -236,10 +236,41 @@ def plan(
 
 
 class Built(NamedTuple):
-    """The lazy output of ``segment`` and the nodata value of its labels (``None``: no nodata)."""
+    """The lazy output of ``segment``, the nodata value of its labels (``None``: no nodata), its classes."""
 
     array: da.Array
     label_nodata: int | None
+    n_classes: int = 0
+
+
+@dataclass(frozen=True)
+class _JobRecorder:
+    """Makes the job record (:mod:`seamless_dask.record`) a DataArray result carries, once its classes are known."""
+
+    data: xr.DataArray
+    model: Any
+    job: Job
+
+    def __call__(self, n_classes: int) -> str:
+        from . import record
+
+        config, weights = self.job.runner.config, self.job.weights
+        options = {
+            "tile_size": self.job.tile_size,
+            "overlap": self.job.overlap,
+            "output": self.job.output,
+            "weights": weights.kind if weights.array is None else "array:" + tokenize(weights),
+            "normalize": config.normalize,
+            "activation": config.activation,
+            "tta": config.tta,
+            "amp": config.amp,
+            "nodata": self.job.nodata,
+            "classes": n_classes,
+        }
+        loaded = None
+        if isinstance(self.model, str) and ":" in self.model and not self.model.endswith(".pt2"):
+            loaded = ModelRunner(self.model, RunnerConfig(device="cpu")).model  # cached: loaded once per process
+        return record.dumps(record.job_record(self.data, self.model, options, loaded))
 
 
 def _build(image: Any, job: Job) -> Built:
@@ -480,8 +511,8 @@ def _blend_array(infer: dict, sums_name: str, recipe: _Recipe) -> Built:
             layer[key] = (blend.finish, (settled, j, k), decision, top, left, corner)
     graph = _two_layer_graph(infer, sums_name, layer, out, recipe)
     if labels:
-        return Built(da.Array(graph, out, chunks=(hs, ws), dtype=dtype), label_nodata)
-    return Built(da.Array(graph, out, chunks=((n_classes,), hs, ws), dtype=np.float32), None)
+        return Built(da.Array(graph, out, chunks=(hs, ws), dtype=dtype), label_nodata, n_classes)
+    return Built(da.Array(graph, out, chunks=((n_classes,), hs, ws), dtype=np.float32), None, n_classes)
 
 
 def _two_layer_graph(infer: dict, sums_name: str, blend_tasks: dict, out: str, recipe: _Recipe) -> HighLevelGraph:
@@ -504,7 +535,7 @@ def _part(parts: blend.HaloParts, which: str) -> np.ndarray:
     return getattr(parts, which)
 
 
-def _segment_dataarray(data: xr.DataArray, job: Job) -> xr.DataArray:
+def _segment_dataarray(data: xr.DataArray, job: Job, recorder: _JobRecorder) -> xr.DataArray:
     bands_first = _dataarray_bands_first(data)
     check_pixel_dtype(bands_first.dtype, "image")
     # dask-backed: its dask array; in memory: numpy; lazily loaded (open_raster(chunks=None)): the lazy
@@ -513,14 +544,17 @@ def _segment_dataarray(data: xr.DataArray, job: Job) -> xr.DataArray:
         image = bands_first.data
     else:
         image = bands_first.values if bands_first.variable._in_memory else bands_first.variable
-    result, label_nodata = _build(image, job)
+    result, label_nodata, n_classes = _build(image, job)
     dims = ("y", "x") if job.output == "labels" else ("class", "y", "x")
     coords = {name: coord for name, coord in data.coords.items() if set(coord.dims) <= {"y", "x"}}
     if job.output != "labels":
         coords["class"] = np.arange(result.shape[0])
     attrs = {key: value for key, value in data.attrs.items() if key not in _DROPPED_ATTRS}
     attrs.update(
-        seamless_tile_size=list(job.tile_size), seamless_overlap=list(job.overlap), seamless_weights=job.weights.kind
+        seamless_tile_size=list(job.tile_size),
+        seamless_overlap=list(job.overlap),
+        seamless_weights=job.weights.kind,
+        seamless_job=recorder(n_classes),
     )
     out = xr.DataArray(result, dims=dims, coords=coords, attrs=attrs, name=job.output)
     return _with_geo(out, data, label_nodata if job.output == "labels" else np.nan)

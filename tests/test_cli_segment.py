@@ -105,6 +105,11 @@ def test_cli_refuses_to_overwrite_unless_asked(scene, tmp_path, capsys):
     assert segment(scene, target, "--model", MODEL) == 2
     one_line_error(capsys, "exists", "--overwrite")
     assert target.read_bytes() == b"precious"
+    # --overwrite replaces a GeoTIFF, never a file of another kind
+    assert segment(scene, target, "--model", MODEL, "--overwrite", "--no-progress") == 2
+    one_line_error(capsys, "is not a GeoTIFF", "left as it is")
+    assert target.read_bytes() == b"precious"
+    target.write_bytes(open(scene, "rb").read())
     assert segment(scene, target, "--model", MODEL, "--overwrite", "--no-progress") == 0
 
 

@@ -139,7 +139,7 @@ def test_zarr_refuses_to_clobber_and_checks_the_folder(tmp_path):
     with helpers.raises_mentioning(sd.RasterError, ["does not exist", "create it first"]):
         io.to_zarr(labels, tmp_path / "missing" / "b.zarr")
     other = _segment(_scene(400, 400), helpers.Brightness(), chunks=64)
-    with helpers.raises_mentioning(sd.RasterError, ["different result", "overwrite=True"]):
+    with helpers.raises_mentioning(sd.RasterError, ["another layout", "overwrite=True"]):
         io.to_zarr(other, tmp_path / "a.zarr", resume=True)
 
 

@@ -1,0 +1,255 @@
+"""``to_cog``: chunks written by their own tasks into a scratch GeoTIFF, laid out as a COG, validated, then
+moved (or uploaded) into place in one step, so the target never holds a partial file."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import warnings
+from typing import Any, NamedTuple
+
+import numpy as np
+import xarray as xr
+from dask.base import tokenize
+from dask.delayed import Delayed
+from dask.highlevelgraph import HighLevelGraph
+
+from ..exceptions import RasterError
+from ._target import ATOMIC_PUT_PROTOCOLS, SCRATCH_INFIX, Target, as_target, check_not_an_input, claim, run_id
+from ._zarr import as_result, inputs_of
+
+TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF, both byte orders
+
+
+def to_cog(
+    result: xr.DataArray,
+    path: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    compress: str = "deflate",
+    blocksize: int = 512,
+    overview_resampling: str | None = None,
+    compute: bool = True,
+    progress: bool = False,
+    storage_options: dict | None = None,
+    run: str | None = None,
+) -> Any:
+    """Write ``result`` as a Cloud-Optimized GeoTIFF of exactly its size, CRS, transform and nodata.
+
+    Each chunk is computed and written by its own task into an uncompressed tiled GeoTIFF (a lock per file
+    serialises the writes, which are cheap next to inference); one last task lays it out as a COG with
+    ``rio_cogeo.cog_translate`` (tiled ``blocksize``, ``compress``, internal overviews: ``nearest`` for labels,
+    ``average`` for probabilities unless ``overview_resampling`` says otherwise), validates it and moves it
+    to ``path`` in one step. Until then ``path`` is never a partial file.
+
+    ``path`` is a local path or an fsspec URL (``s3://``, ``gs://``, ``az://``...; ``storage_options`` for its
+    filesystem). For a URL the COG is written in this machine's temporary folder, validated, then uploaded:
+    object stores publish an upload whole or not at all, and other filesystems get a scratch name first and
+    a rename. Scratch files are named after the run (``run``; default: a new id), beside a local ``path``
+    (``<path>.seamless-<run>.scratch.tif``), so that two runs never share one; the workers must see that
+    folder (one machine, or a shared filesystem).
+
+    An existing ``path`` is replaced only with ``overwrite=True``, and only if it is a TIFF file; a path
+    that is the result's input is refused. ``compute=True`` holds an exclusive claim on ``path`` while it
+    writes (see :func:`seamless_dask.io.claim`) and returns ``path``, with a tile progress bar if
+    ``progress``; ``compute=False`` returns a dask Delayed that writes when computed, and the caller holds
+    the claim.
+
+    Why not odc-geo's ``save_cog_with_dask``: it pads the image to a multiple of 2^levels (a 718 x 791
+    scene came out 720 x 792) and GDAL's COG driver cannot be written window by window (rioxarray#410).
+    """
+    target = as_target(path, storage_options)
+    layout = _Layout(overwrite, compress, blocksize, overview_resampling)
+    if not compute:
+        return _cog_writes(result, target, run or run_id(), layout)
+    with claim(target, run) as held:
+        writes = _cog_writes(result, target, held.run, layout)
+        try:
+            return _compute(writes, progress)
+        except BaseException:
+            discard_partial_cog(target.url, run=held.run, storage_options=target.storage_options)
+            raise
+
+
+def _compute(writes: Any, progress: bool) -> Any:
+    from .. import progress as bars
+
+    return bars.compute(writes, progress=progress)
+
+
+class _Layout(NamedTuple):
+    overwrite: bool
+    compress: str
+    blocksize: int
+    resampling: str | None
+
+
+def _cog_writes(result: Any, target: Target, run: str, options: _Layout) -> Delayed:
+    overwrite, compress, blocksize, resampling = options
+    result = as_result(result)
+    check_not_an_input(target, inputs_of(result), "output")
+    if target.exists():
+        if not overwrite:
+            raise RasterError(f"{target.url!r} exists: pass overwrite=True to replace it")
+        _check_replaceable(target)
+    target.check_parent()
+    if result.rio.crs is None:
+        warnings.warn(f"writing {target.url!r} without a CRS: the result has none", UserWarning, stacklevel=3)
+    resampling = resampling or ("nearest" if np.issubdtype(result.dtype, np.integer) else "average")
+    scratch, partial = scratch_paths(target, run)
+    _create_scratch(result, scratch)
+    array = result.data if result.ndim == 3 else result.data[None]
+    name = "seamless-cog-" + tokenize(array.name, target.url, run)
+    offsets = [np.concatenate([[0], np.cumsum(c)]) for c in array.chunks[-2:]]
+    layer: dict = {}
+    lock = _file_lock(scratch)
+    for j in range(len(offsets[0]) - 1):
+        for k in range(len(offsets[1]) - 1):
+            window = (int(offsets[0][j]), int(offsets[1][k]))
+            layer[(name, j, k)] = (_write_window, scratch, (array.name, 0, j, k), window, lock)
+    final = "seamless-cog-final-" + tokenize(name, compress, blocksize, resampling)
+    layout = (compress, blocksize, resampling)
+    layer[final] = (_finish_cog, list(layer), scratch, partial, target, run, layout)
+    dependencies: list[Any] = [array]
+    return Delayed(final, HighLevelGraph.from_collections(final, layer, dependencies=dependencies))
+
+
+def _check_replaceable(target: Target) -> None:
+    """Only a TIFF file may be replaced: never a folder, never a file of another kind."""
+    if target.local:
+        is_file = os.path.isfile(target.url)
+        head = open(target.url, "rb").read(4) if is_file else b""  # noqa: SIM115  (4 bytes, closed at once)
+    else:
+        fs = target.fs
+        is_file = fs.isfile(target.path)
+        head = fs.cat_file(target.path, start=0, end=4) if is_file else b""
+    if not is_file or head not in TIFF_MAGIC:
+        what = "a GeoTIFF" if is_file else "a file"
+        raise RasterError(
+            f"{target.url!r} exists and is not {what}: overwrite replaces only a TIFF that a run wrote; it is left "
+            "as it is: remove it yourself, or choose another output"
+        )
+
+
+def scratch_paths(target: Target, run: str) -> tuple[str, str]:
+    """The local scratch GeoTIFF the workers write and the COG before it moves: beside a local target, in a
+    folder of this machine's temporary directory for a remote one."""
+    if target.local:
+        base = target.url + SCRATCH_INFIX + run
+    else:
+        folder = os.path.join(tempfile.gettempdir(), "seamless-cog-" + run)
+        os.makedirs(folder, exist_ok=True)
+        base = os.path.join(folder, os.path.basename(target.path.rstrip("/")))
+    return base + ".scratch.tif", base + ".partial.tif"
+
+
+def discard_partial_cog(
+    path: str | os.PathLike, *, run: str | None = None, storage_options: dict | None = None
+) -> None:
+    """Remove what an interrupted or failed ``to_cog`` of run ``run`` left (never ``path`` itself); with no
+    ``run``, every run's scratch beside a local ``path`` (call it only while holding the claim)."""
+    target = as_target(path, storage_options)
+    if target.local:
+        if run is None:
+            from ._target import remove_scratch
+
+            remove_scratch(target)
+            return
+        for leftover in scratch_paths(target, run):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(leftover)
+        return
+    if run is not None:
+        shutil.rmtree(os.path.dirname(scratch_paths(target, run)[0]), ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            target.fs.rm(target.sibling(SCRATCH_INFIX + run + ".partial.tif").path)
+
+
+def _create_scratch(result: xr.DataArray, scratch: str) -> None:
+    import rasterio
+
+    height, width = result.shape[-2:]
+    nodata = result.rio.nodata
+    profile = {
+        "driver": "GTiff",
+        "height": height,
+        "width": width,
+        "count": result.shape[0] if result.ndim == 3 else 1,
+        "dtype": str(result.dtype),
+        "crs": result.rio.crs,
+        "transform": result.rio.transform(recalc=True),
+        "nodata": None if nodata is None else nodata,
+        "tiled": True,
+        "blockxsize": 256,
+        "blockysize": 256,
+        "BIGTIFF": "IF_SAFER",
+    }
+    with rasterio.open(scratch, "w", **profile) as dst:
+        dst.update_tags(**{k: str(v) for k, v in result.attrs.items() if k.startswith("seamless_")})
+
+
+def _file_lock(path: str) -> Any:
+    """A lock every worker shares: a ``distributed.Lock`` under a Client, else one for this process."""
+    try:
+        from distributed import Lock, get_client
+
+        get_client()
+        return Lock("seamless-" + tokenize(path))
+    except (ImportError, ValueError):
+        from dask.utils import SerializableLock
+
+        return SerializableLock("seamless-" + tokenize(path))
+
+
+def _write_window(scratch: str, block: np.ndarray, origin: tuple[int, int], lock: Any) -> int:
+    import rasterio
+    from rasterio.windows import Window
+
+    window = Window(origin[1], origin[0], block.shape[-1], block.shape[-2])
+    with lock, rasterio.open(scratch, "r+") as dst:
+        dst.write(block, window=window)
+    return 1
+
+
+def _finish_cog(
+    _written: list, scratch: str, partial: str, target: Target, run: str, layout: tuple[str, int, str]
+) -> str:
+    from rio_cogeo.cogeo import cog_translate, cog_validate
+    from rio_cogeo.profiles import cog_profiles
+
+    compress, blocksize, resampling = layout
+    profile = cog_profiles.get(compress)
+    profile.update(blockxsize=blocksize, blockysize=blocksize, BIGTIFF="IF_SAFER")
+    cog_translate(
+        scratch,
+        partial,
+        profile,
+        overview_resampling=resampling,  # type: ignore[arg-type]
+        in_memory=False,
+        quiet=True,
+        config={"GDAL_NUM_THREADS": "ALL_CPUS", "GDAL_TIFF_OVR_BLOCKSIZE": str(blocksize)},
+    )
+    valid, errors, _ = cog_validate(partial)
+    if not valid:
+        raise RasterError(f"the COG written for {target.url!r} does not validate: {errors}")
+    os.remove(scratch)
+    if target.local:
+        os.replace(partial, target.url)
+    else:
+        _upload(partial, target, run)
+        shutil.rmtree(os.path.dirname(partial), ignore_errors=True)
+    return target.url
+
+
+def _upload(local: str, target: Target, run: str) -> None:
+    """Put ``local`` at ``target`` in one step: an object store's PUT shows the object whole or not at all;
+    elsewhere, upload under a scratch name, then rename."""
+    fs = target.fs
+    if target.url.split("://", 1)[0] in ATOMIC_PUT_PROTOCOLS:
+        fs.put_file(local, target.path)
+        return
+    staging = target.sibling(SCRATCH_INFIX + run + ".partial.tif")
+    fs.put_file(local, staging.path)
+    fs.mv(staging.path, target.path)

@@ -1,0 +1,117 @@
+"""Opening rasters lazily: ``open_raster`` (GeoTIFF/COG through rioxarray, zarr and netCDF through xarray)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from ..exceptions import RasterError
+
+NETCDF_SUFFIXES = (".nc", ".nc4", ".netcdf")
+
+
+def open_raster(
+    path: str | os.PathLike,
+    *,
+    chunks: int | tuple[int, int] | str | None = None,
+    bands: Sequence[int] | None = None,
+    variable: str | None = None,
+) -> xr.DataArray:
+    """Open a raster lazily as a ``(band, y, x)`` DataArray with its CRS, transform and nodata (``.rio``).
+
+    Parameters
+    ----------
+    path
+        A GeoTIFF, COG or anything GDAL reads (through rioxarray), a zarr store or a netCDF file (through
+        xarray). URLs GDAL understands (``/vsicurl/``, ``s3://``) pass through.
+    chunks
+        ``None`` (the default): lazily loaded, no dask yet; ``segment`` then reads each of its chunks'
+        windows once, straight from the file. Or pixels per dask chunk side (int or ``(y, x)``), or
+        ``"auto"``, for a dask-backed array (``segment`` rechunks it to its plan).
+    bands
+        1-based band numbers to keep, in order (GDAL's convention), e.g. ``[4, 3, 2]``.
+    variable
+        The data variable of a zarr or netCDF dataset holding several.
+    """
+    where = os.fspath(path)
+    local = "://" not in where and not where.startswith("/vsi")
+    if local and not os.path.exists(where):
+        raise RasterError(f"input raster {where!r} does not exist: check the path")
+    dask_chunks = _dask_chunks(chunks)
+    if where.rstrip("/").endswith(".zarr") or where.endswith(NETCDF_SUFFIXES):
+        data = _open_dataset_variable(where, dask_chunks, variable)
+    else:
+        data = _open_gdal(where, dask_chunks)
+    data.encoding["source"] = os.path.abspath(where) if local else where  # the job record's input identity
+    return _select_bands(data, bands, where)
+
+
+def _dask_chunks(chunks: int | tuple[int, int] | str | None) -> Any:
+    if chunks is None or chunks == "auto":
+        return chunks
+    if isinstance(chunks, int):
+        chunks = (chunks, chunks)
+    if isinstance(chunks, str) or len(chunks) != 2 or min(chunks) < 1:
+        raise RasterError(f"chunks must be a positive int, (y, x), 'auto' or None, got chunks={chunks!r}")
+    return {"band": -1, "y": chunks[0], "x": chunks[1]}
+
+
+def _open_gdal(where: str, chunks: Any) -> xr.DataArray:
+    import rasterio
+    import rioxarray
+
+    try:
+        # lock=False: each dask task opens its own handle, so chunks are read in parallel. cache=False: a
+        # lazily loaded array must not keep what a task read (it would stay in memory with the graph).
+        data = rioxarray.open_rasterio(where, chunks=chunks, lock=False, masked=False, cache=chunks is not None)
+    except rasterio.errors.RasterioIOError as error:
+        raise RasterError(f"cannot read {where!r} as a raster: {error}") from None
+    if isinstance(data, list):
+        raise RasterError(f"{where!r} holds {len(data)} subdatasets: open one of them, e.g. 'NETCDF:{where}:name'")
+    if isinstance(data, xr.Dataset):
+        raise RasterError(f"{where!r} holds several variables {list(data.data_vars)}: open one subdataset")
+    data.name = data.name or Path(where).stem
+    return data
+
+
+def _open_dataset_variable(where: str, chunks: dict | str | None, variable: str | None) -> xr.DataArray:
+    import rioxarray  # noqa: F401  (registers .rio)
+
+    chunks = None if chunks is None else {}  # the store's own chunks; segment rechunks to the tile grid
+    try:
+        if where.rstrip("/").endswith(".zarr"):
+            ds = xr.open_zarr(where, decode_coords="all", mask_and_scale=False, chunks=chunks)
+        else:
+            ds = xr.open_dataset(where, decode_coords="all", mask_and_scale=False, chunks=chunks)
+    except (OSError, ValueError, KeyError) as error:
+        raise RasterError(f"cannot open {where!r} with xarray: {error}") from None
+    names = [name for name, var in ds.data_vars.items() if {"y", "x"} <= set(map(str, var.dims))]
+    if variable is None and len(names) != 1:
+        raise RasterError(f"{where!r} has image variables {names}: pick one with variable=<name> (--variable)")
+    name = variable or names[0]
+    if name not in ds.data_vars:
+        raise RasterError(f"{where!r} has no variable {name!r}; it has {list(ds.data_vars)}")
+    data = ds[name]
+    if data.ndim == 2:
+        data = data.expand_dims(band=[1])
+    if data.ndim == 3 and str(data.dims[0]) != "band":
+        data = data.rename({data.dims[0]: "band"})
+    return data
+
+
+def _select_bands(data: xr.DataArray, bands: Sequence[int] | None, where: str) -> xr.DataArray:
+    if bands is None:
+        return data
+    count = data.sizes.get("band", 1)
+    wrong = [b for b in bands if not isinstance(b, (int, np.integer)) or not 1 <= b <= count]
+    if wrong or not bands:
+        raise RasterError(
+            f"bands must be 1-based band numbers between 1 and {count} for {where!r}, got {list(bands)}: "
+            f"e.g. bands=[1, 2, 3]"
+        )
+    return data.isel(band=[b - 1 for b in bands])

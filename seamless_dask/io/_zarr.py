@@ -1,0 +1,251 @@
+"""``to_zarr``: one region write per chunk, a done-marker per region, resumable, only into stores it made."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from typing import Any
+
+import numpy as np
+import xarray as xr
+from dask.base import tokenize
+from dask.delayed import Delayed
+from dask.highlevelgraph import HighLevelGraph
+
+from .. import record
+from ..exceptions import DimensionError, OptionError, RasterError
+from ..segment import restricted
+from ._target import Target, as_target, check_not_an_input, claim
+
+DONE = "_seamless/done"  # one uint8 per chunk region, 1 once written: the resume marker
+LAYOUT = "seamless_layout"  # group attribute: what only a store seamless_dask made has
+
+
+def to_zarr(
+    result: xr.DataArray,
+    store: str | os.PathLike,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    compute: bool = True,
+    progress: bool = False,
+    storage_options: dict | None = None,
+) -> Any:
+    """Write ``result`` (``(y, x)`` labels or ``(class, y, x)``) to a zarr store, one task per chunk.
+
+    ``store`` is a local path or an fsspec URL (``s3://bucket/labels.zarr``, ``gs://``, ``az://``,
+    ``memory://``), with ``storage_options`` for its filesystem (credentials, endpoint). A template
+    (coords, CRS, nodata as both zarr ``fill_value`` and CF ``_FillValue``, the job record) is written first,
+    then each chunk region by its own task, with no locks (zarr chunks equal the result's chunks), and a
+    done-marker per region.
+
+    An existing ``store`` is never touched unless it is a store seamless_dask wrote: ``overwrite=True``
+    replaces it; ``resume=True`` keeps it and computes only the regions whose marker is missing, after
+    checking that it was started by the same job (same input, model and options: the record that
+    ``segment`` attaches to its result; the error lists what differs). The two together are an error.
+    A store that is (or holds, or lies in) the result's input is refused.
+
+    ``compute=False`` returns a dask Delayed that writes when computed (and returns the number of regions
+    written); the caller then holds the target (see :func:`seamless_dask.io.claim`). Otherwise the writes
+    run now, on the active scheduler, under an exclusive claim on the store (a second writer is refused),
+    with a tile progress bar if ``progress``, and the count is returned. Reopen with
+    ``xr.open_zarr(store, decode_coords="all")``.
+    """
+    target = as_target(store, storage_options)
+    if resume and overwrite:
+        raise OptionError(
+            "resume=True continues the store that is there and overwrite=True replaces it: pass one of them "
+            "(--resume or --overwrite)"
+        )
+    if not compute:
+        return _prepare(result, target, resume, overwrite)
+    with claim(target):
+        written = _compute(_prepare(result, target, resume, overwrite), progress)
+        mark_complete(target.url, storage_options=target.storage_options)
+    return written
+
+
+def _prepare(result: Any, target: Target, resume: bool, overwrite: bool) -> Delayed:
+    result = as_result(result)
+    check_not_an_input(target, inputs_of(result), "output")
+    chunks = _regular_chunks(result.data.chunks)
+    result = result.chunk(dict(zip(result.dims, chunks, strict=True)))
+    exists = target.exists()
+    if exists and not (resume or overwrite):
+        raise RasterError(f"{target.url!r} exists: pass resume=True to finish it, or overwrite=True to replace it")
+    found = _our_store(target) if exists else {}
+    if resume and exists:
+        done = _check_resumable(target, result, chunks, found)
+    else:
+        target.check_parent()
+        _write_template(result, target, chunks)
+        done = np.zeros(tuple(len(c) for c in chunks[-2:]), dtype=bool)
+    return _zarr_writes(result, target, done)
+
+
+def _compute(writes: Any, progress: bool) -> Any:
+    from .. import progress as bars
+
+    return bars.compute(writes, progress=progress)
+
+
+def _open_group(target: Target, mode: str) -> Any:
+    import zarr
+
+    return zarr.open_group(target.url, mode=mode, storage_options=target.storage_options or None)  # type: ignore[arg-type]
+
+
+def _open_array(target: Target, name: str, mode: str) -> Any:
+    import zarr
+
+    return zarr.open_array(target.url, path=name, mode=mode, storage_options=target.storage_options or None)  # type: ignore[arg-type]
+
+
+def mark_complete(path: str | os.PathLike, *, storage_options: dict | None = None) -> None:
+    """Record in the store that every region is written (``to_zarr`` does it when it computes)."""
+    target = as_target(path, storage_options)
+    done = np.asarray(_open_array(target, DONE, "r")[...])
+    if not done.all():
+        raise RasterError(f"{target.url!r} still misses {int((~done.astype(bool)).sum())} regions: resume it")
+    _open_group(target, "r+").attrs["seamless_complete"] = True
+
+
+def is_complete(path: str | os.PathLike, *, storage_options: dict | None = None) -> bool:
+    """Whether a store written by :func:`to_zarr` holds every region."""
+    return bool(_open_group(as_target(path, storage_options), "r").attrs.get("seamless_complete", False))
+
+
+def as_result(result: Any) -> xr.DataArray:
+    """``result`` checked to be a ``(y, x)`` or ``(class, y, x)`` DataArray, dask-backed and named."""
+    if not isinstance(result, xr.DataArray):
+        raise DimensionError(f"expected the xarray.DataArray that segment() returns, got {type(result).__name__}")
+    if result.dims[-2:] != ("y", "x") or result.ndim not in (2, 3):
+        raise DimensionError(f"expected dims ('y', 'x') or (class, 'y', 'x'), got {result.dims}")
+    if result.chunks is None:
+        result = result.chunk()
+    return result.rename(result.name or "data")
+
+
+def job_of(result: xr.DataArray) -> dict[str, Any]:
+    """The job record of a ``segment`` result; for another array, its dask graph's name stands for it."""
+    text = result.attrs.get(record.ATTR)
+    return json.loads(text) if isinstance(text, str) else {"result": result.data.name}
+
+
+def inputs_of(result: xr.DataArray) -> dict[str, str]:
+    """``{"input": path or URL}`` of the raster a ``segment`` result was computed from (empty if unknown)."""
+    path = job_of(result).get("input", {}).get("path")
+    return {"input": path} if path else {}
+
+
+def _our_store(target: Target) -> dict:
+    """The attributes of the store at ``target``, which must be one seamless_dask wrote."""
+    reason = ""
+    try:
+        attrs = dict(_open_group(target, "r").attrs)
+    except Exception as error:  # not zarr at all: a folder, a file, a store of another layout
+        attrs, reason = {}, f" ({type(error).__name__})"
+    if LAYOUT not in attrs:
+        raise RasterError(
+            f"{target.url!r} exists and is not a zarr store seamless_dask wrote{reason}: it is left as it is; "
+            "remove it yourself, or choose another output"
+        )
+    return attrs
+
+
+def _regular_chunks(chunks: tuple[tuple[int, ...], ...]) -> tuple[tuple[int, ...], ...]:
+    """Chunks on a regular grid that zarr can hold, as close to ``chunks`` as possible.
+
+    segment's chunks are regular except that the last one may be longer (it holds the flush tile):
+    that chunk then covers two zarr chunks, still written by one task, so no zarr chunk has two writers.
+    """
+    out = []
+    for axis in chunks:
+        step = axis[0]
+        edges = np.cumsum(axis)[:-1]
+        if np.all(edges % step == 0) and all(c == step for c in axis[:-1]):
+            out.append(axis)
+        else:
+            size = sum(axis)
+            out.append((step,) * (size // step) + ((size % step,) if size % step else ()))
+    return tuple(out)
+
+
+def _write_template(result: xr.DataArray, target: Target, chunks: tuple[tuple[int, ...], ...]) -> None:
+    ds = result.to_dataset()
+    var = ds[result.name]
+    nodata = var.attrs.pop("_FillValue", None)
+    # Edit the variable's own encoding: to_zarr(encoding=...) would replace it and drop grid_mapping.
+    var.encoding.update(chunks=tuple(axis[0] for axis in chunks))
+    if nodata is not None:
+        var.encoding.update(_FillValue=nodata, fill_value=nodata)
+    options: dict[str, Any] = {"storage_options": target.storage_options} if target.storage_options else {}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        # mode="w" replaces a store only after _our_store said seamless_dask wrote it
+        ds.to_zarr(target.url, mode="w", compute=False, consolidated=True, **options)
+        group = _open_group(target, "r+")
+        grid = tuple(len(c) for c in chunks[-2:])
+        group.create_array(DONE, shape=grid, chunks=(1, 1), dtype="uint8", fill_value=0)
+        group.attrs.update(
+            {LAYOUT: _layout(result, chunks), "seamless_complete": False, record.ATTR: record.dumps(job_of(result))}
+        )
+
+
+def _layout(result: xr.DataArray, chunks: tuple[tuple[int, ...], ...]) -> dict:
+    return {"name": str(result.name), "shape": list(result.shape), "dtype": str(result.dtype), "chunks": chunks}
+
+
+def _check_resumable(
+    target: Target, result: xr.DataArray, chunks: tuple[tuple[int, ...], ...], attrs: dict
+) -> np.ndarray:
+    found, expected = attrs.get(LAYOUT), _layout(result, chunks)
+    if found != json.loads(json.dumps(expected)):
+        raise RasterError(
+            f"{target.url!r} was started for a result of another layout ({found}, now {expected}): resume with the "
+            "same image, model, tile size, overlap and chunks, or use overwrite=True"
+        )
+    if record.ATTR not in attrs:
+        raise RasterError(
+            f"{target.url!r} has no job record (written by an older seamless_dask), so resuming it cannot be proven "
+            "to finish the same job: use overwrite=True to write it anew"
+        )
+    changed = record.differences(json.loads(attrs[record.ATTR]), job_of(result))
+    if changed:
+        raise RasterError(
+            f"{target.url!r} was started by another job; resuming would mix two jobs' results. What differs "
+            f"(started -> now): {'; '.join(changed)}. Resume with the same input, model and options, or use "
+            "overwrite=True to write it anew"
+        )
+    return np.asarray(_open_array(target, DONE, "r")[...]).astype(bool)
+
+
+def _zarr_writes(result: xr.DataArray, target: Target, done: np.ndarray) -> Delayed:
+    """A Delayed that writes every region not ``done`` and returns how many it wrote."""
+    array = restricted(result.data, done) if done.any() else result.data
+    name = "seamless-zarr-" + tokenize(array.name, target.url, done)
+    offsets = [np.concatenate([[0], np.cumsum(c)]) for c in array.chunks[-2:]]
+    lead = (0,) * (array.ndim - 2)
+    layer: dict = {}
+    for j, k in zip(*np.nonzero(~done), strict=True):
+        region = (slice(offsets[0][j], offsets[0][j + 1]), slice(offsets[1][k], offsets[1][k + 1]))
+        layer[(name, int(j), int(k))] = (
+            _write_region,
+            target,
+            str(result.name),
+            (array.name, *lead, j, k),
+            region,
+            (j, k),
+        )
+    total = "seamless-zarr-done-" + tokenize(name)
+    layer[total] = (sum, list(layer))
+    dependencies: list[Any] = [array]
+    return Delayed(total, HighLevelGraph.from_collections(total, layer, dependencies=dependencies))
+
+
+def _write_region(target: Target, name: str, block: np.ndarray, region: tuple[slice, slice], index: tuple) -> int:
+    _open_array(target, name, "r+")[(Ellipsis, region[0], region[1])] = block
+    # After the pixels: a marker never stands for a region that was not written.
+    _open_array(target, DONE, "r+")[index] = 1
+    return 1
