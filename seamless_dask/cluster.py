@@ -17,6 +17,7 @@ from typing import Any
 
 from distributed import SchedulerPlugin, WorkerPlugin
 
+from . import keys
 from .runner import ModelRunner, RegisteredModel, register_model, spec_token
 
 
@@ -119,12 +120,10 @@ class ResourceRouting(SchedulerPlugin):
     name = "seamless-resource-routing"
 
     def update_graph(self, scheduler: Any, *, tasks: Any = (), **kwargs: Any) -> None:
-        from .segment import parse_resource_tag
-
         for key in tasks:
             ts = scheduler.tasks.get(key)
-            if ts is not None and _runs_the_model(ts):
-                resources = parse_resource_tag(str(key[0]))
+            if ts is not None and keys.is_inference(ts.key):
+                resources = keys.parse_resource_tag(str(key[0]))
                 if resources:
                     ts.resource_restrictions = resources
 
@@ -155,11 +154,31 @@ class RowOrder(SchedulerPlugin):
                 ts.priority = (*ts.priority[:-1], rank)
 
 
+class TileEvents(SchedulerPlugin):
+    """On the scheduler: an event on the topic ``seamless-tiles`` each time a model task's result is in memory,
+    which the client's tile progress bar follows (:mod:`seamless_dask.progress`); a ``Future`` made from a
+    key name would never hear of it, since the scheduler reports keys only to clients that asked for them."""
+
+    name = "seamless-tile-events"
+
+    def __init__(self) -> None:
+        self.scheduler: Any = None
+
+    async def start(self, scheduler: Any) -> None:
+        self.scheduler = scheduler
+
+    def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
+        if finish == "memory" and self.scheduler is not None and keys.is_inference(key):
+            from .progress import TOPIC
+
+            self.scheduler.log_event(TOPIC, list(key))
+
+
 def chunk_rows(tasks: list[Any]) -> dict[Any, int | None]:
     """The row of chunks each task works for (see :class:`RowOrder`); ``None`` for tasks of no row."""
     in_graph = {ts.key for ts in tasks}
     ordered = sorted(tasks, key=lambda ts: ts.priority or ())  # dask's order runs dependencies first
-    rows: dict[Any, int | None] = {ts.key: _own_row(ts.key) for ts in ordered}
+    rows: dict[Any, int | None] = {ts.key: keys.chunk_row(ts.key) for ts in ordered}
     for ts in ordered:  # downstream: after the latest row it depends on
         if rows[ts.key] is None:
             rows[ts.key] = _known(max, (rows.get(d.key) for d in ts.dependencies if d.key in in_graph))
@@ -167,14 +186,6 @@ def chunk_rows(tasks: list[Any]) -> dict[Any, int | None]:
         if rows[ts.key] is None:
             rows[ts.key] = _known(min, (rows.get(d.key) for d in ts.dependents if d.key in in_graph))
     return rows
-
-
-def _own_row(key: Any) -> int | None:
-    """The chunk row of a seamless_dask key: ``(name, [band or part,] j, k)``."""
-    if isinstance(key, tuple) and len(key) >= 3 and str(key[0]).startswith("seamless-"):
-        row = key[-2]
-        return row if isinstance(row, int) else None
-    return None
 
 
 def _known(pick: Any, rows: Any) -> int | None:
@@ -187,12 +198,6 @@ def _or_first(row: int | None) -> int:
     return -1 if row is None else row
 
 
-def _runs_the_model(ts: Any) -> bool:
-    """A stage-1 task, alone or fused by dask with its settle task (the last chunk's stage 1 has no other
-    dependent, so low-level fusion merges the two into a key named ``seamless-infer-seamless-settle-...``)."""
-    return isinstance(ts.key, tuple) and str(ts.key[0]).startswith("seamless-infer-")
-
-
 def setup_workers(client: Any, *, torch_threads: int | None = None, gdal_cache_mb: int | None = GDAL_CACHE_MB) -> None:
     """Register :class:`WorkerSetup` on ``client``'s workers (those that join later get it too) and
     :class:`ResourceRouting` and :class:`RowOrder` on its scheduler (which must be able to import
@@ -202,11 +207,13 @@ def setup_workers(client: Any, *, torch_threads: int | None = None, gdal_cache_m
 
 
 def ensure_scheduler_plugins(client: Any, *, required: bool = True) -> None:
-    """Register :class:`ResourceRouting` and :class:`RowOrder` on ``client``'s scheduler, once per client.
+    """Register :class:`ResourceRouting`, :class:`RowOrder` and :class:`TileEvents` on ``client``'s scheduler,
+    once per client.
 
     The scheduler must be able to import seamless_dask. When it cannot and nothing ``required`` them (no
     task needs worker resources), the job runs without them, in dask's own order, with a warning."""
-    for plugin in (ResourceRouting(), RowOrder()):
+    plugins: tuple[ResourceRouting | RowOrder | TileEvents, ...] = (ResourceRouting(), RowOrder(), TileEvents())
+    for plugin in plugins:
         if plugin.name in _registered(client):
             continue
         try:
@@ -216,12 +223,12 @@ def ensure_scheduler_plugins(client: Any, *, required: bool = True) -> None:
                 raise
             warnings.warn(
                 f"seamless_dask: could not register its scheduler plugins ({type(error).__name__}: {error}); the "
-                "job runs in dask's order, so memory grows with the scene: install seamless_dask where the "
-                "scheduler runs (one image for scheduler, workers and client)",
+                "job runs in dask's order, so memory grows with the scene, and the tile progress bar does not advance: "
+                "install seamless_dask where the scheduler runs (one image for scheduler, workers and client)",
                 RuntimeWarning,
                 stacklevel=3,
             )
-            _registered(client).update((ResourceRouting.name, RowOrder.name))
+            _registered(client).update(p.name for p in plugins)
             return
         _registered(client).add(plugin.name)
 

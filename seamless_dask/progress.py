@@ -1,21 +1,26 @@
 """Progress in tiles: how many grid tiles have been through the model, on any dask scheduler.
 
 ``compute(obj, progress=True)`` runs a lazy ``segment`` result or a writer's Delayed with a tqdm bar
-counting tiles. Local schedulers (threads, processes) report each stage-1 task as it ends; with a
-``distributed.Client`` the bar follows the futures of the stage-1 keys, so it also works in a notebook
-attached to a remote cluster (where the dashboard link is ``client.dashboard_link``).
+counting tiles. Local schedulers (threads, processes) report each stage-1 task as it ends, through a dask
+callback. On a ``distributed`` cluster, the :class:`TileEvents` scheduler plugin (registered with the other
+scheduler plugins, see :func:`seamless_dask.cluster.ensure_scheduler_plugins`) logs an event each time a
+stage-1 task's result is in memory, and the client follows that topic: it also works in a notebook attached
+to a remote cluster. Stage-1 tasks fused with their settle task count too (:func:`keys.inference_key`).
 """
 
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Mapping
 from typing import Any
 
 import dask
 from dask.callbacks import Callback
 
-INFER_PREFIX = "seamless-infer-"
+from . import keys
+
+TOPIC = "seamless-tiles"
 
 
 def tile_counts(obj: Any) -> dict[Any, int]:
@@ -24,10 +29,10 @@ def tile_counts(obj: Any) -> dict[Any, int]:
     layers: Mapping[str, Any] = getattr(graph, "layers", {"": graph})
     counts: dict[Any, int] = {}
     for name, layer in layers.items():
-        if name and not str(name).startswith("seamless-"):
+        if name and not str(name).startswith(keys.PREFIX):
             continue  # never materialise the input's layers just to look at their keys
         for key in layer:
-            if isinstance(key, tuple) and str(key[0]).startswith(INFER_PREFIX):
+            if keys.inference_key(key) == key:
                 counts[key] = len(_task_tiles(layer[key]))
     return counts
 
@@ -64,35 +69,53 @@ def _bar(total: int, description: str) -> Any:
     return tqdm(total=total, unit="tile", desc=description, file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
 
 
+class _Counter:
+    """Advances a bar once per stage-1 key of ``counts``, by that key's tiles (twice-reported keys once)."""
+
+    def __init__(self, counts: dict[Any, int], bar: Any) -> None:
+        self.counts, self.bar = counts, bar
+        self.seen: set[Any] = set()
+        self.lock = threading.Lock()
+
+    def done(self, key: Any) -> None:
+        stage1 = keys.inference_key(key)
+        with self.lock:
+            if stage1 in self.counts and stage1 not in self.seen:
+                self.seen.add(stage1)
+                self.bar.update(self.counts[stage1])
+
+
 class _TileBar(Callback):
     """A dask callback (local schedulers) that advances a bar by each stage-1 task's tile count."""
 
     def __init__(self, counts: dict[Any, int], description: str) -> None:
         super().__init__()
-        self.counts, self.description, self.bar = counts, description, None
+        self.counts, self.description = counts, description
+        self.counter: _Counter | None = None
 
     def _start(self, dsk: Any) -> None:
-        self.bar = _bar(sum(self.counts.values()), self.description)
+        self.counter = _Counter(self.counts, _bar(sum(self.counts.values()), self.description))
 
     def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
-        if key in self.counts and self.bar is not None:
-            self.bar.update(self.counts[key])
+        if self.counter is not None:
+            self.counter.done(key)
 
     def _finish(self, dsk: Any, state: Any, errored: bool) -> None:
-        if self.bar is not None:
-            self.bar.close()
+        if self.counter is not None:
+            self.counter.bar.close()
 
 
 def _compute_distributed(client: Any, obj: Any, counts: dict[Any, int], description: str) -> Any:
-    """Compute on the cluster, following the stage-1 keys' futures for the bar."""
-    from distributed import Future, as_completed
-
-    future = client.compute(obj)
-    watched: list[Any] = [Future(key, client) for key in counts]
+    """Compute on the cluster; the bar follows :class:`TileEvents` events for this graph's stage-1 keys."""
     with _bar(sum(counts.values()), description) as bar:
-        for done in as_completed([*watched, future]):
-            if done is future:
-                break
-            bar.update(counts.get(done.key, 0))
-            done.release()  # at once: a held stage-1 result would stay in the cluster's memory
-    return future.result()
+        counter = _Counter(counts, bar)
+
+        def on_event(event: Any) -> None:
+            _, key = event
+            counter.done(tuple(key) if isinstance(key, list) else key)
+
+        client.subscribe_topic(TOPIC, on_event)
+        try:
+            return client.compute(obj).result()
+        finally:
+            client.unsubscribe_topic(TOPIC)

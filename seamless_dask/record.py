@@ -137,14 +137,16 @@ def model_identity(model: Any, loaded: Any = None) -> dict[str, Any]:
 
 
 def weights_hash(model: Any) -> str | None:
-    """A hash of a torch module's ``state_dict`` (names, dtypes, shapes, bytes); ``None`` for other callables."""
+    """A hash of a torch module's ``state_dict`` (names, dtypes, shapes, bytes); ``None`` for other callables
+    and for modules without parameters or buffers."""
     state = getattr(model, "state_dict", None)
-    if not callable(state):
+    tensors = state() if callable(state) else {}
+    if not tensors:
         return None
     import torch
 
     digest = hashlib.blake2b(digest_size=16)
-    for name, tensor in sorted(state().items()):
+    for name, tensor in sorted(tensors.items()):
         if not isinstance(tensor, torch.Tensor):
             continue
         digest.update(f"{name}{tensor.dtype}{tuple(tensor.shape)}".encode())

@@ -29,7 +29,7 @@ import xarray as xr
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
-from . import blend
+from . import blend, keys
 from .exceptions import DimensionError, OptionError
 from .grid import ChunkPlan, LocalTile, Pair, TileGrid, as_pair
 from .runner import ModelRunner, RunnerConfig
@@ -313,7 +313,7 @@ class _Recipe:
         """The output graph; chunks marked ``done`` run only the tiles that reach into chunks not done."""
         plan_ = self.chunk_plan
         token = tokenize(self.extended.name, plan_, self.shared.key, done)
-        sums_name = "seamless-infer-" + resource_tag(self.job.resources) + token
+        sums_name = keys.infer_name(self.job.resources, token)
         layer = {
             (sums_name, j, k): (
                 blend.accumulate,
@@ -494,8 +494,7 @@ def _blend_array(infer: dict, sums_name: str, recipe: _Recipe) -> Built:
     labels, n_classes = job.output == "labels", int(job.num_classes or 0)
     dtype = np.dtype(np.uint8) if job.binary else blend.label_dtype(n_classes + recipe.masked)
     label_nodata = int(np.iinfo(dtype).max) if labels and recipe.masked else None
-    token = sums_name.removeprefix("seamless-infer-") + tokenize(job.output, job.binary, label_nodata)
-    parts, settled, out = "seamless-halo-" + token, "seamless-settle-" + token, f"seamless-{job.output}-" + token
+    parts, settled, out = keys.stage2_names(sums_name, tokenize(job.output, job.binary, label_nodata), job.output)
     decision = blend.Decision(job.output, job.binary, label_nodata)
     (hs, ws), (ext_y, ext_x) = chunk_plan.chunks, chunk_plan.extensions
     for j, h in enumerate(hs):
@@ -570,25 +569,6 @@ def _with_geo(out: xr.DataArray, source: xr.DataArray, nodata: float | None) -> 
         if source.sizes["y"] > 1 and source.sizes["x"] > 1:
             out = out.rio.write_transform(source.rio.transform())
     return out.rio.write_nodata(nodata, encoded=False) if nodata is not None else out
-
-
-def resource_tag(resources: tuple[tuple[str, float], ...]) -> str:
-    """The resources model tasks need, written into their key names, e.g. ``[GPU=1]-``.
-
-    A key name survives graph optimisation where layer annotations do not (dask#7036, distributed#8593);
-    :class:`seamless_dask.cluster.ResourceRouting` reads it on the scheduler.
-    """
-    if not resources:
-        return ""
-    return "[" + ",".join(f"{name}={amount:g}" for name, amount in resources) + "]-"
-
-
-def parse_resource_tag(name: str) -> dict[str, float]:
-    """The resources in a key name made with :func:`resource_tag` (``{}`` when there are none)."""
-    if "[" not in name or "]" not in name:
-        return {}
-    inside = name[name.index("[") + 1 : name.index("]")]
-    return {k: float(v) for k, v in (item.split("=") for item in inside.split(","))}
 
 
 def _resources_for(device: str, resources: dict[str, float] | str | None) -> tuple[tuple[str, float], ...]:

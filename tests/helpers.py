@@ -286,3 +286,29 @@ class FiniteOnly(nn.Module):
         if not torch.isfinite(x).all():
             raise AssertionError("the model was given a non-finite input value")
         return Brightness()(x)
+
+
+def python_process(*args: str, **popen):
+    """``python ARGS`` in a new process, stdout and stderr together."""
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **popen)
+
+
+def wait_for(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.1)
+
+
+def other_model() -> nn.Module:
+    """Brightness with the classes swapped: another model with the same output shape, 'helpers:other_model'."""
+
+    class Swapped(nn.Module):
+        def forward(self, x):
+            return Brightness()(x).flip(1)
+
+    return Swapped()

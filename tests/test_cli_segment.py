@@ -109,7 +109,7 @@ def test_cli_refuses_to_overwrite_unless_asked(scene, tmp_path, capsys):
     assert segment(scene, target, "--model", MODEL, "--overwrite", "--no-progress") == 2
     one_line_error(capsys, "is not a GeoTIFF", "left as it is")
     assert target.read_bytes() == b"precious"
-    target.write_bytes(open(scene, "rb").read())
+    target.write_bytes(scene.read_bytes())
     assert segment(scene, target, "--model", MODEL, "--overwrite", "--no-progress") == 0
 
 

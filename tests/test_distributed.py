@@ -3,8 +3,6 @@
 import os
 import pickle
 import signal
-import subprocess
-import sys
 import time
 
 import dask
@@ -110,16 +108,7 @@ def test_string_specs_load_once_per_worker_process_and_torch_gets_its_threads(tm
 # --------------------------------------------------------------------------------- real processes
 
 
-def _python(*args: str, **popen) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **popen)
-
-
-def _wait_for(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.1)
+_python, _wait_for = helpers.python_process, helpers.wait_for
 
 
 def _regions_done(store) -> int:
