@@ -1,0 +1,193 @@
+"""Safe in the field, clusters: a scheduler that never answers, answers in another protocol or has no workers
+fails in bounded time with a clear error; the tile bar ends at N/N on every scheduler; TLS clusters work end to
+end, with real ``dask scheduler`` and ``dask worker`` processes."""
+
+import http.server
+import json
+import re
+import socket
+import threading
+import time
+
+import helpers
+import numpy as np
+import pytest
+import rasterio
+from distributed import Client
+from distributed.security import Security
+
+import seamless_dask as sd
+from seamless_dask import progress
+from seamless_dask.cli import main
+from seamless_dask.demo import write_scene_geotiff
+
+MODEL = "helpers:brightness"
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    return write_scene_geotiff(tmp_path_factory.mktemp("scene") / "scene.tif", size=240)
+
+
+def cli(*args) -> int:
+    return main(["segment", *map(str, args), "--tile-size", "64", "--overlap", "16"])
+
+
+def error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and err[-1].startswith("seamless-dask: error: "), err
+    assert not any("Traceback" in line for line in err)
+    return err[-1]
+
+
+# ---- class 8: schedulers that do not answer, answer in another protocol, or have no workers
+
+
+@pytest.fixture
+def silent_server():
+    """A TCP server that accepts connections and never says a word."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    yield f"tcp://127.0.0.1:{server.getsockname()[1]}"
+    server.close()
+
+
+@pytest.fixture
+def http_server():
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"tcp://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.mark.parametrize("server", ["silent_server", "http_server"])
+def test_a_scheduler_address_that_does_not_speak_dask_fails_in_bounded_time(scene, tmp_path, capsys, request, server):
+    address = request.getfixturevalue(server)
+    started = time.monotonic()
+    args = (scene, tmp_path / "o.tif", "--model", MODEL, "--scheduler", address, "--connect-timeout", "2")
+    assert cli(*args) == 2
+    assert time.monotonic() - started < 60  # it hung for minutes, or allocated exabytes, before
+    line = error_line(capsys)
+    assert "cannot reach a dask scheduler" in line and address in line and "--connect-timeout" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def _dask_process(kind: str, *args: str, env=None):
+    return helpers.python_process("-m", f"distributed.cli.dask_{kind}", *args, env=env)
+
+
+def test_a_scheduler_without_workers_warns_then_fails_after_the_wait(scene, tmp_path, capsys):
+    file = tmp_path / "scheduler.json"
+    scheduler = _dask_process("scheduler", "--host", "127.0.0.1", "--port", "0", "--scheduler-file", str(file),
+                              "--no-dashboard")  # fmt: skip
+    try:
+        helpers.wait_for(file.exists, 30, "the scheduler file")
+        with Client(scheduler_file=str(file)) as client:
+            address = client.scheduler.address
+        assert cli(scene, tmp_path / "o.tif", "--model", MODEL, "--scheduler", address, "--worker-wait", "2") == 2
+        err = capsys.readouterr().err
+        assert "has no worker yet; waiting up to 2 s" in err
+        assert "no worker joined the scheduler" in err.strip().splitlines()[-1]
+    finally:
+        scheduler.kill()
+        scheduler.wait()
+
+
+# ---- class 9: the tile bar reaches N/N on every scheduler
+
+
+def _final_count(err: str) -> tuple[int, int]:
+    counts = re.findall(r"(\d+)/(\d+) \[", err)
+    assert counts, err
+    return int(counts[-1][0]), int(counts[-1][1])
+
+
+@pytest.mark.parametrize("scheduler", ["threads", "local cluster"])
+def test_the_tile_bar_ends_at_the_number_of_tiles(scene, tmp_path, capsys, scheduler):
+    where = ["--scheduler", "threads"] if scheduler == "threads" else []
+    assert cli(scene, tmp_path / "o.tif", "--model", MODEL, "--chunks", "96", *where) == 0
+    result = sd.segment(sd.open_raster(scene), MODEL, tile_size=64, overlap=16, chunks=96)
+    expected = sum(progress.tile_counts(result.data).values())
+    assert _final_count(capsys.readouterr().err) == (expected, expected)
+
+
+def test_a_stage1_task_fused_with_its_settle_task_still_counts(capsys):
+    import dask
+
+    image = helpers.structured_image(3, 300, 300) * 255
+    result = sd.segment(image, helpers.Brightness(), tile_size=64, overlap=16, chunks=100, num_classes=2)
+    lazy = sd.segment(dask.array.from_array(image, chunks=(3, 100, 100)), helpers.Brightness(), tile_size=64,
+                      overlap=16, chunks=100, num_classes=2)  # fmt: skip
+    (optimised,) = dask.optimize(lazy)
+    assert any("seamless-settle" in str(k[0]) and str(k[0]).startswith("seamless-infer-")
+               for k in dict(optimised.__dask_graph__()) if isinstance(k, tuple))  # fmt: skip
+    with dask.config.set(scheduler="threads"):
+        np.testing.assert_array_equal(progress.compute(lazy), result)
+    expected = sum(progress.tile_counts(lazy).values())
+    assert _final_count(capsys.readouterr().err) == (expected, expected)
+
+
+# ---- class 12: TLS end to end
+
+
+@pytest.fixture
+def tls_files(tmp_path):
+    security = Security.temporary()
+    files = {}
+    for name, pem in (
+        ("ca", security.tls_ca_file),
+        ("cert", security.tls_client_cert),
+        ("key", security.tls_client_key),
+    ):
+        files[name] = tmp_path / f"{name}.pem"
+        files[name].write_text(pem)
+    return files
+
+
+def test_a_tls_cluster_of_real_processes_end_to_end(scene, tmp_path, tls_files, capsys):
+    tls = ["--tls-ca-file", str(tls_files["ca"]), "--tls-cert", str(tls_files["cert"]), "--tls-key",
+           str(tls_files["key"])]  # fmt: skip
+    file = tmp_path / "scheduler.json"
+    scheduler = _dask_process("scheduler", "--host", "127.0.0.1", "--port", "0", "--protocol", "tls",
+                              "--scheduler-file", str(file), "--no-dashboard", *tls)  # fmt: skip
+    worker = None
+    try:
+        helpers.wait_for(file.exists, 30, "the scheduler file")
+        address = json.loads(file.read_text())["address"]
+        assert address.startswith("tls://")
+        worker = _dask_process("worker", address, "--nthreads", "2", "--no-nanny", "--host", "127.0.0.1", *tls)
+        target = tmp_path / "o.tif"
+        # without certificates: refused before any connection
+        assert cli(scene, target, "--model", MODEL, "--scheduler", address) == 2
+        assert "--tls-ca-file" in error_line(capsys)
+        assert cli(scene, target, "--model", MODEL, "--scheduler", address, *tls, "--no-progress") == 0
+        with rasterio.open(target) as cog:
+            labels = cog.read(1)
+        expected = sd.segment(sd.open_raster(scene), helpers.Brightness(), tile_size=64, overlap=16).values
+        np.testing.assert_array_equal(labels, expected)
+        # the same cluster over plain TCP is refused by the scheduler
+        plain = address.replace("tls://", "tcp://")
+        assert cli(scene, tmp_path / "p.tif", "--model", MODEL, "--scheduler", plain, "--connect-timeout", "3") == 2
+        assert "cannot reach" in error_line(capsys)
+    finally:
+        for process in (p for p in (worker, scheduler) if p is not None):
+            process.kill()
+            process.wait()
+
+
+def test_the_local_cluster_speaks_tls_when_given_certificates(scene, tmp_path, tls_files):
+    from seamless_dask.cluster import local_cluster
+
+    with local_cluster(dashboard=False, security=Security.temporary()) as client, client.cluster:
+        assert client.scheduler.address.startswith("tls://")
+        result = sd.segment(sd.open_raster(scene), MODEL, tile_size=64, overlap=16)
+        sd.to_cog(result, tmp_path / "a.tif")
+    tls = ["--tls-ca-file", tls_files["ca"], "--tls-cert", tls_files["cert"], "--tls-key", tls_files["key"]]
+    assert cli(scene, tmp_path / "b.tif", "--model", MODEL, *tls, "--no-progress") == 0
+    with rasterio.open(tmp_path / "a.tif") as a, rasterio.open(tmp_path / "b.tif") as b:
+        np.testing.assert_array_equal(a.read(), b.read())
