@@ -88,7 +88,8 @@ def _parser() -> argparse.ArgumentParser:
         "k8s",
         help="print Kubernetes manifests (dask operator) for a cluster of GPU workers, or a job on one",
         description="Print a DaskCluster of GPU workers (kubectl apply -f -), or with --job INPUT OUTPUT ... a "
-        "DaskJob that starts the cluster, runs `seamless-dask segment` on it and tears it down. Needs the "
+        "DaskJob that starts the cluster, runs `seamless-dask segment` on it and tears it down; then a "
+        "NetworkPolicy that lets only the cluster's own pods, its clients and the operator reach it. Needs the "
         "kubernetes extra: pip install 'seamless_dask[kubernetes]'.",
     )
     k8s.add_argument("--name", default="seamless", help="cluster name (a DNS label)")
@@ -98,7 +99,29 @@ def _parser() -> argparse.ArgumentParser:
     k8s.add_argument("--worker-memory", default="32Gi")
     k8s.add_argument("--worker-cpu", default="8")
     k8s.add_argument("--node-selector", action="append", default=[], metavar="KEY=VALUE", help="GPU node label")
-    k8s.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="environment for all pods")
+    k8s.add_argument(
+        "--env", action="append", default=[], metavar="NAME=VALUE", help="environment for all pods (no secrets)"
+    )
+    k8s.add_argument(
+        "--secret-env",
+        action="append",
+        default=[],
+        metavar="NAME=SECRET:KEY",
+        help="environment for all pods from key KEY of the Kubernetes Secret SECRET",
+    )
+    k8s.add_argument(
+        "--env-from-secret", action="append", default=[], metavar="SECRET", help="every key of SECRET as environment"
+    )
+    k8s.add_argument(
+        "--tls-secret", metavar="SECRET", help="a Secret with ca.crt, tls.crt, tls.key: the cluster speaks tls:// only"
+    )
+    k8s.add_argument(
+        "--client-label",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="label of pods (a notebook) the NetworkPolicy lets reach the cluster (default seamless-dask/client=true)",
+    )
     k8s.add_argument(
         "--job", nargs=argparse.REMAINDER, metavar="SEGMENT_ARGS", help="INPUT OUTPUT --model SPEC ... (last)"
     )
@@ -245,7 +268,7 @@ def _plan(args: argparse.Namespace) -> None:
 
 def _k8s(args: argparse.Namespace) -> None:
     from .exceptions import OptionError
-    from .kube import DEFAULT_IMAGE, KubeSpec, cluster_spec, job_spec, to_yaml
+    from .kube import DEFAULT_IMAGE, KubeSpec, cluster_spec, job_spec, network_policy, to_yaml
 
     def pairs(items: list[str], flag: str) -> dict[str, str]:
         bad = [item for item in items if "=" not in item]
@@ -265,9 +288,14 @@ def _k8s(args: argparse.Namespace) -> None:
         worker_cpu=args.worker_cpu,
         worker_memory=args.worker_memory,
         env=pairs(args.env, "--env"),
+        secret_env=pairs(args.secret_env, "--secret-env"),
+        env_from=tuple(args.env_from_secret),
         node_selector=pairs(args.node_selector, "--node-selector"),
+        tls_secret=args.tls_secret,
+        **({"client_labels": pairs(args.client_label, "--client-label")} if args.client_label else {}),
     )
-    print(to_yaml(job_spec(args.job, spec) if args.job else cluster_spec(spec)), end="")
+    main = job_spec(args.job, spec) if args.job else cluster_spec(spec)
+    print(to_yaml(main, network_policy(spec)), end="")
 
 
 def _demo(args: argparse.Namespace) -> None:

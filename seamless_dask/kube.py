@@ -10,7 +10,15 @@ needs), so they can be checked, written to YAML (``seamless-dask k8s``, ``deploy
   need it, see ``segment(resources=)``) and runs a few dask threads, so that reads, blending and writes run
   beside the model task and the GPU does not wait for them;
 - GPU nodes are usually tainted: workers tolerate ``nvidia.com/gpu``;
-- ``dask scheduler`` / ``dask worker`` rather than the retired ``dask-scheduler`` / ``dask-worker`` commands.
+- ``dask scheduler`` / ``dask worker`` rather than the retired ``dask-scheduler`` / ``dask-worker`` commands;
+- locked-down pods: non-root, no privilege escalation, no capabilities, a read-only root filesystem (with an
+  ``emptyDir`` at ``/tmp`` for scratch), the runtime's seccomp profile;
+- secrets never inline: environment from Kubernetes Secrets (``secretKeyRef``, ``envFrom``), and an ``--env``
+  whose name looks like a secret is refused;
+- optional TLS among scheduler, workers and job (``tls_secret``: a Secret with ``ca.crt``, ``tls.crt`` and
+  ``tls.key``, mounted read-only and wired through dask's configuration, so every member speaks ``tls://``);
+- a ``NetworkPolicy`` (:func:`network_policy`) admitting to the cluster's pods only each other, pods labelled
+  as its clients (a notebook) and the dask operator.
 
 Scheduler, workers and client must run the same image (the scheduler unpickles the graph):
 ``deployment/Dockerfile`` builds it.
@@ -28,6 +36,11 @@ from .exceptions import OptionError
 
 DEFAULT_IMAGE = "ghcr.io/seamless-dask/seamless-dask:0.1.0"
 GPU_RESOURCE = "nvidia.com/gpu"
+TLS_DIR = "/etc/dask/tls"
+SCRATCH_DIR = "/tmp"
+USER_ID = 1000  # deployment/Dockerfile's user
+# Names that hold secrets: their values must come from a Secret, never from the manifest's text.
+SECRET_NAME = re.compile(r"SECRET|PASSWORD|PASSWD|TOKEN|CREDENTIAL|PRIVATE|ACCESS_KEY|API_KEY|_KEY$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -51,9 +64,21 @@ class KubeSpec:
     scheduler_cpu, scheduler_memory
         The scheduler's, with no GPU.
     env
-        Extra environment for every pod, e.g. credentials for the object store the rasters live in.
+        Extra environment for every pod that is not secret, e.g. ``{"AWS_REGION": "eu-west-1"}``; a name that
+        looks like a secret (``*SECRET*``, ``*TOKEN*``, ``*_KEY``...) is refused: its value would be plain text.
+    secret_env
+        Environment from Secrets: ``{"AWS_SECRET_ACCESS_KEY": "s3-credentials:secret-key"}`` (``SECRET:KEY``).
+    env_from
+        Secrets whose every key becomes an environment variable of every pod (``envFrom``).
     node_selector
         Labels of the GPU nodes, e.g. ``{"cloud.google.com/gke-accelerator": "nvidia-l4"}``.
+    tls_secret
+        A Secret with ``ca.crt``, ``tls.crt`` and ``tls.key`` (e.g. made by cert-manager): the cluster then
+        speaks ``tls://`` only, scheduler, workers and job alike.
+    client_labels
+        Labels of the pods (a notebook) that may reach the cluster, for :func:`network_policy`.
+    operator_namespace
+        Where the dask operator runs: its controller reaches the scheduler to scale and retire workers.
     """
 
     name: str = "seamless"
@@ -65,8 +90,13 @@ class KubeSpec:
     scheduler_cpu: str = "1"
     scheduler_memory: str = "4Gi"
     env: dict[str, str] = field(default_factory=dict)
+    secret_env: dict[str, str] = field(default_factory=dict)
+    env_from: tuple[str, ...] = ()
     node_selector: dict[str, str] = field(default_factory=dict)
     idle_timeout: int = 0
+    tls_secret: str | None = None
+    client_labels: dict[str, str] = field(default_factory=lambda: {"seamless-dask/client": "true"})
+    operator_namespace: str = "dask-operator"
 
     def __post_init__(self) -> None:
         for name in ("gpu_workers", "worker_threads"):
@@ -78,11 +108,44 @@ class KubeSpec:
                 f"name must be a lowercase DNS label of at most 40 characters (letters, digits, '-'; the operator "
                 f"derives pod names from it), got name={self.name!r}: use e.g. 'seamless'"
             )
+        secret = sorted(name for name in self.env if SECRET_NAME.search(name))
+        if secret:
+            raise OptionError(
+                f"--env {secret[0]}=... looks like a secret, and an --env value is written into the manifest in plain "
+                f"text: put it in a Kubernetes Secret (kubectl create secret generic NAME --from-literal=KEY=...) and "
+                f"pass --secret-env {secret[0]}=NAME:KEY, or --env-from-secret NAME"
+            )
+        for name, ref in self.secret_env.items():
+            if ref.count(":") != 1 or not all(ref.split(":")):
+                raise OptionError(f"secret_env values are SECRET:KEY, got {name}={ref!r}: e.g. s3-credentials:key")
 
     @property
     def scheduler_address(self) -> str:
         """The scheduler's address from inside the cluster's namespace."""
-        return f"tcp://{self.name}-scheduler:8786"
+        return f"{'tls' if self.tls_secret else 'tcp'}://{self.name}-scheduler:8786"
+
+    def environment(self) -> list[dict[str, Any]]:
+        """Every pod's environment: plain values, values from Secrets, and with TLS dask's TLS configuration."""
+        env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in self.env.items()]
+        for name, ref in self.secret_env.items():
+            secret, key = ref.split(":")
+            env.append({"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}})
+        env += [{"name": "HOME", "value": SCRATCH_DIR}, {"name": "TMPDIR", "value": SCRATCH_DIR}]
+        if self.tls_secret:
+            config = {
+                "REQUIRE_ENCRYPTION": "True",
+                "DEFAULT_SCHEME": "tls",
+                "TLS__CA_FILE": f"{TLS_DIR}/ca.crt",
+                **{
+                    f"TLS__{who}__{part}": f"{TLS_DIR}/tls.{ext}"
+                    for who in ("SCHEDULER", "WORKER", "CLIENT")
+                    for part, ext in (("CERT", "crt"), ("KEY", "key"))
+                },
+            }
+            env += [{"name": f"DASK_DISTRIBUTED__COMM__{k}", "value": v} for k, v in config.items()]
+            # the operator sets a tcp:// address unless the pod already names one
+            env.append({"name": "DASK_SCHEDULER_ADDRESS", "value": self.scheduler_address})
+        return env
 
 
 def cluster_spec(spec: KubeSpec | None = None) -> dict[str, Any]:
@@ -94,7 +157,7 @@ def cluster_spec(spec: KubeSpec | None = None) -> dict[str, Any]:
         name=spec.name,
         image=spec.image,
         n_workers=spec.gpu_workers,
-        env=dict(spec.env),
+        env={},
         worker_command="dask worker",
         idle_timeout=spec.idle_timeout,
     )
@@ -107,6 +170,8 @@ def cluster_spec(spec: KubeSpec | None = None) -> dict[str, Any]:
         str(spec.worker_threads),
         "--resources",
         "GPU=1",
+        "--local-directory",
+        f"{SCRATCH_DIR}/dask",
         *container["args"][2:],
     ]
     scheduler = cluster["spec"]["scheduler"]
@@ -134,21 +199,64 @@ def job_spec(segment_args: Sequence[str], spec: KubeSpec | None = None) -> dict[
         "name": "job",
         "image": spec.image,
         "args": ["seamless-dask", "segment", *args, "--scheduler", "$(DASK_SCHEDULER_ADDRESS)", "--no-progress"],
-        "env": copy.deepcopy(cluster["spec"]["worker"]["spec"]["containers"][0]["env"]),
         "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "4Gi"}},
     }
+    job_pod: dict[str, Any] = {"containers": [job_container], "restartPolicy": "Never"}
+    _lock_down(job_pod, spec)
     return {
         "apiVersion": "kubernetes.dask.org/v1",
         "kind": "DaskJob",
         "metadata": {"name": spec.name},
-        "spec": {
-            "job": {"spec": {"containers": [job_container], "restartPolicy": "Never"}},
-            "cluster": {"spec": cluster["spec"]},
-        },
+        "spec": {"job": {"spec": job_pod}, "cluster": {"spec": cluster["spec"]}},
     }
 
 
+def network_policy(spec: KubeSpec | None = None) -> dict[str, Any]:
+    """A ``NetworkPolicy`` for the cluster's pods (scheduler, workers, job runner: the operator labels them
+    ``dask.org/cluster-name``): traffic in only from each other, from pods with ``spec.client_labels`` and from
+    the dask operator's namespace. A dask scheduler runs whatever its clients send: nothing else may reach it."""
+    spec = spec or KubeSpec()
+    members = {"podSelector": {"matchLabels": {"dask.org/cluster-name": spec.name}}}
+    sources: list[dict[str, Any]] = [members, {"podSelector": {"matchLabels": dict(spec.client_labels)}}]
+    operator = {"kubernetes.io/metadata.name": spec.operator_namespace}
+    sources.append({"namespaceSelector": {"matchLabels": operator}})
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": f"{spec.name}-dask"},
+        "spec": {**members, "policyTypes": ["Ingress"], "ingress": [{"from": sources}]},
+    }
+
+
+def _lock_down(pod: dict[str, Any], spec: KubeSpec) -> None:
+    """Non-root, no privilege escalation, no capabilities, read-only root with ``/tmp`` an ``emptyDir``; the
+    environment (Secrets by reference) and, with TLS, the certificates mounted read-only."""
+    pod["securityContext"] = {
+        "runAsNonRoot": True,
+        "runAsUser": USER_ID,
+        "runAsGroup": USER_ID,
+        "fsGroup": USER_ID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    pod["volumes"] = [{"name": "scratch", "emptyDir": {}}]
+    mounts: list[dict[str, Any]] = [{"name": "scratch", "mountPath": SCRATCH_DIR}]
+    if spec.tls_secret:
+        pod["volumes"].append({"name": "tls", "secret": {"secretName": spec.tls_secret, "defaultMode": 0o400}})
+        mounts.append({"name": "tls", "mountPath": TLS_DIR, "readOnly": True})
+    for container in pod["containers"]:
+        container["securityContext"] = {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        }
+        container["volumeMounts"] = copy.deepcopy(mounts)
+        container["env"] = spec.environment()
+        if spec.env_from:
+            container["envFrom"] = [{"secretRef": {"name": name}} for name in spec.env_from]
+
+
 def _set_pod(pod: dict[str, Any], spec: KubeSpec, *, gpu: bool) -> None:
+    _lock_down(pod, spec)
     container = pod["containers"][0]
     if gpu:
         container["resources"] = {

@@ -234,10 +234,14 @@ def _scheduler(request: SegmentRequest) -> Iterator[Any]:
             yield client
         return
     if address.startswith("tls://") and security is None:
-        raise OptionError(
-            f"the scheduler {address!r} speaks TLS: give --tls-ca-file, --tls-cert and --tls-key (the CA and the "
-            "client certificate and key the cluster trusts)"
-        )
+        from distributed.security import Security
+
+        security = Security()  # dask's configuration (distributed.comm.tls.*), as the Kubernetes pods set it
+        if security.tls_ca_file is None:
+            raise OptionError(
+                f"the scheduler {address!r} speaks TLS: give --tls-ca-file, --tls-cert and --tls-key (the CA and the "
+                "client certificate and key the cluster trusts), or set them in dask's configuration"
+            )
     timeout = request.connect_timeout
     if timeout is None:
         timeout = dask.utils.parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"), "s")

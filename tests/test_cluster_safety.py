@@ -4,6 +4,7 @@ end, with real ``dask scheduler`` and ``dask worker`` processes."""
 
 import http.server
 import json
+import os
 import re
 import socket
 import threading
@@ -170,6 +171,16 @@ def test_a_tls_cluster_of_real_processes_end_to_end(scene, tmp_path, tls_files, 
             labels = cog.read(1)
         expected = sd.segment(sd.open_raster(scene), helpers.Brightness(), tile_size=64, overlap=16).values
         np.testing.assert_array_equal(labels, expected)
+        # certificates from dask's configuration, as the Kubernetes manifests set it (seamless_dask.kube)
+        env = {**os.environ, "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True",
+               "DASK_DISTRIBUTED__COMM__TLS__CA_FILE": str(tls_files["ca"]),
+               "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT": str(tls_files["cert"]),
+               "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY": str(tls_files["key"])}  # fmt: skip
+        job = helpers.python_process("-m", "seamless_dask.cli", "segment", str(scene), str(tmp_path / "k.tif"),
+                                     "--model", MODEL, "--tile-size", "64", "--overlap", "16", "--scheduler",
+                                     address, "--no-progress", env=env)  # fmt: skip
+        output, _ = job.communicate(timeout=120)
+        assert job.returncode == 0, output.decode()
         # the same cluster over plain TCP is refused by the scheduler
         plain = address.replace("tls://", "tcp://")
         assert cli(scene, tmp_path / "p.tif", "--model", MODEL, "--scheduler", plain, "--connect-timeout", "3") == 2

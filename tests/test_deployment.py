@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from seamless_dask import OptionError, cli
-from seamless_dask.kube import GPU_RESOURCE, KubeSpec, cluster_spec, job_spec, to_yaml
+from seamless_dask.kube import GPU_RESOURCE, KubeSpec, cluster_spec, job_spec, network_policy, to_yaml
 
 dask_kubernetes = pytest.importorskip("dask_kubernetes")
 jsonschema = pytest.importorskip("jsonschema")
@@ -54,6 +54,15 @@ def crd_of(kind):
 
 
 def validate(resource):
+    if resource["kind"] == "NetworkPolicy":  # no CRD: the Kubernetes client's own model must keep every field
+        import json
+
+        from kubernetes.client import ApiClient
+
+        api = ApiClient()
+        model = api.deserialize(json.dumps(resource), "V1NetworkPolicy", "application/json")
+        assert api.sanitize_for_serialization(model) == resource, "a field the NetworkPolicy model does not know"
+        return
     crd = crd_of(resource["kind"])
     version = crd["spec"]["versions"][0]
     assert resource["apiVersion"] == f"{crd['spec']['group']}/{version['name']}"
@@ -144,8 +153,8 @@ def test_deployment_manifests_are_what_the_cli_prints_and_valid(name, capsys):
 
 def test_cli_k8s_prints_yaml_and_rejects_bad_pairs(capsys):
     assert cli.main(["k8s", "--gpu-workers", "1", "--env", "AWS_REGION=eu-west-1"]) == 0
-    (resource,) = yaml.safe_load_all(capsys.readouterr().out)
-    assert resource["kind"] == "DaskCluster"
+    resource, policy = yaml.safe_load_all(capsys.readouterr().out)
+    assert resource["kind"] == "DaskCluster" and policy["kind"] == "NetworkPolicy"
     assert {"name": "AWS_REGION", "value": "eu-west-1"} in containers(resource["spec"]["worker"])["worker"]["env"]
     assert cli.main(["k8s", "--env", "AWS_REGION"]) == 2
     assert "--env takes NAME=VALUE, got 'AWS_REGION'" in capsys.readouterr().err
@@ -182,3 +191,71 @@ def test_dockerfile_builds_one_image_from_this_checkout():
     assert any(line.startswith("USER ") and "root" not in line for line in lines)  # not root
     ignore = (DEPLOYMENT / "Dockerfile.dockerignore").read_text().splitlines()
     assert ignore[1] == "*" and "!seamless_dask/" in ignore  # nothing but the package reaches the build (no .venv)
+
+
+# ---- Safe in the field, class 12: locked-down pods, secrets by reference, TLS, a NetworkPolicy
+
+
+def all_pods(resource):
+    spec = resource["spec"]
+    cluster = spec["cluster"]["spec"] if resource["kind"] == "DaskJob" else spec
+    pods = [cluster["scheduler"]["spec"], cluster["worker"]["spec"]]
+    return pods + ([spec["job"]["spec"]] if resource["kind"] == "DaskJob" else [])
+
+
+@pytest.mark.parametrize("make", [cluster_spec, lambda s: job_spec(["a.tif", "b.zarr", "--model", "m:f"], s)])
+def test_every_pod_is_non_root_without_privilege_escalation_on_a_read_only_root(make):
+    resource = make(KubeSpec())
+    validate(resource)
+    for pod in all_pods(resource):
+        assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 1000
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        for container in pod["containers"]:
+            context = container["securityContext"]
+            assert context == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                               "capabilities": {"drop": ["ALL"]}}  # fmt: skip
+            assert {"name": "scratch", "mountPath": "/tmp"} in container["volumeMounts"]  # writable scratch
+
+
+def test_secrets_come_from_kubernetes_secrets_never_from_the_manifest_text(capsys):
+    spec = KubeSpec(secret_env={"AWS_SECRET_ACCESS_KEY": "s3:secret"}, env_from=("more-credentials",))
+    resource = cluster_spec(spec)
+    validate(resource)
+    for pod in all_pods(resource):
+        container = pod["containers"][0]
+        ref = {"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": {"secretKeyRef": {"name": "s3", "key": "secret"}}}
+        assert ref in container["env"] and container["envFrom"] == [{"secretRef": {"name": "more-credentials"}}]
+    for name in ("AWS_SECRET_ACCESS_KEY", "GITHUB_TOKEN", "DB_PASSWORD", "MY_API_KEY"):
+        with helpers.raises_mentioning(OptionError, [name, "plain text", "--secret-env", "--env-from-secret"]):
+            KubeSpec(env={name: "hunter2"})
+        assert cli.main(["k8s", "--env", f"{name}=hunter2"]) == 2
+        assert "hunter2" not in capsys.readouterr().out
+    with helpers.raises_mentioning(OptionError, ["SECRET:KEY"]):
+        KubeSpec(secret_env={"A": "no-key"})
+
+
+def test_tls_mounts_the_secret_and_configures_every_member():
+    resource = job_spec(["a.tif", "b.zarr", "--model", "m:f"], KubeSpec(tls_secret="seamless-tls"))
+    validate(resource)
+    for pod in all_pods(resource):
+        assert {"name": "tls", "secret": {"secretName": "seamless-tls", "defaultMode": 0o400}} in pod["volumes"]
+        env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+        assert env["DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION"] == "True"
+        assert env["DASK_DISTRIBUTED__COMM__TLS__CA_FILE"] == "/etc/dask/tls/ca.crt"
+        assert env["DASK_SCHEDULER_ADDRESS"] == "tls://seamless-scheduler:8786"  # the operator's tcp:// not used
+    assert KubeSpec(tls_secret="x").scheduler_address.startswith("tls://")
+
+
+def test_the_network_policy_admits_only_the_cluster_its_clients_and_the_operator():
+    policy = network_policy(KubeSpec(name="scan", client_labels={"app": "notebook"}))
+    validate(policy)
+    assert policy["spec"]["podSelector"] == {"matchLabels": {"dask.org/cluster-name": "scan"}}
+    sources = policy["spec"]["ingress"][0]["from"]
+    assert {"podSelector": {"matchLabels": {"dask.org/cluster-name": "scan"}}} in sources
+    assert {"podSelector": {"matchLabels": {"app": "notebook"}}} in sources
+    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "dask-operator"}}} in sources
+    assert len(sources) == 3 and policy["spec"]["policyTypes"] == ["Ingress"]
+    broken = copy.deepcopy(policy)
+    broken["spec"]["ingres"] = broken["spec"].pop("ingress")
+    with pytest.raises(AssertionError, match="does not know"):
+        validate(broken)
