@@ -277,8 +277,9 @@ def probe_scheduler(address: str, security: Any, timeout: float) -> None:
         answer = asyncio.run(bounded())
     except (OSError, TimeoutError, asyncio.TimeoutError, MemoryError, ValueError, TypeError) as error:
         why = f"{type(error).__name__}: {' '.join(str(error).split())}" if str(error) else type(error).__name__
+        within = f" within {timeout:g} s" if isinstance(error, (OSError, TimeoutError, asyncio.TimeoutError)) else ""
         raise OptionError(
-            f"cannot reach a dask scheduler at {address!r} within {timeout:g} s ({why}): check --scheduler (the "
+            f"cannot reach a dask scheduler at {address!r}{within} ({why}): check --scheduler (the "
             "scheduler's tcp:// or tls:// address, port 8786 by default, not its dashboard), that it runs, and "
             "--connect-timeout"
         ) from None

@@ -210,3 +210,13 @@ def test_a_million_pixel_square_vrt_is_refused_before_any_tile_is_planned(tmp_pa
         sd.segment(sd.open_raster(vrt), helpers.Brightness(), num_classes=2)
     assert cli(vrt, tmp_path / "o.tif", "--model", "helpers:brightness", "--no-progress") == 2
     assert "window by window" in last_line(capsys)
+
+
+def test_a_zarr_variable_with_a_time_dim_is_not_taken_for_bands(tmp_path, capsys):
+    ds = xr.Dataset({"t": (("time", "y", "x"), np.ones((2, 50, 50), "uint8"))})
+    ds.to_zarr(tmp_path / "time.zarr")
+    assert cli(tmp_path / "time.zarr", tmp_path / "o.tif", "--model", "helpers:brightness") == 2
+    line = last_line(capsys)
+    assert "'time' is not a band dim" in line and "isel(time=0)" in line
+    xr.Dataset({"t": (("channel", "y", "x"), np.ones((2, 50, 50), "uint8"))}).to_zarr(tmp_path / "ch.zarr")
+    assert sd.open_raster(tmp_path / "ch.zarr").dims == ("band", "y", "x")

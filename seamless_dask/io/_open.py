@@ -13,6 +13,7 @@ import xarray as xr
 from ..exceptions import RasterError
 
 NETCDF_SUFFIXES = (".nc", ".nc4", ".netcdf")
+BAND_DIMS = ("band", "bands", "channel", "channels", "c", "spectral_band")  # what a (band, y, x) variable may call it
 
 
 def open_raster(
@@ -100,6 +101,13 @@ def _open_dataset_variable(where: str, chunks: dict | str | None, variable: str 
     if data.ndim == 2:
         data = data.expand_dims(band=[1])
     if data.ndim == 3 and str(data.dims[0]) != "band":
+        first = str(data.dims[0])
+        if first.lower() not in BAND_DIMS:
+            raise RasterError(
+                f"variable {name!r} of {where!r} has dims {tuple(map(str, data.dims))}, and {first!r} is not a band "
+                f"dim: select one {first} first, e.g. xr.open_zarr(...)[{name!r}].isel({first}=0), and segment that "
+                "(a band dim is named one of " + ", ".join(BAND_DIMS) + ")"
+            )
         data = data.rename({data.dims[0]: "band"})
     return data
 
