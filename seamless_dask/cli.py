@@ -6,6 +6,7 @@ User mistakes end with a one-line error and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -292,8 +293,9 @@ def _k8s(args: argparse.Namespace) -> None:
         env_from=tuple(args.env_from_secret),
         node_selector=pairs(args.node_selector, "--node-selector"),
         tls_secret=args.tls_secret,
-        **({"client_labels": pairs(args.client_label, "--client-label")} if args.client_label else {}),
     )
+    if args.client_label:
+        spec = dataclasses.replace(spec, client_labels=pairs(args.client_label, "--client-label"))
     main = job_spec(args.job, spec) if args.job else cluster_spec(spec)
     print(to_yaml(main, network_policy(spec)), end="")
 

@@ -21,8 +21,8 @@ import xarray as xr
 from .blend import TilePadding, mask_nodata, nearest_valid_fill
 from .exceptions import DimensionError, OptionError
 from .grid import Pair, TileGrid, TileWindow, as_pair
+from .inputs import bands_first, bands_first_dataarray, nodata_for
 from .runner import RunnerConfig
-from .segment import _nodata_for
 
 IGNORE_INDEX = -100  # torch.nn.CrossEntropyLoss's default ignore_index
 
@@ -86,11 +86,9 @@ class TileDataset:
         self.config = RunnerConfig(normalize=normalize)
         for image in self.images:
             self.config.check_bands(image.shape[0])
-        self.nodata = [_nodata_for(image, nodata) for image in self.images]
+        self.nodata = [nodata_for(image, nodata) for image in self.images]
         self.label_nodata = (
-            [None] * len(self.images)
-            if self.labels is None
-            else [_nodata_for(lab, label_nodata) for lab in self.labels]
+            [None] * len(self.images) if self.labels is None else [nodata_for(lab, label_nodata) for lab in self.labels]
         )
         self.ignore_index = ignore_index
         self.transform = transform
@@ -198,13 +196,9 @@ def _as_image(image: Any, what: str) -> Any:
 
         image = open_raster(image)
     if isinstance(image, xr.DataArray):
-        from .segment import _dataarray_bands_first
-
-        return _dataarray_bands_first(image)
+        return bands_first_dataarray(image)
     if hasattr(image, "shape") and hasattr(image, "dtype"):
-        from .segment import _as_bands_first
-
-        return _as_bands_first(image, f"{what} array")
+        return bands_first(image, f"{what} array")
     raise DimensionError(f"{what} must be a path, a DataArray or an array, got {type(image).__name__}")
 
 

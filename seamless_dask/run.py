@@ -237,7 +237,7 @@ def _scheduler(request: SegmentRequest) -> Iterator[Any]:
         from distributed.security import Security
 
         security = Security()  # dask's configuration (distributed.comm.tls.*), as the Kubernetes pods set it
-        if security.tls_ca_file is None:
+        if getattr(security, "tls_ca_file", None) is None:
             raise OptionError(
                 f"the scheduler {address!r} speaks TLS: give --tls-ca-file, --tls-cert and --tls-key (the CA and the "
                 "client certificate and key the cluster trusts), or set them in dask's configuration"

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import seamless_dask as sd
 from seamless_dask import DimensionError, ModelOutputError, OptionError, TileGrid, WeightsError
-from seamless_dask.segment import in_memory_chunk
+from seamless_dask.graph import in_memory_chunk
 
 NET = helpers.conv_net(bands=2, classes=3)
 WHOLE = 10**6  # one chunk: the in-memory reference

@@ -15,7 +15,7 @@ from dask.highlevelgraph import HighLevelGraph
 
 from .. import record
 from ..exceptions import DimensionError, OptionError, RasterError
-from ..segment import restricted
+from ..graph import RESUME_PLANS
 from ._target import Target, as_target, check_not_an_input, claim
 
 DONE = "_seamless/done"  # one uint8 per chunk region, 1 once written: the resume marker
@@ -70,7 +70,8 @@ def _prepare(result: Any, target: Target, resume: bool, overwrite: bool) -> Dela
     result = as_result(result)
     check_not_an_input(target, inputs_of(result), "output")
     chunks = _regular_chunks(result.data.chunks)
-    result = result.chunk(dict(zip(result.dims, chunks, strict=True)))
+    if chunks != result.data.chunks:  # a rechunk would give the result another name, and resume its plan
+        result = result.chunk(dict(zip(result.dims, chunks, strict=True)))
     exists = target.exists()
     if exists and not (resume or overwrite):
         raise RasterError(f"{target.url!r} exists: pass resume=True to finish it, or overwrite=True to replace it")
@@ -223,7 +224,7 @@ def _check_resumable(
 
 def _zarr_writes(result: xr.DataArray, target: Target, done: np.ndarray) -> Delayed:
     """A Delayed that writes every region not ``done`` and returns how many it wrote."""
-    array = restricted(result.data, done) if done.any() else result.data
+    array = RESUME_PLANS.restricted(result.data, done) if done.any() else result.data
     name = "seamless-zarr-" + tokenize(array.name, target.url, done)
     offsets = [np.concatenate([[0], np.cumsum(c)]) for c in array.chunks[-2:]]
     lead = (0,) * (array.ndim - 2)

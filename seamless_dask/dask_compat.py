@@ -1,0 +1,58 @@
+"""dask arrays and graphs from hand-built layers, on both of dask's array engines.
+
+seamless_dask builds its graph by hand (one task per chunk and stage, see :mod:`seamless_dask.graph`). With the
+legacy array engine a layer becomes an array through ``da.Array(graph, name, chunks, dtype)``; with dask's
+query-planning engine (``array.query-planning``, "array-expr") that constructor does not exist, and a hand-built
+graph enters through ``from_graph``, which gives the array a name of its own (the keys keep theirs). Collections
+of that engine have no ``__dask_layers__``, so their graph is taken as one materialised layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+from dask.base import tokenize
+from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
+
+
+def array_expr() -> bool:
+    """Whether ``dask.array`` is the query-planning (array-expr) engine."""
+    return da.Array.__module__ != "dask.array.core"
+
+
+def graph_with(name: str, layer: dict, dependencies: Sequence[Any], annotations: dict | None = None) -> HighLevelGraph:
+    """A graph holding ``layer`` (named ``name``) on top of the graphs of ``dependencies`` (dask collections of
+    either engine, or anything with ``__dask_graph__``)."""
+    layers: dict[str, Any] = {}
+    deps: dict[str, set] = {}
+    upstream: set[str] = set()
+    for dependency in dependencies:
+        graph = dependency.__dask_graph__()
+        if isinstance(graph, HighLevelGraph) and hasattr(dependency, "__dask_layers__"):
+            layers.update(graph.layers)
+            deps.update(graph.dependencies)
+            upstream.update(dependency.__dask_layers__())
+        else:  # an array-expr collection: its lowered graph as one layer
+            below = str(getattr(dependency, "name", "")) or "upstream-" + tokenize(dependency)
+            layers[below] = MaterializedLayer(dict(graph))
+            deps[below] = set()
+            upstream.add(below)
+    layers[name] = MaterializedLayer(layer, annotations=annotations)
+    deps[name] = upstream
+    return HighLevelGraph(layers, deps)
+
+
+def new_array(graph: HighLevelGraph, name: str, chunks: tuple[tuple[int, ...], ...], dtype: Any) -> Any:
+    """The dask array whose blocks are the keys ``(name, i, j, ...)`` of ``graph``."""
+    if not array_expr():
+        return da.Array(graph, name, chunks=chunks, dtype=dtype)
+    from dask.array._array_expr._collection import from_graph
+
+    meta = np.empty((0,) * len(chunks), dtype=dtype)
+    block_keys = [(name, *index) for index in np.ndindex(*(len(c) for c in chunks))]
+    with dask.config.set({"tokenize.ensure-deterministic": False}):
+        return from_graph(dict(graph), meta, chunks, block_keys, name)

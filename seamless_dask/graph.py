@@ -1,0 +1,268 @@
+"""The lazy graph of seamless tiled inference: one task per chunk and stage, built by hand.
+
+For each chunk ``(j, k)`` of the plan (:class:`~seamless_dask.grid.ChunkPlan`), four tasks:
+
+1. *infer* (stage 1, :func:`blend.accumulate`): the chunk's extended window (:mod:`seamless_dask.windows`)
+   runs the tiles the chunk owns through the model, once, and sums weighted predictions and weights;
+2. *halo* (:func:`blend.halo_parts`): the strips of that sum owed to the chunks below, right and below-right;
+3. *settle* (:func:`blend.settle`): the chunk decided everywhere its upper and left neighbours do not reach;
+4. *finish* (:func:`blend.finish`): their strips added to those bands, which are then decided: the output block.
+
+Chunk boundaries lie on the tile lattice, so each tile has exactly one owner and the result does not depend on
+the input's chunking. Key names are made in :mod:`seamless_dask.keys`; arrays come out through
+:mod:`seamless_dask.dask_compat`, on either of dask's array engines.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from numbers import Integral, Real
+from typing import Any, NamedTuple
+
+import dask
+import dask.array as da
+import numpy as np
+import xarray as xr
+from dask.base import tokenize
+
+from . import blend, keys
+from .dask_compat import graph_with, new_array
+from .exceptions import DimensionError, OptionError
+from .grid import ChunkPlan, LocalTile, Pair, TileGrid
+from .inputs import check_nodata_fits
+from .runner import ModelRunner
+from .weights import TileWeights
+from .windows import Blocks, extended_blocks
+
+DEFAULT_CHUNK = 2048
+IN_MEMORY_CHUNK = 1024
+MAX_TILES = 4_000_000
+MAX_CHUNKS = 250_000
+
+
+@dataclass(frozen=True)
+class SegmentJob:
+    """Everything ``segment`` was asked to do, as one value (the options travel with the graph)."""
+
+    runner: ModelRunner
+    weights: TileWeights
+    tile_size: Pair
+    overlap: Pair
+    output: str
+    num_classes: int | None
+    chunks: Pair | None
+    nodata: float | None = None
+    resources: tuple[tuple[str, float], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.output not in blend.OUTPUTS:
+            raise OptionError(f"output must be one of {blend.OUTPUTS}, got output={self.output!r}: use e.g. 'labels'")
+        n = self.num_classes
+        if n is not None and (not isinstance(n, Integral) or isinstance(n, bool) or n < 1):
+            raise OptionError(f"num_classes must be a positive int, got {self.num_classes!r}")
+        self.weights.check_tile(self.tile_size)
+        if self.nodata is not None and (isinstance(self.nodata, bool) or not isinstance(self.nodata, Real)):
+            raise OptionError(f"nodata must be a number or None, got nodata={self.nodata!r}: use e.g. nodata=0")
+
+    @property
+    def binary(self) -> bool:
+        """Labels come from thresholding one sigmoid channel rather than an argmax."""
+        return self.runner.config.activation == "sigmoid" and self.num_classes == 1
+
+
+class SegmentGraph(NamedTuple):
+    """The lazy output of ``segment``, the nodata value of its labels (``None``: no nodata), its classes."""
+
+    array: Any
+    label_nodata: int | None
+    n_classes: int = 0
+
+
+def check_plannable(chunk_plan: ChunkPlan) -> None:
+    """Refuse, before anything is built, a scene whose plan would not fit in this process.
+
+    ``segment`` lists every tile of every chunk in the graph it builds here, in the client: about a
+    kilobyte per tile and a few per chunk. Past these limits that alone takes gigabytes and minutes.
+    """
+    grid = chunk_plan.grid
+    n_chunks = (len(chunk_plan.y_bounds) - 1) * (len(chunk_plan.x_bounds) - 1)
+    if grid.n_tiles <= MAX_TILES and n_chunks <= MAX_CHUNKS:
+        return
+    h, w = grid.shape
+    raise DimensionError(
+        f"the scene is {h} x {w} px: {grid.n_tiles:,} tiles of {grid.tile_shape} px in {n_chunks:,} chunks, more "
+        f"than the {MAX_TILES:,} tiles and {MAX_CHUNKS:,} chunks one graph is planned with (each is listed in this "
+        "process before any pixel is read): segment it window by window, e.g. segment(data[:, y0:y1, x0:x1], ...) "
+        "for windows of up to 300000 px a side, each written to its own region, or use larger tiles and chunks"
+    )
+
+
+def build_graph(image: Any, job: SegmentJob) -> SegmentGraph:
+    """The lazy output array for ``image`` ``(bands, H, W)``: numpy, a lazily loaded variable, or dask."""
+    bands, height, width = image.shape
+    grid = TileGrid((height, width), job.tile_size, job.overlap)
+    chunk_plan = grid.plan_chunks(_chunk_target(image, job, grid))
+    check_plannable(chunk_plan)
+    job.runner.config.check_bands(bands)
+    check_nodata_fits(job.nodata, image.dtype)
+    n_classes = job.num_classes or job.runner.probe(bands, job.tile_size)
+    job = SegmentJob(**{**job.__dict__, "num_classes": n_classes})
+    overlap = (grid.y.overlap, grid.x.overlap)
+    inference = blend.TileInference(
+        job.runner, job.weights, grid.tile_shape, n_classes, job.nodata, overlap, model_tile=job.tile_size
+    )
+    masked = job.nodata is not None or np.issubdtype(image.dtype, np.floating)
+    # The runner (and an in-memory model inside it) is one key of the graph, not a copy per task.
+    model_key = dask.delayed(inference, pure=True, traverse=False)
+    plan = InferencePlan(extended_blocks(image, chunk_plan), model_key, chunk_plan, job, bool(masked))
+    built = plan.build()
+    RESUME_PLANS.remember(built.array, plan)
+    return built
+
+
+@dataclass(frozen=True)
+class InferencePlan:
+    """What a ``segment`` result is built from: the extended windows, the model's key, the chunk plan and the
+    job. It builds the graph, and rebuilds it for a resumed write with fewer tiles (:meth:`build`)."""
+
+    windows: Blocks
+    model_key: Any  # a Delayed holding the blend.TileInference
+    chunk_plan: ChunkPlan
+    job: SegmentJob
+    masked: bool  # the input may hold nodata: labels get a nodata value of their own
+
+    def build(self, done: np.ndarray | None = None) -> SegmentGraph:
+        """The output graph; chunks marked ``done`` run only the tiles that reach into chunks not done."""
+        plan = self.chunk_plan
+        infer = keys.infer_name(self.job.resources, tokenize(self.windows.name, plan, self.model_key.key, done))
+        layer = {
+            (infer, j, k): (
+                blend.accumulate,
+                self.model_key.key,
+                (self.windows.name, 0, j, k),
+                self.tiles(j, k, done),
+            )
+            for j in range(len(plan.y_bounds) - 1)
+            for k in range(len(plan.x_bounds) - 1)
+        }
+        return self._blend(layer, infer)
+
+    def tiles(self, j: int, k: int, done: np.ndarray | None) -> Sequence[LocalTile]:
+        """The tiles chunk ``(j, k)`` runs: all it owns, or, once it is ``done``, only those reaching into
+        neighbours that are not."""
+        tiles = self.chunk_plan.local_tiles(j, k)
+        if done is None or not done[j, k]:
+            return tiles
+        (th, tw), (h, w) = self.chunk_plan.grid.tile_shape, (self.chunk_plan.chunks[0][j], self.chunk_plan.chunks[1][k])
+        ny, nx = done.shape
+
+        def missing(dj: int, dk: int) -> bool:
+            return j + dj < ny and k + dk < nx and not done[j + dj, k + dk]
+
+        return tuple(
+            t
+            for t in tiles
+            if (t.y + th > h and missing(1, 0))
+            or (t.x + tw > w and missing(0, 1))
+            or (t.y + th > h and t.x + tw > w and missing(1, 1))
+        )
+
+    def _blend(self, infer_layer: dict, infer: str) -> SegmentGraph:
+        """Stage 2 (halo, settle, finish), and the whole graph as an array.
+
+        Stage 1 is a layer of its own, so that it alone carries the worker resources the model needs (and,
+        since annotations on fused layers are lost, dask#7036, distributed#8593, its key names carry them).
+        """
+        layer: dict = {}
+        job, chunk_plan = self.job, self.chunk_plan
+        labels, n_classes = job.output == "labels", int(job.num_classes or 0)
+        dtype = np.dtype(np.uint8) if job.binary else blend.label_dtype(n_classes + self.masked)
+        label_nodata = int(np.iinfo(dtype).max) if labels and self.masked else None
+        parts, settled, out = keys.stage2_names(infer, tokenize(job.output, job.binary, label_nodata), job.output)
+        decision = blend.Decision(job.output, job.binary, label_nodata)
+        (hs, ws), (ext_y, ext_x) = chunk_plan.chunks, chunk_plan.extensions
+        for j, h in enumerate(hs):
+            for k, w in enumerate(ws):
+                if ext_y[j] or ext_x[k]:
+                    layer[(parts, j, k)] = (blend.halo_parts, (infer, j, k), h, w)
+                oy, ox = ext_y[j - 1] if j else 0, ext_x[k - 1] if k else 0
+                layer[(settled, j, k)] = (blend.settle, (infer, j, k), (h, w), (oy, ox), decision)
+                top = (_part, (parts, j - 1, k), "bottom") if oy else None
+                left = (_part, (parts, j, k - 1), "right") if ox else None
+                corner = (_part, (parts, j - 1, k - 1), "corner") if oy and ox else None
+                key = (out, j, k) if labels else (out, 0, j, k)
+                layer[key] = (blend.finish, (settled, j, k), decision, top, left, corner)
+        resources = {"resources": dict(job.resources)} if job.resources else None
+        stage1 = _Stage(graph_with(infer, infer_layer, [self.windows, self.model_key], resources), infer)
+        graph = graph_with(out, layer, [stage1])
+        if labels:
+            return SegmentGraph(new_array(graph, out, (hs, ws), dtype), label_nodata, n_classes)
+        return SegmentGraph(new_array(graph, out, ((n_classes,), hs, ws), np.float32), None, n_classes)
+
+
+class _Stage(NamedTuple):
+    graph: Any
+    name: str
+
+    def __dask_graph__(self) -> Any:
+        return self.graph
+
+    def __dask_layers__(self) -> tuple[str, ...]:
+        return (self.name,)
+
+
+def _part(parts: blend.HaloParts, which: str) -> np.ndarray:
+    return getattr(parts, which)
+
+
+class ResumePlans:
+    """The :class:`InferencePlan` of each recent ``segment`` result, by its dask name, so that a resumed write
+    can rebuild the result with fewer tiles (:meth:`restricted`). Bounded: the oldest are forgotten."""
+
+    def __init__(self, size: int = 32) -> None:
+        self.size = size
+        self.plans: OrderedDict[str, InferencePlan] = OrderedDict()
+
+    def remember(self, array: Any, plan: InferencePlan) -> None:
+        self.plans[array.name] = plan
+        while len(self.plans) > self.size:
+            self.plans.popitem(last=False)
+
+    def restricted(self, array: Any, done: np.ndarray) -> Any:
+        """``array`` (a ``segment`` result) rebuilt so that chunks marked ``done`` run only the tiles that the
+        chunks not done need for their blend; their own output must not be computed from it.
+
+        A result this process did not build (or one transformed since) comes back unchanged: still correct,
+        it just recomputes the tiles of done neighbours.
+        """
+        plan = self.plans.get(array.name)
+        if plan is None or done.shape != array.numblocks[-2:]:
+            return array
+        return plan.build(done).array
+
+
+RESUME_PLANS = ResumePlans()
+
+
+def _chunk_target(image: Any, job: SegmentJob, grid: TileGrid) -> Pair:
+    """Pixels per chunk side: ``chunks=``, else a dask image's own chunks, else 2048 for a lazily read raster
+    (fewer, larger windows read), else, for an image in memory, :func:`in_memory_chunk` per axis."""
+    if job.chunks is not None:
+        return job.chunks
+    if isinstance(image, da.Array):
+        return image.chunks[1][0], image.chunks[2][0]
+    if isinstance(image, xr.Variable):
+        return DEFAULT_CHUNK, DEFAULT_CHUNK
+    batch = job.runner.config.batch_size
+    return in_memory_chunk(grid.y.size, grid.y.stride, batch), in_memory_chunk(grid.x.size, grid.x.stride, batch)
+
+
+def in_memory_chunk(side: int, stride: int, batch_size: int) -> int:
+    """Default chunk side for an image already in memory: at least three chunks per side up to 1024 px,
+    so that every core has a chunk to work on while the others blend (one chunk for the whole image runs
+    one model call at a time: ``benchmarks/threads.py``), but never fewer tiles than two batches."""
+    two_batches = stride * math.ceil(math.sqrt(2 * batch_size))
+    return max(two_batches, min(IN_MEMORY_CHUNK, -(-side // 3)))

@@ -1,0 +1,133 @@
+"""Input coercion, once, at the boundary: whatever ``segment`` is given becomes ``(bands, H, W)`` pixels, and
+the options that depend on the input (its nodata value, the device, the workers' resources) become plain
+values. Inner code takes only these."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from . import blend
+from .cluster import cluster_has_gpus
+from .exceptions import DimensionError, OptionError
+
+
+def resources_for(device: str, resources: dict[str, float] | str | None) -> tuple[tuple[str, float], ...]:
+    """The worker resources of model tasks, as a hashable value (see ``segment``'s ``resources``)."""
+    if resources is None:
+        return ()
+    if isinstance(resources, dict):
+        return tuple(sorted(resources.items()))
+    if resources != "auto":
+        raise OptionError(f"resources must be 'auto', None or a dict like {{'GPU': 1}}, got {resources!r}")
+    if device.startswith("cuda"):
+        return (("GPU", 1),)
+    if device == "auto":
+        return (("GPU", 1),) if cluster_has_gpus() else ()
+    return ()
+
+
+def nodata_for(data: Any, nodata: float | str | None) -> float | None:
+    """The nodata value ``segment`` works with; ``"auto"`` reads it from a DataArray's metadata."""
+    if isinstance(nodata, str):
+        if nodata != "auto":
+            raise OptionError(f"nodata must be 'auto', a number or None, got nodata={nodata!r}")
+        if not isinstance(data, xr.DataArray):
+            return None
+        import rioxarray  # noqa: F401
+
+        found = data.rio.nodata
+        if found is None:
+            found = data.rio.encoded_nodata
+        if found is not None and not blend.representable(float(found), data.dtype):
+            warnings.warn(
+                f"the input's metadata says nodata={found}, which its {data.dtype} pixels can never hold: "
+                "treating every value as data; pass nodata=<value> if the raster has another nodata value",
+                UserWarning,
+                stacklevel=3,
+            )
+            return None
+        return None if found is None else float(found)
+    return nodata
+
+
+def check_nodata_fits(nodata: float | None, dtype: np.dtype) -> None:
+    if nodata is None or (np.isnan(nodata) and not np.issubdtype(dtype, np.integer)):
+        return
+    if not blend.representable(nodata, dtype):
+        if np.issubdtype(dtype, np.integer):
+            info = np.iinfo(dtype)
+            allowed = f"whole numbers {info.min}..{info.max}"
+        else:
+            allowed = "finite values within the dtype's range, or NaN"
+        raise OptionError(
+            f"nodata={nodata!r} can never occur in {np.dtype(dtype).name} pixels ({allowed}), so nothing would be "
+            f"masked: give the value the raster really uses for nodata, or nodata=None (--nodata none)"
+        )
+
+
+def bands_first_dataarray(data: xr.DataArray) -> xr.DataArray:
+    dims = tuple(str(d) for d in data.dims)
+    if dims == ("y", "x"):
+        return data.expand_dims("band")
+    if len(dims) == 3 and dims[1:] == ("y", "x"):
+        return data
+    if {"y", "x"} <= set(dims) and len(dims) in (2, 3):
+        band = [d for d in dims if d not in ("y", "x")]
+        order = ", ".join(repr(d) for d in [*band, "y", "x"])
+        raise DimensionError(f"expected dims (band, 'y', 'x') or ('y', 'x'), got {dims}: use data.transpose({order})")
+    if len(dims) in (2, 3):
+        rename = f"{{{dims[-2]!r}: 'y', {dims[-1]!r}: 'x'}}"
+        raise DimensionError(
+            f"expected dims (band, 'y', 'x') or ('y', 'x'), got {dims}: name the spatial dims y and x, "
+            f"e.g. data.rename({rename})"
+        )
+    raise DimensionError(
+        f"expected a 2-D (y, x) or 3-D (band, y, x) image, got {len(dims)} dims {dims}: "
+        "select one time step or level first, e.g. data.isel(time=0)"
+    )
+
+
+def bands_first(image: Any, kind: str) -> Any:
+    """``(H, W)`` or ``(bands, H, W)`` numeric image as ``(bands, H, W)``."""
+    if image.dtype == bool:
+        image = image.astype(np.uint8)
+    check_pixel_dtype(image.dtype, kind)
+    if image.ndim == 2:
+        return image[None]
+    if image.ndim != 3:
+        raise DimensionError(
+            f"expected a {kind} of shape (H, W) or (bands, H, W), got {image.ndim} dims {tuple(image.shape)}"
+        )
+    if image.shape[-1] <= 4 < image.shape[0] and image.shape[1] > 4:
+        raise DimensionError(
+            f"expected bands first (bands, H, W), got shape {tuple(image.shape)}, which looks channels-last: "
+            "use np.moveaxis(image, -1, 0) (or tensor.permute(2, 0, 1))"
+        )
+    return image
+
+
+def check_pixel_dtype(dtype: np.dtype, kind: str) -> None:
+    """Raise unless pixels of ``dtype`` are real numbers a model can take (complex ones would lose their
+    imaginary part without a word when cast to float32)."""
+    if np.issubdtype(dtype, np.complexfloating):
+        raise DimensionError(
+            f"the {kind} has complex pixels ({np.dtype(dtype).name}); a model takes real numbers: pass the part you "
+            "mean, e.g. data.real, abs(data) (amplitude) or np.angle(data) (phase), as bands of a real image"
+        )
+    if not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating) or np.dtype(dtype) == np.bool_):
+        raise DimensionError(f"the {kind} has dtype {dtype}; expected integer or float pixels: cast it first")
+
+
+def is_tensor(data: Any) -> bool:
+    return type(data).__module__.startswith("torch") and hasattr(data, "detach")
+
+
+def device_for(data: Any, device: str) -> str:
+    """``"auto"`` on a tensor means the tensor's own device."""
+    if device == "auto" and is_tensor(data) and data.device.type != "cpu":
+        return str(data.device)
+    return device
