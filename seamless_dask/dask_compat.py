@@ -56,3 +56,16 @@ def new_array(graph: HighLevelGraph, name: str, chunks: tuple[tuple[int, ...], .
     block_keys = [(name, *index) for index in np.ndindex(*(len(c) for c in chunks))]
     with dask.config.set({"tokenize.ensure-deterministic": False}):
         return from_graph(dict(graph), meta, chunks, block_keys, name)
+
+
+def block_keys(array: Any) -> np.ndarray:
+    """The key of each block of ``array``, as an object array of its ``numblocks``: what tasks built on top of
+    it must name. (An array-expr collection's ``name`` is its expression's, which lowering may rename.)"""
+    nested = array.__dask_keys__()
+    out = np.empty(array.numblocks, dtype=object)
+    for index in np.ndindex(*array.numblocks):
+        node = nested
+        for i in index:
+            node = node[i]
+        out[index] = node
+    return out

@@ -17,7 +17,7 @@ import xarray as xr
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
-from .dask_compat import graph_with
+from .dask_compat import block_keys, graph_with
 from .grid import ChunkPlan
 
 
@@ -95,6 +95,7 @@ def _read_window(source: Source, window: tuple[slice, slice]) -> np.ndarray:
 
 def _overlapped(stacked: Any, chunk_plan: ChunkPlan) -> Blocks:
     ext_y, ext_x = chunk_plan.extensions
+    block = block_keys(stacked)[0]
     token = tokenize(stacked.name, chunk_plan)
     name, strips = "seamless-extend-" + token, "seamless-strip-" + token
     layer: dict = {}
@@ -103,14 +104,14 @@ def _overlapped(stacked: Any, chunk_plan: ChunkPlan) -> Blocks:
             below = right = corner = None
             if ext_y[j]:
                 below = (strips, 0, j, k)
-                layer[below] = (_strip, (stacked.name, 0, j + 1, k), slice(0, ext_y[j]), slice(None))
+                layer[below] = (_strip, block[j + 1, k], slice(0, ext_y[j]), slice(None))
             if ext_x[k]:
                 right = (strips, 1, j, k)
-                layer[right] = (_strip, (stacked.name, 0, j, k + 1), slice(None), slice(0, ext_x[k]))
+                layer[right] = (_strip, block[j, k + 1], slice(None), slice(0, ext_x[k]))
             if ext_y[j] and ext_x[k]:
                 corner = (strips, 2, j, k)
-                layer[corner] = (_strip, (stacked.name, 0, j + 1, k + 1), slice(0, ext_y[j]), slice(0, ext_x[k]))
-            layer[(name, 0, j, k)] = (_assemble, (stacked.name, 0, j, k), below, right, corner)
+                layer[corner] = (_strip, block[j + 1, k + 1], slice(0, ext_y[j]), slice(0, ext_x[k]))
+            layer[(name, 0, j, k)] = (_assemble, block[j, k], below, right, corner)
     return Blocks(graph_with(name, layer, [stacked]), name)
 
 

@@ -14,8 +14,8 @@ import numpy as np
 import xarray as xr
 from dask.base import tokenize
 from dask.delayed import Delayed
-from dask.highlevelgraph import HighLevelGraph
 
+from ..dask_compat import block_keys, graph_with
 from ..exceptions import RasterError
 from ._target import ATOMIC_PUT_PROTOCOLS, SCRATCH_INFIX, Target, as_target, check_not_an_input, claim, run_id
 from ._zarr import as_result, inputs_of
@@ -100,20 +100,20 @@ def _cog_writes(result: Any, target: Target, run: str, options: _Layout) -> Dela
     resampling = resampling or ("nearest" if np.issubdtype(result.dtype, np.integer) else "average")
     scratch, partial = scratch_paths(target, run)
     _create_scratch(result, scratch)
-    array = result.data if result.ndim == 3 else result.data[None]
+    array = result.data
     name = "seamless-cog-" + tokenize(array.name, target.url, run)
     offsets = [np.concatenate([[0], np.cumsum(c)]) for c in array.chunks[-2:]]
+    blocks = block_keys(array).reshape(array.numblocks[-2:])  # (y, x) labels, or (class, y, x) in one block
     layer: dict = {}
     lock = _file_lock(scratch)
     for j in range(len(offsets[0]) - 1):
         for k in range(len(offsets[1]) - 1):
             window = (int(offsets[0][j]), int(offsets[1][k]))
-            layer[(name, j, k)] = (_write_window, scratch, (array.name, 0, j, k), window, lock)
+            layer[(name, j, k)] = (_write_window, scratch, blocks[j, k], window, lock)
     final = "seamless-cog-final-" + tokenize(name, compress, blocksize, resampling)
     layout = (compress, blocksize, resampling)
     layer[final] = (_finish_cog, list(layer), scratch, partial, target, run, layout)
-    dependencies: list[Any] = [array]
-    return Delayed(final, HighLevelGraph.from_collections(final, layer, dependencies=dependencies))
+    return Delayed(final, graph_with(final, layer, [array]))
 
 
 def _check_replaceable(target: Target) -> None:

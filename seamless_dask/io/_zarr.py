@@ -11,9 +11,9 @@ import numpy as np
 import xarray as xr
 from dask.base import tokenize
 from dask.delayed import Delayed
-from dask.highlevelgraph import HighLevelGraph
 
 from .. import record
+from ..dask_compat import block_keys, graph_with
 from ..exceptions import DimensionError, OptionError, RasterError
 from ..graph import RESUME_PLANS
 from ._target import Target, as_target, check_not_an_input, claim
@@ -227,7 +227,7 @@ def _zarr_writes(result: xr.DataArray, target: Target, done: np.ndarray) -> Dela
     array = RESUME_PLANS.restricted(result.data, done) if done.any() else result.data
     name = "seamless-zarr-" + tokenize(array.name, target.url, done)
     offsets = [np.concatenate([[0], np.cumsum(c)]) for c in array.chunks[-2:]]
-    lead = (0,) * (array.ndim - 2)
+    blocks = block_keys(array).reshape(array.numblocks[-2:])
     layer: dict = {}
     for j, k in zip(*np.nonzero(~done), strict=True):
         region = (slice(offsets[0][j], offsets[0][j + 1]), slice(offsets[1][k], offsets[1][k + 1]))
@@ -235,14 +235,13 @@ def _zarr_writes(result: xr.DataArray, target: Target, done: np.ndarray) -> Dela
             _write_region,
             target,
             str(result.name),
-            (array.name, *lead, j, k),
+            blocks[j, k],
             region,
             (j, k),
         )
     total = "seamless-zarr-done-" + tokenize(name)
     layer[total] = (sum, list(layer))
-    dependencies: list[Any] = [array]
-    return Delayed(total, HighLevelGraph.from_collections(total, layer, dependencies=dependencies))
+    return Delayed(total, graph_with(total, layer, [array]))
 
 
 def _write_region(target: Target, name: str, block: np.ndarray, region: tuple[slice, slice], index: tuple) -> int:
