@@ -47,4 +47,6 @@ __all__ = [
     "to_cog",
     "to_zarr",
 ]
-__version__ = "0.1.0"
+from .record import package_version as _package_version
+
+__version__ = _package_version()  # one source: the installed metadata, from pyproject.toml

@@ -33,8 +33,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .exceptions import OptionError
+from .record import package_version
 
-DEFAULT_IMAGE = "ghcr.io/seamless-dask/seamless-dask:0.1.0"
+DEFAULT_IMAGE = "ghcr.io/seamless-dask/seamless-dask:" + package_version()
 GPU_RESOURCE = "nvidia.com/gpu"
 TLS_DIR = "/etc/dask/tls"
 SCRATCH_DIR = "/tmp"

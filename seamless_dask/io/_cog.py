@@ -209,7 +209,7 @@ def _write_window(scratch: str, block: np.ndarray, origin: tuple[int, int], lock
 
     window = Window(origin[1], origin[0], block.shape[-1], block.shape[-2])
     with lock, rasterio.open(scratch, "r+") as dst:
-        dst.write(block, window=window)
+        dst.write(block if block.ndim == 3 else block[None], window=window)
     return 1
 
 

@@ -13,7 +13,7 @@ from dask.base import tokenize
 from dask.delayed import Delayed
 
 from .. import record
-from ..dask_compat import block_keys, graph_with
+from ..dask_compat import array_expr, block_keys, graph_with
 from ..exceptions import DimensionError, OptionError, RasterError
 from ..graph import RESUME_PLANS
 from ._target import Target, as_target, check_not_an_input, claim
@@ -174,6 +174,11 @@ def _regular_chunks(chunks: tuple[tuple[int, ...], ...]) -> tuple[tuple[int, ...
 
 
 def _write_template(result: xr.DataArray, target: Target, chunks: tuple[tuple[int, ...], ...]) -> None:
+    if array_expr():
+        # xarray cannot encode an array-expr array yet (dask raises NotImplementedError in __array_function__):
+        # write the template from a broadcast view of the fill value, whose chunks zarr never stores.
+        fill = result.attrs.get("_FillValue", 0)
+        result = result.copy(data=np.broadcast_to(np.asarray(fill, dtype=result.dtype), result.shape))
     ds = result.to_dataset()
     var = ds[result.name]
     nodata = var.attrs.pop("_FillValue", None)
