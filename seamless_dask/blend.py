@@ -1,13 +1,16 @@
 """Blending: accumulate weighted tile predictions over a chunk, overlap-add the halos, normalise.
 
-Pure numpy; the model is reached only through a runner's ``predict``. These functions are the bodies
-of the two dask stages that :mod:`seamless_dask.segment` builds:
+Pure numpy; the model is reached only through a runner's ``predict_stream``. These functions are the bodies
+of the tasks that :mod:`seamless_dask.graph` builds for each chunk:
 
-1. :func:`accumulate` runs the tiles a chunk owns and sums ``weight * prediction`` and ``weight`` over
-   the chunk extended by the overlap on its high side (float64, so the sum does not depend on the order
+1. :func:`accumulate` (stage 1) runs the tiles a chunk owns and sums ``weight * prediction`` and ``weight``
+   over the chunk extended by the overlap on its high side (float64, so the sum does not depend on the order
    in which chunks add their parts).
-2. :func:`overlap_add` adds the halo strips that the chunks above and to the left reached into this
-   chunk, and :func:`decide` divides by the weight sum and turns the result into the requested output.
+2. :func:`halo_parts` splits off the strips that sum owes the chunks below, right and below-right.
+3. :func:`settle` decides the chunk at once everywhere its upper and left neighbours do not reach: a *settled*
+   chunk is final except for those thin bands, whose sums it keeps.
+4. :func:`finish` adds the neighbours' strips to those bands and decides them (:func:`decide`: divide by the
+   weight sum, then probabilities, logits or labels): the overlap-add.
 """
 
 from __future__ import annotations

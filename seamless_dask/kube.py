@@ -5,7 +5,7 @@ needs), so they can be checked, written to YAML (``seamless-dask k8s``, ``deploy
 ``KubeCluster``. What they fix on top of dask-kubernetes' template:
 
 - the scheduler gets CPU and memory only: the template gives it the workers' resources, GPU included, which
-  would hold a GPU idle for the whole job (DESIGN.md, "Pitfalls");
+  would hold a GPU idle for the whole job (docs/design.md, "Pitfalls");
 - each worker pod holds one GPU (``nvidia.com/gpu: 1``), advertises the dask resource ``GPU=1`` (model tasks
   need it, see ``segment(resources=)``) and runs a few dask threads, so that reads, blending and writes run
   beside the model task and the GPU does not wait for them;

@@ -1,6 +1,6 @@
 """The model runner: loads a model once per process and turns batches of tiles into predictions.
 
-This is the only module that imports torch at call time; geometry and weights stay importable without it.
+This is the only module that runs the model; geometry, weights and blending stay importable without torch.
 
 A model may be given as a ``torch.nn.Module``, a TorchScript module or file, a ``torch.export`` ``.pt2``
 file, any callable taking an NCHW

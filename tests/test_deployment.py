@@ -2,7 +2,7 @@
 
 Manifests are validated against the DaskCluster / DaskJob CRDs shipped in the dask-kubernetes wheel, with
 ``additionalProperties: false`` injected so that a misspelt field fails instead of being dropped by the API
-server (DESIGN.md, "Pitfalls").
+server (docs/design.md, "Pitfalls").
 """
 
 import copy
