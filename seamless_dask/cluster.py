@@ -18,7 +18,8 @@ from typing import Any
 from distributed import SchedulerPlugin, WorkerPlugin
 
 from . import keys
-from .runner import ModelRunner, RegisteredModel, register_model, spec_token
+from .models import RegisteredModel, register_model, spec_token
+from .runner import ModelRunner
 
 
 def current_client() -> Any:

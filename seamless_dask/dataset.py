@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .blend import TilePadding, mask_nodata, nearest_valid_fill
 from .exceptions import DimensionError, OptionError
 from .grid import Pair, TileGrid, TileWindow, as_pair
 from .inputs import bands_first, bands_first_dataarray, nodata_for
 from .runner import RunnerConfig
+from .tiles import TilePadding, mask_nodata, nearest_valid_fill
 
 IGNORE_INDEX = -100  # torch.nn.CrossEntropyLoss's default ignore_index
 

@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from . import blend
 from .cluster import cluster_has_gpus
 from .exceptions import DimensionError, OptionError
+from .tiles import representable
 
 
 def resources_for(device: str, resources: dict[str, float] | str | None) -> tuple[tuple[str, float], ...]:
@@ -42,7 +42,7 @@ def nodata_for(data: Any, nodata: float | str | None) -> float | None:
         found = data.rio.nodata
         if found is None:
             found = data.rio.encoded_nodata
-        if found is not None and not blend.representable(float(found), data.dtype):
+        if found is not None and not representable(float(found), data.dtype):
             warnings.warn(
                 f"the input's metadata says nodata={found}, which its {data.dtype} pixels can never hold: "
                 "treating every value as data; pass nodata=<value> if the raster has another nodata value",
@@ -57,7 +57,7 @@ def nodata_for(data: Any, nodata: float | str | None) -> float | None:
 def check_nodata_fits(nodata: float | None, dtype: np.dtype) -> None:
     if nodata is None or (np.isnan(nodata) and not np.issubdtype(dtype, np.integer)):
         return
-    if not blend.representable(nodata, dtype):
+    if not representable(nodata, dtype):
         if np.issubdtype(dtype, np.integer):
             info = np.iinfo(dtype)
             allowed = f"whole numbers {info.min}..{info.max}"

@@ -116,7 +116,7 @@ def pixel_sample_hash(pixels: np.ndarray, samples: int = 65536) -> str:
 def model_identity(model: Any, loaded: Any = None) -> dict[str, Any]:
     """The model's spec, with a hash of its file or of its weights where there is one (``loaded``: the model
     an import string gave, whose weights the string alone does not pin down)."""
-    from .runner import RegisteredModel
+    from .models import RegisteredModel
 
     if isinstance(model, os.PathLike):
         model = os.fspath(model)
