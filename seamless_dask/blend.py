@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 from dask.base import tokenize
 
+from . import options
 from .exceptions import ModelOutputError
 from .tiles import TilePadding, checked_finite, mask_nodata, tile_pixels
 
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     from .runner import ModelRunner
     from .weights import TileWeights
 
-OUTPUTS = ("labels", "probabilities", "logits")
+OUTPUTS = options.OUTPUTS
 
 
 class HaloParts(NamedTuple):

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .exceptions import ModelError, SeamlessError
+from .options import ACTIVATIONS, OUTPUTS, WEIGHTS_KINDS
 
 
 class Terminated(KeyboardInterrupt):
@@ -148,15 +149,15 @@ def _add_segment(commands: Any) -> None:
     seg.add_argument("--tile-size", type=int, default=256, metavar="N")
     seg.add_argument("--overlap", type=int, default=64, metavar="N")
     seg.add_argument("--batch-size", type=int, default=8, metavar="N")
-    seg.add_argument("--output", dest="kind", choices=("labels", "probabilities"), default="labels")
+    seg.add_argument("--output", dest="kind", choices=[o for o in OUTPUTS if o != "logits"], default="labels")
     seg.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     seg.add_argument("--chunks", type=int, default=None, metavar="N", help="pixels per chunk side (default 2048)")
     seg.add_argument("--bands", type=_int_list, default=None, metavar="B,B,..", help="1-based bands, e.g. 3,2,1")
     seg.add_argument("--variable", default=None, metavar="NAME", help="the variable of a zarr/netCDF INPUT to segment")
     seg.add_argument("--normalize", type=_normalize, default=None, metavar="MEAN/STD", help="e.g. 123,116,103/58,57,57")
-    seg.add_argument("--activation", choices=("softmax", "sigmoid", "none"), default="softmax")
+    seg.add_argument("--activation", choices=[*(a for a in ACTIVATIONS if a), "none"], default="softmax")
     seg.add_argument("--num-classes", type=int, default=None, metavar="N", help="model outputs (default: probe once)")
-    seg.add_argument("--weights", default="trim", choices=("trim", "trust", "spline", "gaussian", "constant"))
+    seg.add_argument("--weights", default="trim", choices=WEIGHTS_KINDS)
     seg.add_argument("--nodata", type=_nodata, default="auto", metavar="V", help="auto (from INPUT), none, or a number")
     seg.add_argument(
         "--scheduler",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -22,7 +23,7 @@ PALETTE = np.array([(40, 90, 200), (90, 170, 70), (220, 90, 60)], dtype=np.uint8
 _COLOURS = {"water": (0.05, 0.1, 0.2), "veg": (0.25, 0.5, 0.2), "soil": (0.55, 0.45, 0.35), "built": (0.8, 0.75, 0.7)}
 
 
-def context_model(context: int = 31, thresholds: tuple[float, float] = (0.2, 0.55), sharpness: float = 40.0):
+def context_model(context: int = 31, thresholds: tuple[float, float] = (0.2, 0.55), sharpness: float = 40.0) -> Any:
     """3-class model: water below ``thresholds[0]`` of mean brightness over ``context`` pixels, built-up above
     ``thresholds[1]``, land between. Zero padding at the input's edges, as in most CNNs."""
     import torch

@@ -33,6 +33,7 @@ from .dask_compat import graph_with, new_array
 from .exceptions import DimensionError, OptionError
 from .grid import ChunkPlan, LocalTile, Pair, TileGrid
 from .inputs import check_nodata_fits
+from .options import Output
 from .runner import ModelRunner
 from .weights import TileWeights
 from .windows import Blocks, extended_blocks
@@ -51,7 +52,7 @@ class SegmentJob:
     weights: TileWeights
     tile_size: Pair
     overlap: Pair
-    output: str
+    output: Output
     num_classes: int | None
     chunks: Pair | None
     nodata: float | None = None

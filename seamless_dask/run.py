@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .exceptions import OptionError, RasterError
+from .options import Activation, Output, WeightsKind
 
 COG_SUFFIXES = (".tif", ".tiff")
 LOCAL_SCHEDULERS = ("threads", "processes", "synchronous")
@@ -57,14 +58,14 @@ class SegmentRequest:
     tile_size: int = 256
     overlap: int = 64
     batch_size: int = 8
-    output: str = "labels"
+    output: Output = "labels"
     device: str = "auto"
     chunks: int | None = None
     bands: list[int] | None = None
     variable: str | None = None
     normalize: tuple[Any, Any] | None = None
-    activation: str | None = "softmax"
-    weights: str = "trim"
+    activation: Activation | None = "softmax"
+    weights: WeightsKind = "trim"
     num_classes: int | None = None
     nodata: float | str | None = "auto"
     scheduler: str | None = None

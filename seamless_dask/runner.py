@@ -17,9 +17,8 @@ import numpy as np
 
 from .exceptions import ModelOutputError, OptionError
 from .models import RegisteredModel, checked_spec, exit_error, load, spec_token
+from .options import ACTIVATIONS, AMP, TTA, TTA_MODES, Activation
 
-ACTIVATIONS = ("softmax", "sigmoid", None)
-TTA_MODES = (None, "flips", "d4")
 AMP_DTYPES = {None: None, "bf16": "bfloat16", "fp16": "float16"}  # autocast on CUDA; CPU runs float32
 # Views as (quarter turns, flip x, flip y): "flips" mirrors, "d4" all 8 symmetries of the square.
 _VIEWS = {
@@ -45,9 +44,9 @@ class RunnerConfig:
     batch_size: int = 8
     device: str = "auto"
     normalize: tuple[tuple[float, ...], tuple[float, ...]] | None = None
-    activation: str | None = "softmax"
-    tta: str | None = None
-    amp: str | None = None
+    activation: Activation | None = "softmax"
+    tta: TTA | None = None
+    amp: AMP | None = None
     trust_model: bool = False  # load model files that run code when loaded (torch.export .pt2: pickle)
 
     def __post_init__(self) -> None:

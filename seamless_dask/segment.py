@@ -29,6 +29,7 @@ from .inputs import (
     nodata_for,
     resources_for,
 )
+from .options import AMP, TTA, Activation, Output, WeightsKind
 from .runner import ModelRunner, RunnerConfig
 from .weights import TileWeights, as_weights
 
@@ -42,15 +43,15 @@ def segment(
     tile_size: int | Pair = 256,
     overlap: int | Pair = 64,
     batch_size: int = 8,
-    output: str = "labels",
-    weights: str | TileWeights | np.ndarray = "trim",
+    output: Output = "labels",
+    weights: WeightsKind | TileWeights | np.ndarray = "trim",
     device: str = "auto",
     normalize: tuple[Any, Any] | None = None,
-    activation: str | None = "softmax",
+    activation: Activation | None = "softmax",
     num_classes: int | None = None,
     chunks: int | Pair | None = None,
-    tta: str | None = None,
-    amp: str | None = None,
+    tta: TTA | None = None,
+    amp: AMP | None = None,
     nodata: float | str | None = "auto",
     resources: dict[str, float] | str | None = "auto",
     trust_model: bool = False,

@@ -31,8 +31,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .exceptions import WeightsError
+from .options import WEIGHTS_KINDS
 
-PROFILE_KINDS = ("trust", "spline", "gaussian", "constant", "trim")
+PROFILE_KINDS = WEIGHTS_KINDS
 Edges = tuple[bool, bool]
 
 

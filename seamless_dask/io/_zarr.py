@@ -100,7 +100,7 @@ def _open_group(target: Target, mode: str) -> Any:
 def _open_array(target: Target, name: str, mode: str) -> Any:
     import zarr
 
-    return zarr.open_array(target.url, path=name, mode=mode, storage_options=target.storage_options or None)  # type: ignore[arg-type]
+    return zarr.open_array(target.url, path=name, mode=mode, storage_options=target.storage_options or None)
 
 
 def mark_complete(path: str | os.PathLike, *, storage_options: dict | None = None) -> None:
