@@ -10,13 +10,26 @@ of that engine have no ``__dask_layers__``, so their graph is taken as one mater
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import dask
 import dask.array as da
 import numpy as np
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
+
+
+class NamedGraph(NamedTuple):
+    """A graph whose top layer is ``name``, as a dask collection (what ``graph_with`` stacks layers on)."""
+
+    graph: HighLevelGraph
+    name: str
+
+    def __dask_graph__(self) -> HighLevelGraph:
+        return self.graph
+
+    def __dask_layers__(self) -> tuple[str, ...]:
+        return (self.name,)
 
 
 def array_expr() -> bool:

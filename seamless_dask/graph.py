@@ -29,7 +29,7 @@ import xarray as xr
 from dask.base import tokenize
 
 from . import blend, keys
-from .dask_compat import graph_with, new_array
+from .dask_compat import NamedGraph, graph_with, new_array
 from .exceptions import DimensionError, OptionError
 from .grid import ChunkPlan, LocalTile, Pair, TileGrid
 from .inputs import check_nodata_fits
@@ -197,22 +197,11 @@ class InferencePlan:
                 key = (out, j, k) if labels else (out, 0, j, k)
                 layer[key] = (blend.finish, (settled, j, k), decision, top, left, corner)
         resources = {"resources": dict(job.resources)} if job.resources else None
-        stage1 = _Stage(graph_with(infer, infer_layer, [self.windows, self.model_key], resources), infer)
+        stage1 = NamedGraph(graph_with(infer, infer_layer, [self.windows, self.model_key], resources), infer)
         graph = graph_with(out, layer, [stage1])
         if labels:
             return SegmentGraph(new_array(graph, out, (hs, ws), dtype), label_nodata, n_classes)
         return SegmentGraph(new_array(graph, out, ((n_classes,), hs, ws), np.float32), None, n_classes)
-
-
-class _Stage(NamedTuple):
-    graph: Any
-    name: str
-
-    def __dask_graph__(self) -> Any:
-        return self.graph
-
-    def __dask_layers__(self) -> tuple[str, ...]:
-        return (self.name,)
 
 
 def _part(parts: blend.HaloParts, which: str) -> np.ndarray:

@@ -9,7 +9,7 @@ neighbours (dask's own ``overlap`` keeps views, which hold whole neighbour block
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import dask.array as da
 import numpy as np
@@ -17,22 +17,10 @@ import xarray as xr
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
-from .dask_compat import block_keys, graph_with
+from .dask_compat import NamedGraph, block_keys, graph_with
 from .grid import ChunkPlan
 
-
-class Blocks(NamedTuple):
-    """The graph of the extended windows, whose keys are ``(name, 0, j, k)`` (a dask collection for
-    ``graph_with``)."""
-
-    graph: HighLevelGraph
-    name: str
-
-    def __dask_graph__(self) -> HighLevelGraph:
-        return self.graph
-
-    def __dask_layers__(self) -> tuple[str, ...]:
-        return (self.name,)
+Blocks = NamedGraph  # the extended windows: keys (name, 0, j, k)
 
 
 class Source:

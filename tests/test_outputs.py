@@ -183,14 +183,20 @@ def test_overwrite_never_deletes_a_folder_seamless_dask_did_not_write(scene, tmp
 # ---- class 3: concurrent runs
 
 
+def slow_run(scene, target, log, sleep: float):
+    """The CLI in its own process with a model that sleeps ``sleep`` s per tile; returns once tiles have run."""
+    env = {**os.environ, "SEAMLESS_TILE_LOG": str(log), "SEAMLESS_TILE_SLEEP": str(sleep)}
+    run = helpers.python_process("-m", "seamless_dask.cli", "segment", str(scene), str(target), "--model",
+                                 "helpers:logged_brightness", "--tile-size", "64", "--overlap", "16",
+                                 "--scheduler", "threads", "--no-progress", env=env)  # fmt: skip
+    helpers.wait_for(lambda: sum(helpers.read_tile_log(log)[1].values()) > 0, 60, "the first tiles")
+    return run
+
+
 def test_two_runs_on_one_target_the_second_is_refused_naming_the_first(scene, tmp_path, capsys):
-    log, target = tmp_path / "tiles.log", tmp_path / "o.tif"
-    env = {**os.environ, "SEAMLESS_TILE_LOG": str(log), "SEAMLESS_TILE_SLEEP": "0.05"}
-    first = helpers.python_process("-m", "seamless_dask.cli", "segment", str(scene), str(target), "--model",
-                                   "helpers:logged_brightness", "--tile-size", "64", "--overlap", "16",
-                                   "--scheduler", "threads", "--no-progress", env=env)  # fmt: skip
+    target = tmp_path / "o.tif"
+    first = slow_run(scene, target, tmp_path / "tiles.log", 0.05)
     try:
-        helpers.wait_for(lambda: sum(helpers.read_tile_log(log)[1].values()) > 0, 60, "the first run's tiles")
         assert cli(scene, target, "--model", "helpers:other_model", "--overwrite") == 2
         line = error_line(capsys)
         assert "being written by another run" in line and f"pid {first.pid}" in line and socket.gethostname() in line
@@ -233,13 +239,8 @@ def test_each_write_has_its_own_scratch_file(scene, tmp_path):
 
 
 def test_sigterm_cleans_up_as_sigint_does(scene, tmp_path):
-    log, target = tmp_path / "tiles.log", tmp_path / "o.tif"
-    env = {**os.environ, "SEAMLESS_TILE_LOG": str(log), "SEAMLESS_TILE_SLEEP": "0.2"}
-    run = helpers.python_process("-m", "seamless_dask.cli", "segment", str(scene), str(target), "--model",
-                                 "helpers:logged_brightness", "--tile-size", "64", "--overlap", "16",
-                                 "--scheduler", "threads", "--no-progress", env=env)  # fmt: skip
+    run = slow_run(scene, tmp_path / "o.tif", tmp_path / "tiles.log", 0.2)
     try:
-        helpers.wait_for(lambda: sum(helpers.read_tile_log(log)[1].values()) > 0, 60, "the first tiles")
         run.send_signal(signal.SIGTERM)
         output, _ = run.communicate(timeout=60)
     finally:
