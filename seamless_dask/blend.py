@@ -94,7 +94,7 @@ def accumulate(inference: TileInference, block: np.ndarray, tiles: Sequence[Loca
                 "channel count independent of its input"
             )
         preds = padding.crop(raw)
-        if not np.isfinite(preds.sum(dtype=np.float64)):  # one reduction, no mask: NaN and inf propagate
+        if not np.isfinite(preds).all():
             preds = checked_finite(preds, batch, valid, (th, tw))
         for pred, t in zip(preds, batch, strict=True):
             _add_tile(acc, pred, t, inference, valid)
