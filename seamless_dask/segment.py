@@ -8,6 +8,7 @@ and the job record (:mod:`seamless_dask.record`) that makes a resumed write prov
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,7 @@ import numpy as np
 import xarray as xr
 from dask.base import tokenize
 
+from . import record
 from .cluster import current_client, ensure_scheduler_plugins, shareable
 from .exceptions import DimensionError
 from .graph import DEFAULT_CHUNK, SegmentJob, build_graph
@@ -170,8 +172,6 @@ class _JobRecorder:
     job: SegmentJob
 
     def __call__(self, n_classes: int) -> str:
-        from . import record
-
         config, weights = self.job.runner.config, self.job.weights
         options = {
             "tile_size": self.job.tile_size,
@@ -186,7 +186,7 @@ class _JobRecorder:
             "classes": n_classes,
         }
         loaded = None
-        if isinstance(self.model, str) and ":" in self.model and not self.model.endswith(".pt2"):
+        if isinstance(self.model, str) and not os.path.isfile(self.model):  # an import string: pin its weights
             loaded = ModelRunner(self.model, RunnerConfig(device="cpu")).model  # cached: loaded once per process
         return record.dumps(record.job_record(self.data, self.model, options, loaded))
 
