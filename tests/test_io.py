@@ -13,6 +13,7 @@ from rio_cogeo.cogeo import cog_validate
 
 import seamless_dask as sd
 from seamless_dask import io
+from seamless_dask.demo import write_scene_geotiff
 
 DATA = Path(os.environ.get("SEAMLESS_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 needs_data = pytest.mark.skipif(
@@ -147,9 +148,13 @@ def test_zarr_fill_value_is_nodata_and_empty_regions_read_as_nodata(tmp_path):
     labels = _segment(_scene(), helpers.Brightness(), chunks=64)
     io.to_zarr(labels, tmp_path / "a.zarr", compute=False)  # template only
     array = zarr.open_array(tmp_path / "a.zarr", path="labels")
-    assert array.fill_value == 255 and array.attrs["_FillValue"] == 255
+    assert array.fill_value == 255  # zarr v2: CF's _FillValue is the array's fill_value
     assert not io.is_complete(tmp_path / "a.zarr")
-    assert (xr.open_zarr(tmp_path / "a.zarr", mask_and_scale=False)["labels"].values == 255).all()
+    back = xr.open_zarr(tmp_path / "a.zarr", mask_and_scale=False)["labels"]
+    assert back.attrs["_FillValue"] == 255 and (back.values == 255).all()
+    io.to_zarr(labels, tmp_path / "v3.zarr", compute=False, zarr_format=3)  # v3 keeps both
+    v3 = zarr.open_array(tmp_path / "v3.zarr", path="labels")
+    assert v3.fill_value == 255 and v3.attrs["_FillValue"] == 255
 
 
 def test_resume_writes_only_missing_regions_and_runs_only_the_tiles_they_need(tmp_path):
@@ -195,3 +200,20 @@ def test_a_lazy_raster_is_read_window_by_window_and_never_sized_whole():
     value = sources[0].value if hasattr(sources[0], "value") else sources[0]
     assert sizeof(value) < 10_000
     np.testing.assert_array_equal(labels.values, _segment(image.load(), helpers.Brightness(), chunks=300).values)
+
+
+def test_the_zarr_output_opens_in_gdal_with_its_crs_transform_and_nodata_and_in_xarray_as_integers(tmp_path):
+    scene = write_scene_geotiff(tmp_path / "scene.tif", size=300)
+    labels = sd.segment(sd.open_raster(scene), helpers.Brightness(), tile_size=64, overlap=16)
+    store = tmp_path / "labels.zarr"
+    sd.to_zarr(labels, store)
+    # GDAL (rasterio's, and so QGIS) reads zarr format 2 with the CRS, the geotransform and nodata
+    with rasterio.open(f'ZARR:"{store}":/labels') as gdal, rasterio.open(scene) as src:
+        assert (gdal.crs, gdal.nodata, gdal.dtypes[0]) == (src.crs, 255, "uint8")
+        assert gdal.transform.almost_equals(src.transform)
+        np.testing.assert_array_equal(gdal.read(1), labels.values)
+    back = sd.open_raster(store)
+    assert back.dtype == np.uint8 and back.rio.crs == "EPSG:32631" and back.rio.nodata == 255
+    np.testing.assert_array_equal(back.values[0], labels.values)
+    reopened = xr.open_zarr(store, decode_coords="all", mask_and_scale=False)["labels"]  # the README's line
+    assert reopened.dtype == np.uint8 and reopened.rio.crs == "EPSG:32631"

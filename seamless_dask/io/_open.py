@@ -98,6 +98,7 @@ def _open_dataset_variable(where: str, chunks: dict | str | None, variable: str 
     if name not in ds.data_vars:
         raise RasterError(f"{where!r} has no variable {name!r}; it has {list(ds.data_vars)}")
     data = ds[name]
+    data.attrs.pop("_CRS", None)  # GDAL's copy of the CRS, which spatial_ref already carries
     if data.ndim == 2:
         data = data.expand_dims(band=[1])
     if data.ndim == 3 and str(data.dims[0]) != "band":

@@ -31,11 +31,14 @@ def to_zarr(
     compute: bool = True,
     progress: bool = False,
     storage_options: dict | None = None,
+    zarr_format: int = 2,
 ) -> Any:
     """Write ``result`` (``(y, x)`` labels or ``(class, y, x)``) to a zarr store, one task per chunk.
 
     ``store`` is a local path or an fsspec URL (``s3://bucket/labels.zarr``, ``gs://``, ``az://``,
-    ``memory://``), with ``storage_options`` for its filesystem (credentials, endpoint). A template
+    ``memory://``), with ``storage_options`` for its filesystem (credentials, endpoint). ``zarr_format=2`` (the
+    default) is what GDAL (and so QGIS) reads, with the CRS (a ``_CRS`` attribute), the geotransform (from the
+    ``x``/``y`` coordinates) and nodata (the ``fill_value``); 3 for zarr v3 readers. A template
     (coords, CRS, nodata as both zarr ``fill_value`` and CF ``_FillValue``, the job record) is written first,
     then each chunk region by its own task, with no locks (zarr chunks equal the result's chunks), and a
     done-marker per region.
@@ -58,15 +61,17 @@ def to_zarr(
             "resume=True continues the store that is there and overwrite=True replaces it: pass one of them "
             "(--resume or --overwrite)"
         )
+    if zarr_format not in (2, 3):
+        raise OptionError(f"zarr_format must be 2 (GDAL, QGIS) or 3, got zarr_format={zarr_format!r}")
     if not compute:
-        return _prepare(result, target, resume, overwrite)
+        return _prepare(result, target, resume, overwrite, zarr_format)
     with claim(target):
-        written = _compute(_prepare(result, target, resume, overwrite), progress)
+        written = _compute(_prepare(result, target, resume, overwrite, zarr_format), progress)
         mark_complete(target.url, storage_options=target.storage_options)
     return written
 
 
-def _prepare(result: Any, target: Target, resume: bool, overwrite: bool) -> Delayed:
+def _prepare(result: Any, target: Target, resume: bool, overwrite: bool, zarr_format: int = 2) -> Delayed:
     result = as_result(result)
     check_not_an_input(target, inputs_of(result), "output")
     chunks = _regular_chunks(result.data.chunks)
@@ -80,7 +85,7 @@ def _prepare(result: Any, target: Target, resume: bool, overwrite: bool) -> Dela
         done = _check_resumable(target, result, chunks, found)
     else:
         target.check_parent()
-        _write_template(result, target, chunks)
+        _write_template(result, target, chunks, zarr_format)
         done = np.zeros(tuple(len(c) for c in chunks[-2:]), dtype=bool)
     return _zarr_writes(result, target, done)
 
@@ -173,7 +178,9 @@ def _regular_chunks(chunks: tuple[tuple[int, ...], ...]) -> tuple[tuple[int, ...
     return tuple(out)
 
 
-def _write_template(result: xr.DataArray, target: Target, chunks: tuple[tuple[int, ...], ...]) -> None:
+def _write_template(
+    result: xr.DataArray, target: Target, chunks: tuple[tuple[int, ...], ...], zarr_format: int = 2
+) -> None:
     if array_expr():
         # xarray cannot encode an array-expr array yet (dask raises NotImplementedError in __array_function__):
         # write the template from a broadcast view of the fill value, whose chunks zarr never stores.
@@ -186,11 +193,13 @@ def _write_template(result: xr.DataArray, target: Target, chunks: tuple[tuple[in
     var.encoding.update(chunks=tuple(axis[0] for axis in chunks))
     if nodata is not None:
         var.encoding.update(_FillValue=nodata, fill_value=nodata)
+    if result.rio.crs is not None:  # GDAL's Zarr driver reads the CRS from here (and the transform from x/y)
+        var.attrs["_CRS"] = {"wkt": result.rio.crs.to_wkt()}
     options: dict[str, Any] = {"storage_options": target.storage_options} if target.storage_options else {}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
         # mode="w" replaces a store only after _our_store said seamless_dask wrote it
-        ds.to_zarr(target.url, mode="w", compute=False, consolidated=True, **options)
+        ds.to_zarr(target.url, mode="w", compute=False, consolidated=True, zarr_format=zarr_format, **options)
         group = _open_group(target, "r+")
         grid = tuple(len(c) for c in chunks[-2:])
         group.create_array(DONE, shape=grid, chunks=(1, 1), dtype="uint8", fill_value=0)
