@@ -5,6 +5,7 @@ values. Inner code takes only these."""
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -131,3 +132,37 @@ def device_for(data: Any, device: str) -> str:
     if device == "auto" and is_tensor(data) and data.device.type != "cpu":
         return str(data.device)
     return device
+
+
+TIME_DIMS = ("time",)  # a leading dim segment maps over, one image per step
+
+
+def stac_image(data: Any, bands: Sequence[Any] | None) -> Any:
+    """A STAC load as ``segment`` takes it: an odc-stac/xarray ``Dataset`` with one variable per band becomes a
+    ``(band, y, x)`` or ``(time, band, y, x)`` DataArray of the ``bands`` named (default: every variable with
+    ``y`` and ``x`` dims, in order); a stackstac-style DataArray gets its ``band`` coordinate selected by name."""
+    if isinstance(data, xr.Dataset):
+        names = (
+            list(bands) if bands is not None else [n for n, v in data.data_vars.items() if {"y", "x"} <= set(v.dims)]
+        )
+        missing = [n for n in names if n not in data.data_vars]
+        if missing or not names:
+            raise DimensionError(
+                f"bands must name variables of the Dataset, got {missing or names}; it has {list(data.data_vars)}: "
+                "e.g. bands=['red', 'green', 'blue']"
+            )
+        stacked = data[names].to_dataarray(dim="band")
+        order = [d for d in stacked.dims if d in TIME_DIMS] + ["band", "y", "x"]
+        return stacked.transpose(*order)
+    if bands is not None and isinstance(data, xr.DataArray):
+        if "band" not in data.dims:
+            raise DimensionError(f"bands selects along a 'band' dim, and the data has dims {tuple(data.dims)}")
+        return data.sel(band=list(bands))
+    return data
+
+
+def time_steps(data: xr.DataArray) -> str | None:
+    """The leading dim ``segment`` maps over (``time`` of a ``(time, band, y, x)`` stack), or ``None``."""
+    if data.ndim == 4 and str(data.dims[0]) in TIME_DIMS and tuple(map(str, data.dims[2:])) == ("y", "x"):
+        return str(data.dims[0])
+    return None

@@ -9,6 +9,7 @@ and the job record (:mod:`seamless_dask.record`) that makes a resumed write prov
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,8 @@ from .inputs import (
     is_tensor,
     nodata_for,
     resources_for,
+    stac_image,
+    time_steps,
 )
 from .options import AMP, TTA, Activation, Output, WeightsKind
 from .runner import ModelRunner, RunnerConfig
@@ -57,6 +60,7 @@ def segment(
     nodata: float | str | None = "auto",
     resources: dict[str, float] | str | None = "auto",
     trust_model: bool = False,
+    bands: Sequence[Any] | None = None,
 ) -> Any:
     """Segment an image of any size with a model that sees ``tile_size`` tiles, without seams.
 
@@ -64,8 +68,10 @@ def segment(
     ----------
     data
         ``xr.DataArray`` with dims ``(band, y, x)`` or ``(y, x)`` (numpy- or dask-backed): returns a lazy,
-        dask-backed ``xr.DataArray``. A numpy array ``(bands, H, W)`` or ``(H, W)``: returns numpy.
-        A torch tensor: returns a tensor on the same device. A dask array: returns a dask array.
+        dask-backed ``xr.DataArray``. A STAC load: an ``xr.Dataset`` with one variable per band (odc-stac),
+        or a ``(time, band, y, x)`` DataArray (stackstac); a ``time`` dim is mapped over, lazily, one image
+        per step, and comes back as the result's leading dim. A numpy array ``(bands, H, W)`` or ``(H, W)``:
+        returns numpy. A torch tensor: returns a tensor on the same device. A dask array: returns a dask array.
     model
         ``torch.nn.Module``, TorchScript module or file, callable on NCHW float32 batches, or an import
         string ``"pkg.module:factory"``.
@@ -109,11 +115,15 @@ def segment(
         dask worker resources each model task needs on a ``distributed`` cluster, e.g. ``{"GPU": 1}`` so
         that model work lands on GPU workers only. ``"auto"``: ``{"GPU": 1}`` when ``device`` is CUDA, or
         when it is ``"auto"`` and a worker of the active cluster advertises a ``GPU`` resource; else none.
+    bands
+        For a Dataset, the variables to stack as bands, in order (default: every variable with ``y`` and
+        ``x`` dims); for a DataArray with a ``band`` coordinate, the band names or numbers to select.
     trust_model
         Load model files that run code as they load (``torch.export`` ``.pt2`` files are unpickled). Off by
         default: such a file is refused. Import strings ``"pkg.module:factory"`` run their package's code by
         design, as any import does.
     """
+    data = stac_image(data, bands)
     config = RunnerConfig(
         batch_size=batch_size,
         device=device_for(data, device),
@@ -140,6 +150,10 @@ def segment(
     if client is not None:  # resource routing and row order on the scheduler (once per client)
         ensure_scheduler_plugins(client, required=bool(job.resources))
     if isinstance(data, xr.DataArray):
+        steps = time_steps(data)
+        if steps is not None:  # one lazy result per step, stacked again
+            per_step = [_segment_dataarray(d, job, _JobRecorder(d, model, job)) for d in _steps(data, steps)]
+            return xr.concat(per_step, dim=data[steps], combine_attrs="drop_conflicts")
         return _segment_dataarray(data, job, _JobRecorder(data, model, job))
     if is_tensor(data):
         result = build_graph(bands_first(data.detach().cpu().numpy(), "tensor"), job).array.compute()
@@ -154,6 +168,10 @@ def segment(
         f"data must be an xarray.DataArray, a numpy array, a dask array or a torch tensor, got {type(data).__name__}: "
         "open rasters with seamless_dask.open_raster(path)"
     )
+
+
+def _steps(data: xr.DataArray, dim: str) -> list[xr.DataArray]:
+    return [data.isel({dim: i}) for i in range(data.sizes[dim])]
 
 
 def plan(
