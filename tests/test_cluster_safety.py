@@ -136,6 +136,13 @@ def test_a_stage1_task_fused_with_its_settle_task_still_counts(capsys):
 # ---- class 12: TLS end to end
 
 
+def _parses(path) -> bool:
+    try:
+        return "address" in json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+
+
 @pytest.fixture
 def tls_files(tmp_path):
     security = Security.temporary()
@@ -158,7 +165,7 @@ def test_a_tls_cluster_of_real_processes_end_to_end(scene, tmp_path, tls_files, 
                               "--scheduler-file", str(file), "--no-dashboard", *tls)  # fmt: skip
     worker = None
     try:
-        helpers.wait_for(file.exists, 30, "the scheduler file")
+        helpers.wait_for(lambda: _parses(file), 30, "the scheduler file")  # written, not only created
         address = json.loads(file.read_text())["address"]
         assert address.startswith("tls://")
         worker = _dask_process("worker", address, "--nthreads", "2", "--no-nanny", "--host", "127.0.0.1", *tls)
