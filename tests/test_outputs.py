@@ -195,7 +195,7 @@ def slow_run(scene, target, log, sleep: float):
 
 def test_two_runs_on_one_target_the_second_is_refused_naming_the_first(scene, tmp_path, capsys):
     target = tmp_path / "o.tif"
-    first = slow_run(scene, target, tmp_path / "tiles.log", 0.05)
+    first = slow_run(scene, target, tmp_path / "tiles.log", 0.2)  # seconds of work left when the second starts
     try:
         assert cli(scene, target, "--model", "helpers:other_model", "--overwrite") == 2
         line = error_line(capsys)
