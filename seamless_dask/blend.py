@@ -79,12 +79,13 @@ def accumulate(inference: TileInference, block: np.ndarray, tiles: Sequence[Loca
     """
     (th, tw), n_classes, runner = inference.tile_shape, inference.n_classes, inference.runner
     acc = np.zeros((n_classes + 1, *block.shape[1:]), dtype=np.float64)
-    block, valid = mask_nodata(block, inference.nodata, runner.config.fill_values(block.shape[0]))
+    fill = runner.config.fill_values(block.shape[0])
+    block, valid = mask_nodata(block, inference.nodata, fill)
     if valid is not None:
         tiles = [t for t in tiles if valid[t.y : t.y + th, t.x : t.x + tw].any()]
     batch_size = runner.config.batch_size
     batches = [tiles[start : start + batch_size] for start in range(0, len(tiles), batch_size)]
-    padding = TilePadding.to_fit((th, tw), inference.model_tile or (th, tw), runner.config.fill_values(block.shape[0]))
+    padding = TilePadding.to_fit((th, tw), inference.model_tile or (th, tw), fill)
     stacks = (padding.pad(np.stack([tile_pixels(block, valid, t, (th, tw)) for t in batch])) for batch in batches)
     for batch, raw in zip(batches, runner.predict_stream(stacks), strict=True):
         if raw.shape[1] != n_classes:

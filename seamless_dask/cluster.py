@@ -170,9 +170,7 @@ class TileEvents(SchedulerPlugin):
 
     def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
         if finish == "memory" and self.scheduler is not None and keys.is_inference(key):
-            from .progress import TOPIC
-
-            self.scheduler.log_event(TOPIC, list(key))
+            self.scheduler.log_event(keys.TILE_TOPIC, list(key))
 
 
 def chunk_rows(tasks: list[Any]) -> dict[Any, int | None]:

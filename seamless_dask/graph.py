@@ -15,6 +15,7 @@ the input's chunking. Key names are made in :mod:`seamless_dask.keys`; arrays co
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -110,7 +111,7 @@ def build_graph(image: Any, job: SegmentJob) -> SegmentGraph:
     job.runner.config.check_bands(bands)
     check_nodata_fits(job.nodata, image.dtype)
     n_classes = job.num_classes or job.runner.probe(bands, job.tile_size)
-    job = SegmentJob(**{**job.__dict__, "num_classes": n_classes})
+    job = dataclasses.replace(job, num_classes=n_classes)
     overlap = (grid.y.overlap, grid.x.overlap)
     inference = blend.TileInference(
         job.runner, job.weights, grid.tile_shape, n_classes, job.nodata, overlap, model_tile=job.tile_size

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 PREFIX = "seamless-"
+TILE_TOPIC = "seamless-tiles"  # scheduler events, one per finished model task (cluster.TileEvents -> progress)
 INFER = "seamless-infer-"
 SETTLE = "seamless-settle-"
 

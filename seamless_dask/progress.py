@@ -20,8 +20,6 @@ from dask.callbacks import Callback
 
 from . import keys
 
-TOPIC = "seamless-tiles"
-
 
 def tile_counts(obj: Any) -> dict[Any, int]:
     """``{stage-1 key: tiles it runs}`` for every seamless_dask inference task in ``obj``'s graph."""
@@ -114,8 +112,8 @@ def _compute_distributed(client: Any, obj: Any, counts: dict[Any, int], descript
             _, key = event
             counter.done(tuple(key) if isinstance(key, list) else key)
 
-        client.subscribe_topic(TOPIC, on_event)
+        client.subscribe_topic(keys.TILE_TOPIC, on_event)
         try:
             return client.compute(obj).result()
         finally:
-            client.unsubscribe_topic(TOPIC)
+            client.unsubscribe_topic(keys.TILE_TOPIC)

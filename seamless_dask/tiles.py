@@ -35,7 +35,7 @@ def mask_nodata(block: np.ndarray, nodata: float | None, fill: np.ndarray) -> Ma
     -9999, a NaN or an inf inside a tile would reach the valid pixels beside it through the model's
     receptive field (an inf turns a whole tile's logits into NaN). A band missing at a valid pixel gets
     ``fill`` (the normalisation mean, else 0); pixels with no data at all are later filled per tile from
-    their nearest valid pixel (see ``_tile_pixels``).
+    their nearest valid pixel (see :func:`tile_pixels`).
     """
     missing = ~np.isfinite(block) if np.issubdtype(block.dtype, np.floating) else None
     if nodata is not None and not np.isnan(nodata) and representable(nodata, block.dtype):

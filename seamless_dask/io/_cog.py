@@ -99,6 +99,7 @@ def _cog_writes(result: Any, target: Target, run: str, options: _Layout) -> Dela
         warnings.warn(f"writing {target.url!r} without a CRS: the result has none", UserWarning, stacklevel=3)
     resampling = resampling or ("nearest" if np.issubdtype(result.dtype, np.integer) else "average")
     scratch, partial = scratch_paths(target, run)
+    os.makedirs(os.path.dirname(scratch), exist_ok=True)  # a remote target's local folder
     _create_scratch(result, scratch)
     array = result.data
     name = "seamless-cog-" + tokenize(array.name, target.url, run)
@@ -140,31 +141,22 @@ def scratch_paths(target: Target, run: str) -> tuple[str, str]:
         base = target.url + SCRATCH_INFIX + run
     else:
         folder = os.path.join(tempfile.gettempdir(), "seamless-cog-" + run)
-        os.makedirs(folder, exist_ok=True)
         base = os.path.join(folder, os.path.basename(target.path.rstrip("/")))
     return base + ".scratch.tif", base + ".partial.tif"
 
 
-def discard_partial_cog(
-    path: str | os.PathLike, *, run: str | None = None, storage_options: dict | None = None
-) -> None:
-    """Remove what an interrupted or failed ``to_cog`` of run ``run`` left (never ``path`` itself); with no
-    ``run``, every run's scratch beside a local ``path`` (call it only while holding the claim)."""
+def discard_partial_cog(path: str | os.PathLike, *, run: str, storage_options: dict | None = None) -> None:
+    """Remove what an interrupted or failed ``to_cog`` of run ``run`` left (never ``path`` itself). Other runs'
+    leftovers are the claim's business (:func:`seamless_dask.io.claim` clears them when they are stale)."""
     target = as_target(path, storage_options)
     if target.local:
-        if run is None:
-            from ._target import remove_scratch
-
-            remove_scratch(target)
-            return
         for leftover in scratch_paths(target, run):
             with contextlib.suppress(FileNotFoundError):
                 os.remove(leftover)
         return
-    if run is not None:
-        shutil.rmtree(os.path.dirname(scratch_paths(target, run)[0]), ignore_errors=True)
-        with contextlib.suppress(FileNotFoundError):
-            target.fs.rm(target.sibling(SCRATCH_INFIX + run + ".partial.tif").path)
+    shutil.rmtree(os.path.dirname(scratch_paths(target, run)[0]), ignore_errors=True)
+    with contextlib.suppress(FileNotFoundError):
+        target.fs.rm(target.sibling(SCRATCH_INFIX + run + ".partial.tif").path)
 
 
 def _create_scratch(result: xr.DataArray, scratch: str) -> None:
