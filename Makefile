@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow lint format bench-peers bench-threads bench-memory clean
+.PHONY: install demo test test-slow docs lint format bench-peers bench-threads bench-memory clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,13 +24,18 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m mypy seamless_dask
+	$(PY) -m mypy seamless_dask tests/typing
 	$(PY) -m pytest
+
+# The documentation site (docs/ and the API reference from the docstrings) into site/; any warning fails it.
+docs: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[docs]" -c constraints.txt
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m "slow or not slow" --hypothesis-profile=thorough
 
-# By hand, not in CI: each writes its README table to stdout (see the README's Performance section).
+# By hand, not in CI: each prints its table for docs/benchmarks.md.
 bench-peers: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[bench]"
 	$(PY) benchmarks/peers.py
@@ -46,11 +51,11 @@ bench-memory: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m mypy seamless_dask
+	$(PY) -m mypy seamless_dask tests/typing
 
 format: $(STAMP)
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
 
 clean:
-	rm -rf $(VENV) demo-output .pytest_cache .hypothesis
+	rm -rf $(VENV) demo-output site .pytest_cache .hypothesis

@@ -4,7 +4,7 @@
 
 The image and models of ``peers.py`` (tile 256, overlap 64, batch 8, logits), all in one process,
 configurations interleaved run by run so that the machine's drift hits them alike; prints the median wall
-time of each as a ratio to the bare loop (torch's default threads), as a README table.
+time of each as a ratio to the bare loop (torch's default threads), as a table for docs/benchmarks.md.
 """
 
 from __future__ import annotations

@@ -132,7 +132,8 @@ def halo_parts(acc: np.ndarray, h: int, w: int) -> HaloParts:
 
 class Settled(NamedTuple):
     """A chunk's output, decided everywhere its neighbours above and to the left do not reach, and the
-    sums of the bands they do reach, which :func:`finish` completes."""
+    sums of the bands they do reach, which :func:`finish` completes.
+    """
 
     block: np.ndarray
     top: np.ndarray | None  # sums (classes + 1, oy, w) of the rows the chunk above reaches
@@ -148,6 +149,7 @@ class Decision:
     label_nodata: int | None = None
 
     def __call__(self, sums: np.ndarray) -> np.ndarray:
+        """Decide ``sums`` (``(classes + 1, y, x)``: weighted sums, then the weight) into this output's block."""
         return decide(sums, self.output, self.binary, self.label_nodata)
 
 

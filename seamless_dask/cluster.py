@@ -49,6 +49,7 @@ class ModelPlugin(WorkerPlugin):
         self.token, self.model = token, model
 
     def setup(self, worker: Any) -> None:
+        """Called by distributed on each worker as it joins."""
         register_model(self.token, self.model)
 
 
@@ -79,7 +80,8 @@ def _fixed_mmap_threshold(threshold: int = 2**20) -> None:
     """Ask glibc to give every allocation of ``threshold`` bytes or more its own mapping, returned to the
     system when freed. By default glibc raises that threshold after the first large free, and then keeps
     the chunk-sized arrays of later tasks in heap arenas that never shrink: RSS grows with the image
-    (measured on a 20000 px scene, threaded: 1.94 GB peak by default, 1.45 GB with this)."""
+    (measured on a 20000 px scene, threaded: 1.94 GB peak by default, 1.45 GB with this).
+    """
     import ctypes
     import sys
 
@@ -96,7 +98,8 @@ def _fixed_mmap_threshold(threshold: int = 2**20) -> None:
 class WorkerSetup(WorkerPlugin):
     """A ``WorkerPlugin`` running :func:`configure_process` on every worker: torch threads (``torch_threads``,
     or the worker's cores per dask thread, ``CPU_COUNT // nthreads``, right for one worker per machine or
-    pod; nanny-started workers otherwise run torch on one thread) and GDAL's block cache."""
+    pod; nanny-started workers otherwise run torch on one thread) and GDAL's block cache.
+    """
 
     name = "seamless-worker-setup"
 
@@ -104,6 +107,7 @@ class WorkerSetup(WorkerPlugin):
         self.torch_threads, self.gdal_cache_mb = torch_threads, gdal_cache_mb
 
     def setup(self, worker: Any) -> None:
+        """Called by distributed on each worker as it joins."""
         from dask.system import CPU_COUNT
 
         threads = self.torch_threads or max(1, CPU_COUNT // max(1, worker.state.nthreads))
@@ -121,6 +125,7 @@ class ResourceRouting(SchedulerPlugin):
     name = "seamless-resource-routing"
 
     def update_graph(self, scheduler: Any, *, tasks: Any = (), **kwargs: Any) -> None:
+        """Called by the scheduler with each new graph."""
         for key in tasks:
             ts = scheduler.tasks.get(key)
             if ts is not None and keys.is_inference(ts.key):
@@ -145,6 +150,7 @@ class RowOrder(SchedulerPlugin):
     name = "seamless-row-order"
 
     def update_graph(self, scheduler: Any, *, tasks: Any = (), **kwargs: Any) -> None:
+        """Called by the scheduler with each new graph."""
         touched = [scheduler.tasks[key] for key in tasks if key in scheduler.tasks]
         rows = chunk_rows(touched)
         if not any(row is not None for row in rows.values()):
@@ -158,7 +164,8 @@ class RowOrder(SchedulerPlugin):
 class TileEvents(SchedulerPlugin):
     """On the scheduler: an event on the topic ``seamless-tiles`` each time a model task's result is in memory,
     which the client's tile progress bar follows (:mod:`seamless_dask.progress`); a ``Future`` made from a
-    key name would never hear of it, since the scheduler reports keys only to clients that asked for them."""
+    key name would never hear of it, since the scheduler reports keys only to clients that asked for them.
+    """
 
     name = "seamless-tile-events"
 
@@ -166,9 +173,11 @@ class TileEvents(SchedulerPlugin):
         self.scheduler: Any = None
 
     async def start(self, scheduler: Any) -> None:
+        """Called by the scheduler as the plugin is registered."""
         self.scheduler = scheduler
 
     def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
+        """Called by the scheduler at each task transition."""
         if finish == "memory" and self.scheduler is not None and keys.is_inference(key):
             self.scheduler.log_event(keys.TILE_TOPIC, list(key))
 
@@ -200,7 +209,8 @@ def _or_first(row: int | None) -> int:
 def setup_workers(client: Any, *, torch_threads: int | None = None, gdal_cache_mb: int | None = GDAL_CACHE_MB) -> None:
     """Register :class:`WorkerSetup` on ``client``'s workers (those that join later get it too) and
     :class:`ResourceRouting` and :class:`RowOrder` on its scheduler (which must be able to import
-    seamless_dask)."""
+    seamless_dask).
+    """
     client.register_plugin(WorkerSetup(torch_threads, gdal_cache_mb))
     ensure_scheduler_plugins(client)
 
@@ -210,7 +220,8 @@ def ensure_scheduler_plugins(client: Any, *, required: bool = True) -> None:
     once per client.
 
     The scheduler must be able to import seamless_dask. When it cannot and nothing ``required`` them (no
-    task needs worker resources), the job runs without them, in dask's own order, with a warning."""
+    task needs worker resources), the job runs without them, in dask's own order, with a warning.
+    """
     plugins: tuple[ResourceRouting | RowOrder | TileEvents, ...] = (ResourceRouting(), RowOrder(), TileEvents())
     for plugin in plugins:
         if plugin.name in _registered(client):

@@ -39,7 +39,8 @@ def array_expr() -> bool:
 
 def graph_with(name: str, layer: dict, dependencies: Sequence[Any], annotations: dict | None = None) -> HighLevelGraph:
     """A graph holding ``layer`` (named ``name``) on top of the graphs of ``dependencies`` (dask collections of
-    either engine, or anything with ``__dask_graph__``)."""
+    either engine, or anything with ``__dask_graph__``).
+    """
     layers: dict[str, Any] = {}
     deps: dict[str, set] = {}
     upstream: set[str] = set()
@@ -72,8 +73,11 @@ def new_array(graph: HighLevelGraph, name: str, chunks: tuple[tuple[int, ...], .
 
 
 def block_keys(array: Any) -> np.ndarray:
-    """The key of each block of ``array``, as an object array of its ``numblocks``: what tasks built on top of
-    it must name. (An array-expr collection's ``name`` is its expression's, which lowering may rename.)"""
+    """The key of each block of ``array``, as an object array of its ``numblocks``.
+
+    These are what tasks built on top of it must name. (An array-expr collection's ``name`` is its
+    expression's, which lowering may rename.)
+    """
     nested = array.__dask_keys__()
     out = np.empty(array.numblocks, dtype=object)
     for index in np.ndindex(*array.numblocks):

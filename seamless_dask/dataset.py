@@ -30,6 +30,13 @@ IGNORE_INDEX = -100  # torch.nn.CrossEntropyLoss's default ignore_index
 class TileDataset:
     """Tiles of one or more images (with label rasters, for training) as a map-style torch ``Dataset``.
 
+    Tiles follow ``segment``'s grid and are read window by window (never the whole scene).
+    Each item is a dict: ``"image"`` float32 tensor ``(bands, th, tw)``, ``"valid"`` bool ``(th, tw)``,
+    ``"label"`` int64 ``(th, tw)`` when labels are given, always of the full ``tile_size`` so that the default
+    collate stacks them: a tile of an image thinner than the tile is centred and padded as ``segment`` pads
+    it for the model (normalised 0), with ``valid`` False and the label ``ignore_index`` on the padding;
+    ``"scene"`` and ``"tile"`` (indices into ``images`` and its ``TileGrid``) and ``"window"`` ``(y0, x0)``.
+
     Parameters
     ----------
     images
@@ -52,11 +59,15 @@ class TileDataset:
         Called on each sample dict (e.g. flips applied to ``"image"`` and ``"label"`` alike) before it is
         returned.
 
-    Each item is a dict: ``"image"`` float32 tensor ``(bands, th, tw)``, ``"valid"`` bool ``(th, tw)``,
-    ``"label"`` int64 ``(th, tw)`` when labels are given, always of the full ``tile_size`` so that the default
-    collate stacks them: a tile of an image thinner than the tile is centred and padded as ``segment`` pads
-    it for the model (normalised 0), with ``valid`` False and the label ``ignore_index`` on the padding;
-    ``"scene"`` and ``"tile"`` (indices into ``images`` and its ``TileGrid``) and ``"window"`` ``(y0, x0)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from seamless_dask import TileDataset
+    >>> image, labels = np.zeros((3, 100, 90), "uint8"), np.ones((100, 90), "uint8")
+    >>> tiles = TileDataset(image, labels, tile_size=64, overlap=16)
+    >>> len(tiles), tiles[0]["image"].shape, tiles[0]["label"].dtype
+    (4, torch.Size([3, 64, 64]), torch.int64)
     """
 
     def __init__(
@@ -100,7 +111,8 @@ class TileDataset:
 
     def _in_this_process(self) -> None:
         """In a ``DataLoader`` worker (a forked process), open lazily read rasters anew: a GDAL dataset handle
-        inherited across ``fork`` is shared with the parent, and concurrent reads through it fail."""
+        inherited across ``fork`` is shared with the parent, and concurrent reads through it fail.
+        """
         if self._pid == os.getpid():
             return
         self.images = [_reopened(image) for image in self.images]
@@ -140,8 +152,10 @@ class TileDataset:
         return TilePadding.to_fit(array.shape[1:], self.tile_size, fills).pad(array[None])[0]
 
     def with_data(self, min_valid: float = 1e-9) -> TileDataset:
-        """This dataset without the tiles whose fraction of valid pixels is below ``min_valid`` (by default:
-        without tiles that hold no data at all). Reads every tile once."""
+        """A copy without the tiles whose fraction of valid pixels is below ``min_valid``.
+
+        By default, without the tiles that hold no data at all. Reads every tile once.
+        """
         if not 0 <= min_valid <= 1:
             raise OptionError(f"min_valid is a fraction of a tile's pixels in [0, 1], got {min_valid}")
         kept = []
@@ -229,7 +243,8 @@ def _check_aligned(image: Any, labels: Any, i: int) -> None:
 
 def _reopened(data: Any) -> Any:
     """``data`` with its file handles opened anew: a pickle round trip re-creates xarray's file managers from
-    their arguments (and a dask graph's); in-memory arrays are returned as they are, without a copy."""
+    their arguments (and a dask graph's); in-memory arrays are returned as they are, without a copy.
+    """
     lazy = isinstance(data, xr.DataArray) and (data.chunks is not None or not data.variable._in_memory)
     return pickle.loads(pickle.dumps(data)) if lazy or hasattr(data, "dask") else data
 

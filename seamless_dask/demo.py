@@ -25,7 +25,8 @@ _COLOURS = {"water": (0.05, 0.1, 0.2), "veg": (0.25, 0.5, 0.2), "soil": (0.55, 0
 
 def context_model(context: int = 31, thresholds: tuple[float, float] = (0.2, 0.55), sharpness: float = 40.0) -> Any:
     """3-class model: water below ``thresholds[0]`` of mean brightness over ``context`` pixels, built-up above
-    ``thresholds[1]``, land between. Zero padding at the input's edges, as in most CNNs."""
+    ``thresholds[1]``, land between. Zero padding at the input's edges, as in most CNNs.
+    """
     import torch
     from torch import nn
 

@@ -128,7 +128,8 @@ def build_graph(image: Any, job: SegmentJob) -> SegmentGraph:
 @dataclass(frozen=True)
 class InferencePlan:
     """What a ``segment`` result is built from: the extended windows, the model's key, the chunk plan and the
-    job. It builds the graph, and rebuilds it for a resumed write with fewer tiles (:meth:`build`)."""
+    job. It builds the graph, and rebuilds it for a resumed write with fewer tiles (:meth:`build`).
+    """
 
     windows: Blocks
     model_key: Any  # a Delayed holding the blend.TileInference
@@ -154,7 +155,8 @@ class InferencePlan:
 
     def tiles(self, j: int, k: int, done: np.ndarray | None) -> Sequence[LocalTile]:
         """The tiles chunk ``(j, k)`` runs: all it owns, or, once it is ``done``, only those reaching into
-        neighbours that are not."""
+        neighbours that are not.
+        """
         tiles = self.chunk_plan.local_tiles(j, k)
         if done is None or not done[j, k]:
             return tiles
@@ -211,13 +213,15 @@ def _part(parts: blend.HaloParts, which: str) -> np.ndarray:
 
 class ResumePlans:
     """The :class:`InferencePlan` of each recent ``segment`` result, by its dask name, so that a resumed write
-    can rebuild the result with fewer tiles (:meth:`restricted`). Bounded: the oldest are forgotten."""
+    can rebuild the result with fewer tiles (:meth:`restricted`). Bounded: the oldest are forgotten.
+    """
 
     def __init__(self, size: int = 32) -> None:
         self.size = size
         self.plans: OrderedDict[str, InferencePlan] = OrderedDict()
 
     def remember(self, array: Any, plan: InferencePlan) -> None:
+        """Keep what rebuilds ``array`` for a resumed write (weakly: it goes when the array goes)."""
         self.plans[array.name] = plan
         while len(self.plans) > self.size:
             self.plans.popitem(last=False)
@@ -240,7 +244,8 @@ RESUME_PLANS = ResumePlans()
 
 def _chunk_target(image: Any, job: SegmentJob, grid: TileGrid) -> Pair:
     """Pixels per chunk side: ``chunks=``, else a dask image's own chunks, else 2048 for a lazily read raster
-    (fewer, larger windows read), else, for an image in memory, :func:`in_memory_chunk` per axis."""
+    (fewer, larger windows read), else, for an image in memory, :func:`in_memory_chunk` per axis.
+    """
     if job.chunks is not None:
         return job.chunks
     if isinstance(image, da.Array):
@@ -254,6 +259,7 @@ def _chunk_target(image: Any, job: SegmentJob, grid: TileGrid) -> Pair:
 def in_memory_chunk(side: int, stride: int, batch_size: int) -> int:
     """Default chunk side for an image already in memory: at least three chunks per side up to 1024 px,
     so that every core has a chunk to work on while the others blend (one chunk for the whole image runs
-    one model call at a time: ``benchmarks/threads.py``), but never fewer tiles than two batches."""
+    one model call at a time: ``benchmarks/threads.py``), but never fewer tiles than two batches.
+    """
     two_batches = stride * math.ceil(math.sqrt(2 * batch_size))
     return max(two_batches, min(IN_MEMORY_CHUNK, -(-side // 3)))

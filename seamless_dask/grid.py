@@ -86,6 +86,7 @@ class AxisTiling:
 
     @property
     def n_tiles(self) -> int:
+        """Number of tiles in the grid."""
         return len(self.origins)
 
     def edges(self, i: int) -> tuple[bool, bool]:
@@ -117,6 +118,10 @@ class AxisTiling:
 class TileGrid:
     """One global grid of overlapping tiles over an image of ``shape = (height, width)`` pixels.
 
+    Tile origins follow one lattice of stride ``tile - overlap``; the last tile on each axis is flush with the
+    border, and an axis shorter than the tile gets one tile of the axis' length. The grid depends on these three
+    values only, never on how the pixels are chunked.
+
     Parameters
     ----------
     shape
@@ -126,7 +131,21 @@ class TileGrid:
     overlap
         Overlap between neighbouring tiles in pixels, an int or ``(y, x)``; ``0 <= overlap < tile``.
 
-    The grid depends on these three values only, never on how the pixels are chunked.
+    Raises
+    ------
+    TilingError
+        A size that is not a positive int, or ``overlap >= tile`` (the message suggests an overlap).
+
+    Examples
+    --------
+    >>> from seamless_dask import TileGrid
+    >>> grid = TileGrid((1000, 700), tile=256, overlap=64)
+    >>> grid.grid_shape, grid.n_tiles
+    ((5, 4), 20)
+    >>> grid.window(3)  # the last tile of the first row is flush with the right border
+    TileWindow(y=slice(0, 256, None), x=slice(444, 700, None))
+    >>> grid.tiles_touching(slice(0, 10), slice(0, 200))
+    [0, 1]
     """
 
     shape: Pair
@@ -158,6 +177,7 @@ class TileGrid:
 
     @property
     def n_tiles(self) -> int:
+        """Number of tiles in the grid."""
         return self.y.n_tiles * self.x.n_tiles
 
     def window(self, i: int) -> TileWindow:
@@ -167,6 +187,7 @@ class TileGrid:
         return TileWindow(slice(y0, y0 + self.y.tile), slice(x0, x0 + self.x.tile))
 
     def windows(self) -> list[TileWindow]:
+        """Every tile's window, row-major (for small grids: a 1,000,000 px scene has millions of tiles)."""
         return [self.window(i) for i in range(self.n_tiles)]
 
     def tiles_touching(self, ys: slice, xs: slice) -> list[int]:
@@ -185,7 +206,28 @@ class TileGrid:
 
 @dataclass(frozen=True)
 class ChunkPlan:
-    """Chunk boundaries over a :class:`TileGrid`, and which tiles each chunk owns."""
+    """Chunk boundaries over a :class:`TileGrid`, and which tiles each chunk owns.
+
+    Boundaries lie on the tile lattice, so each tile is owned by the one chunk holding its origin and fits in
+    that chunk extended by the overlap on its high side. Made by :meth:`TileGrid.plan_chunks` or
+    :func:`~seamless_dask.plan`.
+
+    Attributes
+    ----------
+    grid
+        The tile grid.
+    y_bounds, x_bounds
+        Chunk boundaries ``(0, b1, ..., size)`` per axis, in pixels.
+
+    Examples
+    --------
+    >>> from seamless_dask import TileGrid
+    >>> plan = TileGrid((1000, 700), 256, 64).plan_chunks(400)
+    >>> plan.chunks
+    ((384, 616), (384, 316))
+    >>> plan.owned(0, 0), plan.owner(19)
+    ([0, 1, 4, 5], (1, 1))
+    """
 
     grid: TileGrid
     y_bounds: tuple[int, ...]

@@ -1,6 +1,7 @@
 """Input coercion, once, at the boundary: whatever ``segment`` is given becomes ``(bands, H, W)`` pixels, and
 the options that depend on the input (its nodata value, the device, the workers' resources) become plain
-values. Inner code takes only these."""
+values. Inner code takes only these.
+"""
 
 from __future__ import annotations
 
@@ -56,6 +57,7 @@ def nodata_for(data: Any, nodata: float | str | None) -> float | None:
 
 
 def check_nodata_fits(nodata: float | None, dtype: np.dtype) -> None:
+    """Raise an OptionError if ``dtype`` cannot hold ``nodata`` exactly."""
     if nodata is None or (np.isnan(nodata) and not np.issubdtype(dtype, np.integer)):
         return
     if not representable(nodata, dtype):
@@ -71,6 +73,7 @@ def check_nodata_fits(nodata: float | None, dtype: np.dtype) -> None:
 
 
 def bands_first_dataarray(data: xr.DataArray) -> xr.DataArray:
+    """``data`` with its band dim (if any) first and named ``band``; other dim orders raise with the fix."""
     dims = tuple(str(d) for d in data.dims)
     if dims == ("y", "x"):
         return data.expand_dims("band")
@@ -113,7 +116,8 @@ def bands_first(image: Any, kind: str) -> Any:
 
 def check_pixel_dtype(dtype: np.dtype, kind: str) -> None:
     """Raise unless pixels of ``dtype`` are real numbers a model can take (complex ones would lose their
-    imaginary part without a word when cast to float32)."""
+    imaginary part without a word when cast to float32).
+    """
     if np.issubdtype(dtype, np.complexfloating):
         raise DimensionError(
             f"the {kind} has complex pixels ({np.dtype(dtype).name}); a model takes real numbers: pass the part you "
@@ -124,6 +128,7 @@ def check_pixel_dtype(dtype: np.dtype, kind: str) -> None:
 
 
 def is_tensor(data: Any) -> bool:
+    """Whether ``data`` is a torch tensor (without importing torch when it is not loaded)."""
     return type(data).__module__.startswith("torch") and hasattr(data, "detach")
 
 
@@ -140,7 +145,8 @@ TIME_DIMS = ("time",)  # a leading dim segment maps over, one image per step
 def stac_image(data: Any, bands: Sequence[Any] | None) -> Any:
     """A STAC load as ``segment`` takes it: an odc-stac/xarray ``Dataset`` with one variable per band becomes a
     ``(band, y, x)`` or ``(time, band, y, x)`` DataArray of the ``bands`` named (default: every variable with
-    ``y`` and ``x`` dims, in order); a stackstac-style DataArray gets its ``band`` coordinate selected by name."""
+    ``y`` and ``x`` dims, in order); a stackstac-style DataArray gets its ``band`` coordinate selected by name.
+    """
     if isinstance(data, xr.Dataset):
         names = (
             list(bands) if bands is not None else [n for n, v in data.data_vars.items() if {"y", "x"} <= set(v.dims)]

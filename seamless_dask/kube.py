@@ -215,7 +215,8 @@ def job_spec(segment_args: Sequence[str], spec: KubeSpec | None = None) -> dict[
 def network_policy(spec: KubeSpec | None = None) -> dict[str, Any]:
     """A ``NetworkPolicy`` for the cluster's pods (scheduler, workers, job runner: the operator labels them
     ``dask.org/cluster-name``): traffic in only from each other, from pods with ``spec.client_labels`` and from
-    the dask operator's namespace. A dask scheduler runs whatever its clients send: nothing else may reach it."""
+    the dask operator's namespace. A dask scheduler runs whatever its clients send: nothing else may reach it.
+    """
     spec = spec or KubeSpec()
     members = {"podSelector": {"matchLabels": {"dask.org/cluster-name": spec.name}}}
     sources: list[dict[str, Any]] = [members, {"podSelector": {"matchLabels": dict(spec.client_labels)}}]
@@ -231,7 +232,8 @@ def network_policy(spec: KubeSpec | None = None) -> dict[str, Any]:
 
 def _lock_down(pod: dict[str, Any], spec: KubeSpec) -> None:
     """Non-root, no privilege escalation, no capabilities, read-only root with ``/tmp`` an ``emptyDir``; the
-    environment (Secrets by reference) and, with TLS, the certificates mounted read-only."""
+    environment (Secrets by reference) and, with TLS, the certificates mounted read-only.
+    """
     pod["securityContext"] = {
         "runAsNonRoot": True,
         "runAsUser": USER_ID,
@@ -277,7 +279,8 @@ def _set_pod(pod: dict[str, Any], spec: KubeSpec, *, gpu: bool) -> None:
 def kubernetes_cluster(spec: KubeSpec | None = None, **kwargs: Any) -> Any:
     """A ``Client`` on a new ``DaskCluster`` made from ``spec`` (needs the dask operator on the cluster and
     a kube config); ``kwargs`` go to ``dask_kubernetes.operator.KubeCluster``. Workers are set up as
-    :func:`seamless_dask.cluster.setup_workers` does. Close the client and its ``cluster`` when done."""
+    :func:`seamless_dask.cluster.setup_workers` does. Close the client and its ``cluster`` when done.
+    """
     from dask_kubernetes.operator import KubeCluster
     from distributed import Client
 

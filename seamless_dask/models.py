@@ -43,6 +43,7 @@ def register_model(token: str, model: Any) -> None:
 
 
 def checked_spec(model: Any) -> Any:
+    """``model`` checked to be a spec ``ModelRunner`` can load, or a ModelSpecError naming the forms it takes."""
     if isinstance(model, os.PathLike):
         return os.fspath(model)
     if isinstance(model, (str, RegisteredModel)) or callable(model):
@@ -78,6 +79,7 @@ def exit_error(escape: SystemExit, where: str) -> ModelError:
 
 
 def load(spec: Any, device: Any, trusted: bool = False) -> Callable:
+    """The model of ``spec`` on ``device``, in eval mode: a callable on NCHW float32 batches."""
     if isinstance(spec, RegisteredModel):
         if spec.token not in _REGISTERED:
             raise ModelSpecError(

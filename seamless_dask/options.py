@@ -1,9 +1,16 @@
 """The option values ``segment`` takes, as ``Literal`` types: one source for the type checker, the runtime
-checks (``get_args``) and the command line's choices, so the three never drift."""
+checks (``get_args``) and the command line's choices, so the three never drift.
+"""
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, get_args
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .weights import TileWeights
 
 Output = Literal["labels", "probabilities", "logits"]
 Activation = Literal["softmax", "sigmoid"]
@@ -16,3 +23,24 @@ ACTIVATIONS: tuple[str | None, ...] = (*get_args(Activation), None)
 WEIGHTS_KINDS: tuple[str, ...] = get_args(WeightsKind)
 TTA_MODES: tuple[str | None, ...] = (None, *get_args(TTA))
 AMP_MODES: tuple[str | None, ...] = (None, *get_args(AMP))
+
+
+class SegmentOptions(TypedDict, total=False):
+    """The keyword options of :func:`~seamless_dask.segment`, for its typed overloads (one per input type)."""
+
+    tile_size: int | tuple[int, int]
+    overlap: int | tuple[int, int]
+    batch_size: int
+    output: Output
+    weights: WeightsKind | TileWeights | np.ndarray
+    device: str
+    normalize: tuple[Any, Any] | None
+    activation: Activation | None
+    num_classes: int | None
+    chunks: int | tuple[int, int] | None
+    tta: TTA | None
+    amp: AMP | None
+    nodata: float | str | None
+    resources: dict[str, float] | str | None
+    trust_model: bool
+    bands: Sequence[Any] | None

@@ -28,6 +28,7 @@ ATTR = "seamless_job"
 
 
 def package_version() -> str:
+    """The installed version of seamless_dask: the one source of ``__version__`` and of job records."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -38,7 +39,8 @@ def package_version() -> str:
 
 def job_record(data: Any, model: Any, options: dict[str, Any], loaded: Any = None) -> dict[str, Any]:
     """The record of segmenting ``data`` (a DataArray) with ``model`` (as the user gave it; ``loaded``: what an
-    import string loaded) and ``options``."""
+    import string loaded) and ``options``.
+    """
     return {
         "seamless_dask": package_version(),
         "input": input_identity(data),
@@ -48,6 +50,7 @@ def job_record(data: Any, model: Any, options: dict[str, Any], loaded: Any = Non
 
 
 def dumps(record: dict[str, Any]) -> str:
+    """``record`` as canonical JSON (sorted keys), as stores hold it."""
     return json.dumps(record, sort_keys=True)
 
 
@@ -115,7 +118,8 @@ def pixel_sample_hash(pixels: np.ndarray, samples: int = 65536) -> str:
 
 def model_identity(model: Any, loaded: Any = None) -> dict[str, Any]:
     """The model's spec, with a hash of its file or of its weights where there is one (``loaded``: the model
-    an import string gave, whose weights the string alone does not pin down)."""
+    an import string gave, whose weights the string alone does not pin down).
+    """
     from .models import RegisteredModel
 
     if isinstance(model, os.PathLike):
@@ -138,7 +142,8 @@ def model_identity(model: Any, loaded: Any = None) -> dict[str, Any]:
 
 def weights_hash(model: Any) -> str | None:
     """A hash of a torch module's ``state_dict`` (names, dtypes, shapes, bytes); ``None`` for other callables
-    and for modules without parameters or buffers."""
+    and for modules without parameters or buffers.
+    """
     state = getattr(model, "state_dict", None)
     tensors = state() if callable(state) else {}
     if not tensors:

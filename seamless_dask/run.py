@@ -28,13 +28,15 @@ LOCAL_SCHEDULERS = ("threads", "processes", "synchronous")
 @dataclass(frozen=True)
 class TLSFiles:
     """PEM files of a TLS-secured dask cluster: the CA that signed its certificates, this client's certificate
-    and key (for a local cluster, every member's)."""
+    and key (for a local cluster, every member's).
+    """
 
     ca_file: str
     cert: str
     key: str
 
     def security(self) -> Any:
+        """The ``distributed.Security`` of the TLS options, or ``None`` without them."""
         from distributed.security import Security
 
         for name, path in (("--tls-ca-file", self.ca_file), ("--tls-cert", self.cert), ("--tls-key", self.key)):
@@ -106,6 +108,7 @@ class SegmentReport:
     notes: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
+        """One line saying what the run does, for the log."""
         size = " x ".join(str(s) for s in self.shape)
         line = (
             f"wrote {self.target}: {size} {self.dtype}, nodata {self.nodata}, CRS {self.crs}; "
@@ -214,7 +217,8 @@ def _check_paths(request: SegmentRequest, target: Any) -> None:
 def _scheduler(request: SegmentRequest) -> Iterator[Any]:
     """Where the job runs: a new ``LocalCluster`` sized to the machine (no ``--scheduler``; TLS with the
     request's certificates), a dask scheduler at an address (reached within ``connect_timeout``, waiting
-    ``worker_wait`` at most for a first worker), or one of dask's local schedulers by name."""
+    ``worker_wait`` at most for a first worker), or one of dask's local schedulers by name.
+    """
     import dask
 
     address = request.scheduler

@@ -33,12 +33,40 @@ _TORCH_DTYPES = {np.dtype(t) for t in ("uint8", "int8", "int16", "int32", "int64
 class RunnerConfig:
     """How batches reach the model: batch size, device, input normalisation, output activation.
 
-    ``normalize = (mean, std)`` is in the input's own units (e.g. 0-255 for uint8 imagery), one value per
-    band or one for all bands. ``activation`` is applied to each tile's output before blending.
-    ``tta`` averages the activated predictions of several views of each tile, each mapped back first:
-    ``"flips"`` (4 mirror views) or ``"d4"`` (8 rotations and mirrors); every view is one model call.
-    ``trust_model`` allows model files that execute code as they load (``torch.export`` ``.pt2`` files are
-    unpickled): only for files whose origin you trust. TorchScript files load without it.
+    Parameters
+    ----------
+    batch_size
+        Tiles per model call.
+    device
+        ``"auto"`` (CUDA when visible), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    normalize
+        ``(mean, std)`` in the input's own units (e.g. 0-255 for uint8 imagery), one value per band or one
+        for all bands.
+    activation
+        ``"softmax"``, ``"sigmoid"`` or ``None``, applied to each tile's output before blending.
+    tta
+        Averages the activated predictions of several views of each tile, each mapped back first:
+        ``"flips"`` (4 mirror views) or ``"d4"`` (8 rotations and mirrors); every view is one model call.
+    amp
+        ``"bf16"`` or ``"fp16"`` autocast on CUDA.
+    trust_model
+        Allow model files that execute code as they load (``torch.export`` ``.pt2`` files are unpickled):
+        only for files whose origin you trust. TorchScript files load without it.
+
+    Raises
+    ------
+    OptionError
+        A value out of its range; the message names the allowed ones.
+
+    Examples
+    --------
+    >>> from seamless_dask import RunnerConfig
+    >>> RunnerConfig(batch_size=16, normalize=((123.7, 116.3, 103.5), (58.4, 57.1, 57.4))).normalize[1]
+    (58.4, 57.1, 57.4)
+    >>> RunnerConfig(tta="d5")
+    Traceback (most recent call last):
+    ...
+    seamless_dask.exceptions.OptionError: tta must be one of (None, 'flips', 'd4'), got tta='d5': use 'flips' or 'd4'
     """
 
     batch_size: int = 8
@@ -88,6 +116,7 @@ class Launched(NamedTuple):
     done: Any  # a ``torch.cuda.Event``, or None
 
     def result(self) -> np.ndarray:
+        """The batch's predictions, ``(tiles, classes, y, x)`` float32, once the device has them."""
         if self.done is not None:
             self.done.synchronize()
         return self.out.numpy()
@@ -96,8 +125,30 @@ class Launched(NamedTuple):
 class ModelRunner:
     """A model spec plus a :class:`RunnerConfig`; loads the model lazily, once per process.
 
-    Pickling keeps only the spec and the config when the spec is a string, so a worker loads the model
-    itself from the import string or TorchScript file.
+    The only caller of the model: ``segment`` gives each inference task the same runner. Pickling keeps only
+    the spec and the config when the spec is a string, so a worker loads the model itself from the import
+    string or TorchScript file.
+
+    Parameters
+    ----------
+    model
+        A ``torch.nn.Module``, a TorchScript module or file, a ``torch.export`` ``.pt2`` file (with
+        ``trust_model``), a callable on NCHW float32 batches, or an import string ``"pkg.module:factory"``.
+    config
+        How batches reach the model; default :class:`RunnerConfig()`.
+
+    Raises
+    ------
+    ModelSpecError
+        A spec that is none of the above (checked at once; loading happens at first use).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from seamless_dask import ModelRunner, RunnerConfig
+    >>> runner = ModelRunner("seamless_dask.testing:brightness", RunnerConfig(device="cpu", activation=None))
+    >>> runner.predict(np.full((2, 3, 8, 8), 200, np.float32)).shape  # (tiles, classes, y, x)
+    (2, 2, 8, 8)
     """
 
     def __init__(self, model: Any, config: RunnerConfig | None = None) -> None:

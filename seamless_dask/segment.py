@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, overload
 
 import dask.array as da
 import numpy as np
@@ -34,11 +34,31 @@ from .inputs import (
     stac_image,
     time_steps,
 )
-from .options import AMP, TTA, Activation, Output, WeightsKind
+from .options import AMP, TTA, Activation, Output, SegmentOptions, WeightsKind
 from .runner import ModelRunner, RunnerConfig
 from .weights import TileWeights, as_weights
 
+if TYPE_CHECKING:
+    import torch
+    from typing_extensions import Unpack
+
 DROPPED_ATTRS = ("_FillValue", "missing_value", "scale_factor", "add_offset", "units", "nodata")
+
+
+@overload
+def segment(data: np.ndarray, model: Any, **options: Unpack[SegmentOptions]) -> np.ndarray: ...
+
+
+@overload
+def segment(data: xr.DataArray | xr.Dataset, model: Any, **options: Unpack[SegmentOptions]) -> xr.DataArray: ...
+
+
+@overload
+def segment(data: da.Array, model: Any, **options: Unpack[SegmentOptions]) -> da.Array: ...
+
+
+@overload
+def segment(data: torch.Tensor, model: Any, **options: Unpack[SegmentOptions]) -> torch.Tensor: ...
 
 
 def segment(
@@ -122,6 +142,40 @@ def segment(
         Load model files that run code as they load (``torch.export`` ``.pt2`` files are unpickled). Off by
         default: such a file is refused. Import strings ``"pkg.module:factory"`` run their package's code by
         design, as any import does.
+
+    Returns
+    -------
+    xarray.DataArray, numpy.ndarray, dask.array.Array or torch.Tensor
+        The input's kind: ``(y, x)`` labels or ``(class, y, x)`` probabilities/logits (a leading ``time`` dim
+        for a time stack). A DataArray result is lazy, with the input's ``y``/``x`` coords, CRS, transform, a
+        nodata value and the job record (``attrs["seamless_job"]``); a dask result is lazy; numpy and torch
+        results are computed (a tensor on the input's device).
+
+    Raises
+    ------
+    DimensionError
+        Dims other than ``(band, y, x)``/``(y, x)`` (the message says how to transpose), complex pixels, or
+        an input of an unknown type.
+    TilingError
+        ``overlap >= tile_size``, or a scene too large to plan at this tile size.
+    OptionError
+        An unknown ``output``, ``activation``, ``tta``, ``amp`` or ``device``, or a nodata value the dtype
+        cannot hold.
+    ModelError
+        The model cannot be loaded, or its output has the wrong shape (at the probe call, before any work).
+
+    Examples
+    --------
+    >>> import numpy as np, seamless_dask as sd
+    >>> from seamless_dask.demo import context_model, synthetic_scene
+    >>> scene = synthetic_scene(600)  # (band, y, x) float32 DataArray, 10 m pixels
+    >>> labels = sd.segment(scene, context_model(), tile_size=256, overlap=64)
+    >>> labels.dims, labels.dtype, type(labels.data).__name__  # lazy: nothing has run yet
+    (('y', 'x'), dtype('uint8'), 'Array')
+    >>> window = labels[:100, :100].compute()  # runs only the tiles that window needs
+    >>> whole = sd.segment(scene.values, context_model(), tile_size=256, overlap=64)  # numpy in, numpy out
+    >>> bool((window.values == whole[:100, :100]).all())
+    True
     """
     data = stac_image(data, bands)
     config = RunnerConfig(
@@ -177,7 +231,29 @@ def _steps(data: xr.DataArray, dim: str) -> list[xr.DataArray]:
 def plan(
     shape: Pair, *, tile_size: int | Pair = 256, overlap: int | Pair = 64, chunks: int | Pair = DEFAULT_CHUNK
 ) -> ChunkPlan:
-    """The chunk plan ``segment`` uses for an image of ``shape = (height, width)``: inspect before running."""
+    """The chunk plan ``segment`` uses for an image of ``shape = (height, width)``: inspect before running.
+
+    Parameters
+    ----------
+    shape
+        ``(height, width)`` in pixels.
+    tile_size, overlap
+        As for :func:`segment`.
+    chunks
+        Requested pixels per chunk side; boundaries are moved onto the tile lattice.
+
+    Returns
+    -------
+    ChunkPlan
+        The chunks, the tile grid and which chunk owns each tile.
+
+    Examples
+    --------
+    >>> import seamless_dask as sd
+    >>> p = sd.plan((40_000, 40_000), tile_size=512, overlap=128, chunks=4096)
+    >>> p.grid.n_tiles, len(p.chunks[0]), p.chunks[0][:2]
+    (10816, 10, (4224, 4224))
+    """
     return TileGrid(shape, tile_size, overlap).plan_chunks(chunks)
 
 

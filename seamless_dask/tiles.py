@@ -74,12 +74,14 @@ class TilePadding:
 
     @classmethod
     def to_fit(cls, tile: tuple[int, int], model_tile: tuple[int, int], fill: np.ndarray) -> TilePadding:
+        """The padding that brings ``tile`` up to ``model_tile``, centred, filled with ``fill``."""
         extra = [max(0, m - t) for t, m in zip(tile, model_tile, strict=True)]
         before = (extra[0] // 2, extra[1] // 2)
         return cls(before, (extra[0] - before[0], extra[1] - before[1]), fill)
 
     @property
     def needed(self) -> bool:
+        """Whether the tile must be padded at all."""
         return any(self.before + self.after)
 
     def pad(self, stack: np.ndarray) -> np.ndarray:
@@ -140,7 +142,8 @@ def tile_pixels(block: np.ndarray, valid: np.ndarray | None, t: LocalTile, shape
 
 def nearest_valid_fill(pixels: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """``pixels`` ``(bands, h, w)`` with each pixel where ``valid`` is False taken from its nearest valid one
-    (all of them unchanged when none is valid)."""
+    (all of them unchanged when none is valid).
+    """
     if not valid.any():
         return pixels
     from scipy.ndimage import distance_transform_edt

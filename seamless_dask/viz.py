@@ -36,9 +36,34 @@ def default_palette(n_classes: int = 256) -> np.ndarray:
 def colorize(
     labels: np.ndarray, palette: Sequence | np.ndarray | None = None, *, nodata: float | None = None
 ) -> np.ndarray:
-    """``(H, W)`` class indices to ``(H, W, 3)`` uint8 RGB; classes beyond the palette raise.
+    """Colour a class map: ``(H, W)`` class indices to ``(H, W, 3)`` uint8 RGB.
 
-    With ``nodata``, returns ``(H, W, 4)`` RGBA, transparent where ``labels == nodata``.
+    Parameters
+    ----------
+    labels
+        ``(H, W)`` integer class indices.
+    palette
+        ``(n, 3)`` uint8 colours, one per class; default: a colour-blind-friendly palette of 256.
+    nodata
+        The labels' nodata value: the result is then ``(H, W, 4)`` RGBA, transparent there.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(H, W, 3)`` or ``(H, W, 4)`` uint8.
+
+    Raises
+    ------
+    OptionError
+        A class beyond the palette, or a palette that is not ``(n, 3)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from seamless_dask import colorize
+    >>> colorize(np.array([[0, 1], [255, 1]]), nodata=255)[..., 3]  # alpha: nodata is transparent
+    array([[255, 255],
+           [  0, 255]], dtype=uint8)
     """
     labels = np.asarray(labels)
     valid = None if nodata is None else labels != nodata
@@ -103,9 +128,31 @@ def quicklook(
 ) -> Path:
     """Write a PNG of ``labels`` coloured by class, nodata transparent, optionally beside ``image``'s RGB.
 
-    ``labels``: a written raster's path (GeoTIFF/COG or zarr: read decimated, through overviews when there
-    are some) or a ``(y, x)`` DataArray or array; ``(class, y, x)`` probabilities show their argmax.
-    ``image``: the input, as a path or ``(band, y, x)`` DataArray. At most ``max_size`` pixels a side.
+    Parameters
+    ----------
+    labels
+        A written raster's path (GeoTIFF/COG or zarr: read decimated, through overviews when there are some)
+        or a ``(y, x)`` DataArray or array; ``(class, y, x)`` probabilities show their argmax.
+    path
+        The PNG to write.
+    palette
+        As for :func:`colorize`.
+    image
+        The input, as a path or ``(band, y, x)`` DataArray, shown on the left.
+    max_size
+        At most this many pixels a side (decimated, never the whole raster in memory).
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from seamless_dask import quicklook
+    >>> quicklook(np.eye(64, dtype="uint8"), getfixture("tmp_path") / "labels.png").name
+    'labels.png'
     """
     classes, nodata = _decimated(labels, max_size)
     if classes.ndim == 3:  # probabilities: the most likely class, transparent where there was no data

@@ -52,6 +52,21 @@ class TileWeights:
         Keep full trust on tile sides that lie on the image border.
     array
         A positive ``(tile_y, tile_x)`` map, for ``kind="array"``.
+
+    Raises
+    ------
+    WeightsError
+        An unknown kind, ``"trim"`` without ``border_aware``, ``sigma`` out of range, or an array that is not
+        positive and finite.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from seamless_dask import TileWeights
+    >>> TileWeights("trust", border_aware=False).for_tile((1, 5))[0].round(3)  # highest at the centre, never 0
+    array([0.333, 0.667, 1.   , 0.667, 0.333], dtype=float32)
+    >>> TileWeights("trim").for_tile((1, 8), overlap=(0, 4))[0]  # trusted only in the tile minus overlap // 2
+    array([0., 0., 1., 1., 1., 1., 0., 0.], dtype=float32)
     """
 
     kind: str = "trim"
@@ -127,7 +142,8 @@ class TileWeights:
         self, shape: tuple[int, int], edges_y: Edges, edges_x: Edges, overlap: tuple[int, int]
     ) -> tuple[str, float, tuple[int, int], tuple[Edges, Edges], tuple[int, int]]:
         """The arguments of the cached map builders: edges only when border-aware, overlap only for "trim"
-        (one cache entry per shape for the others)."""
+        (one cache entry per shape for the others).
+        """
         edges = (edges_y, edges_x) if self.border_aware else ((False, False), (False, False))
         trim_overlap = (overlap[0], overlap[1]) if self.kind == "trim" else (0, 0)
         return self.kind, self.sigma, (shape[0], shape[1]), edges, trim_overlap

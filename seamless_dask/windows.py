@@ -72,7 +72,8 @@ def _lazy_token(variable: xr.Variable) -> str:
 
 def _numpy_token(image: np.ndarray) -> str:
     """Hashing a big in-memory image costs ~0.7 ms per 256 px tile; its keys live for one compute, and
-    identity plus a sample of the pixels keeps them apart from other arrays."""
+    identity plus a sample of the pixels keeps them apart from other arrays.
+    """
     sample = image[..., :: max(1, image.shape[-2] // 16), :: max(1, image.shape[-1] // 16)]
     return tokenize(id(image), image.shape, image.dtype.str, image.__array_interface__["data"][0], sample)
 

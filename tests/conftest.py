@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-# Test helper models are importable as "helpers:..." model specs, here and in the worker processes,
+# Test helper models are importable as "seamless_dask.testing:..." model specs, here and in the worker processes,
 # scheduler and CLI runs that the tests start.
 TESTS = str(Path(__file__).parent)
 sys.path.insert(0, TESTS)

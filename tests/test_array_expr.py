@@ -11,19 +11,20 @@ import sys
 import textwrap
 
 import dask.array as da
-import helpers
 import numpy as np
 import pytest
 import xarray as xr
 
 import seamless_dask as sd
+from seamless_dask import testing as helpers
 from seamless_dask.demo import write_scene_geotiff
 
 SCRIPT = textwrap.dedent(
     """
     import json, sys
     import dask.array as da, numpy as np, xarray as xr
-    import helpers, seamless_dask as sd
+    import seamless_dask as sd
+    from seamless_dask import testing as helpers
     from seamless_dask import progress
     from seamless_dask.dask_compat import array_expr
 

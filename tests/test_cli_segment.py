@@ -13,7 +13,7 @@ from seamless_dask import io
 from seamless_dask.cli import main
 from seamless_dask.demo import write_scene_geotiff
 
-MODEL = "helpers:brightness"
+MODEL = "seamless_dask.testing:brightness"
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +60,9 @@ def test_cli_writes_a_cog_a_zarr_and_a_quicklook(scene, tmp_path, capsys):
 
 
 def test_cli_probabilities_and_a_torchscript_model(scene, tmp_path):
-    import helpers
     import torch
+
+    from seamless_dask import testing as helpers
 
     path = tmp_path / "model.pt"
     torch.jit.save(torch.jit.script(helpers.Brightness()), str(path))
@@ -82,7 +83,7 @@ def test_cli_tile_larger_than_the_image_runs_one_tile(tmp_path, capsys):
         (["missing.tif", "o.tif", "--model", MODEL], ["does not exist", "missing.tif"]),
         (["{scene}", "o.tif", "--model", "no_such_model"], ["neither an existing TorchScript file", "pkg.module"]),
         (["{scene}", "o.tif", "--model", "no_such_pkg:build"], ["cannot import module", "no_such_pkg"]),
-        (["{scene}", "o.tif", "--model", "helpers:failing_factory"], ["factory", "raised"]),
+        (["{scene}", "o.tif", "--model", "seamless_dask.testing:failing_factory"], ["factory", "raised"]),
         (["{scene}", "nowhere/o.tif", "--model", MODEL], ["does not exist", "create it first"]),
         (["{scene}", "o.png", "--model", MODEL], [".tif/.tiff", ".zarr"]),
         (["{scene}", "o.tif", "--model", MODEL, "--resume"], ["--resume works with .zarr"]),
@@ -114,7 +115,7 @@ def test_cli_refuses_to_overwrite_unless_asked(scene, tmp_path, capsys):
 
 
 def test_cli_model_that_raises_fails_the_job_and_leaves_no_output(scene, tmp_path, capsys):
-    code = segment(scene, tmp_path / "o.tif", "--model", "helpers:raising_model", "--num-classes", "2")
+    code = segment(scene, tmp_path / "o.tif", "--model", "seamless_dask.testing:raising_model", "--num-classes", "2")
     assert code == 1
     one_line_error(capsys, "RuntimeError", "out of memory (simulated)", "raised by the model")
     assert list(tmp_path.iterdir()) == []  # no COG, no scratch file: a failed tile never becomes zeros

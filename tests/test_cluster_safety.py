@@ -10,7 +10,6 @@ import socket
 import threading
 import time
 
-import helpers
 import numpy as np
 import pytest
 import rasterio
@@ -19,10 +18,11 @@ from distributed.security import Security
 
 import seamless_dask as sd
 from seamless_dask import progress
+from seamless_dask import testing as helpers
 from seamless_dask.cli import main
 from seamless_dask.demo import write_scene_geotiff
 
-MODEL = "helpers:brightness"
+MODEL = "seamless_dask.testing:brightness"
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,6 @@
 """TileDataset: training tiles on segment's own grid, read lazily, never written to disk."""
 
 import dask.array as da
-import helpers
 import numpy as np
 import pytest
 import rioxarray  # noqa: F401
@@ -10,6 +9,7 @@ import xarray as xr
 
 import seamless_dask as sd
 from seamless_dask import DimensionError, OptionError, TileDataset, TileGrid
+from seamless_dask import testing as helpers
 from seamless_dask.dataset import IGNORE_INDEX
 from seamless_dask.demo import write_scene_geotiff
 

@@ -10,11 +10,11 @@ import functools
 import shlex
 from pathlib import Path
 
-import helpers
 import pytest
 import yaml
 
 from seamless_dask import OptionError, cli
+from seamless_dask import testing as helpers
 from seamless_dask.kube import GPU_RESOURCE, KubeSpec, cluster_spec, job_spec, network_policy, to_yaml
 
 dask_kubernetes = pytest.importorskip("dask_kubernetes")

@@ -7,7 +7,6 @@ import time
 
 import dask
 import dask.array as da
-import helpers
 import numpy as np
 import pytest
 import torch
@@ -17,6 +16,7 @@ from distributed import Client, Scheduler, SchedulerPlugin, SpecCluster, Worker
 
 import seamless_dask as sd
 from seamless_dask import io
+from seamless_dask import testing as helpers
 from seamless_dask.cluster import local_cluster
 from seamless_dask.demo import write_scene_geotiff
 
@@ -96,7 +96,7 @@ def test_string_specs_load_once_per_worker_process_and_torch_gets_its_threads(tm
     image = da.from_array(helpers.structured_image(3, 400, 400), chunks=(3, 100, 100))
     with local_cluster(n_workers=2, threads_per_worker=1, torch_threads=2, dashboard=False) as client:
         assert set(client.run(torch.get_num_threads).values()) == {2}  # not the nanny's 1
-        out = sd.segment(image, "helpers:logged_brightness", chunks=96, **TILE).compute()
+        out = sd.segment(image, "seamless_dask.testing:logged_brightness", chunks=96, **TILE).compute()
         worker_pids = set(client.run(os.getpid).values())
         client.cluster.close()
     loads, tiles = helpers.read_tile_log(log)
@@ -131,7 +131,7 @@ def _expected_labels(scene) -> np.ndarray:
 CLI = ["-m", "seamless_dask.cli", "segment"]
 OPTIONS = [
     "--model",
-    "helpers:logged_brightness",
+    "seamless_dask.testing:logged_brightness",
     "--tile-size",
     "64",
     "--overlap",

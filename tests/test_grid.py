@@ -1,12 +1,12 @@
 import itertools
 
-import helpers
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from seamless_dask import DimensionError, TileGrid, TilingError
+from seamless_dask import testing as helpers
 from seamless_dask.grid import AxisTiling
 
 

@@ -3,7 +3,6 @@
 import os
 from pathlib import Path
 
-import helpers
 import numpy as np
 import pytest
 import rasterio
@@ -13,6 +12,7 @@ from rio_cogeo.cogeo import cog_validate
 
 import seamless_dask as sd
 from seamless_dask import io
+from seamless_dask import testing as helpers
 from seamless_dask.demo import write_scene_geotiff
 
 DATA = Path(os.environ.get("SEAMLESS_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -215,5 +215,5 @@ def test_the_zarr_output_opens_in_gdal_with_its_crs_transform_and_nodata_and_in_
     back = sd.open_raster(store)
     assert back.dtype == np.uint8 and back.rio.crs == "EPSG:32631" and back.rio.nodata == 255
     np.testing.assert_array_equal(back.values[0], labels.values)
-    reopened = xr.open_zarr(store, decode_coords="all", mask_and_scale=False)["labels"]  # the README's line
+    reopened = xr.open_zarr(store, decode_coords="all", mask_and_scale=False)["labels"]  # the guide's line
     assert reopened.dtype == np.uint8 and reopened.rio.crs == "EPSG:32631"

@@ -1,11 +1,11 @@
 """Nodata (I7): nodata in gives nodata out, empty tiles never reach the model, valid pixels stay valid."""
 
-import helpers
 import numpy as np
 import pytest
 import xarray as xr
 
 import seamless_dask as sd
+from seamless_dask import testing as helpers
 from seamless_dask.grid import TileGrid
 
 

@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 
-import helpers
 import numpy as np
 import pytest
 import rasterio
@@ -19,10 +18,11 @@ from rio_cogeo.cogeo import cog_validate
 
 import seamless_dask as sd
 from seamless_dask import OptionError, RasterError, io
+from seamless_dask import testing as helpers
 from seamless_dask.cli import main
 from seamless_dask.demo import write_scene_geotiff
 
-MODEL = "helpers:brightness"
+MODEL = "seamless_dask.testing:brightness"
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,7 @@ def started(scene, tmp_path):
 @pytest.mark.parametrize(
     ("change", "differs"),
     [
-        (["--model", "helpers:other_model"], "model.spec"),
+        (["--model", "seamless_dask.testing:other_model"], "model.spec"),
         (["--weights", "trust"], "options.weights"),
         (["--normalize", "100/50"], "options.normalize"),
         (["--activation", "sigmoid"], "options.activation"),
@@ -113,10 +113,10 @@ def test_resume_and_overwrite_together_are_a_usage_error(scene, started, capsys)
 
 
 def test_the_record_names_input_model_options_and_version(scene):
-    result = sd.segment(sd.open_raster(scene), "helpers:brightness", tile_size=64, overlap=16)
+    result = sd.segment(sd.open_raster(scene), "seamless_dask.testing:brightness", tile_size=64, overlap=16)
     job = json.loads(result.attrs["seamless_job"])
     assert job["input"]["path"] == os.path.realpath(scene) and job["input"]["crs"] == "EPSG:32631"
-    assert job["model"]["spec"] == "helpers:brightness" and "weights" not in job["model"]  # no parameters
+    assert job["model"]["spec"] == "seamless_dask.testing:brightness" and "weights" not in job["model"]  # no parameters
     assert job["options"]["tile_size"] == [64, 64] and job["options"]["classes"] == 2
     assert job["seamless_dask"] == sd.__version__
     net, other = helpers.conv_net(seed=0), helpers.conv_net(seed=1)
@@ -177,7 +177,7 @@ def test_overwrite_never_deletes_a_folder_seamless_dask_did_not_write(scene, tmp
     assert (tmp_path / "y.tif" / "keep").exists()
     # a store seamless_dask wrote is replaced
     assert cli(scene, tmp_path / "ok.zarr", "--model", MODEL) == 0
-    assert cli(scene, tmp_path / "ok.zarr", "--model", "helpers:other_model", "--overwrite") == 0
+    assert cli(scene, tmp_path / "ok.zarr", "--model", "seamless_dask.testing:other_model", "--overwrite") == 0
 
 
 # ---- class 3: concurrent runs
@@ -187,7 +187,7 @@ def slow_run(scene, target, log, sleep: float):
     """The CLI in its own process with a model that sleeps ``sleep`` s per tile; returns once tiles have run."""
     env = {**os.environ, "SEAMLESS_TILE_LOG": str(log), "SEAMLESS_TILE_SLEEP": str(sleep)}
     run = helpers.python_process("-m", "seamless_dask.cli", "segment", str(scene), str(target), "--model",
-                                 "helpers:logged_brightness", "--tile-size", "64", "--overlap", "16",
+                                 "seamless_dask.testing:logged_brightness", "--tile-size", "64", "--overlap", "16",
                                  "--scheduler", "threads", "--no-progress", env=env)  # fmt: skip
     helpers.wait_for(lambda: sum(helpers.read_tile_log(log)[1].values()) > 0, 60, "the first tiles")
     return run
@@ -197,7 +197,7 @@ def test_two_runs_on_one_target_the_second_is_refused_naming_the_first(scene, tm
     target = tmp_path / "o.tif"
     first = slow_run(scene, target, tmp_path / "tiles.log", 0.2)  # seconds of work left when the second starts
     try:
-        assert cli(scene, target, "--model", "helpers:other_model", "--overwrite") == 2
+        assert cli(scene, target, "--model", "seamless_dask.testing:other_model", "--overwrite") == 2
         line = error_line(capsys)
         assert "being written by another run" in line and f"pid {first.pid}" in line and socket.gethostname() in line
         output, _ = first.communicate(timeout=120)
@@ -296,7 +296,18 @@ def test_cli_writes_zarr_to_s3_and_resumes_it_there(scene, s3, capsys):
     assert io.is_complete("s3://bucket/labels.zarr")
     assert cli(scene, "s3://bucket/labels.zarr", "--model", MODEL, "--chunks", "96") == 2
     assert "exists" in error_line(capsys)
-    assert cli(scene, "s3://bucket/labels.zarr", "--model", "helpers:other_model", "--chunks", "96", "--resume") == 2
+    assert (
+        cli(
+            scene,
+            "s3://bucket/labels.zarr",
+            "--model",
+            "seamless_dask.testing:other_model",
+            "--chunks",
+            "96",
+            "--resume",
+        )
+        == 2
+    )
     assert "started by another job" in error_line(capsys)
     assert cli(scene, "s3://bucket/labels.zarr", "--model", MODEL, "--chunks", "96", "--resume") == 0
     assert not s3.exists("bucket/labels.zarr.seamless-lock")
@@ -311,7 +322,10 @@ def test_cli_writes_a_cog_to_s3_whole_or_not_at_all(scene, s3, tmp_path, capsys)
     assert cli(scene, "s3://bucket/labels.tif", "--model", MODEL) == 2
     assert "exists" in error_line(capsys)
     # a failing run leaves nothing at its target, and nothing beside it
-    assert cli(scene, "s3://bucket/failed.tif", "--model", "helpers:raising_model", "--num-classes", "2") == 1
+    assert (
+        cli(scene, "s3://bucket/failed.tif", "--model", "seamless_dask.testing:raising_model", "--num-classes", "2")
+        == 1
+    )
     assert not [p for p in s3.ls("bucket") if "failed" in p]
     assert not [p for p in s3.ls("bucket") if "seamless-" in p]
 

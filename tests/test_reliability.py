@@ -1,10 +1,9 @@
 """Safe in the field: bad values never become labels, user code never ends a run with a false status,
 real architectures take every scene, model files that run code are refused, unplannable scenes fail fast.
 
-Each test names the class of defect it holds (see the README, "Reliability and security").
+Each test names the class of defect it holds (see docs/cluster.md, "Reliability and security").
 """
 
-import helpers
 import numpy as np
 import pytest
 import rasterio
@@ -14,6 +13,7 @@ from rasterio.transform import from_origin
 
 import seamless_dask as sd
 from seamless_dask import DimensionError, ModelOutputError, ModelSpecError, OptionError
+from seamless_dask import testing as helpers
 from seamless_dask.cli import main
 from seamless_dask.demo import write_scene_geotiff
 
@@ -62,7 +62,7 @@ def test_a_model_returning_nan_only_where_there_is_no_data_is_fine():
 
 
 def test_cli_model_returning_nan_exits_nonzero_with_one_line(scene, tmp_path, capsys):
-    assert cli(scene, tmp_path / "o.tif", "--model", "helpers:nan_model") != 0
+    assert cli(scene, tmp_path / "o.tif", "--model", "seamless_dask.testing:nan_model") != 0
     assert "non-finite values" in last_line(capsys)
     assert not (tmp_path / "o.tif").exists()
 
@@ -78,7 +78,7 @@ def test_complex_pixels_are_refused_with_the_parts_to_take(tmp_path, scene, caps
     with rasterio.open(path, "w", driver="GTiff", width=40, height=40, count=1, dtype="complex64",
                        crs="EPSG:32631", transform=from_origin(0, 0, 1, 1)) as dst:  # fmt: skip
         dst.write(np.full((1, 40, 40), 1 + 2j, np.complex64))
-    assert cli(path, tmp_path / "o.tif", "--model", "helpers:brightness") == 2
+    assert cli(path, tmp_path / "o.tif", "--model", "seamless_dask.testing:brightness") == 2
     assert "complex" in last_line(capsys)
 
 
@@ -88,16 +88,21 @@ def test_cli_picks_a_variable_of_a_zarr_with_several(tmp_path, capsys):
         "nir": (("y", "x"), np.full((80, 80), 220, np.uint8)),
     })  # fmt: skip
     ds.to_zarr(tmp_path / "in.zarr")
-    assert cli(tmp_path / "in.zarr", tmp_path / "a.tif", "--model", "helpers:brightness") == 2
+    assert cli(tmp_path / "in.zarr", tmp_path / "a.tif", "--model", "seamless_dask.testing:brightness") == 2
     assert "--variable" in last_line(capsys)
-    assert cli(tmp_path / "in.zarr", tmp_path / "a.tif", "--model", "helpers:brightness", "--variable", "nir") == 0
+    assert (
+        cli(
+            tmp_path / "in.zarr", tmp_path / "a.tif", "--model", "seamless_dask.testing:brightness", "--variable", "nir"
+        )
+        == 0
+    )
     with rasterio.open(tmp_path / "a.tif") as cog:
         assert (cog.read(1)[5:-5, 5:-5] == 1).all()  # nir is bright (red, 50, would be 0)
 
 
 @pytest.mark.parametrize("value", ["1e9", "-1", "2.5"])
 def test_a_nodata_value_the_dtype_cannot_hold_is_refused(scene, tmp_path, capsys, value):
-    assert cli(scene, tmp_path / "o.tif", "--model", "helpers:brightness", "--nodata", value) == 2
+    assert cli(scene, tmp_path / "o.tif", "--model", "seamless_dask.testing:brightness", "--nodata", value) == 2
     line = last_line(capsys)
     assert "can never occur in uint8" in line and "0..255" in line
     with pytest.raises(OptionError, match="can never occur in uint8"):
@@ -111,8 +116,8 @@ def test_a_nodata_value_the_dtype_cannot_hold_is_refused(scene, tmp_path, capsys
     ("spec", "words"),
     [
         ("sys:exit", "called sys.exit(None)"),
-        ("helpers:exiting_factory", "called sys.exit(3)"),
-        ("helpers:exiting_model", "called sys.exit(7)"),
+        ("seamless_dask.testing:exiting_factory", "called sys.exit(3)"),
+        ("seamless_dask.testing:exiting_model", "called sys.exit(7)"),
     ],
 )
 def test_user_code_calling_sys_exit_is_a_model_error_with_exit_status_1(scene, tmp_path, capsys, spec, words):
@@ -123,7 +128,15 @@ def test_user_code_calling_sys_exit_is_a_model_error_with_exit_status_1(scene, t
 
 
 def test_sys_exit_in_forward_on_a_distributed_worker_fails_the_job(scene, tmp_path, capsys):
-    args = (scene, tmp_path / "o.tif", "--model", "helpers:exiting_model", "--num-classes", "2", "--no-progress")
+    args = (
+        scene,
+        tmp_path / "o.tif",
+        "--model",
+        "seamless_dask.testing:exiting_model",
+        "--num-classes",
+        "2",
+        "--no-progress",
+    )
     assert main(["segment", *map(str, args), "--tile-size", "64", "--overlap", "16"]) == 1
     assert "called sys.exit(7)" in last_line(capsys)
 
@@ -208,14 +221,14 @@ def test_a_million_pixel_square_vrt_is_refused_before_any_tile_is_planned(tmp_pa
   <SourceBand>1</SourceBand></SimpleSource></VRTRasterBand></VRTDataset>""")
     with helpers.raises_mentioning(DimensionError, ["1000000 x 1000000 px", "27,", "window by window"]):
         sd.segment(sd.open_raster(vrt), helpers.Brightness(), num_classes=2)
-    assert cli(vrt, tmp_path / "o.tif", "--model", "helpers:brightness", "--no-progress") == 2
+    assert cli(vrt, tmp_path / "o.tif", "--model", "seamless_dask.testing:brightness", "--no-progress") == 2
     assert "window by window" in last_line(capsys)
 
 
 def test_a_zarr_variable_with_a_time_dim_is_not_taken_for_bands(tmp_path, capsys):
     ds = xr.Dataset({"t": (("time", "y", "x"), np.ones((2, 50, 50), "uint8"))})
     ds.to_zarr(tmp_path / "time.zarr")
-    assert cli(tmp_path / "time.zarr", tmp_path / "o.tif", "--model", "helpers:brightness") == 2
+    assert cli(tmp_path / "time.zarr", tmp_path / "o.tif", "--model", "seamless_dask.testing:brightness") == 2
     line = last_line(capsys)
     assert "'time' is not a band dim" in line and "isel(time=0)" in line
     xr.Dataset({"t": (("channel", "y", "x"), np.ones((2, 50, 50), "uint8"))}).to_zarr(tmp_path / "ch.zarr")

@@ -1,11 +1,11 @@
 import pickle
 
-import helpers
 import numpy as np
 import pytest
 import torch
 
 from seamless_dask import ModelOutputError, ModelRunner, ModelSpecError, OptionError, RunnerConfig
+from seamless_dask import testing as helpers
 
 TILES = np.random.default_rng(0).random((3, 3, 16, 16), dtype=np.float32)
 
@@ -19,7 +19,7 @@ def test_module_scripted_file_callable_and_import_string_give_the_same_predictio
     expected = _predict(net)
     path = tmp_path / "net.pt"
     torch.jit.save(torch.jit.script(net), str(path))
-    for spec in (torch.jit.script(net), str(path), path, net.forward, "helpers:make_conv"):
+    for spec in (torch.jit.script(net), str(path), path, net.forward, "seamless_dask.testing:make_conv"):
         np.testing.assert_allclose(_predict(spec), expected, rtol=1e-5, atol=1e-6)
 
 
@@ -86,9 +86,9 @@ def test_unknown_device_is_a_clear_error():
     ("spec", "words"),
     [
         ("no_such_pkg.models:build", ["cannot import module 'no_such_pkg.models'", "PYTHONPATH"]),
-        ("helpers:nope", ["has no attribute 'nope'"]),
-        ("helpers:failing_factory", ["raised RuntimeError: weights file is corrupt"]),
-        ("helpers:NOT_A_MODEL", ["names a int, not a model"]),
+        ("seamless_dask.testing:nope", ["has no attribute 'nope'"]),
+        ("seamless_dask.testing:failing_factory", ["raised RuntimeError: weights file is corrupt"]),
+        ("seamless_dask.testing:NOT_A_MODEL", ["names a int, not a model"]),
         ("model_without_colon", ["neither an existing TorchScript file nor an import string"]),
         ("missing/model.pt", ["does not exist"]),
     ],
@@ -151,7 +151,7 @@ def test_bad_runner_options(config, words):
 
 
 def test_pickled_string_spec_runner_reloads_its_model_instead_of_carrying_it():
-    runner = ModelRunner("helpers:make_conv")
+    runner = ModelRunner("seamless_dask.testing:make_conv")
     runner.predict(TILES)
     clone = pickle.loads(pickle.dumps(runner))
     assert clone._model is None

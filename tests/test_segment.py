@@ -1,6 +1,5 @@
 import dask
 import dask.array as da
-import helpers
 import numpy as np
 import pytest
 import torch
@@ -10,6 +9,7 @@ from hypothesis import strategies as st
 
 import seamless_dask as sd
 from seamless_dask import DimensionError, ModelOutputError, OptionError, TileGrid, WeightsError
+from seamless_dask import testing as helpers
 from seamless_dask.graph import in_memory_chunk
 
 NET = helpers.conv_net(bands=2, classes=3)

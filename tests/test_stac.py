@@ -3,13 +3,13 @@
 import importlib.util
 from pathlib import Path
 
-import helpers
 import numpy as np
 import pytest
 import rasterio
 import xarray as xr
 
 import seamless_dask as sd
+from seamless_dask import testing as helpers
 from seamless_dask.demo import write_scene_geotiff
 
 pytest.importorskip("odc.stac")

@@ -1,10 +1,10 @@
-import helpers
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from seamless_dask import TileGrid, TileWeights, WeightsError
+from seamless_dask import testing as helpers
 from seamless_dask.weights import PROFILE_KINDS, _triang, as_weights, profile
 
 

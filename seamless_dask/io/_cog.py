@@ -1,5 +1,6 @@
 """``to_cog``: chunks written by their own tasks into a scratch GeoTIFF, laid out as a COG, validated, then
-moved (or uploaded) into place in one step, so the target never holds a partial file."""
+moved (or uploaded) into place in one step, so the target never holds a partial file.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, overload
 
 import numpy as np
 import xarray as xr
@@ -23,6 +24,38 @@ from ._zarr import as_result, inputs_of
 TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF, both byte orders
 
 
+@overload
+def to_cog(
+    result: xr.DataArray,
+    path: str | os.PathLike,
+    *,
+    overwrite: bool = ...,
+    compress: str = ...,
+    blocksize: int = ...,
+    overview_resampling: str | None = ...,
+    compute: Literal[True] = ...,
+    progress: bool = ...,
+    storage_options: dict | None = ...,
+    run: str | None = ...,
+) -> str: ...
+
+
+@overload
+def to_cog(
+    result: xr.DataArray,
+    path: str | os.PathLike,
+    *,
+    overwrite: bool = ...,
+    compress: str = ...,
+    blocksize: int = ...,
+    overview_resampling: str | None = ...,
+    compute: Literal[False],
+    progress: bool = ...,
+    storage_options: dict | None = ...,
+    run: str | None = ...,
+) -> Delayed: ...
+
+
 def to_cog(
     result: xr.DataArray,
     path: str | os.PathLike,
@@ -35,30 +68,65 @@ def to_cog(
     progress: bool = False,
     storage_options: dict | None = None,
     run: str | None = None,
-) -> Any:
-    """Write ``result`` as a Cloud-Optimized GeoTIFF of exactly its size, CRS, transform and nodata.
+) -> str | Delayed:
+    """Write a segmentation result as a Cloud-Optimized GeoTIFF of exactly its size, CRS, transform and nodata.
 
     Each chunk is computed and written by its own task into an uncompressed tiled GeoTIFF (a lock per file
     serialises the writes, which are cheap next to inference); one last task lays it out as a COG with
-    ``rio_cogeo.cog_translate`` (tiled ``blocksize``, ``compress``, internal overviews: ``nearest`` for labels,
-    ``average`` for probabilities unless ``overview_resampling`` says otherwise), validates it and moves it
-    to ``path`` in one step. Until then ``path`` is never a partial file.
-
-    ``path`` is a local path or an fsspec URL (``s3://``, ``gs://``, ``az://``...; ``storage_options`` for its
+    ``rio_cogeo.cog_translate``, validates it and moves it to ``path`` in one step: until then ``path`` is never
+    a partial file. Scratch files are named after the run (``<path>.seamless-<run>.scratch.tif``), beside a
+    local ``path``, so two runs never share one; the workers must see that folder (one machine, or a shared
     filesystem). For a URL the COG is written in this machine's temporary folder, validated, then uploaded:
-    object stores publish an upload whole or not at all, and other filesystems get a scratch name first and
-    a rename. Scratch files are named after the run (``run``; default: a new id), beside a local ``path``
-    (``<path>.seamless-<run>.scratch.tif``), so that two runs never share one; the workers must see that
-    folder (one machine, or a shared filesystem).
-
-    An existing ``path`` is replaced only with ``overwrite=True``, and only if it is a TIFF file; a path
-    that is the result's input is refused. ``compute=True`` holds an exclusive claim on ``path`` while it
-    writes (see :func:`seamless_dask.io.claim`) and returns ``path``, with a tile progress bar if
-    ``progress``; ``compute=False`` returns a dask Delayed that writes when computed, and the caller holds
-    the claim.
+    object stores publish an upload whole or not at all; other filesystems get a scratch name and a rename.
 
     Why not odc-geo's ``save_cog_with_dask``: it pads the image to a multiple of 2^levels (a 718 x 791
-    scene came out 720 x 792) and GDAL's COG driver cannot be written window by window (rioxarray#410).
+    scene came out 720 x 792), and GDAL's COG driver cannot be written window by window (rioxarray#410).
+
+    Parameters
+    ----------
+    result
+        A ``(y, x)`` labels or ``(class, y, x)`` DataArray, as :func:`~seamless_dask.segment` returns it.
+    path
+        A local path or an fsspec URL (``s3://``, ``gs://``, ``az://``...).
+    overwrite
+        Replace an existing ``path``, only if it is a TIFF file.
+    compress
+        GDAL compression of the COG's blocks.
+    blocksize
+        Side of the COG's internal tiles, in pixels.
+    overview_resampling
+        Resampling of the internal overviews; default ``nearest`` for labels, ``average`` for probabilities.
+    compute
+        ``True``: write now, under an exclusive claim on ``path`` (see :func:`seamless_dask.io.claim`).
+        ``False``: return a Delayed that writes when computed; the caller holds the claim.
+    progress
+        A tile progress bar while writing (``compute=True``).
+    storage_options
+        Options for the fsspec filesystem of a URL ``path``.
+    run
+        The run's id, which names its scratch files; default: a new one.
+
+    Returns
+    -------
+    str or dask.delayed.Delayed
+        ``path``; or, with ``compute=False``, a Delayed that writes and returns it.
+
+    Raises
+    ------
+    RasterError
+        ``path`` exists without ``overwrite``, is not a TIFF file, is the result's input, or another run holds
+        it; or the written COG does not validate.
+
+    Examples
+    --------
+    >>> import rasterio, seamless_dask as sd
+    >>> from seamless_dask.demo import context_model, write_scene_geotiff
+    >>> scene = sd.open_raster(write_scene_geotiff(getfixture("tmp_path") / "scene.tif", size=300))
+    >>> labels = sd.segment(scene, context_model(), tile_size=128, overlap=32)
+    >>> path = sd.to_cog(labels, getfixture("tmp_path") / "labels.tif")
+    >>> with rasterio.open(path) as cog:
+    ...     cog.shape, cog.dtypes[0], cog.crs.to_epsg(), cog.nodata
+    ((300, 300), 'uint8', 32631, 255.0)
     """
     target = as_target(path, storage_options)
     layout = _Layout(overwrite, compress, blocksize, overview_resampling)
@@ -136,7 +204,8 @@ def _check_replaceable(target: Target) -> None:
 
 def scratch_paths(target: Target, run: str) -> tuple[str, str]:
     """The local scratch GeoTIFF the workers write and the COG before it moves: beside a local target, in a
-    folder of this machine's temporary directory for a remote one."""
+    folder of this machine's temporary directory for a remote one.
+    """
     if target.local:
         base = target.url + SCRATCH_INFIX + run
     else:
@@ -147,7 +216,8 @@ def scratch_paths(target: Target, run: str) -> tuple[str, str]:
 
 def discard_partial_cog(path: str | os.PathLike, *, run: str, storage_options: dict | None = None) -> None:
     """Remove what an interrupted or failed ``to_cog`` of run ``run`` left (never ``path`` itself). Other runs'
-    leftovers are the claim's business (:func:`seamless_dask.io.claim` clears them when they are stale)."""
+    leftovers are the claim's business (:func:`seamless_dask.io.claim` clears them when they are stale).
+    """
     target = as_target(path, storage_options)
     if target.local:
         for leftover in scratch_paths(target, run):
@@ -237,7 +307,8 @@ def _finish_cog(
 
 def _upload(local: str, target: Target, run: str) -> None:
     """Put ``local`` at ``target`` in one step: an object store's PUT shows the object whole or not at all;
-    elsewhere, upload under a scratch name, then rename."""
+    elsewhere, upload under a scratch name, then rename.
+    """
     fs = target.fs
     if target.url.split("://", 1)[0] in ATOMIC_PUT_PROTOCOLS:
         fs.put_file(local, target.path)

@@ -38,6 +38,32 @@ def open_raster(
         1-based band numbers to keep, in order (GDAL's convention), e.g. ``[4, 3, 2]``.
     variable
         The data variable of a zarr or netCDF dataset holding several.
+
+    Returns
+    -------
+    xarray.DataArray
+        ``(band, y, x)`` with ``y``/``x`` coords, ``spatial_ref`` and nodata; a zarr output of
+        :func:`~seamless_dask.to_zarr` comes back as written (integer labels with their nodata value).
+
+    Raises
+    ------
+    RasterError
+        The path does not exist or cannot be read; a dataset holds several variables and ``variable`` is not
+        given; ``bands`` are out of range.
+    DimensionError
+        The variable's first dim is not a band dim (a ``time`` stack: select one step, or give
+        :func:`~seamless_dask.segment` the stack).
+
+    Examples
+    --------
+    >>> import seamless_dask as sd
+    >>> from seamless_dask.demo import write_scene_geotiff
+    >>> path = write_scene_geotiff(getfixture("tmp_path") / "scene.tif", size=512)
+    >>> image = sd.open_raster(path)
+    >>> image.dims, image.shape, image.rio.crs.to_epsg(), int(image.rio.nodata)
+    (('band', 'y', 'x'), (3, 512, 512), 32631, 0)
+    >>> sd.open_raster(path, bands=[3, 2, 1]).band.values.tolist()
+    [3, 2, 1]
     """
     where = os.fspath(path)
     local = "://" not in where and not where.startswith("/vsi")

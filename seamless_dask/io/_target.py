@@ -189,7 +189,7 @@ def _create_exclusive(where: Target, record: str) -> bool:
         with os.fdopen(fd, "w") as f:
             f.write(record)
         return True
-    # Object stores have no portable exclusive create: check, then write (a narrow race, see the README).
+    # Object stores have no portable exclusive create: check, then write (a narrow race, see docs/cluster.md).
     if where.exists():
         return False
     where.fs.pipe_file(where.path, record.encode())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 import xarray as xr
@@ -22,6 +22,34 @@ DONE = "_seamless/done"  # one uint8 per chunk region, 1 once written: the resum
 LAYOUT = "seamless_layout"  # group attribute: what only a store seamless_dask made has
 
 
+@overload
+def to_zarr(
+    result: xr.DataArray,
+    store: str | os.PathLike,
+    *,
+    resume: bool = ...,
+    overwrite: bool = ...,
+    compute: Literal[True] = ...,
+    progress: bool = ...,
+    storage_options: dict | None = ...,
+    zarr_format: int = ...,
+) -> int: ...
+
+
+@overload
+def to_zarr(
+    result: xr.DataArray,
+    store: str | os.PathLike,
+    *,
+    resume: bool = ...,
+    overwrite: bool = ...,
+    compute: Literal[False],
+    progress: bool = ...,
+    storage_options: dict | None = ...,
+    zarr_format: int = ...,
+) -> Delayed: ...
+
+
 def to_zarr(
     result: xr.DataArray,
     store: str | os.PathLike,
@@ -32,28 +60,59 @@ def to_zarr(
     progress: bool = False,
     storage_options: dict | None = None,
     zarr_format: int = 2,
-) -> Any:
-    """Write ``result`` (``(y, x)`` labels or ``(class, y, x)``) to a zarr store, one task per chunk.
+) -> int | Delayed:
+    """Write a segmentation result to a zarr store, one task per chunk, from wherever the chunk is computed.
 
-    ``store`` is a local path or an fsspec URL (``s3://bucket/labels.zarr``, ``gs://``, ``az://``,
-    ``memory://``), with ``storage_options`` for its filesystem (credentials, endpoint). ``zarr_format=2`` (the
-    default) is what GDAL (and so QGIS) reads, with the CRS (a ``_CRS`` attribute), the geotransform (from the
-    ``x``/``y`` coordinates) and nodata (the ``fill_value``); 3 for zarr v3 readers. A template
-    (coords, CRS, nodata as both zarr ``fill_value`` and CF ``_FillValue``, the job record) is written first,
-    then each chunk region by its own task, with no locks (zarr chunks equal the result's chunks), and a
-    done-marker per region.
+    A template (coords, CRS, nodata as both zarr ``fill_value`` and CF ``_FillValue``, the job record) is
+    written first, then each chunk region by its own task, with no locks (zarr chunks equal the result's
+    chunks), and a done-marker per region. An existing store is never touched unless seamless_dask wrote it.
 
-    An existing ``store`` is never touched unless it is a store seamless_dask wrote: ``overwrite=True``
-    replaces it; ``resume=True`` keeps it and computes only the regions whose marker is missing, after
-    checking that it was started by the same job (same input, model and options: the record that
-    ``segment`` attaches to its result; the error lists what differs). The two together are an error.
-    A store that is (or holds, or lies in) the result's input is refused.
+    Parameters
+    ----------
+    result
+        A ``(y, x)`` labels or ``(class, y, x)`` DataArray, as :func:`~seamless_dask.segment` returns it.
+    store
+        A local path or an fsspec URL (``s3://bucket/labels.zarr``, ``gs://``, ``az://``, ``memory://``).
+    resume
+        Keep the store that is there and compute only the regions whose marker is missing, after checking that
+        it was started by the same job (same input, model and options: the record ``segment`` attaches).
+    overwrite
+        Replace the store, if it is one seamless_dask wrote.
+    compute
+        ``True``: write now, on the active scheduler, under an exclusive claim on the store (a second writer
+        is refused). ``False``: return a Delayed that writes when computed; the caller then holds the target
+        (see :func:`seamless_dask.io.claim`).
+    progress
+        A tile progress bar while writing (``compute=True``).
+    storage_options
+        Options for the store's fsspec filesystem (credentials, endpoint).
+    zarr_format
+        2 (default): what GDAL, and so QGIS, reads, with the CRS (a ``_CRS`` attribute), the geotransform (from
+        the ``x``/``y`` coordinates) and nodata (the ``fill_value``). 3 for zarr v3 readers.
 
-    ``compute=False`` returns a dask Delayed that writes when computed (and returns the number of regions
-    written); the caller then holds the target (see :func:`seamless_dask.io.claim`). Otherwise the writes
-    run now, on the active scheduler, under an exclusive claim on the store (a second writer is refused),
-    with a tile progress bar if ``progress``, and the count is returned. Reopen with
-    ``xr.open_zarr(store, decode_coords="all")``.
+    Returns
+    -------
+    int or dask.delayed.Delayed
+        The number of regions written; or, with ``compute=False``, a Delayed that returns it.
+
+    Raises
+    ------
+    OptionError
+        ``resume`` and ``overwrite`` together, or an unknown ``zarr_format``.
+    RasterError
+        The store exists without ``overwrite``/``resume``; it is not one seamless_dask wrote; it was started by
+        another job (the message lists what differs); or it is, holds or lies in the result's input.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr, seamless_dask as sd
+    >>> from seamless_dask.testing import Brightness
+    >>> labels = sd.segment(xr.DataArray(np.zeros((3, 64, 64), "uint8"), dims=("band", "y", "x")), Brightness())
+    >>> path = getfixture("tmp_path") / "labels.zarr"
+    >>> sd.to_zarr(labels, path)
+    1
+    >>> sd.open_raster(path).dtype
+    dtype('uint8')
     """
     target = as_target(store, storage_options)
     if resume and overwrite:

@@ -1,22 +1,35 @@
-"""Small deterministic models for tests (no torchvision, no downloads)."""
+"""Test helpers, shipped with the package as xbatcher's and odc-geo's are: small deterministic models (no
+torchvision, no downloads), images, and process helpers.
+
+Each factory here is a model spec too, so a worker process or a CLI run loads it by name:
+``seamless-dask segment in.tif out.tif --model seamless_dask.testing:make_conv``.
+pytest is imported only by :func:`raises_mentioning`, the one helper that needs it.
+"""
 
 from __future__ import annotations
 
 import collections
 import contextlib
 import os
+import subprocess
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pytest
 import torch
 from torch import nn
 
+if TYPE_CHECKING:
+    from .grid import ChunkPlan, TileWindow
+
 
 @contextlib.contextmanager
-def raises_mentioning(error: type[Exception], words):
+def raises_mentioning(error: type[Exception], words: Iterable[str]) -> Iterator[Any]:
     """``pytest.raises(error)`` whose message must contain each of ``words`` (rule, value, fix)."""
+    import pytest
+
     with pytest.raises(error) as info:
         yield info
     for word in words:
@@ -34,11 +47,12 @@ def conv_net(bands: int = 3, classes: int = 4, seed: int = 0) -> nn.Module:
 
 
 def make_conv() -> nn.Module:
-    """Factory for import-string specs: 'helpers:make_conv'."""
+    """Factory for import-string specs: 'seamless_dask.testing:make_conv'."""
     return conv_net()
 
 
 def failing_factory() -> nn.Module:
+    """Factory that raises as a corrupt weights file would: 'seamless_dask.testing:failing_factory'."""
     raise RuntimeError("weights file is corrupt")
 
 
@@ -48,7 +62,7 @@ NOT_A_MODEL = 42
 class Counting(nn.Module):
     """Wraps a model and records how many tiles reach it, per call (thread-safe)."""
 
-    def __init__(self, inner):
+    def __init__(self, inner: nn.Module) -> None:
         super().__init__()
         self.inner = inner
         self.batches: list[int] = []
@@ -57,46 +71,59 @@ class Counting(nn.Module):
 
     @property
     def tiles(self) -> int:
+        """Tiles the wrapped model has seen since the last :meth:`reset`."""
         return sum(self.batches)
 
     def reset(self) -> None:
+        """Forget the tiles seen so far."""
         self.batches.clear()
         self.origins.clear()
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> Any:
+        """The wrapped model's output, counting the tiles."""
         with self._lock:
             self.batches.append(x.shape[0])
         return self.inner(x)
 
 
 class Identity(nn.Module):
-    def forward(self, x):
+    """Returns its input: a model whose blended output must reproduce the image (I5)."""
+
+    def forward(self, x: torch.Tensor) -> Any:
+        """The input, unchanged."""
         return x
 
 
 class DictOut(nn.Module):
     """torchvision-style: returns {'out': ..., 'aux': ...}."""
 
-    def __init__(self, inner):
+    def __init__(self, inner: nn.Module) -> None:
         super().__init__()
         self.inner = inner
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> Any:
+        """The convolution's output as a torchvision model gives it."""
         out = self.inner(x)
         return {"out": out, "aux": out * 0}
 
 
 class TupleOut(nn.Module):
-    def __init__(self, inner):
+    """A conv net whose output is a tuple, segmentation first (as many repositories' models return)."""
+
+    def __init__(self, inner: nn.Module) -> None:
         super().__init__()
         self.inner = inner
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> Any:
+        """``(segmentation, auxiliary)``."""
         return (self.inner(x), torch.zeros(1))
 
 
 class Downsampling(nn.Module):
-    def forward(self, x):
+    """A model whose output is half the input's size: segment must refuse it."""
+
+    def forward(self, x: torch.Tensor) -> Any:
+        """The output, at half the resolution."""
         return nn.functional.avg_pool2d(x, 2)
 
 
@@ -114,47 +141,50 @@ def structured_image(bands: int = 3, height: int = 97, width: int = 131, seed: i
 
 
 def make_conv2() -> nn.Module:
-    """Factory for 2-band, 3-class specs: 'helpers:make_conv2'."""
+    """Factory for 2-band, 3-class specs: 'seamless_dask.testing:make_conv2'."""
     return conv_net(bands=2, classes=3)
 
 
 class Heavy(nn.Module):
     """A 1x1 conv (2 bands to 3 classes) carrying 4 MB of unused weights."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self.conv = nn.Conv2d(2, 3, 1)
         self.register_buffer("ballast", torch.zeros(1_000_000))
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> Any:
+        """The 1x1 convolution's output."""
         return self.conv(x)
 
 
 class Brightness(nn.Module):
     """Any number of bands in, 2 classes out: dark vs bright by the 5 x 5 mean over bands (zero padded)."""
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> Any:
+        """Two logits: dark and bright."""
         mean = torch.nn.functional.avg_pool2d(x.float().mean(dim=1, keepdim=True), 5, stride=1, padding=2)
         return torch.cat([128 - mean, mean - 128], dim=1) / 16
 
 
 def brightness() -> nn.Module:
-    """Factory for CLI specs: 'helpers:brightness'."""
+    """Factory for CLI specs: 'seamless_dask.testing:brightness'."""
     return Brightness()
 
 
 class Mean3(nn.Module):
     """One band in, one channel out: the 3 x 3 mean, zero padded (a model whose output mixes neighbours)."""
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> Any:
+        """The 3 x 3 mean of each band."""
         return torch.nn.functional.avg_pool2d(x, 3, stride=1, padding=1)
 
 
 def raising_model() -> nn.Module:
-    """Factory of a model that fails on every batch: 'helpers:raising_model'."""
+    """Factory of a model that fails on every batch: 'seamless_dask.testing:raising_model'."""
 
     class Raises(nn.Module):
-        def forward(self, x):
+        def forward(self, x: torch.Tensor) -> Any:
             raise RuntimeError("CUDA out of memory (simulated)")
 
     return Raises()
@@ -166,11 +196,12 @@ RAN_ON: collections.Counter = collections.Counter()  # tiles per dask worker nam
 class WhereRun(nn.Module):
     """Brightness, recording in ``RAN_ON`` how many tiles each dask worker ran ("client" outside workers)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self.inner = Brightness()
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> Any:
+        """Brightness, counting the tiles per worker."""
         from distributed import get_worker
 
         try:
@@ -184,15 +215,17 @@ class WhereRun(nn.Module):
 class Logged(nn.Module):
     """Brightness that appends ``"tiles <pid> <n>"`` per batch to the file named by SEAMLESS_TILE_LOG and sleeps
     SEAMLESS_TILE_SLEEP seconds per tile: counts tiles across processes, and makes runs last long enough to
-    be interrupted."""
+    be interrupted.
+    """
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self.inner = Brightness()
         self.log = os.environ.get("SEAMLESS_TILE_LOG")
         self.sleep = float(os.environ.get("SEAMLESS_TILE_SLEEP", "0"))
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> Any:
+        """Brightness, logging the tiles to ``SEAMLESS_TILE_LOG``."""
         if self.log:
             with open(self.log, "a") as f:
                 f.write(f"tiles {os.getpid()} {x.shape[0]}\n")
@@ -201,7 +234,7 @@ class Logged(nn.Module):
 
 
 def logged_brightness() -> nn.Module:
-    """Factory for 'helpers:logged_brightness'; logs ``"load <pid>"`` each time it is called."""
+    """Factory for 'seamless_dask.testing:logged_brightness'; logs ``"load <pid>"`` each time it is called."""
     log = os.environ.get("SEAMLESS_TILE_LOG")
     if log:
         with open(log, "a") as f:
@@ -209,10 +242,10 @@ def logged_brightness() -> nn.Module:
     return Logged()
 
 
-def read_tile_log(path) -> tuple[dict, dict]:
+def read_tile_log(path: str | os.PathLike[str]) -> tuple[collections.Counter[int], collections.Counter[int]]:
     """``(loads per pid, tiles per pid)`` from a SEAMLESS_TILE_LOG file."""
-    loads: collections.Counter = collections.Counter()
-    tiles: collections.Counter = collections.Counter()
+    loads: collections.Counter[int] = collections.Counter()
+    tiles: collections.Counter[int] = collections.Counter()
     if not os.path.exists(path):
         return loads, tiles
     with open(path) as f:
@@ -233,13 +266,14 @@ def tiles_with_data(valid: np.ndarray, tile: int, overlap: int) -> int:
     return sum(bool(valid[w.y, w.x].any()) for w in grid.windows())
 
 
-def tiles_needed_on_resume(plan, missing, valid=None) -> int:
+def tiles_needed_on_resume(plan: ChunkPlan, missing: Sequence[tuple[int, int]], valid: np.ndarray | None = None) -> int:
     """Tiles a resumed write must run: those owned by the ``missing`` chunks ``[(j, k), ...]`` of ``plan``,
-    and those of finished chunks that reach into them; never a tile with no valid pixel (``valid`` mask)."""
+    and those of finished chunks that reach into them; never a tile with no valid pixel (``valid`` mask).
+    """
     y, x = [np.cumsum((0, *c)) for c in plan.chunks]
     regions = [(slice(y[j], y[j + 1]), slice(x[k], x[k + 1])) for j, k in missing]
 
-    def needed(i, w) -> bool:
+    def needed(i: int, w: TileWindow) -> bool:
         if valid is not None and not valid[w.y, w.x].any():
             return False
         reaches = any(w.y.start < r.stop and r.start < w.y.stop and w.x.start < c.stop and c.start < w.x.stop
@@ -250,17 +284,17 @@ def tiles_needed_on_resume(plan, missing, valid=None) -> int:
 
 
 def exiting_factory() -> nn.Module:
-    """Factory that ends the process instead of raising: 'helpers:exiting_factory'."""
+    """Factory that ends the process instead of raising: 'seamless_dask.testing:exiting_factory'."""
     import sys
 
     sys.exit(3)
 
 
 def exiting_model() -> nn.Module:
-    """Factory of a model whose forward calls ``sys.exit(7)``: 'helpers:exiting_model'."""
+    """Factory of a model whose forward calls ``sys.exit(7)``: 'seamless_dask.testing:exiting_model'."""
 
     class Exits(nn.Module):
-        def forward(self, x):
+        def forward(self, x: torch.Tensor) -> Any:
             import sys
 
             sys.exit(7)
@@ -269,10 +303,10 @@ def exiting_model() -> nn.Module:
 
 
 def nan_model() -> nn.Module:
-    """Factory of a Brightness whose logits are NaN where the first band is above 200: 'helpers:nan_model'."""
+    """Brightness whose logits are NaN where the first band is above 200: 'seamless_dask.testing:nan_model'."""
 
     class NaNs(nn.Module):
-        def forward(self, x):
+        def forward(self, x: torch.Tensor) -> Any:
             out = Brightness()(x)
             return torch.where(x[:, :1] > 200, torch.full_like(out, float("nan")), out)
 
@@ -282,21 +316,22 @@ def nan_model() -> nn.Module:
 class FiniteOnly(nn.Module):
     """Brightness that raises if it is ever given a non-finite value."""
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> Any:
+        """Brightness, checking every input value is finite."""
         if not torch.isfinite(x).all():
             raise AssertionError("the model was given a non-finite input value")
         return Brightness()(x)
 
 
-def python_process(*args: str, **popen):
+def python_process(*args: str, **popen: Any) -> subprocess.Popen[bytes]:
     """``python ARGS`` in a new process, stdout and stderr together."""
-    import subprocess
     import sys
 
     return subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **popen)
 
 
-def wait_for(condition, timeout: float, what: str) -> None:
+def wait_for(condition: Callable[[], object], timeout: float, what: str) -> None:
+    """Poll ``condition`` every 0.1 s; raise an AssertionError naming ``what`` after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
@@ -305,10 +340,10 @@ def wait_for(condition, timeout: float, what: str) -> None:
 
 
 def other_model() -> nn.Module:
-    """Brightness with the classes swapped: another model with the same output shape, 'helpers:other_model'."""
+    """Brightness with the classes swapped (same output shape): 'seamless_dask.testing:other_model'."""
 
     class Swapped(nn.Module):
-        def forward(self, x):
+        def forward(self, x: torch.Tensor) -> Any:
             return Brightness()(x).flip(1)
 
     return Swapped()
