@@ -1,31 +1,25 @@
 """The model runner: turns batches of tiles into predictions, with the model loaded once per process.
 
 This is the only module that runs the model; geometry, weights and blending stay importable without torch.
-What a model may be, and how it is loaded, is :mod:`seamless_dask.models`. Its output may be a tensor, a
-torchvision-style dict with ``"out"``, or a tuple or list whose first item is the segmentation, of shape
-``(N, classes, H, W)``.
+What a model may be, and how it is loaded, is :mod:`seamless_dask.models`; what its output may be, and the
+test-time augmentation views, :mod:`seamless_dask.model_output`.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from .exceptions import ModelOutputError, OptionError
+from .exceptions import OptionError
+from .model_output import VIEWS, activate, check_output, segmentation_tensor, unview, view
 from .models import RegisteredModel, checked_spec, exit_error, load, spec_token
 from .options import ACTIVATIONS, AMP, TTA, TTA_MODES, Activation
 
 AMP_DTYPES = {None: None, "bf16": "bfloat16", "fp16": "float16"}  # autocast on CUDA; CPU runs float32
-# Views as (quarter turns, flip x, flip y): "flips" mirrors, "d4" all 8 symmetries of the square.
-_VIEWS = {
-    None: ((0, False, False),),
-    "flips": ((0, False, False), (0, True, False), (0, False, True), (0, True, True)),
-    "d4": tuple((k, flip, False) for flip in (False, True) for k in range(4)),
-}
 _TORCH_DTYPES = {np.dtype(t) for t in ("uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64")}
 
 
@@ -222,11 +216,11 @@ class ModelRunner:
 
         with torch.inference_mode(), self._autocast():
             x = self._to_input(tiles)
-            views = _VIEWS[self.config.tta]
+            views = VIEWS[self.config.tta]
             total: Any = None
             for turns, flip_x, flip_y in views:
-                out = self._call(_view(x, turns, flip_x, flip_y))
-                out = _unview(_activate(out.float(), self.config.activation), turns, flip_x, flip_y)
+                out = self._call(view(x, turns, flip_x, flip_y))
+                out = unview(activate(out.float(), self.config.activation), turns, flip_x, flip_y)
                 total = out if total is None else total + out
             total = total / len(views) if len(views) > 1 else total
             if total.device.type != "cuda":
@@ -246,8 +240,8 @@ class ModelRunner:
             raise
         except SystemExit as escape:
             raise exit_error(escape, f"the model, called on a batch of shape {tuple(x.shape)}") from None
-        out = _segmentation_tensor(raw)
-        _check_output(out, tuple(x.shape))
+        out = segmentation_tensor(raw)
+        check_output(out, tuple(x.shape))
         return out
 
     def probe(self, bands: int, tile: tuple[int, int]) -> int:
@@ -296,68 +290,6 @@ def resolve_device(device: str) -> Any:
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise OptionError(f"device={device!r} but no CUDA GPU is visible to torch: use device='auto' or 'cpu'")
     return resolved
-
-
-def _segmentation_tensor(out: Any) -> Any:
-    import torch
-
-    if isinstance(out, torch.Tensor):
-        return out
-    if isinstance(out, np.ndarray):
-        return torch.from_numpy(out)
-    if isinstance(out, Mapping):
-        if "out" not in out:
-            raise ModelOutputError(
-                f"the model returned a dict without an 'out' entry (keys {list(out)}): "
-                "wrap it so that it returns the segmentation tensor, or a dict with 'out'"
-            )
-        return _segmentation_tensor(out["out"])
-    if isinstance(out, Sequence) and not isinstance(out, str) and len(out) > 0:
-        return _segmentation_tensor(out[0])
-    raise ModelOutputError(
-        f"the model returned a {type(out).__name__}; expected a tensor (N, classes, H, W), a dict with 'out' "
-        "or a tuple whose first item is the segmentation"
-    )
-
-
-def _check_output(out: Any, in_shape: tuple[int, ...]) -> None:
-    n, _, h, w = in_shape
-    if out.ndim != 4 or out.shape[0] != n:
-        raise ModelOutputError(
-            f"the model output has shape {tuple(out.shape)} for an input batch {in_shape}; expected "
-            f"({n}, classes, {h}, {w}): a model with one output map should keep its channel axis (N, 1, H, W)"
-        )
-    if tuple(out.shape[2:]) != (h, w):
-        raise ModelOutputError(
-            f"the model output's spatial size {tuple(out.shape[2:])} differs from its input tile {(h, w)}: "
-            "blending needs a prediction per input pixel; upsample inside the model, e.g. "
-            "torch.nn.functional.interpolate(out, size=x.shape[-2:], mode='bilinear')"
-        )
-
-
-def _view(x: Any, turns: int, flip_x: bool, flip_y: bool) -> Any:
-    dims = [d for d, flip in ((3, flip_x), (2, flip_y)) if flip]
-    x = x.flip(dims) if dims else x
-    return x.rot90(turns, dims=(2, 3)) if turns else x
-
-
-def _unview(x: Any, turns: int, flip_x: bool, flip_y: bool) -> Any:
-    x = x.rot90(-turns, dims=(2, 3)) if turns else x
-    dims = [d for d, flip in ((3, flip_x), (2, flip_y)) if flip]
-    return x.flip(dims) if dims else x
-
-
-def _activate(out: Any, activation: str | None) -> Any:
-    if activation == "softmax":
-        if out.shape[1] == 1:
-            raise ModelOutputError(
-                "activation='softmax' over a single output channel is always 1: "
-                "use activation='sigmoid' for a binary model with one channel, or activation=None"
-            )
-        return out.softmax(dim=1)
-    if activation == "sigmoid":
-        return out.sigmoid()
-    return out
 
 
 def _as_normalize(value: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -228,7 +228,7 @@ def _flatten_borders(p: np.ndarray, edges: Edges) -> np.ndarray:
     return p
 
 
-def _triang(n: int) -> np.ndarray:
+def triangle(n: int) -> np.ndarray:
     """scipy.signal.windows.triang, without scipy."""
     k = np.arange(1, (n + 1) // 2 + 1, dtype=np.float64)
     if n % 2 == 0:
@@ -240,7 +240,7 @@ def _triang(n: int) -> np.ndarray:
 
 def _spline(n: int) -> np.ndarray:
     """Second-order spline window (Chevalier's smooth-tiled-predictions, power 2)."""
-    tri = _triang(n)
+    tri = triangle(n)
     quarter = n // 4
     inner = (np.arange(n) >= quarter) & (np.arange(n) < n - quarter)
     outer = np.where(inner, 0.0, np.abs(2 * tri) ** 2 / 2)

@@ -5,7 +5,7 @@ from hypothesis import strategies as st
 
 from seamless_dask import TileGrid, TileWeights, WeightsError
 from seamless_dask import testing as helpers
-from seamless_dask.weights import PROFILE_KINDS, _triang, as_weights, profile
+from seamless_dask.weights import PROFILE_KINDS, as_weights, profile, triangle
 
 
 @pytest.mark.parametrize("kind", PROFILE_KINDS)
@@ -27,8 +27,8 @@ def test_trust_is_a_symmetric_tent_that_vanishes_one_pixel_outside_the_tile():
 
 
 def test_spline_uses_the_scipy_triangle():
-    np.testing.assert_allclose(_triang(4), [0.25, 0.75, 0.75, 0.25])
-    np.testing.assert_allclose(_triang(5), [1 / 3, 2 / 3, 1, 2 / 3, 1 / 3])
+    np.testing.assert_allclose(triangle(4), [0.25, 0.75, 0.75, 0.25])
+    np.testing.assert_allclose(triangle(5), [1 / 3, 2 / 3, 1, 2 / 3, 1 / 3])
     p = profile("spline", 16)
     assert np.all(np.diff(p[:8]) > 0)  # rises smoothly to the centre
 

@@ -1,0 +1,90 @@
+"""What a model's output may be, and how one batch of it becomes per-tile predictions.
+
+A model may return a tensor, a torchvision-style dict with ``"out"``, or a tuple or list whose first item is the
+segmentation, of shape ``(N, classes, H, W)`` for an ``(N, bands, H, W)`` batch. Test-time augmentation runs the
+model on views of the batch (quarter turns and flips) and maps each prediction back before averaging. torch is
+only ever handed in by :mod:`seamless_dask.runner`, the one caller of the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from .exceptions import ModelOutputError
+
+# Views as (quarter turns, flip x, flip y): "flips" mirrors, "d4" all 8 symmetries of the square.
+VIEWS = {
+    None: ((0, False, False),),
+    "flips": ((0, False, False), (0, True, False), (0, False, True), (0, True, True)),
+    "d4": tuple((k, flip, False) for flip in (False, True) for k in range(4)),
+}
+
+
+def segmentation_tensor(out: Any) -> Any:
+    """The segmentation tensor in whatever the model returned, or a ModelOutputError saying what it may return."""
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, np.ndarray):
+        return torch.from_numpy(out)
+    if isinstance(out, Mapping):
+        if "out" not in out:
+            raise ModelOutputError(
+                f"the model returned a dict without an 'out' entry (keys {list(out)}): "
+                "wrap it so that it returns the segmentation tensor, or a dict with 'out'"
+            )
+        return segmentation_tensor(out["out"])
+    if isinstance(out, Sequence) and not isinstance(out, str) and len(out) > 0:
+        return segmentation_tensor(out[0])
+    raise ModelOutputError(
+        f"the model returned a {type(out).__name__}; expected a tensor (N, classes, H, W), a dict with 'out' "
+        "or a tuple whose first item is the segmentation"
+    )
+
+
+def check_output(out: Any, in_shape: tuple[int, ...]) -> None:
+    """Raise unless ``out`` is ``(N, classes, H, W)`` for an input batch of ``in_shape``."""
+    n, _, h, w = in_shape
+    if out.ndim != 4 or out.shape[0] != n:
+        raise ModelOutputError(
+            f"the model output has shape {tuple(out.shape)} for an input batch {in_shape}; expected "
+            f"({n}, classes, {h}, {w}): a model with one output map should keep its channel axis (N, 1, H, W)"
+        )
+    if tuple(out.shape[2:]) != (h, w):
+        raise ModelOutputError(
+            f"the model output's spatial size {tuple(out.shape[2:])} differs from its input tile {(h, w)}: "
+            "blending needs a prediction per input pixel; upsample inside the model, e.g. "
+            "torch.nn.functional.interpolate(out, size=x.shape[-2:], mode='bilinear')"
+        )
+
+
+def view(x: Any, turns: int, flip_x: bool, flip_y: bool) -> Any:
+    """The batch ``x`` flipped, then turned by ``turns`` quarter turns."""
+    dims = [d for d, flip in ((3, flip_x), (2, flip_y)) if flip]
+    x = x.flip(dims) if dims else x
+    return x.rot90(turns, dims=(2, 3)) if turns else x
+
+
+def unview(x: Any, turns: int, flip_x: bool, flip_y: bool) -> Any:
+    """The inverse of :func:`view`: a prediction on the view mapped back onto the tile."""
+    x = x.rot90(-turns, dims=(2, 3)) if turns else x
+    dims = [d for d, flip in ((3, flip_x), (2, flip_y)) if flip]
+    return x.flip(dims) if dims else x
+
+
+def activate(out: Any, activation: str | None) -> Any:
+    """``out`` with ``activation`` (``"softmax"`` over classes, ``"sigmoid"``, or ``None``) applied."""
+    if activation == "softmax":
+        if out.shape[1] == 1:
+            raise ModelOutputError(
+                "activation='softmax' over a single output channel is always 1: "
+                "use activation='sigmoid' for a binary model with one channel, or activation=None"
+            )
+        return out.softmax(dim=1)
+    if activation == "sigmoid":
+        return out.sigmoid()
+    return out
