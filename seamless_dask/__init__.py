@@ -3,6 +3,7 @@
 import rioxarray as _rioxarray  # noqa: F401  (registers DataArray.rio, which results carry their geo through)
 
 from . import accessor as _accessor  # noqa: F401  (registers DataArray.seamless)
+from . import metrics
 from .dataset import TileDataset
 from .exceptions import (
     DimensionError,
@@ -40,6 +41,7 @@ __all__ = [
     "TilingError",
     "WeightsError",
     "colorize",
+    "metrics",
     "open_raster",
     "plan",
     "quicklook",

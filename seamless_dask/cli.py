@@ -87,6 +87,14 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_segment(commands)
 
+    evaluate = commands.add_parser("evaluate", help="IoU, Dice, precision, recall of a class map against the truth")
+    evaluate.add_argument("prediction", metavar="PRED", help="a written class map (COG, GeoTIFF or zarr)")
+    evaluate.add_argument("truth", metavar="TRUTH", help="the reference labels, on the same grid")
+    evaluate.add_argument("--num-classes", type=int, required=True)
+    evaluate.add_argument("--ignore-index", type=int, default=None, help="a truth value to leave out")
+    evaluate.add_argument("--json", action="store_true", help="print the scores as JSON")
+    evaluate.set_defaults(run=_evaluate)
+
     k8s = commands.add_parser(
         "k8s",
         help="print Kubernetes manifests (dask operator) for a cluster of GPU workers, or a job on one",
@@ -267,6 +275,17 @@ def _plan(args: argparse.Namespace) -> None:
     print(f"chunks       {len(hs)} x {len(ws)}; sizes y {sorted(set(hs))}, x {sorted(set(ws))} px")
     print(f"tiles/chunk  {min(per_chunk)} to {max(per_chunk)}, each tile run once")
     print(f"accumulator  {largest / 2**20:.0f} MiB for the largest chunk ({args.classes} classes + weight, float64)")
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    import json
+
+    from .io import open_raster
+    from .metrics import scores
+
+    prediction, truth = (open_raster(path, chunks=2048).isel(band=0) for path in (args.prediction, args.truth))
+    result = scores(prediction, truth, args.num_classes, ignore_index=args.ignore_index)
+    print(json.dumps(result.to_dict(), indent=1) if args.json else result.table())
 
 
 def _k8s(args: argparse.Namespace) -> None:
