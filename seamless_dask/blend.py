@@ -28,6 +28,7 @@ from .tiles import TilePadding, checked_finite, mask_nodata, tile_pixels
 
 if TYPE_CHECKING:
     from .grid import LocalTile
+    from .region import Region
     from .runner import ModelRunner
     from .weights import TileWeights
 
@@ -102,6 +103,11 @@ def accumulate(inference: TileInference, block: np.ndarray, tiles: Sequence[Loca
     return acc
 
 
+def no_tiles(inference: TileInference, shape: tuple[int, int]) -> np.ndarray:
+    """The accumulator of a chunk that runs no tile (outside a region): zero sums, zero weight."""
+    return np.zeros((inference.n_classes + 1, *shape), dtype=np.float64)
+
+
 def _add_tile(acc: np.ndarray, pred: np.ndarray, t: LocalTile, inference: TileInference, valid: Any) -> None:
     """``acc += weight * pred`` and ``acc[-1] += weight`` over the tile, only where its weight is non-zero."""
     support = inference.weights.support(inference.tile_shape, t.edges_y, t.edges_x, inference.overlap)
@@ -151,6 +157,16 @@ class Decision:
     def __call__(self, sums: np.ndarray) -> np.ndarray:
         """Decide ``sums`` (``(classes + 1, y, x)``: weighted sums, then the weight) into this output's block."""
         return decide(sums, self.output, self.binary, self.label_nodata)
+
+
+def clip_to_region(block: np.ndarray, region: Region, origin: tuple[int, int], decision: Decision) -> np.ndarray:
+    """``block`` with nodata on the pixels whose centre lies outside ``region`` (NaN for probabilities)."""
+    inside = region.mask(*origin, block.shape[-2:])
+    if inside.all():
+        return block
+    block = block.copy()
+    block[..., ~inside] = np.nan if decision.label_nodata is None else decision.label_nodata
+    return block
 
 
 def settle(acc: np.ndarray, core: tuple[int, int], pending: tuple[int, int], decision: Decision) -> Settled:

@@ -35,6 +35,7 @@ from .exceptions import DimensionError, OptionError
 from .grid import ChunkPlan, LocalTile, Pair, TileGrid
 from .inputs import check_nodata_fits
 from .options import Output
+from .region import Region
 from .runner import ModelRunner
 from .weights import TileWeights
 from .windows import Blocks, extended_blocks
@@ -58,6 +59,7 @@ class SegmentJob:
     chunks: Pair | None
     nodata: float | None = None
     resources: tuple[tuple[str, float], ...] = ()
+    region: Region | None = None  # only tiles touching it run; pixels outside it are nodata
 
     def __post_init__(self) -> None:
         if self.output not in blend.OUTPUTS:
@@ -116,7 +118,7 @@ def build_graph(image: Any, job: SegmentJob) -> SegmentGraph:
     inference = blend.TileInference(
         job.runner, job.weights, grid.tile_shape, n_classes, job.nodata, overlap, model_tile=job.tile_size
     )
-    masked = job.nodata is not None or np.issubdtype(image.dtype, np.floating)
+    masked = job.nodata is not None or np.issubdtype(image.dtype, np.floating) or job.region is not None
     # The runner (and an in-memory model inside it) is one key of the graph, not a copy per task.
     model_key = dask.delayed(inference, pure=True, traverse=False)
     plan = InferencePlan(extended_blocks(image, chunk_plan), model_key, chunk_plan, job, bool(masked))
@@ -140,17 +142,18 @@ class InferencePlan:
     def build(self, done: np.ndarray | None = None) -> SegmentGraph:
         """The output graph; chunks marked ``done`` run only the tiles that reach into chunks not done."""
         plan = self.chunk_plan
-        infer = keys.infer_name(self.job.resources, tokenize(self.windows.name, plan, self.model_key.key, done))
-        layer = {
-            (infer, j, k): (
-                blend.accumulate,
-                self.model_key.key,
-                (self.windows.name, 0, j, k),
-                self.tiles(j, k, done),
-            )
-            for j in range(len(plan.y_bounds) - 1)
-            for k in range(len(plan.x_bounds) - 1)
-        }
+        infer = keys.infer_name(
+            self.job.resources, tokenize(self.windows.name, plan, self.model_key.key, done, self.job.region)
+        )
+        (hs, ws), (ext_y, ext_x) = plan.chunks, plan.extensions
+        layer: dict = {}
+        for j in range(len(hs)):
+            for k in range(len(ws)):
+                tiles = self.tiles(j, k, done)
+                if tiles or self.job.region is None:
+                    layer[(infer, j, k)] = (blend.accumulate, self.model_key.key, (self.windows.name, 0, j, k), tiles)
+                else:  # outside the region: its window is never read
+                    layer[(infer, j, k)] = (blend.no_tiles, self.model_key.key, (hs[j] + ext_y[j], ws[k] + ext_x[k]))
         return self._blend(layer, infer)
 
     def tiles(self, j: int, k: int, done: np.ndarray | None) -> Sequence[LocalTile]:
@@ -158,6 +161,10 @@ class InferencePlan:
         neighbours that are not.
         """
         tiles = self.chunk_plan.local_tiles(j, k)
+        region = self.job.region
+        if region is not None:
+            (th, tw), y0, x0 = self.chunk_plan.grid.tile_shape, self.chunk_plan.y_bounds[j], self.chunk_plan.x_bounds[k]
+            tiles = tuple(t for t in tiles if region.touches_box(y0 + t.y, x0 + t.x, y0 + t.y + th, x0 + t.x + tw))
         if done is None or not done[j, k]:
             return tiles
         (th, tw), (h, w) = self.chunk_plan.grid.tile_shape, (self.chunk_plan.chunks[0][j], self.chunk_plan.chunks[1][k])
@@ -199,6 +206,9 @@ class InferencePlan:
                 corner = (_part, (parts, j - 1, k - 1), "corner") if oy and ox else None
                 key = (out, j, k) if labels else (out, 0, j, k)
                 layer[key] = (blend.finish, (settled, j, k), decision, top, left, corner)
+                if job.region is not None:
+                    origin = (chunk_plan.y_bounds[j], chunk_plan.x_bounds[k])
+                    layer[key] = (blend.clip_to_region, layer[key], job.region, origin, decision)
         resources = {"resources": dict(job.resources)} if job.resources else None
         stage1 = NamedGraph(graph_with(infer, infer_layer, [self.windows, self.model_key], resources), infer)
         graph = graph_with(out, layer, [stage1])

@@ -44,3 +44,5 @@ class SegmentOptions(TypedDict, total=False):
     resources: dict[str, float] | str | None
     trust_model: bool
     bands: Sequence[Any] | None
+    region: Any
+    region_crs: Any

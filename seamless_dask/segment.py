@@ -35,6 +35,7 @@ from .inputs import (
     time_steps,
 )
 from .options import AMP, TTA, Activation, Output, SegmentOptions, WeightsKind
+from .region import as_region
 from .runner import ModelRunner, RunnerConfig
 from .weights import TileWeights, as_weights
 
@@ -81,6 +82,8 @@ def segment(
     resources: dict[str, float] | str | None = "auto",
     trust_model: bool = False,
     bands: Sequence[Any] | None = None,
+    region: Any = None,
+    region_crs: Any = None,
 ) -> Any:
     """Segment an image of any size with a model that sees ``tile_size`` tiles, without seams.
 
@@ -138,6 +141,13 @@ def segment(
     bands
         For a Dataset, the variables to stack as bands, in order (default: every variable with ``y`` and
         ``x`` dims); for a DataArray with a ``band`` coordinate, the band names or numbers to select.
+    region
+        An area of interest: a shapely geometry (any polygon or multipolygon) or GeoJSON-like mapping, in the
+        input's CRS when it has one, else in pixel coordinates (x = column, y = row). Only tiles that touch it
+        run, with their real context from outside it, so inside it the result equals the whole-scene result;
+        pixels whose centre lies outside it are nodata; chunks that it does not touch are never read.
+    region_crs
+        The CRS ``region`` is given in (e.g. ``"EPSG:4326"`` for GeoJSON), reprojected to the input's.
     trust_model
         Load model files that run code as they load (``torch.export`` ``.pt2`` files are unpickled). Off by
         default: such a file is refused. Import strings ``"pkg.module:factory"`` run their package's code by
@@ -198,6 +208,7 @@ def segment(
         chunks=None if chunks is None else as_pair(chunks, "chunks"),
         nodata=nodata_for(data, nodata),
         resources=resources_for(config.device, resources),
+        region=as_region(region, data, region_crs),
     )
 
     client = current_client()
@@ -277,6 +288,7 @@ class _JobRecorder:
             "tta": config.tta,
             "amp": config.amp,
             "nodata": self.job.nodata,
+            "region": None if self.job.region is None else self.job.region.geometry.wkt,
             "classes": n_classes,
         }
         loaded = None
