@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .exceptions import ModelError, SeamlessError
-from .options import ACTIVATIONS, OUTPUTS, WEIGHTS_KINDS
+from .options import ACTIVATIONS, AMP_MODES, OUTPUTS, TTA_MODES, WEIGHTS_KINDS
 
 
 class Terminated(KeyboardInterrupt):
@@ -167,6 +167,10 @@ def _add_segment(commands: Any) -> None:
     seg.add_argument("--activation", choices=[*(a for a in ACTIVATIONS if a), "none"], default="softmax")
     seg.add_argument("--num-classes", type=int, default=None, metavar="N", help="model outputs (default: probe once)")
     seg.add_argument("--weights", default="trim", choices=WEIGHTS_KINDS)
+    seg.add_argument("--tta", choices=[m for m in TTA_MODES if m], default=None, help="test-time augmentation views")
+    seg.add_argument("--amp", choices=[m for m in AMP_MODES if m], default=None, help="mixed precision on CUDA")
+    seg.add_argument("--region", metavar="GEOJSON", default=None, help="segment only this area (default CRS EPSG:4326)")
+    seg.add_argument("--region-crs", metavar="CRS", default=None, help="the CRS of --region, e.g. EPSG:32631")
     seg.add_argument("--nodata", type=_nodata, default="auto", metavar="V", help="auto (from INPUT), none, or a number")
     seg.add_argument(
         "--scheduler",
@@ -219,6 +223,10 @@ def _segment(args: argparse.Namespace) -> None:
         normalize=args.normalize,
         activation=None if args.activation == "none" else args.activation,
         weights=args.weights,
+        tta=args.tta,
+        amp=args.amp,
+        region=args.region,
+        region_crs=args.region_crs,
         num_classes=args.num_classes,
         nodata=args.nodata,
         scheduler=args.scheduler,

@@ -102,8 +102,10 @@ def _geometry(region: Any) -> BaseGeometry:
 def _reprojected(geometry: BaseGeometry, source: Any, target: Any) -> BaseGeometry:
     from pyproj import Transformer
 
-    wkt = [c.to_wkt() if hasattr(c, "to_wkt") else c for c in (source, target)]  # rasterio CRS to pyproj
-    transformer = Transformer.from_crs(*wkt, always_xy=True)
+    def plain(crs: Any) -> Any:  # a rasterio CRS to what pyproj reads
+        return crs.to_wkt() if hasattr(crs, "to_wkt") else crs
+
+    transformer = Transformer.from_crs(plain(source), plain(target), always_xy=True)
     dense = shapely.segmentize(geometry, max_segment_length=_segment_length(geometry))  # edges curve when reprojected
     return shapely.transform(dense, lambda xy: np.column_stack(transformer.transform(xy[:, 0], xy[:, 1])))
 

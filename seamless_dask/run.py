@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .exceptions import OptionError, RasterError
-from .options import Activation, Output, WeightsKind
+from .options import AMP, TTA, Activation, Output, WeightsKind
 
 COG_SUFFIXES = (".tif", ".tiff")
 LOCAL_SCHEDULERS = ("threads", "processes", "synchronous")
@@ -68,6 +68,10 @@ class SegmentRequest:
     normalize: tuple[Any, Any] | None = None
     activation: Activation | None = "softmax"
     weights: WeightsKind = "trim"
+    tta: TTA | None = None
+    amp: AMP | None = None
+    region: str | None = None  # a GeoJSON file; its CRS is region_crs, else the file's (RFC 7946: EPSG:4326)
+    region_crs: str | None = None
     num_classes: int | None = None
     nodata: float | str | None = "auto"
     scheduler: str | None = None
@@ -169,6 +173,9 @@ def _write(request: SegmentRequest, image: Any, target: Any, run: str) -> tuple[
         num_classes=request.num_classes,
         nodata=request.nodata,
         trust_model=request.trust_model,
+        tta=request.tta,
+        amp=request.amp,
+        **_region_options(request),
     )
     if request.kind == "cog":
         writes = io.to_cog(result, target.url, overwrite=request.overwrite, compute=False, run=run)
@@ -308,3 +315,13 @@ def wait_for_workers(client: Any, address: str, wait: float) -> None:
             f"no worker joined the scheduler at {address!r} within {wait:g} s: start workers (dask worker {address}), "
             "or give them longer with --worker-wait"
         ) from None
+
+
+def _region_options(request: SegmentRequest) -> dict[str, Any]:
+    """``region``/``region_crs`` for ``segment`` from the request's GeoJSON file (read once, here)."""
+    if request.region is None:
+        return {}
+    from .region import read_geojson
+
+    geometry, crs = read_geojson(request.region)
+    return {"region": geometry, "region_crs": request.region_crs or crs}

@@ -97,3 +97,36 @@ def test_the_region_result_does_not_depend_on_the_chunking(chunks):
     expected = sd.segment(image, helpers.conv_net(), num_classes=4, region=region, chunks=1000, **TILE)
     got = sd.segment(image, helpers.conv_net(), num_classes=4, region=region, chunks=chunks, **TILE)
     np.testing.assert_array_equal(got, expected)
+
+
+def test_cli_region_from_a_geojson_file_and_tta(tmp_path):
+    import json
+
+    import rasterio
+
+    from seamless_dask.cli import main
+
+    scene = write_scene_geotiff(tmp_path / "scene.tif", size=200)
+    image = sd.open_raster(scene)
+    x, y = image.x.values, image.y.values
+    square = {
+        "type": "Polygon",
+        "coordinates": [[(x[10], y[10]), (x[90], y[10]), (x[90], y[90]), (x[10], y[90]), (x[10], y[10])]],
+    }
+    doc = {"type": "FeatureCollection", "features": [{"type": "Feature", "geometry": square, "properties": {}}]}
+    (tmp_path / "aoi.geojson").write_text(json.dumps(doc))
+    args = [
+        "segment",
+        str(scene),
+        str(tmp_path / "out.tif"),
+        "--model",
+        "seamless_dask.testing:brightness",
+        "--no-progress",
+    ]
+    args += ["--tile-size", "64", "--overlap", "16", "--region", str(tmp_path / "aoi.geojson"), "--region-crs"]
+    assert main([*args, str(image.rio.crs), "--tta", "flips", "--scheduler", "threads"]) == 0
+    with rasterio.open(tmp_path / "out.tif") as cog:
+        written = cog.read(1)
+    whole = sd.segment(image, helpers.Brightness(), tile_size=64, overlap=16, tta="flips").values
+    np.testing.assert_array_equal(written[12:88, 12:88], whole[12:88, 12:88])
+    assert (written[100:, :] == 255).all() and (written[:, 100:] == 255).all()
