@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 from dask.base import tokenize
 
-from . import options
 from .exceptions import ModelOutputError
 from .tiles import TilePadding, checked_finite, mask_nodata, tile_pixels
 
@@ -31,8 +30,6 @@ if TYPE_CHECKING:
     from .region import Region
     from .runner import ModelRunner
     from .weights import TileWeights
-
-OUTPUTS = options.OUTPUTS
 
 
 class HaloParts(NamedTuple):

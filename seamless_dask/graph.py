@@ -34,7 +34,7 @@ from .dask_compat import NamedGraph, graph_with, new_array
 from .exceptions import DimensionError, OptionError
 from .grid import ChunkPlan, LocalTile, Pair, TileGrid
 from .inputs import check_nodata_fits
-from .options import Output
+from .options import OUTPUTS, Output
 from .region import Region
 from .runner import ModelRunner
 from .weights import TileWeights
@@ -62,8 +62,8 @@ class SegmentJob:
     region: Region | None = None  # only tiles touching it run; pixels outside it are nodata
 
     def __post_init__(self) -> None:
-        if self.output not in blend.OUTPUTS:
-            raise OptionError(f"output must be one of {blend.OUTPUTS}, got output={self.output!r}: use e.g. 'labels'")
+        if self.output not in OUTPUTS:
+            raise OptionError(f"output must be one of {OUTPUTS}, got output={self.output!r}: use e.g. 'labels'")
         n = self.num_classes
         if n is not None and (not isinstance(n, Integral) or isinstance(n, bool) or n < 1):
             raise OptionError(f"num_classes must be a positive int, got {self.num_classes!r}")
@@ -150,9 +150,9 @@ class InferencePlan:
         for j in range(len(hs)):
             for k in range(len(ws)):
                 tiles = self.tiles(j, k, done)
-                if tiles or self.job.region is None:
+                if tiles:
                     layer[(infer, j, k)] = (blend.accumulate, self.model_key.key, (self.windows.name, 0, j, k), tiles)
-                else:  # outside the region: its window is never read
+                else:  # no tile to run (outside a region, or done on resume): its window is never read
                     layer[(infer, j, k)] = (blend.no_tiles, self.model_key.key, (hs[j] + ext_y[j], ws[k] + ext_x[k]))
         return self._blend(layer, infer)
 
@@ -162,9 +162,10 @@ class InferencePlan:
         """
         tiles = self.chunk_plan.local_tiles(j, k)
         region = self.job.region
-        if region is not None:
+        if region is not None and tiles:
             (th, tw), y0, x0 = self.chunk_plan.grid.tile_shape, self.chunk_plan.y_bounds[j], self.chunk_plan.x_bounds[k]
-            tiles = tuple(t for t in tiles if region.touches_box(y0 + t.y, x0 + t.x, y0 + t.y + th, x0 + t.x + tw))
+            boxes = np.array([(y0 + t.y, x0 + t.x, y0 + t.y + th, x0 + t.x + tw) for t in tiles])
+            tiles = tuple(t for t, touches in zip(tiles, region.touching(boxes), strict=True) if touches)
         if done is None or not done[j, k]:
             return tiles
         (th, tw), (h, w) = self.chunk_plan.grid.tile_shape, (self.chunk_plan.chunks[0][j], self.chunk_plan.chunks[1][k])
@@ -206,9 +207,9 @@ class InferencePlan:
                 corner = (_part, (parts, j - 1, k - 1), "corner") if oy and ox else None
                 key = (out, j, k) if labels else (out, 0, j, k)
                 layer[key] = (blend.finish, (settled, j, k), decision, top, left, corner)
-                if job.region is not None:
-                    origin = (chunk_plan.y_bounds[j], chunk_plan.x_bounds[k])
-                    layer[key] = (blend.clip_to_region, layer[key], job.region, origin, decision)
+                y0, x0 = chunk_plan.y_bounds[j], chunk_plan.x_bounds[k]
+                if job.region is not None and not job.region.covers_box(y0, x0, y0 + h, x0 + w):
+                    layer[key] = (blend.clip_to_region, layer[key], job.region, (y0, x0), decision)
         resources = {"resources": dict(job.resources)} if job.resources else None
         stage1 = NamedGraph(graph_with(infer, infer_layer, [self.windows, self.model_key], resources), infer)
         graph = graph_with(out, layer, [stage1])

@@ -153,15 +153,12 @@ class Scores:
         """A plain-text table: one row per class, then the means and the overall accuracy."""
         names = class_names or [str(c) for c in range(len(self.matrix))]
         support = self.matrix.sum(axis=1)
+        per_class = np.stack([self.iou, self.dice, self.precision, self.recall], axis=1)  # each score once
+        widths = (8, 8, 11, 8)
         rows = [f"{'class':<12}{'IoU':>8}{'Dice':>8}{'precision':>11}{'recall':>8}{'pixels':>14}"]
-        for c, name in enumerate(names):
-            cells = (self.iou[c], self.dice[c], self.precision[c], self.recall[c])
-            widths = (8, 8, 11, 8)
-            rows.append(
-                f"{name:<12}"
-                + "".join(f"{v:>{w}.4f}" for v, w in zip(cells, widths, strict=True))
-                + f"{support[c]:>14}"
-            )
+        for name, cells, pixels in zip(names, per_class, support, strict=True):
+            scores = "".join(f"{v:>{w}.4f}" for v, w in zip(cells, widths, strict=True))
+            rows.append(f"{name:<12}{scores}{pixels:>14}")
         rows.append(f"{'mean':<12}{self.mean_iou:>8.4f}{self.mean_dice:>8.4f}")
         rows.append(f"accuracy {self.accuracy:.4f} over {int(self.matrix.sum())} pixels")
         return "\n".join(rows)

@@ -34,7 +34,16 @@ class Region:
 
     def touches_box(self, y0: int, x0: int, y1: int, x1: int) -> bool:
         """Whether the pixel box ``[y0, y1) x [x0, x1)`` shares any area or edge with the region."""
-        return bool(self.geometry.intersects(shapely.box(x0, y0, x1, y1)))
+        return bool(self.touching(np.array([[y0, x0, y1, x1]]))[0])
+
+    def touching(self, boxes: np.ndarray) -> np.ndarray:
+        """Which of the pixel boxes ``(n, 4)`` rows ``(y0, x0, y1, x1)`` touch the region, in one vectorised call."""
+        y0, x0, y1, x1 = np.asarray(boxes).T
+        return np.asarray(shapely.intersects(self.geometry, shapely.box(x0, y0, x1, y1)), dtype=bool)
+
+    def covers_box(self, y0: int, x0: int, y1: int, x1: int) -> bool:
+        """Whether the pixel box ``[y0, y1) x [x0, x1)`` lies wholly inside the region (no pixel to clip)."""
+        return bool(self.geometry.covers(shapely.box(x0, y0, x1, y1)))
 
     def mask(self, y0: int, x0: int, shape: tuple[int, int]) -> np.ndarray:
         """``(h, w)`` bool: which pixels of the block at ``(y0, x0)`` have their centre in the region."""

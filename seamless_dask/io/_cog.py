@@ -16,6 +16,7 @@ import xarray as xr
 from dask.base import tokenize
 from dask.delayed import Delayed
 
+from .. import progress as bars
 from ..dask_compat import block_keys, graph_with
 from ..exceptions import RasterError
 from ._target import ATOMIC_PUT_PROTOCOLS, SCRATCH_INFIX, Target, as_target, check_not_an_input, claim, run_id
@@ -135,16 +136,10 @@ def to_cog(
     with claim(target, run) as held:
         writes = _cog_writes(result, target, held.run, layout)
         try:
-            return _compute(writes, progress)
+            return bars.compute(writes, progress=progress)
         except BaseException:
             discard_partial_cog(target.url, run=held.run, storage_options=target.storage_options)
             raise
-
-
-def _compute(writes: Any, progress: bool) -> Any:
-    from .. import progress as bars
-
-    return bars.compute(writes, progress=progress)
 
 
 class _Layout(NamedTuple):

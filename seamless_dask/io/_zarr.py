@@ -12,6 +12,7 @@ import xarray as xr
 from dask.base import tokenize
 from dask.delayed import Delayed
 
+from .. import progress as bars
 from .. import record
 from ..dask_compat import array_expr, block_keys, graph_with
 from ..exceptions import DimensionError, OptionError, RasterError
@@ -125,7 +126,7 @@ def to_zarr(
     if not compute:
         return _prepare(result, target, resume, overwrite, zarr_format)
     with claim(target):
-        written = _compute(_prepare(result, target, resume, overwrite, zarr_format), progress)
+        written = bars.compute(_prepare(result, target, resume, overwrite, zarr_format), progress=progress)
         mark_complete(target.url, storage_options=target.storage_options)
     return written
 
@@ -147,12 +148,6 @@ def _prepare(result: Any, target: Target, resume: bool, overwrite: bool, zarr_fo
         _write_template(result, target, chunks, zarr_format)
         done = np.zeros(tuple(len(c) for c in chunks[-2:]), dtype=bool)
     return _zarr_writes(result, target, done)
-
-
-def _compute(writes: Any, progress: bool) -> Any:
-    from .. import progress as bars
-
-    return bars.compute(writes, progress=progress)
 
 
 def _open_group(target: Target, mode: str) -> Any:
