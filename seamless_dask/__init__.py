@@ -1,5 +1,7 @@
 """seamless_dask: seamless tiled model inference over chunked rasters, lazily, at any scale."""
 
+from typing import TYPE_CHECKING, Any
+
 import rioxarray as _rioxarray  # noqa: F401  (registers DataArray.rio, which results carry their geo through)
 
 from . import accessor as _accessor  # noqa: F401  (registers DataArray.seamless)
@@ -20,8 +22,11 @@ from .grid import ChunkPlan, TileGrid, TileWindow
 from .io import open_raster, to_cog, to_zarr
 from .runner import ModelRunner, RunnerConfig
 from .segment import plan, segment
-from .viz import colorize, quicklook
+from .viz import colorize, draw_tile_borders, quicklook
 from .weights import TileWeights
+
+if TYPE_CHECKING:
+    from .tensor_tiling import TensorTiler
 
 __all__ = [
     "ChunkPlan",
@@ -34,6 +39,7 @@ __all__ = [
     "RasterError",
     "RunnerConfig",
     "SeamlessError",
+    "TensorTiler",
     "TileDataset",
     "TileGrid",
     "TileWeights",
@@ -41,6 +47,7 @@ __all__ = [
     "TilingError",
     "WeightsError",
     "colorize",
+    "draw_tile_borders",
     "metrics",
     "open_raster",
     "plan",
@@ -50,5 +57,16 @@ __all__ = [
     "to_zarr",
 ]
 from .record import package_version as _package_version
+
+_TORCH_NAMES = {"TensorTiler"}  # import torch: loaded on first use, as the runner does
+
+
+def __getattr__(name: str) -> Any:
+    if name in _TORCH_NAMES:
+        from . import tensor_tiling
+
+        return getattr(tensor_tiling, name)
+    raise AttributeError(f"module 'seamless_dask' has no attribute {name!r}")
+
 
 __version__ = _package_version()  # one source: the installed metadata, from pyproject.toml

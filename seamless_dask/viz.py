@@ -9,7 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from .exceptions import OptionError
+from .exceptions import DimensionError, OptionError
+from .grid import TileGrid
+from .weights import as_weights
 
 # Distinct, colour-blind-friendly first colours (Okabe-Ito, then Tableau), then evenly spread hues.
 _BASE = [
@@ -125,6 +127,8 @@ def quicklook(
     palette: Sequence | np.ndarray | None = None,
     image: Any = None,
     max_size: int = 1024,
+    tiles: TileGrid | None = None,
+    weights: Any = "trim",
 ) -> Path:
     """Write a PNG of ``labels`` coloured by class, nodata transparent, optionally beside ``image``'s RGB.
 
@@ -141,6 +145,9 @@ def quicklook(
         The input, as a path or ``(band, y, x)`` DataArray, shown on the left.
     max_size
         At most this many pixels a side (decimated, never the whole raster in memory).
+    tiles, weights
+        The run's :class:`TileGrid` (and weights): each tile's outline (red) and trusted core (yellow) drawn over
+        every panel, to see which tile decided which pixels (scaled with the decimation).
 
     Returns
     -------
@@ -168,7 +175,27 @@ def quicklook(
         valid = ~missing.all(axis=0)
         panels.insert(0, np.dstack([rgb, (valid * 255).astype(np.uint8)]))
         titles.insert(0, "input")
+    if tiles is not None:
+        panels = [_draw_scaled(panel, tiles, weights) for panel in panels]
     return save_panels(path, panels, titles)
+
+
+def _draw_scaled(panel: np.ndarray, grid: TileGrid, weights: Any) -> np.ndarray:
+    """An ``(h, w, 3|4)`` uint8 panel with the outlines of ``grid``'s tiles and cores, scaled onto it."""
+    sy, sx = panel.shape[0] / grid.shape[0], panel.shape[1] / grid.shape[1]
+    out = np.moveaxis(panel.copy(), -1, 0)  # channels first, as _outline draws
+    opaque = (255,) if out.shape[0] == 4 else ()
+    for box, core in tile_boxes(grid, weights):
+        for rect, colour in ((core, (255, 255, 0)), (box, (255, 0, 0))):
+            y0, y1, x0, x1 = rect
+            scaled = (
+                int(y0 * sy),
+                max(int(y0 * sy) + 1, round(y1 * sy)),
+                int(x0 * sx),
+                max(int(x0 * sx) + 1, round(x1 * sx)),
+            )
+            _outline(out, scaled, 1, (*colour, *opaque))
+    return np.moveaxis(out, 0, -1)
 
 
 def _decimated(source: Any, max_size: int, shape: tuple[int, ...] | None = None) -> tuple[np.ndarray, Any]:
@@ -207,3 +234,81 @@ def _read_decimated(path: str, max_size: int, shape: tuple[int, ...] | None) -> 
         out_shape = shape[-2:] if shape is not None else (-(-src.height // step[0]), -(-src.width // step[1]))
         pixels = src.read(out_shape=(src.count, *out_shape), resampling=Resampling.nearest)
         return (pixels[0] if src.count == 1 else pixels), src.nodata
+
+
+def draw_tile_borders(
+    image: Any,
+    grid: TileGrid,
+    *,
+    weights: Any = "trim",
+    width: int = 1,
+    color: Sequence[float] = (1.0, 0.0, 0.0),
+    core_color: Sequence[float] | None = (1.0, 1.0, 0.0),
+) -> Any:
+    """A copy of ``image`` with each tile's outline drawn on it, and each tile's trusted core.
+
+    The core is the box where the tile's trust map is non-zero (``"trim"``: the tile minus ``overlap // 2`` on
+    sides inside the image), so the drawing shows which tile decides which pixels.
+
+    Parameters
+    ----------
+    image
+        ``(C, H, W)`` or ``(N, C, H, W)``, a numpy array or a torch tensor (drawn on its own device); ``C`` is
+        the number of values in ``color`` (or 1: drawn with the colour's mean).
+    grid
+        The :class:`TileGrid` of the run (``TileGrid((H, W), tile_size, overlap)``).
+    weights
+        The run's weights, for the cores; ``core_color=None`` draws the tile outlines only.
+    width
+        Line width in pixels.
+    color, core_color
+        Values of the tile outlines and of the core outlines, one per channel.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from seamless_dask import TileGrid, draw_tile_borders
+    >>> drawn = draw_tile_borders(np.zeros((3, 60, 60), "float32"), TileGrid((60, 60), 32, 8))
+    >>> drawn[:, 0, 5].tolist(), drawn[:, 30, 30].tolist()  # on the first tile's top edge; inside a core
+    ([1.0, 0.0, 0.0], [0.0, 0.0, 0.0])
+    """
+    if width < 1:
+        raise ValueError(f"width is a line width in pixels >= 1, got width={width}")
+    out = image.clone() if hasattr(image, "clone") else np.array(image, copy=True)  # a torch tensor stays one
+    if tuple(out.shape[-2:]) != tuple(grid.shape):
+        raise DimensionError(
+            f"the image is {tuple(out.shape[-2:])} (H, W) but the grid is for {grid.shape}: "
+            "build it with TileGrid(image.shape[-2:], tile_size, overlap)"
+        )
+    for box, core in tile_boxes(grid, weights):
+        if core_color is not None:
+            _outline(out, core, width, core_color)
+        _outline(out, box, width, color)
+    return out
+
+
+Box = tuple[int, int, int, int]
+
+
+def tile_boxes(grid: TileGrid, weights: Any = "trim") -> list[tuple[Box, Box]]:
+    """Each tile's box and the box where its trust map is non-zero, as ``(y0, y1, x0, x1)``, row-major."""
+    spec, boxes = as_weights(weights), []
+    for i in range(grid.n_tiles):
+        window, (iy, ix) = grid.window(i), divmod(i, grid.x.n_tiles)
+        y0, x0 = window.y.start, window.x.start
+        support = spec.support(grid.tile_shape, grid.y.edges(iy), grid.x.edges(ix), grid.overlap)
+        core = (y0 + support.rows.start, y0 + support.rows.stop, x0 + support.cols.start, x0 + support.cols.stop)
+        boxes.append(((y0, window.y.stop, x0, window.x.stop), core))
+    return boxes
+
+
+def _outline(out: Any, box: Box, width: int, color: Sequence[float]) -> None:
+    y0, y1, x0, x1 = box
+    channels = out.shape[-3]
+    values = list(color) if channels == len(color) else [float(np.mean(color))] * channels
+    for c, value in enumerate(values):
+        plane = out[..., c, :, :]
+        plane[..., y0 : min(y0 + width, y1), x0:x1] = value
+        plane[..., max(y1 - width, y0) : y1, x0:x1] = value
+        plane[..., y0:y1, x0 : min(x0 + width, x1)] = value
+        plane[..., y0:y1, max(x1 - width, x0) : x1] = value

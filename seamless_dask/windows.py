@@ -52,7 +52,11 @@ def extended_blocks(image: Any, chunk_plan: ChunkPlan) -> Blocks:
     """The extended windows of ``image`` ``(bands, H, W)`` (numpy, lazy variable or dask) for ``chunk_plan``."""
     bands = image.shape[0]
     if isinstance(image, da.Array):
-        return _overlapped(image.rechunk(((bands,), *chunk_plan.chunks)), chunk_plan)
+        # Bands are joined in a step of their own: array-expr's one-step rechunk that joins bands and rows while
+        # splitting columns (chunks (1, 2, 26) -> ((2,), (7,), (1,) * 9) on 2x7x9) builds a task that indexes a
+        # key (dask 2026.8; found by tests/test_segment.py's I2 property test).
+        joined = image.rechunk({0: -1}) if len(image.chunks[0]) > 1 else image
+        return _overlapped(joined.rechunk(((bands,), *chunk_plan.chunks)), chunk_plan)
     (ext_y, ext_x) = chunk_plan.extensions
     source = Source(image)
     source_key = "seamless-source-" + source.token
