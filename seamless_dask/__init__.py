@@ -22,6 +22,7 @@ from .grid import ChunkPlan, TileGrid, TileWindow
 from .io import open_raster, to_cog, to_zarr
 from .runner import ModelRunner, RunnerConfig
 from .segment import plan, segment
+from .stream import TileBlender
 from .viz import colorize, draw_tile_borders, quicklook
 from .weights import TileWeights
 
@@ -40,6 +41,7 @@ __all__ = [
     "RunnerConfig",
     "SeamlessError",
     "TensorTiler",
+    "TileBlender",
     "TileDataset",
     "TileGrid",
     "TileWeights",
