@@ -55,6 +55,7 @@ class TileInference:
     nodata: float | None = None
     overlap: tuple[int, int] = (0, 0)
     model_tile: tuple[int, int] | None = None  # the tile the model is given; None: ``tile_shape``
+    moments: int = 1  # 2: also sum weight * prediction**2, for output="uncertainty"
 
     def __dask_tokenize__(self) -> tuple:
         return (
@@ -65,6 +66,7 @@ class TileInference:
             repr(self.nodata),  # repr: nan must tokenize equal to nan
             self.overlap,
             self.model_tile,
+            self.moments,
         )
 
 
@@ -72,11 +74,12 @@ def accumulate(inference: TileInference, block: np.ndarray, tiles: Sequence[Loca
     """Weighted sum of the predictions of ``tiles`` over ``block`` ``(bands, h, w)``.
 
     Returns float64 ``(n_classes + 1, h, w)``: channels ``[:n_classes]`` hold ``sum(weight * prediction)``
-    and the last channel ``sum(weight)``. Each tile goes through the model exactly once, except tiles
-    whose pixels are all nodata, which never reach it; a tile's weight is zero on its nodata pixels.
+    and the last channel ``sum(weight)`` (with ``moments=2``, ``sum(weight * prediction**2)`` in between).
+    Each tile goes through the model exactly once, except tiles whose pixels are all nodata, which never
+    reach it; a tile's weight is zero on its nodata pixels.
     """
     (th, tw), n_classes, runner = inference.tile_shape, inference.n_classes, inference.runner
-    acc = np.zeros((n_classes + 1, *block.shape[1:]), dtype=np.float64)
+    acc = np.zeros((n_classes * inference.moments + 1, *block.shape[1:]), dtype=np.float64)
     fill = runner.config.fill_values(block.shape[0])
     block, valid = mask_nodata(block, inference.nodata, fill)
     if valid is not None:
@@ -95,6 +98,8 @@ def accumulate(inference: TileInference, block: np.ndarray, tiles: Sequence[Loca
         preds = padding.crop(raw)
         if not np.isfinite(preds).all():
             preds = checked_finite(preds, batch, valid, (th, tw))
+        if inference.moments == 2:
+            preds = np.concatenate([preds, preds * preds], axis=1)
         for pred, t in zip(preds, batch, strict=True):
             _add_tile(acc, pred, t, inference, valid)
     return acc
@@ -102,7 +107,7 @@ def accumulate(inference: TileInference, block: np.ndarray, tiles: Sequence[Loca
 
 def no_tiles(inference: TileInference, shape: tuple[int, int]) -> np.ndarray:
     """The accumulator of a chunk that runs no tile (outside a region): zero sums, zero weight."""
-    return np.zeros((inference.n_classes + 1, *shape), dtype=np.float64)
+    return np.zeros((inference.n_classes * inference.moments + 1, *shape), dtype=np.float64)
 
 
 def _add_tile(acc: np.ndarray, pred: np.ndarray, t: LocalTile, inference: TileInference, valid: Any) -> None:
@@ -218,9 +223,12 @@ def decide(sums: np.ndarray, output: str, binary: bool, label_nodata: int | None
     """Normalise blended sums ``(classes + 1, h, w)`` and return the requested output.
 
     ``"probabilities"`` and ``"logits"``: float32 ``(classes, h, w)``, NaN where no tile had data;
+    ``"uncertainty"``: float32 ``(2, h, w)``, the tiles' disagreement and the blend's entropy;
     ``"labels"``: ``(h, w)`` class indices in :func:`label_dtype`, ``label_nodata`` where no tile had data
     (pixels that are nodata in every band). ``binary`` (one sigmoid channel) labels p >= 0.5 as 1.
     """
+    if output == "uncertainty":
+        return _uncertainty(sums, binary)
     n_classes = sums.shape[0] - 1
     if output == "labels":
         if binary:
@@ -233,6 +241,23 @@ def decide(sums: np.ndarray, output: str, binary: bool, label_nodata: int | None
     out = np.empty(sums[:n_classes].shape, np.float32)
     with np.errstate(invalid="ignore", divide="ignore"):  # divides in float64, writes float32: no temporary
         return np.divide(sums[:n_classes], sums[n_classes], out=out, casting="unsafe")
+
+
+def _uncertainty(sums: np.ndarray, binary: bool) -> np.ndarray:
+    """``(2, h, w)`` float32 from sums of ``w * p``, ``w * p**2`` and ``w``: how much the tiles covering each
+    pixel disagree (their weighted variance, summed over classes) and the entropy of the blend (nats).
+
+    One sigmoid channel counts as the two classes ``1 - p`` and ``p``. NaN where no tile had data.
+    """
+    n = (sums.shape[0] - 1) // 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = sums[:n] / sums[-1]
+        variance = np.clip(sums[n:-1] / sums[-1] - mean * mean, 0, None).sum(axis=0)
+        probs = np.concatenate([1 - mean, mean]) if binary else mean
+        entropy = -np.where(probs > 0, probs * np.log(probs), 0.0).sum(axis=0)
+    out = np.stack([variance * (2 if binary else 1), entropy]).astype(np.float32)
+    out[:, sums[-1] == 0] = np.nan
+    return out
 
 
 def _argmax_classes(scores: np.ndarray, n_values: int) -> np.ndarray:

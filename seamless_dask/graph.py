@@ -65,6 +65,11 @@ class SegmentJob:
         if self.output not in OUTPUTS:
             raise OptionError(f"output must be one of {OUTPUTS}, got output={self.output!r}: use e.g. 'labels'")
         n = self.num_classes
+        if self.output == "uncertainty" and self.runner.config.activation is None:
+            raise OptionError(
+                "output='uncertainty' measures how much tiles disagree on probabilities, but activation=None: "
+                "use activation='softmax' (or 'sigmoid' for one channel)"
+            )
         if n is not None and (not isinstance(n, Integral) or isinstance(n, bool) or n < 1):
             raise OptionError(f"num_classes must be a positive int, got {self.num_classes!r}")
         self.weights.check_tile(self.tile_size)
@@ -116,7 +121,8 @@ def build_graph(image: Any, job: SegmentJob) -> SegmentGraph:
     job = dataclasses.replace(job, num_classes=n_classes)
     overlap = (grid.y.overlap, grid.x.overlap)
     inference = blend.TileInference(
-        job.runner, job.weights, grid.tile_shape, n_classes, job.nodata, overlap, model_tile=job.tile_size
+        job.runner, job.weights, grid.tile_shape, n_classes, job.nodata, overlap, model_tile=job.tile_size,
+        moments=2 if job.output == "uncertainty" else 1,
     )
     masked = job.nodata is not None or np.issubdtype(image.dtype, np.floating) or job.region is not None
     # The runner (and an in-memory model inside it) is one key of the graph, not a copy per task.
@@ -215,7 +221,8 @@ class InferencePlan:
         graph = graph_with(out, layer, [stage1])
         if labels:
             return SegmentGraph(new_array(graph, out, (hs, ws), dtype), label_nodata, n_classes)
-        return SegmentGraph(new_array(graph, out, ((n_classes,), hs, ws), np.float32), None, n_classes)
+        bands = 2 if job.output == "uncertainty" else n_classes  # disagreement, entropy
+        return SegmentGraph(new_array(graph, out, ((bands,), hs, ws), np.float32), None, n_classes)
 
 
 def _part(parts: blend.HaloParts, which: str) -> np.ndarray:

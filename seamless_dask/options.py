@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
     from .weights import TileWeights
 
-Output = Literal["labels", "probabilities", "logits"]
+Output = Literal["labels", "probabilities", "logits", "uncertainty"]
 Activation = Literal["softmax", "sigmoid"]
 WeightsKind = Literal["trim", "trust", "spline", "gaussian", "constant"]
 TTA = Literal["flips", "d4"]

@@ -105,7 +105,9 @@ def segment(
     output
         ``"labels"``: ``(y, x)`` argmax class in the smallest unsigned dtype that holds the classes;
         ``"probabilities"``: ``(class, y, x)`` float32, activation then blend; ``"logits"``: blended raw
-        model output.
+        model output; ``"uncertainty"``: ``(measure, y, x)`` float32, ``"disagreement"`` (the weighted
+        variance of the probabilities of the tiles covering each pixel, summed over classes: high where
+        tiles disagree, 0 where one tile decides) and ``"entropy"`` of the blended probabilities (nats).
     weights
         Trust map. ``"trim"`` (default): each pixel takes the prediction of the tile in which it lies
         farthest from an edge (the U-Net paper's overlap-tile strategy; exact whole-image results when
@@ -307,9 +309,11 @@ def _segment_dataarray(data: xr.DataArray, job: SegmentJob, recorder: _JobRecord
     else:
         image = bands_first.values if bands_first.variable._in_memory else bands_first.variable
     result, label_nodata, n_classes = build_graph(image, job)
-    dims = ("y", "x") if job.output == "labels" else ("class", "y", "x")
+    dims = {"labels": ("y", "x"), "uncertainty": ("measure", "y", "x")}.get(job.output, ("class", "y", "x"))
     coords = {name: coord for name, coord in data.coords.items() if set(coord.dims) <= {"y", "x"}}
-    if job.output != "labels":
+    if job.output == "uncertainty":
+        coords["measure"] = np.array(["disagreement", "entropy"])
+    elif job.output != "labels":
         coords["class"] = np.arange(result.shape[0])
     attrs = {key: value for key, value in data.attrs.items() if key not in DROPPED_ATTRS}
     attrs.update(
