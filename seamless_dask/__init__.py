@@ -20,6 +20,7 @@ from .exceptions import (
 )
 from .grid import ChunkPlan, TileGrid, TileWindow
 from .io import open_raster, to_cog, to_zarr
+from .receptive import ReceptiveField, ReceptiveFieldWarning, receptive_field
 from .runner import ModelRunner, RunnerConfig
 from .segment import plan, segment
 from .stream import TileBlender
@@ -38,6 +39,8 @@ __all__ = [
     "ModelSpecError",
     "OptionError",
     "RasterError",
+    "ReceptiveField",
+    "ReceptiveFieldWarning",
     "RunnerConfig",
     "SeamlessError",
     "TensorTiler",
@@ -54,6 +57,7 @@ __all__ = [
     "open_raster",
     "plan",
     "quicklook",
+    "receptive_field",
     "segment",
     "to_cog",
     "to_zarr",

@@ -29,7 +29,7 @@ import numpy as np
 import xarray as xr
 from dask.base import tokenize
 
-from . import blend, keys
+from . import blend, keys, receptive
 from .dask_compat import NamedGraph, graph_with, new_array
 from .exceptions import DimensionError, OptionError
 from .grid import ChunkPlan, LocalTile, Pair, TileGrid
@@ -120,8 +120,16 @@ def build_graph(image: Any, job: SegmentJob) -> SegmentGraph:
     n_classes = job.num_classes or job.runner.probe(bands, job.tile_size)
     job = dataclasses.replace(job, num_classes=n_classes)
     overlap = (grid.y.overlap, grid.x.overlap)
+    if job.weights.kind == "trim" and grid.n_tiles > 1:  # "trim" is exact only when its margins cover the model's field
+        receptive.check_overlap(job.runner.spec, bands, grid.tile_shape, overlap)
     inference = blend.TileInference(
-        job.runner, job.weights, grid.tile_shape, n_classes, job.nodata, overlap, model_tile=job.tile_size,
+        job.runner,
+        job.weights,
+        grid.tile_shape,
+        n_classes,
+        job.nodata,
+        overlap,
+        model_tile=job.tile_size,
         moments=2 if job.output == "uncertainty" else 1,
     )
     masked = job.nodata is not None or np.issubdtype(image.dtype, np.floating) or job.region is not None

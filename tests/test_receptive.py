@@ -1,0 +1,67 @@
+"""The receptive field, measured; segment warns when "trim" is not exact, and is exact when it says so."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from monai.networks.nets import BasicUNet
+
+import seamless_dask as sd
+from seamless_dask import ReceptiveFieldWarning, receptive_field
+from seamless_dask import testing as helpers
+
+
+def conv_stack(kernels, bands=2, classes=3):
+    torch.manual_seed(0)
+    layers, channels = [], bands
+    for i, k in enumerate(kernels):
+        out = classes if i == len(kernels) - 1 else 8
+        layers += [torch.nn.Conv2d(channels, out, k, padding=k // 2), torch.nn.Tanh()]
+        channels = out
+    return torch.nn.Sequential(*layers[:-1]).eval()
+
+
+@pytest.mark.parametrize(("kernels", "radius"), [([3], 1), ([5, 3], 3), ([7, 7, 3], 7)])
+def test_the_measured_field_of_a_conv_stack_is_the_sum_of_its_half_kernels(kernels, radius):
+    field = receptive_field(conv_stack(kernels), bands=2)
+    assert field.radius == (radius, radius) and field.bounded
+    assert field.exact_overlap == (2 * radius, 2 * radius)
+    assert 0 < field.effective[0] <= radius
+
+
+def test_a_model_that_sees_everything_is_reported_unbounded():
+    class Global(torch.nn.Module):
+        def forward(self, x):
+            return x[:, :1] + x.mean(dim=(2, 3), keepdim=True)[:, :1]
+
+    field = receptive_field(Global(), bands=1, size=32, max_size=64)
+    assert not field.bounded and field.probe == (64, 64)
+
+
+def test_trim_with_the_measured_overlap_equals_whole_image_inference_and_a_short_one_warns():
+    net = conv_stack([5, 5, 3])  # radius 5
+    image = helpers.structured_image(2, 70, 90)
+    with torch.no_grad():
+        whole = net(torch.from_numpy(image)[None]).softmax(1)[0].numpy()
+    with pytest.warns(ReceptiveFieldWarning, match=r"overlap=10 for whole-image results"):
+        short = sd.segment(image, net, tile_size=32, overlap=4, output="probabilities")
+    assert np.abs(short - whole).max() > 1e-4  # the warning is right: seams differ
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ReceptiveFieldWarning)
+        exact = sd.segment(image, net, tile_size=32, overlap=10, output="probabilities")
+        sd.segment(image, net, tile_size=32, overlap=4, weights="trust")  # smooth weights: no promise, no warning
+    np.testing.assert_allclose(exact, whole, atol=1e-5)
+
+
+def test_a_deep_monai_unet_at_a_small_tile_gets_the_advice_to_blend():
+    net = BasicUNet(spatial_dims=2, in_channels=1, out_channels=2, features=(4, 4, 8, 8, 16, 4)).eval()
+    with pytest.warns(ReceptiveFieldWarning, match="or more.*weights='gaussian'"):
+        sd.segment(helpers.structured_image(1, 96, 96), net, tile_size=32, overlap=8)
+
+
+def test_the_users_model_is_not_called_by_the_check():
+    counting = helpers.Counting(conv_stack([5, 5, 3]))
+    with pytest.warns(ReceptiveFieldWarning):
+        sd.segment(helpers.structured_image(2, 70, 90), counting, tile_size=32, overlap=4, num_classes=3)
+    assert counting.tiles == sd.TileGrid((70, 90), 32, 4).n_tiles  # the check measured a copy
