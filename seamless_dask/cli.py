@@ -163,7 +163,9 @@ def _add_segment(commands: Any) -> None:
     seg.add_argument("--chunks", type=int, default=None, metavar="N", help="pixels per chunk side (default 2048)")
     seg.add_argument("--bands", type=_int_list, default=None, metavar="B,B,..", help="1-based bands, e.g. 3,2,1")
     seg.add_argument("--variable", default=None, metavar="NAME", help="the variable of a zarr/netCDF INPUT to segment")
-    seg.add_argument("--normalize", type=_normalize, default=None, metavar="MEAN/STD", help="e.g. 123,116,103/58,57,57")
+    seg.add_argument(
+        "--normalize", type=_normalize, default=None, metavar="MEAN/STD", help="imagenet, or e.g. 123,116,103/58,57,57"
+    )
     seg.add_argument("--activation", choices=[*(a for a in ACTIVATIONS if a), "none"], default="softmax")
     seg.add_argument("--num-classes", type=int, default=None, metavar="N", help="model outputs (default: probe once)")
     seg.add_argument("--weights", default="trim", choices=WEIGHTS_KINDS)
@@ -249,7 +251,9 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated band numbers like 3,2,1, got {text!r}") from None
 
 
-def _normalize(text: str) -> tuple[list[float], list[float]]:
+def _normalize(text: str) -> tuple[list[float], list[float]] | str:
+    if text == "imagenet":
+        return text
     try:
         mean, std = text.split("/")
         return [float(v) for v in mean.split(",")], [float(v) for v in std.split(",")]

@@ -56,6 +56,29 @@ def nodata_for(data: Any, nodata: float | str | None) -> float | None:
     return nodata
 
 
+IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # torchvision's, for RGB in [0, 1]
+
+
+def normalize_for(data: Any, normalize: Any) -> Any:
+    """``normalize`` as ``(mean, std)`` in the input's units: ``"imagenet"`` scaled to the dtype's range (255 for
+    uint8, 65535 for uint16, 1 for floats, taken to be in [0, 1]); anything else as given.
+    """
+    if not isinstance(normalize, str):
+        return normalize
+    if normalize != "imagenet":
+        raise OptionError(f"the one normalize preset is 'imagenet', got {normalize!r}: or pass (mean, std)")
+    dtype = np.dtype(str(data.dtype).removeprefix("torch."))
+    shape = tuple(data.shape)
+    bands = 1 if len(shape) == 2 else (data.sizes.get("band", shape[-3]) if hasattr(data, "sizes") else shape[-3])
+    if bands != 3:
+        raise OptionError(
+            f"normalize='imagenet' is for 3 RGB bands, the image has {bands}: select them with bands=[...] "
+            "(e.g. bands=['red', 'green', 'blue']) or pass (mean, std) per band"
+        )
+    scale = float(np.iinfo(dtype).max) if np.issubdtype(dtype, np.integer) else 1.0
+    return tuple(m * scale for m in IMAGENET[0]), tuple(s * scale for s in IMAGENET[1])
+
+
 def check_nodata_fits(nodata: float | None, dtype: np.dtype) -> None:
     """Raise an OptionError if ``dtype`` cannot hold ``nodata`` exactly."""
     if nodata is None or (np.isnan(nodata) and not np.issubdtype(dtype, np.integer)):

@@ -34,7 +34,7 @@ class SegmentOptions(TypedDict, total=False):
     output: Output
     weights: WeightsKind | TileWeights | np.ndarray
     device: str
-    normalize: tuple[Any, Any] | None
+    normalize: tuple[Any, Any] | Literal["imagenet"] | None
     activation: Activation | None
     num_classes: int | None
     chunks: int | tuple[int, int] | None

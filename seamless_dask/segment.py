@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import dask.array as da
 import numpy as np
@@ -30,6 +30,7 @@ from .inputs import (
     device_for,
     is_tensor,
     nodata_for,
+    normalize_for,
     resources_for,
     stac_image,
     time_steps,
@@ -72,7 +73,7 @@ def segment(
     output: Output = "labels",
     weights: WeightsKind | TileWeights | np.ndarray = "trim",
     device: str = "auto",
-    normalize: tuple[Any, Any] | None = None,
+    normalize: tuple[Any, Any] | Literal["imagenet"] | None = None,
     activation: Activation | None = "softmax",
     num_classes: int | None = None,
     chunks: int | Pair | None = None,
@@ -117,7 +118,9 @@ def segment(
     device
         ``"auto"`` (CUDA when visible), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
     normalize
-        ``(mean, std)`` in the input's units, per band or one for all.
+        ``(mean, std)`` in the input's units, per band or one for all; or ``"imagenet"``: torchvision's
+        ImageNet statistics for 3 RGB bands, scaled to the dtype's range (x 255 for uint8, x 65535 for
+        uint16; floats are taken to be in [0, 1]).
     activation
         ``"softmax"``, ``"sigmoid"`` or ``None``, applied per tile before blending (not for ``"logits"``).
     num_classes
@@ -193,7 +196,7 @@ def segment(
     config = RunnerConfig(
         batch_size=batch_size,
         device=device_for(data, device),
-        normalize=normalize,
+        normalize=normalize_for(data, normalize),
         activation=None if output == "logits" else activation,
         tta=tta,
         amp=amp,

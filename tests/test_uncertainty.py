@@ -102,3 +102,19 @@ def test_the_cli_writes_uncertainty_as_a_two_band_cog(tmp_path):
         assert np.isfinite(values[:, ~nodata]).all() and values[0][~nodata].max() > 0
     reopened = xr.open_dataarray(tmp_path / "u.tif", engine="rasterio")
     assert reopened.shape == (2, 160, 160)
+
+
+@pytest.mark.parametrize(("dtype", "scale"), [("uint8", 255), ("uint16", 65535), ("float32", 1)])
+def test_the_imagenet_preset_is_scaled_to_the_dtype(dtype, scale):
+    image = (helpers.structured_image(3, 40, 40) * (scale if scale > 1 else 1)).astype(dtype)
+    net = helpers.conv_net(bands=3, classes=4)
+    mean = np.array([0.485, 0.456, 0.406]) * scale
+    std = np.array([0.229, 0.224, 0.225]) * scale
+    expected = sd.segment(image, net, tile_size=16, overlap=4, normalize=(mean, std), output="probabilities")
+    got = sd.segment(image, net, tile_size=16, overlap=4, normalize="imagenet", output="probabilities")
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+def test_the_imagenet_preset_needs_three_bands():
+    with pytest.raises(OptionError, match="3 RGB bands, the image has 2"):
+        sd.segment(helpers.structured_image(2, 40, 40), NET, tile_size=16, normalize="imagenet")
