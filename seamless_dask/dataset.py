@@ -251,9 +251,10 @@ def _reopened(data: Any) -> Any:
 
 def _read(data: Any, win: TileWindow) -> np.ndarray:
     """The pixels of ``win`` (``(bands, th, tw)``), read from the source only now."""
-    if isinstance(data, xr.DataArray):
-        return np.asarray(data[:, win.y, win.x].values)
-    return np.asarray(data[:, win.y, win.x])
+    window = data[:, win.y, win.x]
+    if hasattr(window, "compute"):  # lazy: compute, never np.asarray (array-expr has no __array__, dask#11922)
+        window = window.compute()
+    return np.asarray(window.values if isinstance(window, xr.DataArray) else window)
 
 
 def _checked_index(index: int, length: int) -> int:

@@ -85,14 +85,15 @@ def run_demo(out_dir: str | Path, *, size: int = 1024, tile: int = 256, overlap:
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    scene, model = synthetic_scene(size).chunk({"y": 512, "x": 512}), context_model()
+    pixels, model = synthetic_scene(size), context_model()  # in memory; segmented chunked, as a lazy raster is
+    scene = pixels.chunk({"y": 512, "x": 512})
     with torch.inference_mode():
-        whole = model(torch.from_numpy(scene.values)[None])[0].argmax(0).numpy()
+        whole = model(torch.from_numpy(pixels.values)[None])[0].argmax(0).numpy()
     start = time.perf_counter()
     seamless = segment(scene, model, tile_size=tile, overlap=overlap).compute()
     seconds = time.perf_counter() - start
     naive = segment(scene, model, tile_size=tile, overlap=0, weights="constant").compute()
-    panels = [viz.to_rgb8(scene.values)] + [viz.colorize(a, PALETTE) for a in (naive.values, seamless.values, whole)]
+    panels = [viz.to_rgb8(pixels.values)] + [viz.colorize(a, PALETTE) for a in (naive.values, seamless.values, whole)]
     titles = ["input (synthetic scene)", f"naive {tile}px tiles", "seamless_dask", "whole image in one pass"]
     png = viz.save_panels(out / "seams.png", [p[::2, ::2] for p in panels], titles)
     return DemoResult(

@@ -121,7 +121,7 @@ def build_graph(image: Any, job: SegmentJob) -> SegmentGraph:
     job = dataclasses.replace(job, num_classes=n_classes)
     overlap = (grid.y.overlap, grid.x.overlap)
     if job.weights.kind == "trim" and grid.n_tiles > 1:  # "trim" is exact only when its margins cover the model's field
-        receptive.check_overlap(job.runner.spec, bands, grid.tile_shape, overlap)
+        receptive.check_overlap(job.runner.spec, bands, job.tile_size, overlap)
     inference = blend.TileInference(
         job.runner,
         job.weights,

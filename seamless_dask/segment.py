@@ -114,7 +114,10 @@ def segment(
         farthest from an edge (the U-Net paper's overlap-tile strategy; exact whole-image results when
         ``overlap // 2`` covers the model's receptive field). ``"trust"`` (a tent), ``"spline"``,
         ``"gaussian"``, ``"constant"``: smooth blends. Or a positive array of the tile's shape, or a
-        :class:`~seamless_dask.TileWeights`.
+        :class:`~seamless_dask.TileWeights`. With ``"trim"``, a copy of an in-memory torch model is run once
+        on a random tile to measure its receptive field (:func:`~seamless_dask.receptive_field`), and a
+        :class:`~seamless_dask.ReceptiveFieldWarning` says which overlap would be exact when ``overlap // 2``
+        falls short.
     device
         ``"auto"`` (CUDA when visible), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
     normalize

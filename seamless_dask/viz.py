@@ -204,13 +204,12 @@ def _decimated(source: Any, max_size: int, shape: tuple[int, ...] | None = None)
 
     if isinstance(source, (str, Path)):
         return _read_decimated(str(source), max_size, shape)
-    if isinstance(source, xr.DataArray):
-        nodata = source.rio.nodata
-        step = _step(source.shape[-2:], max_size, shape)
-        return np.asarray(source[..., :: step[0], :: step[1]].values), nodata
-    array = np.asarray(source)
-    step = _step(array.shape[-2:], max_size, shape)
-    return array[..., :: step[0], :: step[1]], None
+    nodata = source.rio.nodata if isinstance(source, xr.DataArray) else None
+    step = _step(tuple(source.shape[-2:]), max_size, shape)
+    decimated = source[..., :: step[0], :: step[1]]
+    if hasattr(decimated, "compute"):  # lazy (xarray or dask, either array engine): only the decimated pixels
+        decimated = decimated.compute()
+    return np.asarray(getattr(decimated, "values", decimated)), nodata
 
 
 def _step(size: tuple[int, ...], max_size: int, shape: tuple[int, ...] | None) -> tuple[int, int]:

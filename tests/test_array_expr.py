@@ -17,6 +17,7 @@ import xarray as xr
 
 import seamless_dask as sd
 from seamless_dask import testing as helpers
+from seamless_dask.dask_compat import array_expr
 from seamless_dask.demo import write_scene_geotiff
 
 SCRIPT = textwrap.dedent(
@@ -63,8 +64,9 @@ def test_segment_and_both_writers_give_the_same_pixels_on_array_expr(tmp_path, s
     assert report["tiles_run"] == report["tiles_counted"] == sd.TileGrid((150, 170), 32, 8).n_tiles  # I3
     np.testing.assert_array_equal(np.load(tmp_path / "dask.npy"), expected)
     np.testing.assert_array_equal(np.load(tmp_path / "xarray.npy"), expected)
-    labels = sd.segment(sd.open_raster(scene), helpers.Brightness(), tile_size=64, overlap=16, chunks=96).values
-    back = xr.open_zarr(tmp_path / "labels.zarr", mask_and_scale=False)["labels"].values
+    labels = sd.segment(sd.open_raster(scene), helpers.Brightness(), tile_size=64, overlap=16, chunks=96)
+    labels = labels.compute().values  # compute first: array-expr arrays have no __array__ (dask#11922)
+    back = xr.open_zarr(tmp_path / "labels.zarr", mask_and_scale=False)["labels"].compute().values
     np.testing.assert_array_equal(back, labels)
     assert sd.io.is_complete(tmp_path / "labels.zarr")
     import rasterio
@@ -73,5 +75,6 @@ def test_segment_and_both_writers_give_the_same_pixels_on_array_expr(tmp_path, s
         np.testing.assert_array_equal(cog.read(1), labels)
 
 
+@pytest.mark.skipif(array_expr(), reason="this run is the array-expr pass (DASK_ARRAY__QUERY_PLANNING=True)")
 def test_the_legacy_engine_is_the_default_here():
     assert type(da.ones(1)).__module__ == "dask.array.core"

@@ -56,7 +56,7 @@ def test_cli_writes_a_cog_a_zarr_and_a_quicklook(scene, tmp_path, capsys):
     assert segment(scene, tmp_path / "labels.zarr", "--model", MODEL, "--no-progress") == 0
     back = xr.open_zarr(tmp_path / "labels.zarr", decode_coords="all", mask_and_scale=False)["labels"]
     assert back.rio.crs == "EPSG:32631" and io.is_complete(tmp_path / "labels.zarr")
-    np.testing.assert_array_equal(back.values, labels)
+    np.testing.assert_array_equal(back.compute().values, labels)
 
 
 def test_cli_probabilities_and_a_torchscript_model(scene, tmp_path):

@@ -86,7 +86,7 @@ def test_nodata_is_read_from_the_dataarray():
     data = xr.DataArray(image, dims=("band", "y", "x")).rio.write_nodata(0)
     labels = sd.segment(data, helpers.conv_net(bands=2, classes=3), tile_size=16, overlap=4)
     assert labels.rio.nodata == 255
-    np.testing.assert_array_equal(labels.values == 255, (image == 0).all(axis=0))
+    np.testing.assert_array_equal(labels.compute().values == 255, (image == 0).all(axis=0))
 
 
 def test_labels_move_to_a_wider_dtype_when_the_classes_need_the_nodata_value():
@@ -94,7 +94,7 @@ def test_labels_move_to_a_wider_dtype_when_the_classes_need_the_nodata_value():
     wide = helpers.conv_net(bands=2, classes=256)
     labels = sd.segment(xr.DataArray(image, dims=("band", "y", "x")).rio.write_nodata(0), wide, tile_size=16, overlap=4)
     assert labels.dtype == np.uint16 and labels.rio.nodata == 65535
-    assert (labels.values == 65535).sum() == (image == 0).all(axis=0).sum()
+    assert (labels.compute().values == 65535).sum() == (image == 0).all(axis=0).sum()
 
 
 def test_all_nodata_image_runs_no_tile():
