@@ -22,6 +22,7 @@ from .grid import ChunkPlan, TileGrid, TileWindow
 from .io import open_raster, to_cog, to_zarr
 from .receptive import ReceptiveField, ReceptiveFieldWarning, receptive_field
 from .runner import ModelRunner, RunnerConfig
+from .sampling import RandomTiles
 from .segment import plan, segment
 from .stream import TileBlender
 from .viz import colorize, draw_tile_borders, quicklook
@@ -38,6 +39,7 @@ __all__ = [
     "ModelRunner",
     "ModelSpecError",
     "OptionError",
+    "RandomTiles",
     "RasterError",
     "ReceptiveField",
     "ReceptiveFieldWarning",

@@ -129,10 +129,13 @@ class TileDataset:
         return scene, self.grids[scene].window(tile)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        scene, tile = self.tiles[_checked_index(index, len(self))]
+        return self.item_at(scene, self.grids[scene].window(tile), tile)
+
+    def item_at(self, scene: int, win: TileWindow, tile: int = -1) -> dict[str, Any]:
+        """The item of any window of ``scene`` (on the lattice or not, e.g. drawn by :class:`RandomTiles`)."""
         import torch
 
-        scene, tile = self.tiles[_checked_index(index, len(self))]
-        win = self.grids[scene].window(tile)
         pixels, valid = self._read_image(scene, win)
         sample: dict[str, Any] = {
             "image": torch.from_numpy(np.ascontiguousarray(self._padded(pixels, 0))),
@@ -169,7 +172,7 @@ class TileDataset:
 
     def _read_image(self, scene: int, win: TileWindow, fill: bool = True) -> tuple[np.ndarray, np.ndarray]:
         self._in_this_process()
-        block = _read(self.images[scene], win)
+        block = read_window(self.images[scene], win)
         fill_values = self.config.fill_values(block.shape[0])
         masked = mask_nodata(block, self.nodata[scene], fill_values)
         valid = np.ones(block.shape[1:], bool) if masked.valid is None else masked.valid
@@ -183,7 +186,7 @@ class TileDataset:
 
     def _read_label(self, scene: int, win: TileWindow, valid: np.ndarray) -> np.ndarray:
         assert self.labels is not None
-        raw = _read(self.labels[scene], win)[0]
+        raw = read_window(self.labels[scene], win)[0]
         label = raw.astype(np.int64)
         ignore = ~valid
         nodata = self.label_nodata[scene]
@@ -249,7 +252,7 @@ def _reopened(data: Any) -> Any:
     return pickle.loads(pickle.dumps(data)) if lazy or hasattr(data, "dask") else data
 
 
-def _read(data: Any, win: TileWindow) -> np.ndarray:
+def read_window(data: Any, win: TileWindow) -> np.ndarray:
     """The pixels of ``win`` (``(bands, th, tw)``), read from the source only now."""
     window = data[:, win.y, win.x]
     if hasattr(window, "compute"):  # lazy: compute, never np.asarray (array-expr has no __array__, dask#11922)
