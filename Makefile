@@ -34,7 +34,7 @@ test: $(STAMP)
 ARRAY_EXPR_TESTS := tests/test_array_expr.py tests/test_segment.py tests/test_grid.py tests/test_region.py \
 	tests/test_nodata.py tests/test_reliability.py tests/test_runner.py tests/test_weights.py tests/test_metrics.py \
 	tests/test_dataset.py tests/test_stream.py tests/test_tensor_tiling.py tests/test_uncertainty.py \
-	tests/test_receptive.py tests/test_sampling.py tests/test_cli_demo.py
+	tests/test_receptive.py tests/test_sampling.py tests/test_notebook.py tests/test_cli_demo.py
 test-array-expr: $(STAMP)
 	DASK_ARRAY__QUERY_PLANNING=True $(PY) -m pytest -p no:cacheprovider -q $(ARRAY_EXPR_TESTS)
 
