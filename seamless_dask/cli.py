@@ -170,6 +170,7 @@ def _add_segment(commands: Any) -> None:
     seg.add_argument("--num-classes", type=int, default=None, metavar="N", help="model outputs (default: probe once)")
     seg.add_argument("--weights", default="trim", choices=WEIGHTS_KINDS)
     seg.add_argument("--tta", choices=[m for m in TTA_MODES if m], default=None, help="test-time augmentation views")
+    seg.add_argument("--head", default=None, help="another output of the model (a dict key such as aux)")
     seg.add_argument("--amp", choices=[m for m in AMP_MODES if m], default=None, help="mixed precision on CUDA")
     seg.add_argument("--region", metavar="GEOJSON", default=None, help="segment only this area (default CRS EPSG:4326)")
     seg.add_argument("--region-crs", metavar="CRS", default=None, help="the CRS of --region, e.g. EPSG:32631")
@@ -226,6 +227,7 @@ def _segment(args: argparse.Namespace) -> None:
         activation=None if args.activation == "none" else args.activation,
         weights=args.weights,
         tta=args.tta,
+        head=args.head,
         amp=args.amp,
         region=args.region,
         region_crs=args.region_crs,

@@ -23,10 +23,15 @@ VIEWS = {
 }
 
 
-def segmentation_tensor(out: Any) -> Any:
-    """The segmentation tensor in whatever the model returned, or a ModelOutputError saying what it may return."""
+def segmentation_tensor(out: Any, head: str | int | None = None) -> Any:
+    """The segmentation tensor in whatever the model returned, or a ModelOutputError saying what it may return.
+
+    ``head`` picks another output of a model with several: a dict key (torchvision's ``"aux"``) or a tuple index.
+    """
     import torch
 
+    if head is not None:
+        return segmentation_tensor(_head(out, head))
     if isinstance(out, torch.Tensor):
         return out
     if isinstance(out, np.ndarray):
@@ -35,7 +40,7 @@ def segmentation_tensor(out: Any) -> Any:
         if "out" not in out:
             raise ModelOutputError(
                 f"the model returned a dict without an 'out' entry (keys {list(out)}): "
-                "wrap it so that it returns the segmentation tensor, or a dict with 'out'"
+                "wrap it so that it returns the segmentation tensor, or a dict with 'out', or pass head=KEY"
             )
         return segmentation_tensor(out["out"])
     if isinstance(out, Sequence) and not isinstance(out, str) and len(out) > 0:
@@ -43,6 +48,22 @@ def segmentation_tensor(out: Any) -> Any:
     raise ModelOutputError(
         f"the model returned a {type(out).__name__}; expected a tensor (N, classes, H, W), a dict with 'out' "
         "or a tuple whose first item is the segmentation"
+    )
+
+
+def _head(out: Any, head: str | int) -> Any:
+    """Output ``head`` of a model returning a dict or a tuple, or an error listing the heads there are."""
+    if isinstance(out, Mapping):
+        if head not in out:
+            raise ModelOutputError(f"head={head!r} is not an output of the model: it returns {list(out)}")
+        return out[head]
+    if isinstance(out, Sequence) and not isinstance(out, str) and isinstance(head, int):
+        if not -len(out) <= head < len(out):
+            raise ModelOutputError(f"head={head} is out of range: the model returns {len(out)} outputs")
+        return out[head]
+    raise ModelOutputError(
+        f"head={head!r} picks one output of a model that returns a dict (a key) or a tuple (an index), but this "
+        f"model returns a {type(out).__name__}: leave head=None"
     )
 
 

@@ -43,6 +43,7 @@ class SegmentOptions(TypedDict, total=False):
     nodata: float | str | None
     resources: dict[str, float] | str | None
     trust_model: bool
+    head: str | int | None
     bands: Sequence[Any] | None
     region: Any
     region_crs: Any

@@ -69,6 +69,7 @@ class SegmentRequest:
     activation: Activation | None = "softmax"
     weights: WeightsKind = "trim"
     tta: TTA | None = None
+    head: str | None = None
     amp: AMP | None = None
     region: str | None = None  # a GeoJSON file; its CRS is region_crs, else the file's (RFC 7946: EPSG:4326)
     region_crs: str | None = None
@@ -174,6 +175,7 @@ def _write(request: SegmentRequest, image: Any, target: Any, run: str) -> tuple[
         nodata=request.nodata,
         trust_model=request.trust_model,
         tta=request.tta,
+        head=request.head,
         amp=request.amp,
         **_region_options(request),
     )

@@ -46,6 +46,9 @@ class RunnerConfig:
     trust_model
         Allow model files that execute code as they load (``torch.export`` ``.pt2`` files are unpickled):
         only for files whose origin you trust. TorchScript files load without it.
+    head
+        Which output of a model with several to segment with: a dict key (torchvision's ``"aux"``) or a tuple
+        index; ``None``: ``"out"`` or the first.
 
     Raises
     ------
@@ -70,6 +73,7 @@ class RunnerConfig:
     tta: TTA | None = None
     amp: AMP | None = None
     trust_model: bool = False  # load model files that run code when loaded (torch.export .pt2: pickle)
+    head: str | int | None = None  # which output of a model with several (torchvision's "aux"); None: "out"/first
 
     def __post_init__(self) -> None:
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
@@ -240,7 +244,7 @@ class ModelRunner:
             raise
         except SystemExit as escape:
             raise exit_error(escape, f"the model, called on a batch of shape {tuple(x.shape)}") from None
-        out = segmentation_tensor(raw)
+        out = segmentation_tensor(raw, self.config.head)
         check_output(out, tuple(x.shape))
         return out
 

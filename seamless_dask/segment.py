@@ -82,6 +82,7 @@ def segment(
     nodata: float | str | None = "auto",
     resources: dict[str, float] | str | None = "auto",
     trust_model: bool = False,
+    head: str | int | None = None,
     bands: Sequence[Any] | None = None,
     region: Any = None,
     region_crs: Any = None,
@@ -160,6 +161,9 @@ def segment(
         Load model files that run code as they load (``torch.export`` ``.pt2`` files are unpickled). Off by
         default: such a file is refused. Import strings ``"pkg.module:factory"`` run their package's code by
         design, as any import does.
+    head
+        Segment with another output of a model that returns several: a dict key (torchvision's ``"aux"``) or a
+        tuple index. ``None``: the dict's ``"out"``, or the tuple's first item.
 
     Returns
     -------
@@ -204,6 +208,7 @@ def segment(
         tta=tta,
         amp=amp,
         trust_model=trust_model,
+        head=head,
     )
 
     job = SegmentJob(
@@ -294,6 +299,7 @@ class _JobRecorder:
             "normalize": config.normalize,
             "activation": config.activation,
             "tta": config.tta,
+            "head": config.head,
             "amp": config.amp,
             "nodata": self.job.nodata,
             "region": None if self.job.region is None else self.job.region.geometry.wkt,

@@ -118,3 +118,27 @@ def test_the_imagenet_preset_is_scaled_to_the_dtype(dtype, scale):
 def test_the_imagenet_preset_needs_three_bands():
     with pytest.raises(OptionError, match="3 RGB bands, the image has 2"):
         sd.segment(helpers.structured_image(2, 40, 40), NET, tile_size=16, normalize="imagenet")
+
+
+class TwoHeads(torch.nn.Module):
+    """A torchvision-style segmentation model: {"out": main head, "aux": auxiliary head}."""
+
+    def __init__(self):
+        super().__init__()
+        self.main, self.aux = helpers.conv_net(bands=2, classes=3, seed=0), helpers.conv_net(bands=2, classes=3, seed=1)
+
+    def forward(self, x):
+        return {"out": self.main(x), "aux": self.aux(x)}
+
+
+def test_the_auxiliary_head_is_segmented_when_asked_for():
+    image, model = helpers.structured_image(2, 50, 60), TwoHeads()
+    main = sd.segment(image, model, tile_size=16, overlap=4, output="probabilities")
+    aux = sd.segment(image, model, tile_size=16, overlap=4, output="probabilities", head="aux")
+    np.testing.assert_allclose(main, sd.segment(image, model.main, tile_size=16, overlap=4, output="probabilities"))
+    np.testing.assert_allclose(aux, sd.segment(image, model.aux, tile_size=16, overlap=4, output="probabilities"))
+    assert np.abs(main - aux).max() > 1e-3
+    with pytest.raises(
+        sd.ModelOutputError, match=r"head='deep' is not an output of the model: it returns \['out', 'aux'\]"
+    ):
+        sd.segment(image, model, tile_size=16, overlap=4, head="deep")
