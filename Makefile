@@ -28,15 +28,10 @@ test: $(STAMP)
 	$(PY) -m pytest
 	$(MAKE) test-array-expr
 
-# The graph on dask's next array engine (array-expr, dask#11922 and docs/development.md): a second pass over the
-# tests of the graph, its outputs and its inputs. The cluster, zarr/COG writer and STAC files still run on the
-# legacy engine only (xarray's to_zarr and numpy conversions of lazy arrays are not there yet on array-expr).
-ARRAY_EXPR_TESTS := tests/test_array_expr.py tests/test_segment.py tests/test_grid.py tests/test_region.py \
-	tests/test_nodata.py tests/test_reliability.py tests/test_runner.py tests/test_weights.py tests/test_metrics.py \
-	tests/test_dataset.py tests/test_stream.py tests/test_tensor_tiling.py tests/test_uncertainty.py \
-	tests/test_receptive.py tests/test_sampling.py tests/test_notebook.py tests/test_cli_demo.py
+# The whole suite again on dask's next array engine (array-expr): tests/test_array_expr.py and docs/guide.md say
+# what differs there (odc-stac 0.5.3 does not load on it; the legacy-default check is skipped).
 test-array-expr: $(STAMP)
-	DASK_ARRAY__QUERY_PLANNING=True $(PY) -m pytest -p no:cacheprovider -q $(ARRAY_EXPR_TESTS)
+	DASK_ARRAY__QUERY_PLANNING=True $(PY) -m pytest -p no:cacheprovider -q
 
 # The documentation site (docs/ and the API reference from the docstrings) into site/; any warning fails it.
 docs: $(STAMP)

@@ -9,6 +9,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
+import dask.array as da
 import numpy as np
 import xarray as xr
 
@@ -195,3 +196,27 @@ def time_steps(data: xr.DataArray) -> str | None:
     if data.ndim == 4 and str(data.dims[0]) in TIME_DIMS and tuple(map(str, data.dims[2:])) == ("y", "x"):
         return str(data.dims[0])
     return None
+
+
+def time_slices(data: xr.DataArray, dim: str) -> list[xr.DataArray]:
+    """One image per step of ``dim``."""
+    return [data.isel({dim: i}) for i in range(data.sizes[dim])]
+
+
+def stacked_steps(per_step: list[xr.DataArray], steps: xr.DataArray) -> xr.DataArray:
+    """The per-step results as one lazy array along ``steps``' dim (dask stacks the data: xarray's concat reaches
+    numpy's ``result_type`` through ``__array_function__``, which array-expr lacks); attrs as "drop_conflicts".
+    """
+    dim, first = steps.dims[0], per_step[0].drop_vars(steps.dims[0], errors="ignore")
+    attrs = {k: v for k, v in first.attrs.items() if all(_same(step.attrs.get(k), v) for step in per_step)}
+    coords = {**{name: coord for name, coord in first.coords.items()}, dim: steps.values}
+    data = da.stack([step.data for step in per_step])
+    return xr.DataArray(data, dims=(dim, *first.dims), coords=coords, attrs=attrs, name=first.name)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Attribute values equal (xarray's ``combine_attrs="drop_conflicts"`` rule), arrays included."""
+    try:
+        return bool(np.array_equal(a, b)) if isinstance(a, np.ndarray) or isinstance(b, np.ndarray) else bool(a == b)
+    except (TypeError, ValueError):
+        return False

@@ -33,6 +33,8 @@ from .inputs import (
     normalize_for,
     resources_for,
     stac_image,
+    stacked_steps,
+    time_slices,
     time_steps,
 )
 from .options import AMP, TTA, Activation, Output, SegmentOptions, WeightsKind
@@ -230,8 +232,8 @@ def segment(
     if isinstance(data, xr.DataArray):
         steps = time_steps(data)
         if steps is not None:  # one lazy result per step, stacked again
-            per_step = [_segment_dataarray(d, job, _JobRecorder(d, model, job)) for d in _steps(data, steps)]
-            return xr.concat(per_step, dim=data[steps], combine_attrs="drop_conflicts")
+            per_step = [_segment_dataarray(d, job, _JobRecorder(d, model, job)) for d in time_slices(data, steps)]
+            return stacked_steps(per_step, data[steps])
         return _segment_dataarray(data, job, _JobRecorder(data, model, job))
     if is_tensor(data):
         result = build_graph(bands_first(data.detach().cpu().numpy(), "tensor"), job).array.compute()
@@ -246,10 +248,6 @@ def segment(
         f"data must be an xarray.DataArray, a numpy array, a dask array or a torch tensor, got {type(data).__name__}: "
         "open rasters with seamless_dask.open_raster(path)"
     )
-
-
-def _steps(data: xr.DataArray, dim: str) -> list[xr.DataArray]:
-    return [data.isel({dim: i}) for i in range(data.sizes[dim])]
 
 
 def plan(

@@ -20,6 +20,7 @@ import seamless_dask as sd
 from seamless_dask import progress
 from seamless_dask import testing as helpers
 from seamless_dask.cli import main
+from seamless_dask.dask_compat import array_expr
 from seamless_dask.demo import write_scene_geotiff
 
 MODEL = "seamless_dask.testing:brightness"
@@ -125,8 +126,9 @@ def test_a_stage1_task_fused_with_its_settle_task_still_counts(capsys):
     lazy = sd.segment(dask.array.from_array(image, chunks=(3, 100, 100)), helpers.Brightness(), tile_size=64,
                       overlap=16, chunks=100, num_classes=2)  # fmt: skip
     (optimised,) = dask.optimize(lazy)
-    assert any("seamless-settle" in str(k[0]) and str(k[0]).startswith("seamless-infer-")
-               for k in dict(optimised.__dask_graph__()) if isinstance(k, tuple))  # fmt: skip
+    fused = any("seamless-settle" in str(k[0]) and str(k[0]).startswith("seamless-infer-")
+                for k in dict(optimised.__dask_graph__()) if isinstance(k, tuple))  # fmt: skip
+    assert fused or array_expr()  # the legacy engine fuses the two; array-expr keeps them apart
     with dask.config.set(scheduler="threads"):
         np.testing.assert_array_equal(progress.compute(lazy), result)
     expected = sum(progress.tile_counts(lazy).values())
@@ -176,7 +178,7 @@ def test_a_tls_cluster_of_real_processes_end_to_end(scene, tmp_path, tls_files, 
         assert cli(scene, target, "--model", MODEL, "--scheduler", address, *tls, "--no-progress") == 0
         with rasterio.open(target) as cog:
             labels = cog.read(1)
-        expected = sd.segment(sd.open_raster(scene), helpers.Brightness(), tile_size=64, overlap=16).values
+        expected = sd.segment(sd.open_raster(scene), helpers.Brightness(), tile_size=64, overlap=16).compute().values
         np.testing.assert_array_equal(labels, expected)
         # certificates from dask's configuration, as the Kubernetes manifests set it (seamless_dask.kube)
         env = {**os.environ, "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True",

@@ -44,7 +44,8 @@ def test_model_tasks_land_only_on_gpu_workers_with_the_default_optimisation(mixe
     result = out.compute()  # default graph optimisation, which drops layer annotations (dask#7036)
     ran_on = dict(helpers.RAN_ON)
     assert ran_on == {"gpu": sd.TileGrid((400, 400), 32, 8).n_tiles}, ran_on
-    np.testing.assert_array_equal(result, sd.segment(image, helpers.Brightness(), chunks=96, resources=None, **TILE))
+    expected = sd.segment(image, helpers.Brightness(), chunks=96, resources=None, **TILE).compute()
+    np.testing.assert_array_equal(result, expected)
 
 
 def test_without_resources_both_workers_take_model_tasks(mixed_cluster):
@@ -102,7 +103,7 @@ def test_string_specs_load_once_per_worker_process_and_torch_gets_its_threads(tm
     loads, tiles = helpers.read_tile_log(log)
     assert sum(tiles.values()) == sd.TileGrid((400, 400), 32, 8).n_tiles
     assert set(tiles) <= worker_pids and all(n == 1 for n in loads.values())  # one load per process
-    np.testing.assert_array_equal(out, sd.segment(image, helpers.Brightness(), chunks=96, **TILE))
+    np.testing.assert_array_equal(out, sd.segment(image, helpers.Brightness(), chunks=96, **TILE).compute())
 
 
 # --------------------------------------------------------------------------------- real processes
@@ -125,7 +126,7 @@ def scene(tmp_path_factory):
 
 def _expected_labels(scene) -> np.ndarray:
     image = sd.open_raster(scene, chunks=None)
-    return sd.segment(image, helpers.Brightness(), tile_size=64, overlap=16, resources=None).values
+    return sd.segment(image, helpers.Brightness(), tile_size=64, overlap=16, resources=None).compute().values
 
 
 CLI = ["-m", "seamless_dask.cli", "segment"]
@@ -165,7 +166,7 @@ def test_killing_a_worker_mid_run_still_gives_the_full_output(scene, tmp_path):
         workers[0].send_signal(signal.SIGKILL)
         output, _ = cli.communicate(timeout=120)
         assert cli.returncode == 0, output.decode()
-        back = xr.open_zarr(store, mask_and_scale=False)["labels"].values
+        back = xr.open_zarr(store, mask_and_scale=False)["labels"].compute().values
         np.testing.assert_array_equal(back, _expected_labels(scene))
         assert io.is_complete(store)
         print(f"worker killed {killed_at:.1f} s in; job done {time.monotonic() - started:.1f} s after start")
@@ -196,13 +197,13 @@ def test_an_interrupted_run_resumes_without_recomputing_written_regions(scene, t
         assert main(["segment", *args]) == 0
     finally:
         del os.environ["SEAMLESS_TILE_LOG"]
-    back = xr.open_zarr(store, mask_and_scale=False)["labels"].values
+    back = xr.open_zarr(store, mask_and_scale=False)["labels"].compute().values
     np.testing.assert_array_equal(back, _expected_labels(scene))
     assert io.is_complete(store)
     # Tiles run on resume: those of missing regions, plus done neighbours' tiles that reach into them.
     plan = sd.plan(back.shape, tile_size=64, overlap=16, chunks=96)
     missing = [(j, k) for j, k in zip(*np.nonzero(~done), strict=True)]
-    valid = (sd.open_raster(scene).values != 0).any(axis=0)
+    valid = (sd.open_raster(scene).compute().values != 0).any(axis=0)
     _, tiles = helpers.read_tile_log(tmp_path / "resume.log")
     assert sum(tiles.values()) == helpers.tiles_needed_on_resume(plan, missing, valid)
 

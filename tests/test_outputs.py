@@ -206,7 +206,7 @@ def test_two_runs_on_one_target_the_second_is_refused_naming_the_first(scene, tm
         first.kill()
     with rasterio.open(target) as cog:  # the first run's labels, not the second's
         labels = cog.read(1)
-    expected = sd.segment(sd.open_raster(scene), helpers.Brightness(), tile_size=64, overlap=16).values
+    expected = sd.segment(sd.open_raster(scene), helpers.Brightness(), tile_size=64, overlap=16).compute().values
     np.testing.assert_array_equal(labels, expected)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o.tif", "tiles.log"]  # no claim, no scratch left
 
@@ -288,11 +288,11 @@ def s3():
 
 
 def test_cli_writes_zarr_to_s3_and_resumes_it_there(scene, s3, capsys):
-    expected = sd.segment(sd.open_raster(scene), helpers.Brightness(), tile_size=64, overlap=16).values
+    expected = sd.segment(sd.open_raster(scene), helpers.Brightness(), tile_size=64, overlap=16).compute().values
     # on the default local cluster: its worker processes write the regions to S3 themselves
     assert cli(scene, "s3://bucket/labels.zarr", "--model", MODEL, "--chunks", "96", scheduler="") == 0
     back = xr.open_zarr("s3://bucket/labels.zarr", mask_and_scale=False)["labels"]
-    np.testing.assert_array_equal(back.values, expected)
+    np.testing.assert_array_equal(back.compute().values, expected)
     assert io.is_complete("s3://bucket/labels.zarr")
     assert cli(scene, "s3://bucket/labels.zarr", "--model", MODEL, "--chunks", "96") == 2
     assert "exists" in error_line(capsys)
@@ -342,4 +342,4 @@ def test_to_zarr_on_memory_urls_honours_overwrite_and_resume():
     with pytest.raises(RasterError, match="started by another job"):
         sd.to_zarr(other, url, resume=True)
     assert sd.to_zarr(other, url, overwrite=True) == 4
-    np.testing.assert_array_equal(xr.open_zarr(url)["labels"].values, other.values)
+    np.testing.assert_array_equal(xr.open_zarr(url)["labels"].compute().values, other.compute().values)
