@@ -207,7 +207,8 @@ def stacked_steps(per_step: list[xr.DataArray], steps: xr.DataArray) -> xr.DataA
     """The per-step results as one lazy array along ``steps``' dim (dask stacks the data: xarray's concat reaches
     numpy's ``result_type`` through ``__array_function__``, which array-expr lacks); attrs as "drop_conflicts".
     """
-    dim, first = steps.dims[0], per_step[0].drop_vars(steps.dims[0], errors="ignore")
+    dim = steps.dims[0]
+    first = per_step[0].drop_vars([dim], errors="ignore")
     attrs = {k: v for k, v in first.attrs.items() if all(_same(step.attrs.get(k), v) for step in per_step)}
     coords = {**{name: coord for name, coord in first.coords.items()}, dim: steps.values}
     data = da.stack([step.data for step in per_step])
