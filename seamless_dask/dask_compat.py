@@ -60,6 +60,20 @@ def graph_with(name: str, layer: dict, dependencies: Sequence[Any], annotations:
     return HighLevelGraph(layers, deps)
 
 
+def rechunk(array: Any, chunks: tuple[tuple[int, ...], ...]) -> Any:
+    """``array.rechunk(chunks)`` (explicit chunks per axis), safe on both engines.
+
+    On array-expr, one axis at a time: dask 2026.8's one-step rechunk that joins chunks on one axis while
+    splitting them on another (``(1, 1, 6) -> ((2,), (9,), (1,) * 18)`` on 2x9x18) builds a task that indexes a
+    key (found by tests/test_segment.py's I2 property test). The legacy engine rechunks in one step.
+    """
+    if not array_expr():
+        return array.rechunk(chunks)
+    for axis, target in enumerate(chunks):
+        array = array.rechunk({axis: target}) if array.chunks[axis] != tuple(target) else array
+    return array
+
+
 def new_array(graph: HighLevelGraph, name: str, chunks: tuple[tuple[int, ...], ...], dtype: Any) -> Any:
     """The dask array whose blocks are the keys ``(name, i, j, ...)`` of ``graph``."""
     if not array_expr():

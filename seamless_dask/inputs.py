@@ -210,7 +210,7 @@ def stacked_steps(per_step: list[xr.DataArray], steps: xr.DataArray) -> xr.DataA
     dim = steps.dims[0]
     first = per_step[0].drop_vars([dim], errors="ignore")
     attrs = {k: v for k, v in first.attrs.items() if all(_same(step.attrs.get(k), v) for step in per_step)}
-    coords = {**{name: coord for name, coord in first.coords.items()}, dim: steps.values}
+    coords = {**first.coords, dim: steps.values}
     data = da.stack([step.data for step in per_step])
     return xr.DataArray(data, dims=(dim, *first.dims), coords=coords, attrs=attrs, name=first.name)
 

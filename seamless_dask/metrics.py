@@ -15,6 +15,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from .dask_compat import rechunk
 from .exceptions import DimensionError, OptionError
 
 
@@ -73,7 +74,7 @@ def confusion_matrix(
             f"prediction and truth must have the same shape, got {pred.shape} and {true.shape}: "
             "compare maps of the same scene on the same grid"
         )
-    true = true.rechunk(pred.chunks)
+    true = rechunk(true, pred.chunks)
     per_block = da.map_blocks(
         _block_confusion,
         pred,

@@ -21,6 +21,7 @@ import numpy as np
 from .dataset import TileDataset, read_window
 from .exceptions import OptionError
 from .grid import TileWindow
+from .tiles import mask_nodata
 
 
 class RandomTiles:
@@ -119,12 +120,8 @@ class RandomTiles:
         grid, ds = self.dataset.grids[scene], self.dataset
         step = max(1, min(grid.tile_shape) // 8)
         sample = _strided(ds.images[scene], step)
-        valid = np.ones(sample.shape[1:], bool)
-        nodata = ds.nodata[scene]
-        if nodata is not None:
-            valid &= ~(sample == nodata).all(axis=0)
-        if np.issubdtype(sample.dtype, np.floating):
-            valid &= np.isfinite(sample).any(axis=0)
+        masked = mask_nodata(sample, ds.nodata[scene], np.zeros(sample.shape[0]))  # the rule TileDataset reads by
+        valid = np.ones(sample.shape[1:], bool) if masked.valid is None else masked.valid
         score = valid.astype(np.float64)
         if self.weight == "classes":
             assert ds.labels is not None
@@ -146,10 +143,9 @@ class RandomTiles:
 
 def _origin_ranges(origins: tuple[int, ...], last: int) -> list[tuple[int, int]]:
     """Split the window origins ``0..last`` into one range per lattice origin (the last cell ends at ``last``)."""
-    last = max(0, last)
-    bounds = [*origins[:-1], last + 1] if len(origins) > 1 else [0, last + 1]
-    starts = list(origins[:-1]) if len(origins) > 1 else [0]
-    return [(a, max(a, b - 1)) for a, b in zip(starts, bounds[1:], strict=True)]
+    starts = list(origins[:-1]) or [0]
+    ends = [*starts[1:], max(0, last) + 1]
+    return [(a, max(a, b - 1)) for a, b in zip(starts, ends, strict=True)]
 
 
 def _strided(data: Any, step: int) -> np.ndarray:

@@ -13,6 +13,8 @@ from .exceptions import DimensionError, OptionError
 from .grid import TileGrid
 from .weights import as_weights
 
+Box = tuple[int, int, int, int]  # y0, y1, x0, x1
+
 # Distinct, colour-blind-friendly first colours (Okabe-Ito, then Tableau), then evenly spread hues.
 _BASE = [
     (0, 114, 178), (0, 158, 115), (213, 94, 0), (240, 228, 66), (204, 121, 167), (86, 180, 233),
@@ -176,25 +178,22 @@ def quicklook(
         panels.insert(0, np.dstack([rgb, (valid * 255).astype(np.uint8)]))
         titles.insert(0, "input")
     if tiles is not None:
-        panels = [_draw_scaled(panel, tiles, weights) for panel in panels]
+        boxes = tile_boxes(tiles, weights)
+        panels = [_draw_scaled(panel, boxes, tiles.shape) for panel in panels]
     return save_panels(path, panels, titles)
 
 
-def _draw_scaled(panel: np.ndarray, grid: TileGrid, weights: Any) -> np.ndarray:
-    """An ``(h, w, 3|4)`` uint8 panel with the outlines of ``grid``'s tiles and cores, scaled onto it."""
-    sy, sx = panel.shape[0] / grid.shape[0], panel.shape[1] / grid.shape[1]
+def _draw_scaled(panel: np.ndarray, boxes: list[tuple[Box, Box]], shape: tuple[int, int]) -> np.ndarray:
+    """An ``(h, w, 3|4)`` uint8 panel with tile and core ``boxes`` of an image of ``shape`` scaled onto it."""
+    sy, sx = panel.shape[0] / shape[0], panel.shape[1] / shape[1]
+
+    def scaled(box: Box) -> Box:
+        y0, y1, x0, x1 = int(box[0] * sy), round(box[1] * sy), int(box[2] * sx), round(box[3] * sx)
+        return y0, max(y0 + 1, y1), x0, max(x0 + 1, x1)
+
     out = np.moveaxis(panel.copy(), -1, 0)  # channels first, as _outline draws
     opaque = (255,) if out.shape[0] == 4 else ()
-    for box, core in tile_boxes(grid, weights):
-        for rect, colour in ((core, (255, 255, 0)), (box, (255, 0, 0))):
-            y0, y1, x0, x1 = rect
-            scaled = (
-                int(y0 * sy),
-                max(int(y0 * sy) + 1, round(y1 * sy)),
-                int(x0 * sx),
-                max(int(x0 * sx) + 1, round(x1 * sx)),
-            )
-            _outline(out, scaled, 1, (*colour, *opaque))
+    _draw_boxes(out, [(scaled(b), scaled(c)) for b, c in boxes], 1, (255, 0, 0, *opaque), (255, 255, 0, *opaque))
     return np.moveaxis(out, 0, -1)
 
 
@@ -279,14 +278,8 @@ def draw_tile_borders(
             f"the image is {tuple(out.shape[-2:])} (H, W) but the grid is for {grid.shape}: "
             "build it with TileGrid(image.shape[-2:], tile_size, overlap)"
         )
-    for box, core in tile_boxes(grid, weights):
-        if core_color is not None:
-            _outline(out, core, width, core_color)
-        _outline(out, box, width, color)
+    _draw_boxes(out, tile_boxes(grid, weights), width, color, core_color)
     return out
-
-
-Box = tuple[int, int, int, int]
 
 
 def tile_boxes(grid: TileGrid, weights: Any = "trim") -> list[tuple[Box, Box]]:
@@ -299,6 +292,16 @@ def tile_boxes(grid: TileGrid, weights: Any = "trim") -> list[tuple[Box, Box]]:
         core = (y0 + support.rows.start, y0 + support.rows.stop, x0 + support.cols.start, x0 + support.cols.stop)
         boxes.append(((y0, window.y.stop, x0, window.x.stop), core))
     return boxes
+
+
+def _draw_boxes(
+    out: Any, boxes: list[tuple[Box, Box]], width: int, color: Sequence[float], core_color: Sequence[float] | None
+) -> None:
+    """Each core outline, then each tile outline over it, on channels-first ``out``."""
+    for box, core in boxes:
+        if core_color is not None:
+            _outline(out, core, width, core_color)
+        _outline(out, box, width, color)
 
 
 def _outline(out: Any, box: Box, width: int, color: Sequence[float]) -> None:

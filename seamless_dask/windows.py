@@ -17,7 +17,7 @@ import xarray as xr
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
-from .dask_compat import NamedGraph, array_expr, block_keys, graph_with
+from .dask_compat import NamedGraph, block_keys, graph_with, rechunk
 from .grid import ChunkPlan
 
 Blocks = NamedGraph  # the extended windows: keys (name, 0, j, k)
@@ -52,15 +52,7 @@ def extended_blocks(image: Any, chunk_plan: ChunkPlan) -> Blocks:
     """The extended windows of ``image`` ``(bands, H, W)`` (numpy, lazy variable or dask) for ``chunk_plan``."""
     bands = image.shape[0]
     if isinstance(image, da.Array):
-        # One axis at a time: array-expr's one-step rechunk that joins chunks on one axis while splitting them on
-        # another ((1, 1, 6) -> ((2,), (9,), (1,) * 18) on 2x9x18) builds a task that indexes a key (dask 2026.8;
-        # found by tests/test_segment.py's I2 property test). The legacy engine rechunks in one step.
-        target = ((bands,), *chunk_plan.chunks)
-        if not array_expr():
-            return _overlapped(image.rechunk(target), chunk_plan)
-        for axis, chunks in enumerate(target):
-            image = image.rechunk({axis: chunks}) if image.chunks[axis] != chunks else image
-        return _overlapped(image, chunk_plan)
+        return _overlapped(rechunk(image, ((bands,), *chunk_plan.chunks)), chunk_plan)
     (ext_y, ext_x) = chunk_plan.extensions
     source = Source(image)
     source_key = "seamless-source-" + source.token
