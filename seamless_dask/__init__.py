@@ -6,6 +6,7 @@ import rioxarray as _rioxarray  # noqa: F401  (registers DataArray.rio, which re
 
 from . import accessor as _accessor  # noqa: F401  (registers DataArray.seamless)
 from . import metrics
+from .classes import with_classes
 from .dataset import TileDataset
 from .exceptions import (
     DimensionError,
@@ -19,7 +20,7 @@ from .exceptions import (
     WeightsError,
 )
 from .grid import ChunkPlan, TileGrid, TileWindow
-from .io import open_raster, to_cog, to_zarr
+from .io import open_raster, to_cog, to_ome_zarr, to_zarr
 from .receptive import ReceptiveField, ReceptiveFieldWarning, receptive_field
 from .runner import ModelRunner, RunnerConfig
 from .sampling import RandomTiles
@@ -62,7 +63,9 @@ __all__ = [
     "receptive_field",
     "segment",
     "to_cog",
+    "to_ome_zarr",
     "to_zarr",
+    "with_classes",
 ]
 from .record import package_version as _package_version
 

@@ -47,3 +47,5 @@ class SegmentOptions(TypedDict, total=False):
     bands: Sequence[Any] | None
     region: Any
     region_crs: Any
+    class_names: Sequence[str] | None
+    palette: Any

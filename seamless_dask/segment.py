@@ -8,25 +8,20 @@ and the job record (:mod:`seamless_dask.record`) that makes a resumed write prov
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 import dask.array as da
 import numpy as np
 import xarray as xr
-from dask.base import tokenize
 
-from . import record
+from .classes import as_classes
 from .cluster import current_client, ensure_scheduler_plugins, shareable
 from .exceptions import DimensionError
 from .graph import DEFAULT_CHUNK, SegmentJob, build_graph
 from .grid import ChunkPlan, Pair, TileGrid, as_pair
 from .inputs import (
     bands_first,
-    bands_first_dataarray,
-    check_pixel_dtype,
     device_for,
     is_tensor,
     nodata_for,
@@ -39,14 +34,13 @@ from .inputs import (
 )
 from .options import AMP, TTA, Activation, Output, SegmentOptions, WeightsKind
 from .region import as_region
+from .result import JobRecorder, segment_dataarray
 from .runner import ModelRunner, RunnerConfig
 from .weights import TileWeights, as_weights
 
 if TYPE_CHECKING:
     import torch
     from typing_extensions import Unpack
-
-DROPPED_ATTRS = ("_FillValue", "missing_value", "scale_factor", "add_offset", "units", "nodata")
 
 
 @overload
@@ -88,6 +82,8 @@ def segment(
     bands: Sequence[Any] | None = None,
     region: Any = None,
     region_crs: Any = None,
+    class_names: Sequence[str] | None = None,
+    palette: Any = None,
 ) -> Any:
     """Segment an image of any size with a model that sees ``tile_size`` tiles, without seams.
 
@@ -159,6 +155,11 @@ def segment(
         pixels whose centre lies outside it are nodata; chunks that it does not touch are never read.
     region_crs
         The CRS ``region`` is given in (e.g. ``"EPSG:4326"`` for GeoJSON), reprojected to the input's.
+    class_names, palette
+        One name and one colour (``(r, g, b)``, ``(r, g, b, a)`` or ``"#rrggbb"``) per class, carried to every
+        output (a DataArray result's ``attrs["class_names"]``/``["class_colors"]``): the COG's colour table and
+        category names, the OME-Zarr's ``image-label``, the zarr's attributes, the quicklook's legend. Default
+        colours: :func:`~seamless_dask.viz.default_palette`.
     trust_model
         Load model files that run code as they load (``torch.export`` ``.pt2`` files are unpickled). Off by
         default: such a file is refused. Import strings ``"pkg.module:factory"`` run their package's code by
@@ -202,6 +203,7 @@ def segment(
     True
     """
     data = stac_image(data, bands)
+    classes = as_classes(class_names, palette)
     config = RunnerConfig(
         batch_size=batch_size,
         device=device_for(data, device),
@@ -232,9 +234,11 @@ def segment(
     if isinstance(data, xr.DataArray):
         steps = time_steps(data)
         if steps is not None:  # one lazy result per step, stacked again
-            per_step = [_segment_dataarray(d, job, _JobRecorder(d, model, job)) for d in time_slices(data, steps)]
+            per_step = [
+                segment_dataarray(d, job, JobRecorder(d, model, job, classes)) for d in time_slices(data, steps)
+            ]
             return stacked_steps(per_step, data[steps])
-        return _segment_dataarray(data, job, _JobRecorder(data, model, job))
+        return segment_dataarray(data, job, JobRecorder(data, model, job, classes))
     if is_tensor(data):
         result = build_graph(bands_first(data.detach().cpu().numpy(), "tensor"), job).array.compute()
         import torch
@@ -277,72 +281,3 @@ def plan(
     (10816, 10, (4224, 4224))
     """
     return TileGrid(shape, tile_size, overlap).plan_chunks(chunks)
-
-
-@dataclass(frozen=True)
-class _JobRecorder:
-    """Makes the job record (:mod:`seamless_dask.record`) a DataArray result carries, once its classes are known."""
-
-    data: xr.DataArray
-    model: Any
-    job: SegmentJob
-
-    def __call__(self, n_classes: int) -> str:
-        config, weights = self.job.runner.config, self.job.weights
-        options = {
-            "tile_size": self.job.tile_size,
-            "overlap": self.job.overlap,
-            "output": self.job.output,
-            "weights": weights.kind if weights.array is None else "array:" + tokenize(weights),
-            "normalize": config.normalize,
-            "activation": config.activation,
-            "tta": config.tta,
-            "head": config.head,
-            "amp": config.amp,
-            "nodata": self.job.nodata,
-            "region": None if self.job.region is None else self.job.region.geometry.wkt,
-            "classes": n_classes,
-        }
-        loaded = None
-        if isinstance(self.model, str) and not os.path.isfile(self.model):  # an import string: pin its weights
-            loaded = ModelRunner(self.model, RunnerConfig(device="cpu")).model  # cached: loaded once per process
-        return record.dumps(record.job_record(self.data, self.model, options, loaded))
-
-
-def _segment_dataarray(data: xr.DataArray, job: SegmentJob, recorder: _JobRecorder) -> xr.DataArray:
-    bands_first = bands_first_dataarray(data)
-    check_pixel_dtype(bands_first.dtype, "image")
-    # dask-backed: its dask array; in memory: numpy; lazily loaded (open_raster(chunks=None)): the lazy
-    # variable, which stage 1 reads window by window.
-    if bands_first.chunks is not None:
-        image = bands_first.data
-    else:
-        image = bands_first.values if bands_first.variable._in_memory else bands_first.variable
-    result, label_nodata, n_classes = build_graph(image, job)
-    dims = {"labels": ("y", "x"), "uncertainty": ("measure", "y", "x")}.get(job.output, ("class", "y", "x"))
-    coords = {name: coord for name, coord in data.coords.items() if set(coord.dims) <= {"y", "x"}}
-    if job.output == "uncertainty":
-        coords["measure"] = np.array(["disagreement", "entropy"])
-    elif job.output != "labels":
-        coords["class"] = np.arange(result.shape[0])
-    attrs = {key: value for key, value in data.attrs.items() if key not in DROPPED_ATTRS}
-    attrs.update(
-        seamless_tile_size=list(job.tile_size),
-        seamless_overlap=list(job.overlap),
-        seamless_weights=job.weights.kind,
-        seamless_job=recorder(n_classes),
-    )
-    out = xr.DataArray(result, dims=dims, coords=coords, attrs=attrs, name=job.output)
-    return _with_geo(out, data, label_nodata if job.output == "labels" else np.nan)
-
-
-def _with_geo(out: xr.DataArray, source: xr.DataArray, nodata: float | None) -> xr.DataArray:
-    """``out`` with the CRS and transform of ``source`` (when it has them) and its own nodata value."""
-    import rioxarray  # noqa: F401  (registers .rio)
-
-    crs = source.rio.crs
-    if crs is not None:
-        out = out.rio.write_crs(crs)
-        if source.sizes["y"] > 1 and source.sizes["x"] > 1:
-            out = out.rio.write_transform(source.rio.transform())
-    return out.rio.write_nodata(nodata, encoded=False) if nodata is not None else out

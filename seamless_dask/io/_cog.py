@@ -17,8 +17,10 @@ from dask.base import tokenize
 from dask.delayed import Delayed
 
 from .. import progress as bars
+from ..classes import classes_of
 from ..dask_compat import block_keys, graph_with
 from ..exceptions import RasterError
+from ._pam import check_sidecar, place_sidecar
 from ._target import ATOMIC_PUT_PROTOCOLS, SCRATCH_INFIX, Target, as_target, check_not_an_input, claim, run_id
 from ._zarr import as_result, inputs_of
 
@@ -157,6 +159,7 @@ def _cog_writes(result: Any, target: Target, run: str, options: _Layout) -> Dela
         if not overwrite:
             raise RasterError(f"{target.url!r} exists: pass overwrite=True to replace it")
         _check_replaceable(target)
+    check_sidecar(target)
     target.check_parent()
     if result.rio.crs is None:
         warnings.warn(f"writing {target.url!r} without a CRS: the result has none", UserWarning, stacklevel=3)
@@ -175,7 +178,8 @@ def _cog_writes(result: Any, target: Target, run: str, options: _Layout) -> Dela
             window = (int(offsets[0][j]), int(offsets[1][k]))
             layer[(name, j, k)] = (_write_window, scratch, blocks[j, k], window, lock)
     final = "seamless-cog-final-" + tokenize(name, compress, blocksize, resampling)
-    layout = (compress, blocksize, resampling)
+    classes = classes_of(result.attrs)
+    layout = (compress, blocksize, resampling, list(classes.names) if classes is not None else [])
     layer[final] = (_finish_cog, list(layer), scratch, partial, target, run, layout)
     return Delayed(final, graph_with(final, layer, [array]))
 
@@ -245,6 +249,9 @@ def _create_scratch(result: xr.DataArray, scratch: str) -> None:
     }
     with rasterio.open(scratch, "w", **profile) as dst:
         dst.update_tags(**{k: str(v) for k, v in result.attrs.items() if k.startswith("seamless_")})
+        classes = classes_of(result.attrs, default=True)
+        if classes is not None and result.ndim == 2 and result.dtype in (np.uint8, np.uint16):
+            dst.write_colormap(1, classes.colormap(nodata))  # GDAL's colour table: QGIS shows the classes
 
 
 def _file_lock(path: str) -> Any:
@@ -271,12 +278,12 @@ def _write_window(scratch: str, block: np.ndarray, origin: tuple[int, int], lock
 
 
 def _finish_cog(
-    _written: list, scratch: str, partial: str, target: Target, run: str, layout: tuple[str, int, str]
+    _written: list, scratch: str, partial: str, target: Target, run: str, layout: tuple[str, int, str, list[str]]
 ) -> str:
     from rio_cogeo.cogeo import cog_translate, cog_validate
     from rio_cogeo.profiles import cog_profiles
 
-    compress, blocksize, resampling = layout
+    compress, blocksize, resampling, names = layout
     profile = cog_profiles.get(compress)
     profile.update(blockxsize=blocksize, blockysize=blocksize, BIGTIFF="IF_SAFER")
     cog_translate(
@@ -297,6 +304,7 @@ def _finish_cog(
     else:
         _upload(partial, target, run)
         shutil.rmtree(os.path.dirname(partial), ignore_errors=True)
+    place_sidecar(target, names)  # the category names (GDAL keeps them in <file>.aux.xml)
     return target.url
 
 

@@ -11,6 +11,8 @@ import numpy as np
 import xarray as xr
 
 from ..exceptions import RasterError
+from ._ngff import group_attrs, ngff_attrs, open_ome_zarr
+from ._slide import is_slide, open_slide
 
 NETCDF_SUFFIXES = (".nc", ".nc4", ".netcdf")
 BAND_DIMS = ("band", "bands", "channel", "channels", "c", "spectral_band")  # what a (band, y, x) variable may call it
@@ -22,6 +24,7 @@ def open_raster(
     chunks: int | tuple[int, int] | str | None = None,
     bands: Sequence[int] | None = None,
     variable: str | None = None,
+    level: int = 0,
 ) -> xr.DataArray:
     """Open a raster lazily as a ``(band, y, x)`` DataArray with its CRS, transform and nodata (``.rio``).
 
@@ -29,7 +32,11 @@ def open_raster(
     ----------
     path
         A GeoTIFF, COG or anything GDAL reads (through rioxarray), a zarr store or a netCDF file (through
-        xarray). URLs GDAL understands (``/vsicurl/``, ``s3://``) pass through.
+        xarray). URLs GDAL understands (``/vsicurl/``, ``s3://``) pass through. Slides: an OME-Zarr image
+        (NGFF 0.4 or 0.5; a ``bioformats2raw`` layout opens its first image), or an OME-TIFF, SVS, NDPI, SCN or
+        BIF file through tifffile (MIRAX and VMS through OpenSlide), read window by window; their ``y``/``x``
+        coords are physical (``attrs["pixel_size"]`` and ``attrs["pixel_unit"]``, micrometres when the file
+        says), the channel axis is ``band``, and a ``t`` axis comes back as ``time``.
     chunks
         ``None`` (the default): lazily loaded, no dask yet; ``segment`` then reads each of its chunks'
         windows once, straight from the file. Or pixels per dask chunk side (int or ``(y, x)``), or
@@ -38,6 +45,9 @@ def open_raster(
         1-based band numbers to keep, in order (GDAL's convention), e.g. ``[4, 3, 2]``.
     variable
         The data variable of a zarr or netCDF dataset holding several.
+    level
+        The pyramid level to read: 0 (the default) is the full resolution; for a GeoTIFF, level ``k`` is its
+        ``k``-th overview; for a slide or OME-Zarr, its ``k``-th multiscale level.
 
     Returns
     -------
@@ -49,7 +59,7 @@ def open_raster(
     ------
     RasterError
         The path does not exist or cannot be read; a dataset holds several variables and ``variable`` is not
-        given; ``bands`` are out of range.
+        given; ``bands`` are out of range; ``level`` is not one the file has.
     DimensionError
         The variable's first dim is not a band dim (a ``time`` stack: select one step, or give
         :func:`~seamless_dask.segment` the stack).
@@ -70,10 +80,16 @@ def open_raster(
     if local and not os.path.exists(where):
         raise RasterError(f"input raster {where!r} does not exist: check the path")
     dask_chunks = _dask_chunks(chunks)
-    if where.rstrip("/").endswith(".zarr") or where.endswith(NETCDF_SUFFIXES):
+    ngff = _ngff_image(where) if where.rstrip("/").endswith(".zarr") else None
+    if ngff is not None:
+        data = open_ome_zarr(*ngff, level=level, chunks=dask_chunks)
+    elif is_slide(where):
+        data = open_slide(where, level, dask_chunks)
+    elif where.rstrip("/").endswith(".zarr") or where.endswith(NETCDF_SUFFIXES):
+        _check_base_level(where, level)
         data = _open_dataset_variable(where, dask_chunks, variable)
     else:
-        data = _open_gdal(where, dask_chunks)
+        data = _open_gdal(where, dask_chunks, level)
     data.encoding["source"] = os.path.abspath(where) if local else where  # the job record's input identity
     return _select_bands(data, bands, where)
 
@@ -88,14 +104,45 @@ def _dask_chunks(chunks: int | tuple[int, int] | str | None) -> Any:
     return {"band": -1, "y": chunks[0], "x": chunks[1]}
 
 
-def _open_gdal(where: str, chunks: Any) -> xr.DataArray:
+def _ngff_image(where: str) -> tuple[str, tuple[str, dict]] | None:
+    """``(url, ngff)`` of the OME-Zarr image at ``where`` (or at its ``bioformats2raw`` layout's ``0/``)."""
+    attrs = group_attrs(where)
+    if attrs is None:
+        return None
+    if "bioformats2raw.layout" in attrs or "bioformats2raw.layout" in attrs.get("ome", {}):
+        where = where.rstrip("/") + "/0"
+        attrs = group_attrs(where) or {}
+    ngff = ngff_attrs(attrs)
+    return None if ngff is None else (where, ngff)
+
+
+def _check_base_level(where: str, level: int) -> None:
+    if level != 0:
+        raise RasterError(f"{where!r} is not a multiscale (OME-Zarr) store: it has level 0 only, got level={level}")
+
+
+def _open_gdal(where: str, chunks: Any, level: int = 0) -> xr.DataArray:
     import rasterio
     import rioxarray
 
+    if level:
+        with rasterio.open(where) as src:
+            count = len(src.overviews(1))
+        if not 0 <= level <= count:
+            raise RasterError(
+                f"{where!r} has {count} overviews, so levels 0 to {count}, got level={level}: 0 is the full resolution"
+            )
     try:
         # lock=False: each dask task opens its own handle, so chunks are read in parallel. cache=False: a
         # lazily loaded array must not keep what a task read (it would stay in memory with the graph).
-        data = rioxarray.open_rasterio(where, chunks=chunks, lock=False, masked=False, cache=chunks is not None)
+        data = rioxarray.open_rasterio(
+            where,
+            chunks=chunks,
+            lock=False,
+            masked=False,
+            cache=chunks is not None,
+            overview_level=level - 1 if level else None,
+        )
     except rasterio.errors.RasterioIOError as error:
         raise RasterError(f"cannot read {where!r} as a raster: {error}") from None
     if isinstance(data, list):

@@ -134,13 +134,13 @@ def to_zarr(
 def _prepare(result: Any, target: Target, resume: bool, overwrite: bool, zarr_format: int = 2) -> Delayed:
     result = as_result(result)
     check_not_an_input(target, inputs_of(result), "output")
-    chunks = _regular_chunks(result.data.chunks)
+    chunks = regular_chunks(result.data.chunks)
     if chunks != result.data.chunks:  # a rechunk would give the result another name, and resume its plan
         result = result.chunk(dict(zip(result.dims, chunks, strict=True)))
     exists = target.exists()
     if exists and not (resume or overwrite):
         raise RasterError(f"{target.url!r} exists: pass resume=True to finish it, or overwrite=True to replace it")
-    found = _our_store(target) if exists else {}
+    found = our_store(target) if exists else {}
     if resume and exists:
         done = _check_resumable(target, result, chunks, found)
     else:
@@ -199,7 +199,7 @@ def inputs_of(result: xr.DataArray) -> dict[str, str]:
     return {"input": path} if path else {}
 
 
-def _our_store(target: Target) -> dict:
+def our_store(target: Target) -> dict:
     """The attributes of the store at ``target``, which must be one seamless_dask wrote."""
     reason = ""
     try:
@@ -214,7 +214,7 @@ def _our_store(target: Target) -> dict:
     return attrs
 
 
-def _regular_chunks(chunks: tuple[tuple[int, ...], ...]) -> tuple[tuple[int, ...], ...]:
+def regular_chunks(chunks: tuple[tuple[int, ...], ...]) -> tuple[tuple[int, ...], ...]:
     """Chunks on a regular grid that zarr can hold, as close to ``chunks`` as possible.
 
     segment's chunks are regular except that the last one may be longer (it holds the flush tile):
@@ -252,7 +252,7 @@ def _write_template(
     options: dict[str, Any] = {"storage_options": target.storage_options} if target.storage_options else {}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
-        # mode="w" replaces a store only after _our_store said seamless_dask wrote it
+        # mode="w" replaces a store only after our_store said seamless_dask wrote it
         ds.to_zarr(target.url, mode="w", compute=False, consolidated=True, zarr_format=zarr_format, **options)
         group = _open_group(target, "r+")
         grid = tuple(len(c) for c in chunks[-2:])
@@ -269,7 +269,13 @@ def _layout(result: xr.DataArray, chunks: tuple[tuple[int, ...], ...]) -> dict:
 def _check_resumable(
     target: Target, result: xr.DataArray, chunks: tuple[tuple[int, ...], ...], attrs: dict
 ) -> np.ndarray:
-    found, expected = attrs.get(LAYOUT), _layout(result, chunks)
+    check_same_job(target, result, attrs, _layout(result, chunks))
+    return np.asarray(_open_array(target, DONE, "r")[...]).astype(bool)
+
+
+def check_same_job(target: Target, result: xr.DataArray, attrs: dict, expected: dict) -> None:
+    """Refuse to resume a store (``attrs``) of another layout than ``expected``, or started by another job."""
+    found = attrs.get(LAYOUT)
     if found != json.loads(json.dumps(expected)):
         raise RasterError(
             f"{target.url!r} was started for a result of another layout ({found}, now {expected}): resume with the "
@@ -287,7 +293,6 @@ def _check_resumable(
             f"(started -> now): {'; '.join(changed)}. Resume with the same input, model and options, or use "
             "overwrite=True to write it anew"
         )
-    return np.asarray(_open_array(target, DONE, "r")[...]).astype(bool)
 
 
 def _zarr_writes(result: xr.DataArray, target: Target, done: np.ndarray) -> Delayed:

@@ -1,0 +1,216 @@
+"""OME-Zarr (OME-NGFF 0.4 and 0.5) images: read one multiscale level lazily; the metadata a writer puts.
+
+An OME-Zarr image is a zarr group whose attributes hold ``multiscales`` (0.4: at the top level; 0.5: under
+``ome``): the axes (``t``, ``c``, ``z``, ``y``, ``x``, with their types and units) and, per level, the array's
+path and its coordinate transformations (``scale`` and ``translation``: physical = index * scale +
+translation). Reading maps the channel axis to ``band``, ``t`` to ``time`` (``segment`` maps over it), drops
+``z``/``t`` when they hold one plane, and turns the scale into physical ``y``/``x`` coordinates.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from ..exceptions import RasterError
+
+READ_CHUNK = 2048  # pixels per dask chunk side when reading, rounded to the store's own chunks
+NGFF_VERSIONS = {2: "0.4", 3: "0.5"}  # the NGFF version that goes with each zarr format
+UNITS = ("angstrom", "nanometer", "micrometer", "millimeter", "centimeter", "meter", "kilometer")  # NGFF's
+_DIM_OF_AXIS = {"t": "time", "c": "band", "z": "z", "y": "y", "x": "x"}
+
+
+def ngff_attrs(attrs: dict) -> tuple[str, dict] | None:
+    """``(version, ngff)`` of a group's attributes: 0.5 keeps them under ``ome``; ``None`` if not OME-Zarr."""
+    ome = attrs.get("ome")
+    if isinstance(ome, dict) and "multiscales" in ome:
+        return str(ome.get("version", "0.5")), ome
+    if "multiscales" in attrs:
+        return str(attrs["multiscales"][0].get("version", "0.4")), attrs
+    return None
+
+
+def group_attrs(where: str, storage_options: dict | None = None) -> dict | None:
+    """The attributes of the zarr group at ``where``, or ``None`` when there is no group there."""
+    import zarr
+
+    try:
+        return dict(zarr.open_group(where, mode="r", storage_options=storage_options or None).attrs)
+    except (FileNotFoundError, KeyError, ValueError, TypeError, zarr.errors.GroupNotFoundError):
+        return None
+
+
+def open_ome_zarr(where: str, ngff: tuple[str, dict], level: int, chunks: Any) -> xr.DataArray:
+    """Level ``level`` of the OME-Zarr image at ``where`` as a lazy DataArray (``band``, ``y``, ``x``...)."""
+    import dask.array as da
+    import zarr
+
+    version, meta = ngff
+    multiscale = meta["multiscales"][0]
+    datasets = multiscale["datasets"]
+    if not 0 <= level < len(datasets):
+        raise RasterError(
+            f"{where!r} has {len(datasets)} multiscale levels (0 to {len(datasets) - 1}), got level={level}: "
+            "0 is the full resolution"
+        )
+    array = zarr.open_array(where, path=datasets[level]["path"], mode="r")
+    names = _axis_names(multiscale, array.ndim, where)
+    dims = [_DIM_OF_AXIS.get(name, name) for name in names]
+    if not {"y", "x"} <= set(dims):
+        raise RasterError(f"{where!r} has axes {names}: an image needs a 'y' and an 'x' axis")
+    stored = array.chunks
+    read = tuple(
+        -1 if dim == "band" else (c * max(1, _read_chunk(chunks, dim) // c) if dim in ("y", "x") else 1)
+        for dim, c in zip(dims, stored, strict=True)
+    )
+    data = xr.DataArray(da.from_zarr(array, chunks=read, inline_array=True), dims=dims)
+    scale, translation = _transform(multiscale, datasets[level], len(names))
+    units = {_DIM_OF_AXIS.get(n, n): a.get("unit") for n, a in zip(names, _axes(multiscale), strict=False)}
+    for dim in ("y", "x"):
+        axis = dims.index(dim)
+        coord = translation[axis] + scale[axis] * np.arange(array.shape[axis])
+        data = data.assign_coords({dim: (dim, coord, {"units": units.get(dim) or "pixel"})})
+    if "band" in dims:
+        data = data.assign_coords(band=np.arange(1, data.sizes["band"] + 1))
+        labels = _channel_labels(meta, data.sizes["band"])
+        if labels:
+            data.attrs["channel_labels"] = labels
+    else:
+        data = data.expand_dims(band=[1])
+    data = data.squeeze([d for d in ("time", "z") if d in data.dims and data.sizes[d] == 1], drop=True)
+    ordered = [d for d in ("time", "z") if d in data.dims] + ["band", "y", "x"]
+    data = data.transpose(*ordered, *[d for d in data.dims if d not in ordered])
+    y, x = dims.index("y"), dims.index("x")
+    data.attrs.update(
+        pixel_size=[float(scale[y]), float(scale[x])],
+        pixel_unit=units.get("x") or "pixel",
+        ngff_version=version,
+        ngff_level=level,
+        ngff_levels=len(datasets),
+    )
+    data.name = multiscale.get("name") or where.rstrip("/").rsplit("/", 1)[-1]
+    return data
+
+
+def _read_chunk(chunks: Any, dim: str) -> int:
+    if isinstance(chunks, dict) and isinstance(chunks.get(dim), int):
+        return int(chunks[dim])
+    return READ_CHUNK
+
+
+def _axes(multiscale: dict) -> list[dict]:
+    return [a if isinstance(a, dict) else {"name": a} for a in multiscale.get("axes", [])]
+
+
+def _axis_names(multiscale: dict, ndim: int, where: str) -> list[str]:
+    names = [str(a["name"]).lower() for a in _axes(multiscale)] or ["t", "c", "z", "y", "x"][-ndim:]
+    if len(names) != ndim:
+        raise RasterError(f"{where!r} names {len(names)} axes {names} for arrays of {ndim} dims: the metadata is wrong")
+    return names
+
+
+def _transform(multiscale: dict, dataset: dict, ndim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Scale and translation of one level, the multiscale-wide transformations applied after it (NGFF 0.4 §)."""
+    scale, translation = np.ones(ndim), np.zeros(ndim)
+    for transforms in (dataset.get("coordinateTransformations", []), multiscale.get("coordinateTransformations", [])):
+        for t in transforms:
+            if t.get("type") == "scale" and "scale" in t:
+                scale, translation = scale * np.asarray(t["scale"], float), translation * np.asarray(t["scale"], float)
+            elif t.get("type") == "translation" and "translation" in t:
+                translation = translation + np.asarray(t["translation"], float)
+    return scale, translation
+
+
+def _channel_labels(meta: dict, count: int) -> list[str]:
+    channels = (meta.get("omero") or {}).get("channels") or []
+    labels = [str(c.get("label", "")) for c in channels if isinstance(c, dict)]
+    return labels if len(labels) == count and any(labels) else []
+
+
+def multiscales(
+    *,
+    name: str,
+    dims: Sequence[str],
+    pixel_size: Sequence[float],
+    origin: Sequence[float],
+    unit: str | None,
+    levels: int,
+    centre_shift: bool,
+    version: str,
+) -> dict:
+    """The ``multiscales`` entry of an image of ``dims`` (``y``, ``x`` last) with ``levels`` levels halving y/x.
+
+    ``origin`` is the physical position of pixel (0, 0) of level 0; a level made by averaging 2**k pixels has
+    its first pixel's centre ``(2**k - 1) / 2`` level-0 pixels further on (``centre_shift``); one made by
+    taking every 2**k-th pixel keeps level 0's origin.
+    """
+    axes = []
+    for dim in dims:
+        if dim in ("y", "x"):
+            axes.append({"name": dim, "type": "space", **({"unit": unit} if unit else {})})
+        else:
+            axes.append({"name": "c", "type": "channel"})
+    datasets = []
+    for level in range(levels):
+        factor = 2**level
+        scale = [1.0] * (len(dims) - 2) + [float(s) * factor for s in pixel_size]
+        shift = [(factor - 1) / 2 * float(s) if centre_shift else 0.0 for s in pixel_size]
+        translation = [0.0] * (len(dims) - 2) + [float(o) + d for o, d in zip(origin, shift, strict=True)]
+        transforms: list[dict] = [{"type": "scale", "scale": scale}]
+        if any(translation):
+            transforms.append({"type": "translation", "translation": translation})
+        datasets.append({"path": str(level), "coordinateTransformations": transforms})
+    entry: dict[str, Any] = {"name": name, "axes": axes, "datasets": datasets}
+    if version == "0.4":
+        entry["version"] = "0.4"
+    return json.loads(json.dumps(entry))
+
+
+def physical(result: xr.DataArray) -> tuple[list[float], list[float], str | None]:
+    """Pixel size, origin and unit of the result's ``y``/``x`` coords (1 pixel, 0, none without coords)."""
+    size, origin = [], []
+    for dim in ("y", "x"):
+        coord = result.coords.get(dim)
+        values = None if coord is None else np.asarray(coord.values, dtype=float)
+        if values is None or len(values) < 2 or values[1] <= values[0]:
+            size.append(float(result.attrs.get("pixel_size", [1.0, 1.0])[("y", "x").index(dim)]))
+            origin.append(0.0)
+        else:
+            size.append(float(values[1] - values[0]))
+            origin.append(float(values[0]))
+    unit = str(result.coords["x"].attrs.get("units")) if "x" in result.coords else ""
+    unit = {"µm": "micrometer", "um": "micrometer", "nm": "nanometer", "mm": "millimeter", "m": "meter"}.get(unit, unit)
+    return size, origin, unit if unit in UNITS else None
+
+
+def image_label(classes: Any, nodata: float | None, version: str, in_image: bool) -> dict:
+    """NGFF's ``image-label``: a colour and a name per class, nodata transparent; ``source`` inside an image."""
+    label: dict[str, Any] = {"version": version} if version == "0.4" else {}
+    if classes is not None:
+        colors = [{"label-value": int(i), "rgba": [int(v) for v in c]} for i, c in enumerate(classes.colors)]
+        properties = [{"label-value": i, "class": name} for i, name in enumerate(classes.names)]
+        if nodata is not None and np.isfinite(nodata):
+            colors.append({"label-value": int(nodata), "rgba": [0, 0, 0, 0]})
+            properties += [{"label-value": int(nodata), "class": "nodata"}] if properties else []
+        label["colors"] = colors
+        if properties:
+            label["properties"] = properties
+    if in_image:
+        label["source"] = {"image": "../../"}
+    return label
+
+
+def mean2(block: np.ndarray) -> np.ndarray:
+    """The NaN-aware mean of each 2 x 2 window (a partial one at an odd edge), in the block's dtype."""
+    h, w = block.shape[-2:]
+    padded = np.full((*block.shape[:-2], h + h % 2, w + w % 2), np.nan, dtype=np.float64)
+    padded[..., :h, :w] = block
+    windows = padded.reshape(*block.shape[:-2], padded.shape[-2] // 2, 2, padded.shape[-1] // 2, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a window of nodata only: NaN, as it should be
+        return np.nanmean(windows, axis=(-3, -1)).astype(block.dtype)
