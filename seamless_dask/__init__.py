@@ -6,6 +6,7 @@ import rioxarray as _rioxarray  # noqa: F401  (registers DataArray.rio, which re
 
 from . import accessor as _accessor  # noqa: F401  (registers DataArray.seamless)
 from . import metrics
+from .borders import draw_tile_borders
 from .classes import with_classes
 from .dataset import TileDataset
 from .exceptions import (
@@ -26,7 +27,7 @@ from .runner import ModelRunner, RunnerConfig
 from .sampling import RandomTiles
 from .segment import plan, segment
 from .stream import TileBlender
-from .viz import colorize, draw_tile_borders, quicklook
+from .viz import colorize, quicklook
 from .weights import TileWeights
 
 if TYPE_CHECKING:

@@ -6,11 +6,11 @@ User mistakes end with a one-line error and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from collections.abc import Sequence
 from typing import Any
 
+from . import commands as handlers
 from .exceptions import ModelError, SeamlessError
 from .options import ACTIVATIONS, AMP_MODES, OUTPUTS, TTA_MODES, WEIGHTS_KINDS
 
@@ -83,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--overlap", type=int, default=64)
     plan.add_argument("--chunks", type=int, default=2048, help="target pixels per chunk side")
     plan.add_argument("--classes", type=int, default=2, help="model output channels, for the memory estimate")
-    plan.set_defaults(run=_plan)
+    plan.set_defaults(run=handlers.plan)
 
     _add_segment(commands)
 
@@ -93,7 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--num-classes", type=int, required=True)
     evaluate.add_argument("--ignore-index", type=int, default=None, help="a truth value to leave out")
     evaluate.add_argument("--json", action="store_true", help="print the scores as JSON")
-    evaluate.set_defaults(run=_evaluate)
+    evaluate.set_defaults(run=handlers.evaluate)
 
     k8s = commands.add_parser(
         "k8s",
@@ -136,24 +136,26 @@ def _parser() -> argparse.ArgumentParser:
     k8s.add_argument(
         "--job", nargs=argparse.REMAINDER, metavar="SEGMENT_ARGS", help="INPUT OUTPUT --model SPEC ... (last)"
     )
-    k8s.set_defaults(run=_k8s)
+    k8s.set_defaults(run=handlers.k8s)
 
     demo = commands.add_parser("demo", help="segment a synthetic scene naively and seamlessly; write seams.png")
     demo.add_argument("--out", default="demo-output")
     demo.add_argument("--size", type=int, default=1024)
-    demo.set_defaults(run=_demo)
+    demo.set_defaults(run=handlers.demo)
     return parser
 
 
 def _add_segment(commands: Any) -> None:
     seg = commands.add_parser(
         "segment",
-        help="segment a raster into a COG (.tif) or a zarr store (.zarr)",
-        description="Segment INPUT (GeoTIFF/COG, zarr, netCDF) with a model, seamlessly, and write OUTPUT: a "
-        "Cloud-Optimized GeoTIFF when it ends in .tif/.tiff, a zarr store when it ends in .zarr.",
+        help="segment a raster or slide into a COG (.tif), an OME-Zarr (.ome.zarr) or a zarr store (.zarr)",
+        description="Segment INPUT (GeoTIFF/COG, zarr, netCDF; slides: OME-Zarr, OME-TIFF, SVS, NDPI) with a model, "
+        "seamlessly, and write OUTPUT: a Cloud-Optimized GeoTIFF when it ends in .tif/.tiff, an OME-Zarr pyramid "
+        "when it ends in .ome.zarr, a zarr store when it ends in .zarr. With --label-name, OUTPUT is left out and "
+        "the labels go into INPUT's (an OME-Zarr's) labels/NAME group.",
     )
     seg.add_argument("input", metavar="INPUT")
-    seg.add_argument("output", metavar="OUTPUT")
+    seg.add_argument("output", metavar="OUTPUT", nargs="?")
     seg.add_argument("--model", required=True, metavar="SPEC", help="'pkg.module:factory' or a TorchScript file")
     seg.add_argument("--tile-size", type=int, default=256, metavar="N")
     seg.add_argument("--overlap", type=int, default=64, metavar="N")
@@ -162,6 +164,10 @@ def _add_segment(commands: Any) -> None:
     seg.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     seg.add_argument("--chunks", type=int, default=None, metavar="N", help="pixels per chunk side (default 2048)")
     seg.add_argument("--bands", type=_int_list, default=None, metavar="B,B,..", help="1-based bands, e.g. 3,2,1")
+    seg.add_argument("--level", type=int, default=0, metavar="N", help="INPUT's pyramid level (default 0: full size)")
+    seg.add_argument("--class-names", type=_names, default=None, metavar="A,B,..", help="one name per class")
+    seg.add_argument("--palette", type=_names, default=None, metavar="#RGB,..", help="one #rrggbb colour per class")
+    seg.add_argument("--label-name", default=None, metavar="NAME", help="write into INPUT's OME-Zarr labels/NAME")
     seg.add_argument("--variable", default=None, metavar="NAME", help="the variable of a zarr/netCDF INPUT to segment")
     seg.add_argument(
         "--normalize", type=_normalize, default=None, metavar="MEAN/STD", help="imagenet, or e.g. 123,116,103/58,57,57"
@@ -211,9 +217,19 @@ def _segment(args: argparse.Namespace) -> None:
     if any(tls_args) and not all(tls_args):
         raise OptionError("TLS needs all of --tls-ca-file, --tls-cert and --tls-key, got only some of them")
 
+    if (args.output is None) == (args.label_name is None):
+        raise OptionError(
+            "give OUTPUT, or --label-name NAME to write the labels into INPUT's OME-Zarr labels/NAME group, not both"
+            if args.output
+            else "OUTPUT is missing: give the file to write (.tif, .ome.zarr, .zarr), or --label-name NAME"
+        )
     request = SegmentRequest(
         source=args.input,
-        target=args.output,
+        target=args.output or args.input,
+        label_name=args.label_name,
+        level=args.level,
+        class_names=args.class_names,
+        palette=args.palette,
         model=args.model,
         tile_size=args.tile_size,
         overlap=args.overlap,
@@ -246,6 +262,13 @@ def _segment(args: argparse.Namespace) -> None:
     print(run_segment(request).summary())
 
 
+def _names(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"expected comma-separated names like background,tumour, got {text!r}")
+    return names
+
+
 def _int_list(text: str) -> list[int]:
     try:
         return [int(v) for v in text.split(",")]
@@ -272,77 +295,6 @@ def _nodata(text: str) -> float | str | None:
         return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected auto, none or a number, got {text!r}") from None
-
-
-def _plan(args: argparse.Namespace) -> None:
-    from .segment import plan
-
-    chunk_plan = plan((args.height, args.width), tile_size=args.tile_size, overlap=args.overlap, chunks=args.chunks)
-    grid = chunk_plan.grid
-    hs, ws = chunk_plan.chunks
-    per_chunk = [len(chunk_plan.owned(j, k)) for j in range(len(hs)) for k in range(len(ws))]
-    oy, ox = grid.y.overlap, grid.x.overlap
-    largest = (max(hs) + oy) * (max(ws) + ox) * (args.classes + 1) * 8
-    print(f"image        {args.height} x {args.width} px")
-    print(f"tiles        {grid.n_tiles} ({grid.grid_shape[0]} x {grid.grid_shape[1]}) of {grid.tile_shape} px")
-    print(f"stride       {(grid.y.stride, grid.x.stride)} px; last tiles flush with the image border")
-    print(f"chunks       {len(hs)} x {len(ws)}; sizes y {sorted(set(hs))}, x {sorted(set(ws))} px")
-    print(f"tiles/chunk  {min(per_chunk)} to {max(per_chunk)}, each tile run once")
-    print(f"accumulator  {largest / 2**20:.0f} MiB for the largest chunk ({args.classes} classes + weight, float64)")
-
-
-def _evaluate(args: argparse.Namespace) -> None:
-    import json
-
-    from .io import open_raster
-    from .metrics import scores
-
-    prediction, truth = (open_raster(path, chunks=2048).isel(band=0) for path in (args.prediction, args.truth))
-    result = scores(prediction, truth, args.num_classes, ignore_index=args.ignore_index)
-    print(json.dumps(result.to_dict(), indent=1) if args.json else result.table())
-
-
-def _k8s(args: argparse.Namespace) -> None:
-    from .exceptions import OptionError
-    from .kube import DEFAULT_IMAGE, KubeSpec, cluster_spec, job_spec, network_policy, to_yaml
-
-    def pairs(items: list[str], flag: str) -> dict[str, str]:
-        bad = [item for item in items if "=" not in item]
-        if bad:
-            raise OptionError(f"{flag} takes NAME=VALUE, got {bad[0]!r}")
-        return dict(item.split("=", 1) for item in items)
-
-    try:
-        import dask_kubernetes  # noqa: F401
-    except ImportError:
-        raise OptionError("seamless-dask k8s needs dask-kubernetes: pip install 'seamless_dask[kubernetes]'") from None
-    spec = KubeSpec(
-        name=args.name,
-        image=args.image or DEFAULT_IMAGE,
-        gpu_workers=args.gpu_workers,
-        worker_threads=args.worker_threads,
-        worker_cpu=args.worker_cpu,
-        worker_memory=args.worker_memory,
-        env=pairs(args.env, "--env"),
-        secret_env=pairs(args.secret_env, "--secret-env"),
-        env_from=tuple(args.env_from_secret),
-        node_selector=pairs(args.node_selector, "--node-selector"),
-        tls_secret=args.tls_secret,
-    )
-    if args.client_label:
-        spec = dataclasses.replace(spec, client_labels=pairs(args.client_label, "--client-label"))
-    main = job_spec(args.job, spec) if args.job else cluster_spec(spec)
-    print(to_yaml(main, network_policy(spec)), end="")
-
-
-def _demo(args: argparse.Namespace) -> None:
-    from .demo import run_demo
-
-    result = run_demo(args.out, size=args.size)
-    print(
-        f"differs from whole-image inference: naive {result.naive_error:.2%}, seamless {result.seamless_error:.2%}; "
-        f"wrote {result.png}"
-    )
 
 
 if __name__ == "__main__":

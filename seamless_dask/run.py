@@ -9,45 +9,16 @@ moved into place after validation, a zarr store is marked complete after its las
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
-import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from .connect import TLSFiles, job_scheduler
 from .exceptions import OptionError, RasterError
 from .options import AMP, TTA, Activation, Output, WeightsKind
 
 COG_SUFFIXES = (".tif", ".tiff")
-LOCAL_SCHEDULERS = ("threads", "processes", "synchronous")
-
-
-@dataclass(frozen=True)
-class TLSFiles:
-    """PEM files of a TLS-secured dask cluster: the CA that signed its certificates, this client's certificate
-    and key (for a local cluster, every member's).
-    """
-
-    ca_file: str
-    cert: str
-    key: str
-
-    def security(self) -> Any:
-        """The ``distributed.Security`` of the TLS options, or ``None`` without them."""
-        from distributed.security import Security
-
-        for name, path in (("--tls-ca-file", self.ca_file), ("--tls-cert", self.cert), ("--tls-key", self.key)):
-            if not os.path.isfile(path):
-                raise OptionError(f"{name} {path!r} is not a file: give the PEM file of the cluster's TLS set-up")
-        pairs = {
-            f"tls_{who}_{part}": getattr(self, part)
-            for who in ("client", "scheduler", "worker")
-            for part in ("cert", "key")
-        }
-        return Security(tls_ca_file=self.ca_file, require_encryption=True, **pairs)
 
 
 @dataclass(frozen=True)
@@ -57,6 +28,10 @@ class SegmentRequest:
     source: str
     target: str
     model: str
+    label_name: str | None = None  # write into the source OME-Zarr's labels/<label_name>, target is the source
+    level: int = 0
+    class_names: list[str] | None = None
+    palette: list[str] | None = None
     tile_size: int = 256
     overlap: int = 64
     batch_size: int = 8
@@ -87,14 +62,19 @@ class SegmentRequest:
 
     @property
     def kind(self) -> str:
-        """``"cog"`` or ``"zarr"``, from the target's suffix."""
+        """``"cog"``, ``"ome-zarr"`` or ``"zarr"``, from the target's suffix (``"labels"`` with a label name)."""
         target = self.target.rstrip("/").lower()
+        if self.label_name is not None:
+            return "labels"
         if target.endswith(COG_SUFFIXES):
             return "cog"
+        if target.endswith(".ome.zarr"):
+            return "ome-zarr"
         if target.endswith(".zarr"):
             return "zarr"
         raise RasterError(
-            f"output {self.target!r} must end in .tif/.tiff (a Cloud-Optimized GeoTIFF) or .zarr (a zarr store)"
+            f"output {self.target!r} must end in .tif/.tiff (a Cloud-Optimized GeoTIFF), .ome.zarr (an OME-Zarr "
+            "pyramid) or .zarr (a zarr store)"
         )
 
 
@@ -131,14 +111,17 @@ def run_segment(request: SegmentRequest) -> SegmentReport:
     from .runner import ModelRunner, RunnerConfig
 
     start = time.perf_counter()
-    target = io.as_target(request.target)
+    if request.label_name is None:
+        target = io.as_target(request.target)
+    else:  # INPUT's labels/NAME: checked to be an OME-Zarr image first
+        target = io.labels_target(io.as_target(request.source), request.label_name)
     _check_paths(request, target)
     # lazy: segment reads its own windows
-    image = io.open_raster(request.source, bands=request.bands, variable=request.variable)
+    image = io.open_raster(request.source, bands=request.bands, variable=request.variable, level=request.level)
     # Mistakes in the model spec or the tiling fail now, before any cluster starts.
     TileGrid((image.sizes["y"], image.sizes["x"]), request.tile_size, request.overlap)
     ModelRunner(request.model, RunnerConfig(device="cpu", trust_model=request.trust_model)).check()
-    with io.claim(target) as held, _scheduler(request):
+    with io.claim(target) as held, job_scheduler(request):
         result, tiles = _write(request, image, target, held.run)
     report = SegmentReport(
         target=request.target,
@@ -177,12 +160,21 @@ def _write(request: SegmentRequest, image: Any, target: Any, run: str) -> tuple[
         tta=request.tta,
         head=request.head,
         amp=request.amp,
+        class_names=request.class_names,
+        palette=request.palette,
         **_region_options(request),
     )
+    resume, overwrite = request.resume, request.overwrite
+    writes: Any
     if request.kind == "cog":
         writes = io.to_cog(result, target.url, overwrite=request.overwrite, compute=False, run=run)
+    elif request.kind in ("ome-zarr", "labels"):
+        store = request.source if request.label_name else target.url
+        writes = io.to_ome_zarr(
+            result, store, label_name=request.label_name, resume=resume, overwrite=overwrite, compute=False
+        )
     else:
-        writes = io.to_zarr(result, target.url, resume=request.resume, overwrite=request.overwrite, compute=False)
+        writes = io.to_zarr(result, target.url, resume=resume, overwrite=overwrite, compute=False)
     tiles = sum(progress.tile_counts(writes).values())
     try:
         progress.compute(writes, progress=request.progress)
@@ -192,6 +184,8 @@ def _write(request: SegmentRequest, image: Any, target: Any, run: str) -> tuple[
         raise
     if request.kind == "zarr":
         io.mark_complete(target.url)
+    elif request.kind in ("ome-zarr", "labels"):
+        io.mark_ome_zarr_complete(target.url)
     return result, tiles
 
 
@@ -202,12 +196,13 @@ def _check_paths(request: SegmentRequest, target: Any) -> None:
     kind = request.kind
     if request.resume and request.overwrite:
         raise OptionError("--resume finishes the output that is there and --overwrite replaces it: pass one of them")
-    if request.resume and kind != "zarr":
+    if request.resume and kind == "cog":
         raise OptionError(f"--resume works with .zarr outputs, not {target.url!r}: write a .zarr, or drop --resume")
     inputs = {"INPUT": request.source}
     if os.path.isfile(request.model):
         inputs["model file"] = request.model
-    io.check_not_an_input(target, inputs, "OUTPUT")
+    # labels/NAME lies in INPUT by design: to_ome_zarr checks that nothing but that group is written
+    io.check_not_an_input(target, {} if kind == "labels" else inputs, "OUTPUT")
     target.check_parent()
     if target.exists() and not (request.overwrite or request.resume):
         raise RasterError(
@@ -220,103 +215,6 @@ def _check_paths(request: SegmentRequest, target: Any) -> None:
         io.check_not_an_input(quick, {**inputs, "OUTPUT": request.target}, "--quicklook")
         if not os.path.isdir(os.path.dirname(quick.url)):
             raise RasterError(f"the folder of --quicklook {request.quicklook!r} does not exist: create it first")
-
-
-@contextlib.contextmanager
-def _scheduler(request: SegmentRequest) -> Iterator[Any]:
-    """Where the job runs: a new ``LocalCluster`` sized to the machine (no ``--scheduler``; TLS with the
-    request's certificates), a dask scheduler at an address (reached within ``connect_timeout``, waiting
-    ``worker_wait`` at most for a first worker), or one of dask's local schedulers by name.
-    """
-    import dask
-
-    address = request.scheduler
-    if address in LOCAL_SCHEDULERS:
-        from .cluster import configure_process
-
-        configure_process()  # this process reads the raster: cap GDAL's block cache
-        with dask.config.set(scheduler=address):
-            yield None
-        return
-    from distributed import Client
-
-    from .cluster import local_cluster, setup_workers
-
-    security = request.tls.security() if request.tls else None
-    if address is None:
-        with local_cluster(dashboard=False, security=security) as client, client.cluster:
-            yield client
-        return
-    if address.startswith("tls://") and security is None:
-        from distributed.security import Security
-
-        security = Security()  # dask's configuration (distributed.comm.tls.*), as the Kubernetes pods set it
-        if getattr(security, "tls_ca_file", None) is None:
-            raise OptionError(
-                f"the scheduler {address!r} speaks TLS: give --tls-ca-file, --tls-cert and --tls-key (the CA and the "
-                "client certificate and key the cluster trusts), or set them in dask's configuration"
-            )
-    timeout = request.connect_timeout
-    if timeout is None:
-        timeout = dask.utils.parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"), "s")
-    probe_scheduler(address, security, timeout)
-    with Client(address, security=security, timeout=timeout) as client:
-        wait_for_workers(client, address, request.worker_wait)
-        setup_workers(client)
-        yield client
-
-
-def probe_scheduler(address: str, security: Any, timeout: float) -> None:
-    """Ask ``address`` who it is, within ``timeout`` seconds, before a ``Client`` is made.
-
-    ``distributed.Client`` waits without bound on a server that accepts the connection and never answers,
-    and reads an HTTP server's reply as a frame length (an allocation of exabytes): both fail here instead.
-    """
-    from distributed.comm import connect
-
-    args = security.get_connection_args("client") if security is not None else {}
-
-    async def identity() -> Any:
-        comm = await connect(address, timeout=timeout, **args)
-        try:
-            await comm.write({"op": "identity"})
-            return await comm.read()
-        finally:
-            comm.abort()
-
-    async def bounded() -> Any:
-        return await asyncio.wait_for(identity(), timeout)
-
-    try:
-        answer = asyncio.run(bounded())
-    except (OSError, TimeoutError, asyncio.TimeoutError, MemoryError, ValueError, TypeError) as error:
-        why = f"{type(error).__name__}: {' '.join(str(error).split())}" if str(error) else type(error).__name__
-        within = f" within {timeout:g} s" if isinstance(error, (OSError, TimeoutError, asyncio.TimeoutError)) else ""
-        raise OptionError(
-            f"cannot reach a dask scheduler at {address!r}{within} ({why}): check --scheduler (the "
-            "scheduler's tcp:// or tls:// address, port 8786 by default, not its dashboard), that it runs, and "
-            "--connect-timeout"
-        ) from None
-    if not isinstance(answer, dict) or answer.get("type") != "Scheduler":
-        raise OptionError(f"{address!r} answered, but not as a dask scheduler ({str(answer)[:80]}): check --scheduler")
-
-
-def wait_for_workers(client: Any, address: str, wait: float) -> None:
-    """Return once the scheduler has a worker; warn at once if it has none, fail after ``wait`` seconds."""
-    if client.scheduler_info(n_workers=-1).get("workers"):
-        return
-    print(
-        f"seamless-dask: warning: the scheduler at {address} has no worker yet; waiting up to {wait:g} s for one "
-        "(start workers with: dask worker " + address + "; see --worker-wait)",
-        file=sys.stderr,
-    )
-    try:
-        client.wait_for_workers(1, timeout=wait)
-    except (TimeoutError, asyncio.TimeoutError):
-        raise OptionError(
-            f"no worker joined the scheduler at {address!r} within {wait:g} s: start workers (dask worker {address}), "
-            "or give them longer with --worker-wait"
-        ) from None
 
 
 def _region_options(request: SegmentRequest) -> dict[str, Any]:

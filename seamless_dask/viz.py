@@ -9,11 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from .exceptions import DimensionError, OptionError
+from .borders import draw_scaled, tile_boxes
+from .exceptions import OptionError
 from .grid import TileGrid
-from .weights import as_weights
-
-Box = tuple[int, int, int, int]  # y0, y1, x0, x1
 
 # Distinct, colour-blind-friendly first colours (Okabe-Ito, then Tableau), then evenly spread hues.
 _BASE = [
@@ -131,6 +129,8 @@ def quicklook(
     max_size: int = 1024,
     tiles: TileGrid | None = None,
     weights: Any = "trim",
+    class_names: Sequence[str] | None = None,
+    legend: bool = True,
 ) -> Path:
     """Write a PNG of ``labels`` coloured by class, nodata transparent, optionally beside ``image``'s RGB.
 
@@ -141,8 +141,10 @@ def quicklook(
         or a ``(y, x)`` DataArray or array; ``(class, y, x)`` probabilities show their argmax.
     path
         The PNG to write.
-    palette
-        As for :func:`colorize`.
+    palette, class_names
+        The classes' colours (as for :func:`colorize`) and names; default: those the labels carry
+        (``segment(class_names=...)``: a DataArray's attributes, a zarr's, a COG's colour table and category
+        names), else the default palette.
     image
         The input, as a path or ``(band, y, x)`` DataArray, shown on the left.
     max_size
@@ -150,6 +152,8 @@ def quicklook(
     tiles, weights
         The run's :class:`TileGrid` (and weights): each tile's outline (red) and trusted core (yellow) drawn over
         every panel, to see which tile decided which pixels (scaled with the decimation).
+    legend
+        A panel on the right with each class's colour and name (the classes present in the labels).
 
     Returns
     -------
@@ -163,6 +167,8 @@ def quicklook(
     >>> quicklook(np.eye(64, dtype="uint8"), getfixture("tmp_path") / "labels.png").name
     'labels.png'
     """
+    named = _classes_for(labels, class_names, palette)
+    palette = named.colors if named is not None else palette
     classes, nodata = _decimated(labels, max_size)
     if classes.ndim == 3:  # probabilities: the most likely class, transparent where there was no data
         missing = np.isnan(classes).all(axis=0)
@@ -179,22 +185,63 @@ def quicklook(
         titles.insert(0, "input")
     if tiles is not None:
         boxes = tile_boxes(tiles, weights)
-        panels = [_draw_scaled(panel, boxes, tiles.shape) for panel in panels]
+        panels = [draw_scaled(panel, boxes, tiles.shape) for panel in panels]
+    if legend:
+        present = [int(c) for c in np.unique(classes) if nodata is None or c != nodata]
+        colours = default_palette(max(present, default=0) + 1) if palette is None else np.asarray(palette)
+        names = list(named.names) if named is not None else []
+        panels.append(_legend(present, colours, names, panels[0].shape[0]))
+        titles.append("classes")
     return save_panels(path, panels, titles)
 
 
-def _draw_scaled(panel: np.ndarray, boxes: list[tuple[Box, Box]], shape: tuple[int, int]) -> np.ndarray:
-    """An ``(h, w, 3|4)`` uint8 panel with tile and core ``boxes`` of an image of ``shape`` scaled onto it."""
-    sy, sx = panel.shape[0] / shape[0], panel.shape[1] / shape[1]
+def _classes_for(labels: Any, class_names: Sequence[str] | None, palette: Any) -> Any:
+    """The classes to show: the ones given, else the ones ``labels`` carries (attributes, store, COG)."""
+    from .classes import as_classes, classes_of
 
-    def scaled(box: Box) -> Box:
-        y0, y1, x0, x1 = int(box[0] * sy), round(box[1] * sy), int(box[2] * sx), round(box[3] * sx)
-        return y0, max(y0 + 1, y1), x0, max(x0 + 1, x1)
+    if class_names is not None or palette is not None:
+        return as_classes(class_names, palette)
+    if isinstance(labels, (str, Path)):
+        return _written_classes(str(labels))
+    return classes_of(dict(getattr(labels, "attrs", {})))
 
-    out = np.moveaxis(panel.copy(), -1, 0)  # channels first, as _outline draws
-    opaque = (255,) if out.shape[0] == 4 else ()
-    _draw_boxes(out, [(scaled(b), scaled(c)) for b, c in boxes], 1, (255, 0, 0, *opaque), (255, 255, 0, *opaque))
-    return np.moveaxis(out, 0, -1)
+
+def _written_classes(path: str) -> Any:
+    from .classes import as_classes, classes_of
+
+    if path.rstrip("/").endswith(".zarr"):
+        from .io import open_raster
+
+        return classes_of(open_raster(path).attrs)
+    import rasterio
+
+    with rasterio.open(path) as src:
+        try:
+            table = src.colormap(1)
+        except ValueError:  # no colour table
+            return None
+    from .io import category_names
+
+    names = category_names(path)
+    count = len(names) or max((k for k, v in table.items() if v[3]), default=0) + 1
+    return as_classes(names or None, [table.get(i, (0, 0, 0, 255)) for i in range(count)])
+
+
+def _legend(present: list[int], colours: np.ndarray, names: list[str], height: int) -> np.ndarray:
+    """An ``(h, 160, 4)`` panel: a swatch and a name for each class in ``present`` (at most as many as fit)."""
+    from PIL import Image, ImageDraw
+
+    row = 18
+    shown = present[: max(1, max(height, row * 3) // row - 1)]
+    panel = Image.new("RGBA", (160, max(height, row * (len(shown) + 1))), (255, 255, 255, 255))
+    draw = ImageDraw.Draw(panel)
+    for i, value in enumerate(shown):
+        colour = tuple(int(v) for v in colours[value][:3]) if value < len(colours) else (0, 0, 0)
+        draw.rectangle((4, 4 + i * row, 18, 18 + i * row), fill=colour, outline="black")
+        draw.text((24, 5 + i * row), names[value] if value < len(names) else f"class {value}", fill="black")
+    if len(shown) < len(present):
+        draw.text((4, 5 + len(shown) * row), f"... {len(present) - len(shown)} more", fill="black")
+    return np.asarray(panel)
 
 
 def _decimated(source: Any, max_size: int, shape: tuple[int, ...] | None = None) -> tuple[np.ndarray, Any]:
@@ -232,85 +279,3 @@ def _read_decimated(path: str, max_size: int, shape: tuple[int, ...] | None) -> 
         out_shape = shape[-2:] if shape is not None else (-(-src.height // step[0]), -(-src.width // step[1]))
         pixels = src.read(out_shape=(src.count, *out_shape), resampling=Resampling.nearest)
         return (pixels[0] if src.count == 1 else pixels), src.nodata
-
-
-def draw_tile_borders(
-    image: Any,
-    grid: TileGrid,
-    *,
-    weights: Any = "trim",
-    width: int = 1,
-    color: Sequence[float] = (1.0, 0.0, 0.0),
-    core_color: Sequence[float] | None = (1.0, 1.0, 0.0),
-) -> Any:
-    """A copy of ``image`` with each tile's outline drawn on it, and each tile's trusted core.
-
-    The core is the box where the tile's trust map is non-zero (``"trim"``: the tile minus ``overlap // 2`` on
-    sides inside the image), so the drawing shows which tile decides which pixels.
-
-    Parameters
-    ----------
-    image
-        ``(C, H, W)`` or ``(N, C, H, W)``, a numpy array or a torch tensor (drawn on its own device); ``C`` is
-        the number of values in ``color`` (or 1: drawn with the colour's mean).
-    grid
-        The :class:`TileGrid` of the run (``TileGrid((H, W), tile_size, overlap)``).
-    weights
-        The run's weights, for the cores; ``core_color=None`` draws the tile outlines only.
-    width
-        Line width in pixels.
-    color, core_color
-        Values of the tile outlines and of the core outlines, one per channel.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from seamless_dask import TileGrid, draw_tile_borders
-    >>> drawn = draw_tile_borders(np.zeros((3, 60, 60), "float32"), TileGrid((60, 60), 32, 8))
-    >>> drawn[:, 0, 5].tolist(), drawn[:, 30, 30].tolist()  # on the first tile's top edge; inside a core
-    ([1.0, 0.0, 0.0], [0.0, 0.0, 0.0])
-    """
-    if width < 1:
-        raise ValueError(f"width is a line width in pixels >= 1, got width={width}")
-    out = image.clone() if hasattr(image, "clone") else np.array(image, copy=True)  # a torch tensor stays one
-    if tuple(out.shape[-2:]) != tuple(grid.shape):
-        raise DimensionError(
-            f"the image is {tuple(out.shape[-2:])} (H, W) but the grid is for {grid.shape}: "
-            "build it with TileGrid(image.shape[-2:], tile_size, overlap)"
-        )
-    _draw_boxes(out, tile_boxes(grid, weights), width, color, core_color)
-    return out
-
-
-def tile_boxes(grid: TileGrid, weights: Any = "trim") -> list[tuple[Box, Box]]:
-    """Each tile's box and the box where its trust map is non-zero, as ``(y0, y1, x0, x1)``, row-major."""
-    spec, boxes = as_weights(weights), []
-    for i in range(grid.n_tiles):
-        window, (iy, ix) = grid.window(i), divmod(i, grid.x.n_tiles)
-        y0, x0 = window.y.start, window.x.start
-        support = spec.support(grid.tile_shape, grid.y.edges(iy), grid.x.edges(ix), grid.overlap)
-        core = (y0 + support.rows.start, y0 + support.rows.stop, x0 + support.cols.start, x0 + support.cols.stop)
-        boxes.append(((y0, window.y.stop, x0, window.x.stop), core))
-    return boxes
-
-
-def _draw_boxes(
-    out: Any, boxes: list[tuple[Box, Box]], width: int, color: Sequence[float], core_color: Sequence[float] | None
-) -> None:
-    """Each core outline, then each tile outline over it, on channels-first ``out``."""
-    for box, core in boxes:
-        if core_color is not None:
-            _outline(out, core, width, core_color)
-        _outline(out, box, width, color)
-
-
-def _outline(out: Any, box: Box, width: int, color: Sequence[float]) -> None:
-    y0, y1, x0, x1 = box
-    channels = out.shape[-3]
-    values = list(color) if channels == len(color) else [float(np.mean(color))] * channels
-    for c, value in enumerate(values):
-        plane = out[..., c, :, :]
-        plane[..., y0 : min(y0 + width, y1), x0:x1] = value
-        plane[..., max(y1 - width, y0) : y1, x0:x1] = value
-        plane[..., y0:y1, x0 : min(x0 + width, x1)] = value
-        plane[..., y0:y1, max(x1 - width, x0) : x1] = value

@@ -9,8 +9,9 @@ module per job, as odc-geo's ``cog/`` package: ``_open`` (reading; ``_slide`` an
 """
 
 from ._cog import discard_partial_cog, to_cog
-from ._ome_zarr import to_ome_zarr
+from ._ome_zarr import labels_target, mark_ome_zarr_complete, to_ome_zarr
 from ._open import open_raster
+from ._pam import category_names
 from ._target import Claim, Target, as_target, check_not_an_input, claim
 from ._zarr import DONE, is_complete, mark_complete, to_zarr
 
@@ -19,11 +20,14 @@ __all__ = [
     "Claim",
     "Target",
     "as_target",
+    "category_names",
     "check_not_an_input",
     "claim",
     "discard_partial_cog",
     "is_complete",
+    "labels_target",
     "mark_complete",
+    "mark_ome_zarr_complete",
     "open_raster",
     "to_cog",
     "to_ome_zarr",

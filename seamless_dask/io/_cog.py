@@ -161,7 +161,7 @@ def _cog_writes(result: Any, target: Target, run: str, options: _Layout) -> Dela
         _check_replaceable(target)
     check_sidecar(target)
     target.check_parent()
-    if result.rio.crs is None:
+    if result.rio.crs is None and "pixel_size" not in result.attrs:  # a slide has no CRS, a scene should
         warnings.warn(f"writing {target.url!r} without a CRS: the result has none", UserWarning, stacklevel=3)
     resampling = resampling or ("nearest" if np.issubdtype(result.dtype, np.integer) else "average")
     scratch, partial = scratch_paths(target, run)

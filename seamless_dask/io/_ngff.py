@@ -93,8 +93,27 @@ def open_ome_zarr(where: str, ngff: tuple[str, dict], level: int, chunks: Any) -
         ngff_level=level,
         ngff_levels=len(datasets),
     )
+    data.attrs.update(_class_attrs(group_attrs(where) or {}, meta))
     data.name = multiscale.get("name") or where.rstrip("/").rsplit("/", 1)[-1]
     return data
+
+
+def _class_attrs(attrs: dict, meta: dict) -> dict:
+    """A label image's classes: seamless_dask's attributes, else NGFF's ``image-label`` names and colours."""
+    from ..classes import COLORS_ATTR, NAMES_ATTR, as_classes
+
+    mine = {k: v for k, v in attrs.items() if k in (NAMES_ATTR, COLORS_ATTR, "flag_values", "flag_meanings")}
+    label = meta.get("image-label") or {}
+    if mine or not label.get("colors"):
+        return mine
+    values = sorted(int(c["label-value"]) for c in label["colors"] if c.get("label-value", -1) >= 0)
+    count = values[-1] + 1 if values and values[-1] < 255 else len(values)
+    colors = {int(c["label-value"]): c.get("rgba", [0, 0, 0, 255]) for c in label["colors"]}
+    names = {int(p["label-value"]): str(p.get("class", "")) for p in label.get("properties", []) if "class" in p}
+    palette = [colors.get(i, [0, 0, 0, 255]) for i in range(count)]
+    named = [names.get(i, f"class {i}") for i in range(count)] if names else None
+    classes = as_classes(named, palette)
+    return classes.attrs() if classes is not None else {}
 
 
 def _read_chunk(chunks: Any, dim: str) -> int:

@@ -68,8 +68,7 @@ def to_ome_zarr(
         integer labels, mean for probabilities. A mean level's origin moves to the centre of the pixels it
         averages, as NGFF's ``translation`` says.
     resume, overwrite, compute, progress, storage_options
-        As for :func:`~seamless_dask.to_zarr`: an existing store is replaced or resumed only when seamless_dask
-        wrote it, and a resume must be the same job.
+        As for :func:`~seamless_dask.to_zarr` (a store is replaced or resumed only if seamless_dask wrote it).
     zarr_format
         2 (default): OME-NGFF 0.4, what most viewers read today; 3: OME-NGFF 0.5. With ``label_name``, the
         image's own format.
@@ -107,8 +106,19 @@ def to_ome_zarr(
         return _prepare(plan, root, target, resume, overwrite)
     with claim(target):
         written = bars.compute(_prepare(plan, root, target, resume, overwrite), progress=progress)
-        _open(target).attrs["seamless_complete"] = True
+        mark_ome_zarr_complete(target.url, storage_options=target.storage_options)
     return written
+
+
+def mark_ome_zarr_complete(path: str | os.PathLike, *, storage_options: dict | None = None) -> None:
+    """Record in an OME-Zarr that :func:`to_ome_zarr` wrote every chunk of every level."""
+    target = as_target(path, storage_options)
+    group = _open(target)
+    levels = int(group.attrs[LAYOUT]["levels"])
+    missing = sum(int((np.asarray(group[f"{DONE_GROUP}/{k}"][...]) == 0).sum()) for k in range(levels))
+    if missing:
+        raise RasterError(f"{target.url!r} still misses {missing} chunks: resume it")
+    group.attrs["seamless_complete"] = True
 
 
 class _Pyramid:
@@ -185,16 +195,28 @@ class _Pyramid:
         return attrs
 
 
-def _label_target(root: Target, name: str, result: xr.DataArray) -> tuple[Target, int]:
-    """The ``labels/<name>`` group of the OME-Zarr image at ``root``, after checking the image is one."""
+def labels_target(root: Target, name: str) -> Target:
+    """The ``labels/<name>`` group of the OME-Zarr image at ``root``, after checking the image is one; its
+    ``labels/`` group is made (empty) when it has none, so that a claim can be taken beside ``<name>``.
+    """
     if not name or "/" in name or name.startswith(("_", ".")):
         raise OptionError(f"label_name must be a plain name such as 'tissue', got label_name={name!r}")
     attrs = group_attrs(root.url, root.storage_options)
     ngff = None if attrs is None else ngff_attrs(attrs)
     if ngff is None:
         raise RasterError(f"{root.url!r} is not an OME-Zarr image, so it has no labels/ group to write into")
+    labels = Target(root.url.rstrip("/") + "/labels", root.storage_options)
+    if not labels.exists():
+        _list_label(root, None, ngff[0])
+    return Target(labels.url + "/" + name, root.storage_options)
+
+
+def _label_target(root: Target, name: str, result: xr.DataArray) -> tuple[Target, int]:
+    """:func:`labels_target`, checked against the result: the image's shape, no input inside the group."""
     import zarr
 
+    target = labels_target(root, name)
+    ngff: Any = ngff_attrs(group_attrs(root.url, root.storage_options) or {})  # labels_target checked it
     image = zarr.open_group(root.url, mode="r", storage_options=root.storage_options or None)
     full: Any = image[ngff[1]["multiscales"][0]["datasets"][0]["path"]]
     if tuple(full.shape[-2:]) != tuple(result.shape[-2:]):
@@ -202,7 +224,6 @@ def _label_target(root: Target, name: str, result: xr.DataArray) -> tuple[Target
             f"labels of shape {tuple(result.shape[-2:])} cannot go into {root.url!r}, whose image is "
             f"{tuple(full.shape[-2:])} (y, x): segment level 0 of that image"
         )
-    target = Target(root.url.rstrip("/") + "/labels/" + name, root.storage_options)
     # The image is the input: only its labels/<name> group may be written, never anything else in it.
     inputs = {k: v for k, v in inputs_of(result).items() if as_target(v).real != root.real}
     check_not_an_input(target, inputs, "output")
@@ -258,13 +279,14 @@ def _write_template(plan: _Pyramid, target: Target) -> None:
     group.attrs.update(plan.attrs())
 
 
-def _list_label(root: Target, name: str, version: str) -> None:
-    """Add ``name`` to the image's ``labels/`` list (NGFF), keeping the names already there."""
+def _list_label(root: Target, name: str | None, version: str) -> None:
+    """Add ``name`` to the image's ``labels/`` list (NGFF), keeping the names already there (``None``: none)."""
     labels = _open(Target(root.url.rstrip("/") + "/labels", root.storage_options), "a")
     attrs = dict(labels.attrs)
     holder = attrs.setdefault("ome", {"version": version}) if version != "0.4" else attrs
-    if name not in holder.setdefault("labels", []):
+    if name is not None and name not in holder.setdefault("labels", []):
         holder["labels"].append(name)
+    holder.setdefault("labels", [])
     labels.attrs.update(attrs)
 
 
@@ -298,8 +320,8 @@ def _writes(plan: _Pyramid, target: Target, done: list[np.ndarray]) -> Delayed:
 
 def _sources(plan: _Pyramid, offsets: list[np.ndarray], level: int, j: int, k: int) -> list[tuple[int, int, int]]:
     """The writes of level ``level - 1`` that chunk ``(j, k)`` of ``level`` reads."""
-    rows = range(2 * j, min(2 * j + 2, plan.grid(level - 1)[0]))
-    cols = range(2 * k, min(2 * k + 2, plan.grid(level - 1)[1]))
+    below = [-(-s // c) for s, c in zip(plan.shapes[level - 1], plan.chunk, strict=True)]  # its zarr chunks
+    rows, cols = range(2 * j, min(2 * j + 2, below[0])), range(2 * k, min(2 * k + 2, below[1]))
     if level > 1:
         return [(level - 1, r, c) for r in rows for c in cols]
     # level 0 is written by the result's blocks, whose last one may span two chunks

@@ -12,7 +12,7 @@ import xarray as xr
 
 from ..exceptions import RasterError
 from ._ngff import group_attrs, ngff_attrs, open_ome_zarr
-from ._slide import is_slide, open_slide
+from ._slide import SLIDE_ENGINES, is_slide, open_slide
 
 NETCDF_SUFFIXES = (".nc", ".nc4", ".netcdf")
 BAND_DIMS = ("band", "bands", "channel", "channels", "c", "spectral_band")  # what a (band, y, x) variable may call it
@@ -25,6 +25,7 @@ def open_raster(
     bands: Sequence[int] | None = None,
     variable: str | None = None,
     level: int = 0,
+    engine: str | None = None,
 ) -> xr.DataArray:
     """Open a raster lazily as a ``(band, y, x)`` DataArray with its CRS, transform and nodata (``.rio``).
 
@@ -48,6 +49,9 @@ def open_raster(
     level
         The pyramid level to read: 0 (the default) is the full resolution; for a GeoTIFF, level ``k`` is its
         ``k``-th overview; for a slide or OME-Zarr, its ``k``-th multiscale level.
+    engine
+        The reader of a slide file: ``"tifffile"`` (the default for OME-TIFF, SVS, NDPI, SCN, BIF) or
+        ``"openslide"`` (the default for MIRAX and VMS; any format OpenSlide reads, as RGB).
 
     Returns
     -------
@@ -83,8 +87,8 @@ def open_raster(
     ngff = _ngff_image(where) if where.rstrip("/").endswith(".zarr") else None
     if ngff is not None:
         data = open_ome_zarr(*ngff, level=level, chunks=dask_chunks)
-    elif is_slide(where):
-        data = open_slide(where, level, dask_chunks)
+    elif is_slide(where) or engine in SLIDE_ENGINES:
+        data = open_slide(where, level, dask_chunks, engine)
     elif where.rstrip("/").endswith(".zarr") or where.endswith(NETCDF_SUFFIXES):
         _check_base_level(where, level)
         data = _open_dataset_variable(where, dask_chunks, variable)

@@ -88,3 +88,18 @@ def place_sidecar(target: Target, names: Sequence[str]) -> None:
         os.replace(partial, where.url)
     else:
         where.fs.pipe_file(where.path, data.encode("utf-8"))
+
+
+def category_names(path: str | os.PathLike) -> list[str]:
+    """The category names of band 1 that GDAL reads from the sidecar of ``path`` (empty if none)."""
+    from ._target import as_target
+
+    text = _read(sidecar_of(as_target(path)))
+    if text is None:
+        return []
+    try:
+        band = ET.fromstring(text).find("PAMRasterBand[@band='1']")
+    except ET.ParseError:
+        return []
+    found = band.find("CategoryNames") if band is not None else None
+    return [c.text or "" for c in found.findall("Category")] if found is not None else []

@@ -22,6 +22,7 @@ from ..exceptions import RasterError
 # What GDAL does not read as a whole-slide pyramid: tifffile reads these (OpenSlide when tifffile is missing).
 TIFFFILE_SUFFIXES = (".ome.tif", ".ome.tiff", ".ome.tf2", ".ome.tf8", ".ome.btf", ".svs", ".ndpi", ".scn", ".bif")
 OPENSLIDE_SUFFIXES = (".mrxs", ".vms", ".vmu", ".svslide")
+SLIDE_ENGINES = ("tifffile", "openslide")
 READ_CHUNK = 2048
 _UM_PER = {"µm": 1.0, "um": 1.0, "micrometer": 1.0, "nm": 1e-3, "nanometer": 1e-3, "mm": 1e3, "millimeter": 1e3}
 
@@ -75,13 +76,17 @@ def _openslide(path: str) -> Any:
     return openslide.OpenSlide(path)
 
 
-def open_slide(where: str, level: int, chunks: Any) -> xr.DataArray:
-    """Level ``level`` of the slide at ``where`` as a lazy ``(band, y, x)`` DataArray."""
+def open_slide(where: str, level: int, chunks: Any, engine: str | None = None) -> xr.DataArray:
+    """Level ``level`` of the slide at ``where`` as a lazy ``(band, y, x)`` DataArray, read by ``engine``."""
+    if engine not in (None, *SLIDE_ENGINES):
+        raise RasterError(f"engine must be one of {SLIDE_ENGINES} for a slide, got engine={engine!r}")
     try:
         import tifffile
     except ImportError:
         tifffile = None  # type: ignore[assignment]
-    if tifffile is not None and not where.lower().endswith(OPENSLIDE_SUFFIXES):
+    if engine == "tifffile" and tifffile is None:
+        raise RasterError("engine='tifffile' needs tifffile: pip install 'seamless_dask[slides]'")
+    if engine != "openslide" and tifffile is not None and not where.lower().endswith(OPENSLIDE_SUFFIXES):
         return _open_tifffile(where, level, chunks)
     try:
         import openslide  # noqa: F401

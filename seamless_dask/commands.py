@@ -1,0 +1,83 @@
+"""The ``seamless-dask`` commands other than ``segment``: ``plan``, ``evaluate``, ``k8s`` and ``demo``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+
+def plan(args: argparse.Namespace) -> None:
+    """Print the tile grid and chunk plan of an image size, reading no pixels."""
+    from .segment import plan as chunk_plan_of
+
+    chunk_plan = chunk_plan_of(
+        (args.height, args.width), tile_size=args.tile_size, overlap=args.overlap, chunks=args.chunks
+    )
+    grid = chunk_plan.grid
+    hs, ws = chunk_plan.chunks
+    per_chunk = [len(chunk_plan.owned(j, k)) for j in range(len(hs)) for k in range(len(ws))]
+    oy, ox = grid.y.overlap, grid.x.overlap
+    largest = (max(hs) + oy) * (max(ws) + ox) * (args.classes + 1) * 8
+    print(f"image        {args.height} x {args.width} px")
+    print(f"tiles        {grid.n_tiles} ({grid.grid_shape[0]} x {grid.grid_shape[1]}) of {grid.tile_shape} px")
+    print(f"stride       {(grid.y.stride, grid.x.stride)} px; last tiles flush with the image border")
+    print(f"chunks       {len(hs)} x {len(ws)}; sizes y {sorted(set(hs))}, x {sorted(set(ws))} px")
+    print(f"tiles/chunk  {min(per_chunk)} to {max(per_chunk)}, each tile run once")
+    print(f"accumulator  {largest / 2**20:.0f} MiB for the largest chunk ({args.classes} classes + weight, float64)")
+
+
+def evaluate(args: argparse.Namespace) -> None:
+    """Print the scores of a written class map against reference labels."""
+    import json
+
+    from .io import open_raster
+    from .metrics import scores
+
+    prediction, truth = (open_raster(path, chunks=2048).isel(band=0) for path in (args.prediction, args.truth))
+    result = scores(prediction, truth, args.num_classes, ignore_index=args.ignore_index)
+    print(json.dumps(result.to_dict(), indent=1) if args.json else result.table())
+
+
+def k8s(args: argparse.Namespace) -> None:
+    """Print the Kubernetes manifests of a GPU dask cluster (or of a job on one)."""
+    from .exceptions import OptionError
+    from .kube import DEFAULT_IMAGE, KubeSpec, cluster_spec, job_spec, network_policy, to_yaml
+
+    def pairs(items: list[str], flag: str) -> dict[str, str]:
+        bad = [item for item in items if "=" not in item]
+        if bad:
+            raise OptionError(f"{flag} takes NAME=VALUE, got {bad[0]!r}")
+        return dict(item.split("=", 1) for item in items)
+
+    try:
+        import dask_kubernetes  # noqa: F401
+    except ImportError:
+        raise OptionError("seamless-dask k8s needs dask-kubernetes: pip install 'seamless_dask[kubernetes]'") from None
+    spec = KubeSpec(
+        name=args.name,
+        image=args.image or DEFAULT_IMAGE,
+        gpu_workers=args.gpu_workers,
+        worker_threads=args.worker_threads,
+        worker_cpu=args.worker_cpu,
+        worker_memory=args.worker_memory,
+        env=pairs(args.env, "--env"),
+        secret_env=pairs(args.secret_env, "--secret-env"),
+        env_from=tuple(args.env_from_secret),
+        node_selector=pairs(args.node_selector, "--node-selector"),
+        tls_secret=args.tls_secret,
+    )
+    if args.client_label:
+        spec = dataclasses.replace(spec, client_labels=pairs(args.client_label, "--client-label"))
+    main = job_spec(args.job, spec) if args.job else cluster_spec(spec)
+    print(to_yaml(main, network_policy(spec)), end="")
+
+
+def demo(args: argparse.Namespace) -> None:
+    """Segment the bundled demo scene, naive and seamless, and write the comparison PNG."""
+    from .demo import run_demo
+
+    result = run_demo(args.out, size=args.size)
+    print(
+        f"differs from whole-image inference: naive {result.naive_error:.2%}, seamless {result.seamless_error:.2%}; "
+        f"wrote {result.png}"
+    )
