@@ -177,7 +177,7 @@ def test_labels_go_out_as_an_ngff_pyramid_that_ome_zarr_reads(labels, tmp_path):
     from ome_zarr.reader import Reader
 
     out = tmp_path / "labels.ome.zarr"
-    written = sd.to_ome_zarr(labels, out)
+    written = sd.to_ome_zarr(labels, out, levels=3)
     level0 = labels.compute().values
     nodes = list(Reader(parse_url(str(out)))())
     shapes = [tuple(d.shape) for d in nodes[0].data]
@@ -227,22 +227,22 @@ def test_probabilities_are_averaged_level_by_level_and_their_origin_moves(slide_
 
 def test_a_resumed_pyramid_writes_only_what_is_missing_and_refuses_another_job(labels, tmp_path):
     out = tmp_path / "labels.ome.zarr"
-    sd.to_ome_zarr(labels, out)
+    sd.to_ome_zarr(labels, out, levels=3)
     before = {k: zarr.open_group(str(out))[k][...] for k in "012"}
     group = zarr.open_group(str(out), mode="r+")
     group["_seamless/done/0"][1, 1] = 0  # a crash after one level-0 region and the level-1 chunk above it
     group["_seamless/done/1"][1, 1] = 0
     group["0"][288:, 288:] = 0
     group["1"][288:, 288:] = 0
-    assert sd.to_ome_zarr(labels, out, resume=True) == 2
+    assert sd.to_ome_zarr(labels, out, levels=3, resume=True) == 2
     assert all(np.array_equal(zarr.open_group(str(out))[k][...], before[k]) for k in "012")
     record = json.loads(labels.attrs["seamless_job"])
     record["options"]["class_names"] = ["a", "b", "c"]
     other = labels.assign_attrs(seamless_job=json.dumps(record))
     with raises_mentioning(RasterError, ["another job", "options.class_names"]):
-        sd.to_ome_zarr(other, out, resume=True)
+        sd.to_ome_zarr(other, out, levels=3, resume=True)
     with raises_mentioning(RasterError, ["exists", "overwrite=True"]):
-        sd.to_ome_zarr(labels, out)
+        sd.to_ome_zarr(labels, out, levels=3)
 
 
 def test_labels_go_into_the_input_slides_labels_group_and_nowhere_else(tmp_path):
@@ -362,3 +362,21 @@ def test_the_cli_writes_an_ome_zarr_with_names_and_into_a_slides_labels(slide_ti
     assert zarr.open_group(str(slide / "labels"), mode="r").attrs["labels"] == ["cells"]
     assert main(["segment", str(slide), *common]) == 2
     assert "OUTPUT is missing" in capsys.readouterr().err
+
+
+# 4. The end-to-end example
+
+
+def test_the_slide_example_runs_end_to_end(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("slide_example", Path(__file__).parent.parent / "examples/slide.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    made = example.run(tmp_path, size=1100)
+    assert made["levels"] == [(1100, 1100), (550, 550), (275, 275)]  # down to a viewer's overview
+    assert made["tiles"] == 25 and made["tile_shape"] == (3, 256, 256) and made["pixel_size"] == [0.5, 0.5]
+    assert made["png"].stat().st_size > 0
+    reread = sd.open_raster(made["labels"], level=1)
+    assert reread.attrs["class_names"] == NAMES and reread.attrs["pixel_size"] == [1.0, 1.0]

@@ -29,6 +29,7 @@ from ._target import Target, as_target, check_not_an_input, claim
 from ._zarr import LAYOUT, as_result, check_same_job, inputs_of, job_of, our_store, regular_chunks
 
 Resampling = Literal["auto", "nearest", "mean"]
+TOP_LEVEL_SIDE = 512  # the default pyramid halves until a level is at most this long: a viewer's overview
 DONE_GROUP = "_seamless/done"  # one uint8 array per level, one value per chunk, 1 once written
 
 
@@ -62,7 +63,7 @@ def to_ome_zarr(
         Write the labels into ``<store>/labels/<label_name>`` (the NGFF labels of the image at ``store``, which
         must have the result's shape) and add the name to ``labels/``'s list; the image itself is not touched.
     levels
-        Levels of the pyramid, each half the previous one's size; default: until a level fits one chunk.
+        Levels of the pyramid, each half the previous one's size; default: until a level is at most 512 px long.
     resampling
         ``"nearest"`` (a label is never a blend of two) or ``"mean"`` (NaN-aware); ``"auto"``: nearest for
         integer labels, mean for probabilities. A mean level's origin moves to the centre of the pixels it
@@ -139,10 +140,7 @@ class _Pyramid:
             raise DimensionError(f"NGFF labels are (y, x) integer classes; got dims {result.dims}, {result.dtype}")
         method = resampling if resampling != "auto" else ("nearest" if result.dtype.kind in "iub" else "mean")
         shapes: list[tuple[int, int]] = [(int(result.shape[-2]), int(result.shape[-1]))]
-        step = (chunks[-2][0], chunks[-1][0])
-        while (levels is None and (shapes[-1][0] > step[0] or shapes[-1][1] > step[1])) or (
-            levels is not None and len(shapes) < levels
-        ):
+        while (levels is None and max(shapes[-1]) > TOP_LEVEL_SIDE) or (levels is not None and len(shapes) < levels):
             shapes.append((-(-shapes[-1][0] // 2), -(-shapes[-1][1] // 2)))
         plan = cls(result, shapes, method, NGFF_VERSIONS[zarr_format])
         plan.source_image = label
