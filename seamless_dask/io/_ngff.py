@@ -68,7 +68,11 @@ def open_ome_zarr(where: str, ngff: tuple[str, dict], level: int, chunks: Any) -
         -1 if dim == "band" else (c * max(1, _read_chunk(chunks, dim) // c) if dim in ("y", "x") else 1)
         for dim, c in zip(dims, stored, strict=True)
     )
-    data = xr.DataArray(da.from_zarr(array, chunks=read, inline_array=True), dims=dims)
+    # from_array, not from_zarr: dask 2026.8's array-expr has no from_zarr; a zarr array pickles by its store
+    lazy = da.from_array(
+        array, chunks=read, inline_array=True, lock=False, meta=np.empty((0,) * array.ndim, array.dtype)
+    )
+    data = xr.DataArray(lazy, dims=dims)
     scale, translation = _transform(multiscale, datasets[level], len(names))
     units = {_DIM_OF_AXIS.get(n, n): a.get("unit") for n, a in zip(names, _axes(multiscale), strict=False)}
     for dim in ("y", "x"):
