@@ -266,10 +266,16 @@ def _step(size: tuple[int, ...], max_size: int, shape: tuple[int, ...] | None) -
 
 
 def _read_decimated(path: str, max_size: int, shape: tuple[int, ...] | None) -> tuple[np.ndarray, Any]:
-    if path.rstrip("/").endswith(".zarr"):
-        from .io import open_raster
+    from .io import open_raster, read_by_level
 
+    if path.rstrip("/").endswith(".zarr") or read_by_level(path):
         data = open_raster(path, chunks=None)
+        # a pyramid (OME-Zarr, slide): the coarsest level still at least max_size long, never all of level 0
+        for level in range(1, int(data.attrs.get("ngff_levels", data.attrs.get("slide_levels", 1)))):
+            coarser = open_raster(path, level=level)
+            if max(coarser.shape[-2:]) < max_size or (shape is not None and coarser.shape[-2] < shape[-2]):
+                break
+            data = coarser
         return _decimated(data if data.sizes["band"] > 1 else data.isel(band=0), max_size, shape)
     import rasterio
     from rasterio.enums import Resampling

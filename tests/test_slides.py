@@ -403,3 +403,17 @@ def test_the_slide_example_runs_end_to_end(tmp_path):
     assert made["png"].stat().st_size > 0
     reread = sd.open_raster(made["labels"], level=1)
     assert reread.attrs["class_names"] == NAMES and reread.attrs["pixel_size"] == [1.0, 1.0]
+
+
+def test_the_quicklook_of_a_pyramid_reads_a_coarse_level_only(slide_tiff, tmp_path):
+    labels = sd.segment(sd.open_raster(slide_tiff), tissue_model(), **OPTIONS, class_names=NAMES)
+    out = tmp_path / "labels.ome.zarr"
+    sd.to_ome_zarr(labels, out, levels=3)
+    level0 = zarr.open_array(str(out / "0"), mode="r+")
+    level0[...] = 7  # spoil level 0: a quicklook of at most 200 px must not read it
+    png = sd.quicklook(out, tmp_path / "q.png", max_size=200, image=slide_tiff, legend=False)
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(png).convert("RGB"))
+    spoiled = sd.viz.colorize(np.full((1, 1), 7, "uint8"), sd.viz.default_palette(8))[0, 0]
+    assert not (pixels == spoiled).all(axis=-1).any()

@@ -12,6 +12,7 @@ from ._cog import discard_partial_cog, to_cog
 from ._ome_zarr import labels_target, mark_ome_zarr_complete, to_ome_zarr
 from ._open import open_raster
 from ._pam import category_names
+from ._slide import is_slide as read_by_level
 from ._target import Claim, Target, as_target, check_not_an_input, claim
 from ._zarr import DONE, is_complete, mark_complete, to_zarr
 
@@ -29,6 +30,7 @@ __all__ = [
     "mark_complete",
     "mark_ome_zarr_complete",
     "open_raster",
+    "read_by_level",
     "to_cog",
     "to_ome_zarr",
     "to_zarr",
