@@ -417,3 +417,23 @@ def test_the_quicklook_of_a_pyramid_reads_a_coarse_level_only(slide_tiff, tmp_pa
     pixels = np.asarray(Image.open(png).convert("RGB"))
     spoiled = sd.viz.colorize(np.full((1, 1), 7, "uint8"), sd.viz.default_palette(8))[0, 0]
     assert not (pixels == spoiled).all(axis=-1).any()
+
+
+def test_a_tiff_without_ome_or_aperio_metadata_takes_its_pixel_size_from_the_resolution_tags(tmp_path):
+    path = tmp_path / "scan.tif"  # as NDPI files say it: pixels per centimetre
+    tifffile.imwrite(path, synthetic_slide((300, 200)), tile=(128, 128), resolution=(20000, 25000), resolutionunit=3)
+    slide = sd.open_raster(path, engine="tifffile")
+    assert slide.attrs["pixel_size"] == pytest.approx([0.4, 0.5]) and slide.attrs["pixel_unit"] == "micrometer"
+    assert sd.open_raster(path, engine="gdal").shape == slide.shape  # GDAL reads it too, without a pixel size
+    with raises_mentioning(RasterError, ["engine must be one of", "'pillow'"]):
+        sd.open_raster(path, engine="pillow")
+
+
+def test_overwrite_replaces_a_pyramid_seamless_dask_wrote(labels, tmp_path):
+    out = tmp_path / "labels.ome.zarr"
+    sd.to_ome_zarr(labels, out, levels=2)
+    zarr.open_array(str(out / "1"), mode="r+")[...] = 9
+    sd.to_ome_zarr(labels, out, levels=3, overwrite=True)
+    group = zarr.open_group(str(out), mode="r")
+    assert sorted(k for k in group.array_keys()) == ["0", "1", "2"] and group.attrs["seamless_complete"]
+    assert np.array_equal(group["1"][...], labels.compute().values[::2, ::2])

@@ -50,8 +50,8 @@ def open_raster(
         The pyramid level to read: 0 (the default) is the full resolution; for a GeoTIFF, level ``k`` is its
         ``k``-th overview; for a slide or OME-Zarr, its ``k``-th multiscale level.
     engine
-        The reader of a slide file: ``"tifffile"`` (the default for OME-TIFF, SVS, NDPI, SCN, BIF) or
-        ``"openslide"`` (the default for MIRAX and VMS; any format OpenSlide reads, as RGB).
+        The reader: ``None`` (by the file), ``"gdal"`` (rioxarray), ``"tifffile"`` (the default for OME-TIFF,
+        SVS, NDPI, SCN, BIF) or ``"openslide"`` (the default for MIRAX and VMS; any format OpenSlide reads, as RGB).
 
     Returns
     -------
@@ -83,11 +83,13 @@ def open_raster(
     local = "://" not in where and not where.startswith("/vsi")
     if local and not os.path.exists(where):
         raise RasterError(f"input raster {where!r} does not exist: check the path")
+    if engine not in (None, "gdal", *SLIDE_ENGINES):
+        raise RasterError(f"engine must be one of {('gdal', *SLIDE_ENGINES)} or None (by the file), got {engine!r}")
     dask_chunks = _dask_chunks(chunks)
     ngff = _ngff_image(where) if where.rstrip("/").endswith(".zarr") else None
     if ngff is not None:
         data = open_ome_zarr(*ngff, level=level, chunks=dask_chunks)
-    elif is_slide(where) or engine in SLIDE_ENGINES:
+    elif engine in SLIDE_ENGINES or (engine is None and is_slide(where)):
         data = open_slide(where, level, dask_chunks, engine)
     elif where.rstrip("/").endswith(".zarr") or where.endswith(NETCDF_SUFFIXES):
         _check_base_level(where, level)
