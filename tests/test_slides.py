@@ -285,6 +285,10 @@ def test_labels_go_into_the_input_slides_labels_group_and_nowhere_else(tmp_path)
     found = [n for n in nodes if n.zarr.path.rstrip("/").endswith("labels/tissue")]
     assert len(found) == 1 and found[0].metadata["properties"][1]["class"] == "tissue"
     assert found[0].zarr.root_attrs["image-label"]["source"] == {"image": "../../"}
+    image_model, label_model, labels_model = ngff_models("0.4")
+    labels_model.from_zarr(zarr.open_group(str(path / "labels"), mode="r"))  # NGFF's labels group: valid
+    label_model.from_zarr(zarr.open_group(str(path / "labels/tissue"), mode="r"))
+    image_model.from_zarr(zarr.open_group(str(path), mode="r"))  # and the image with it
     # the other labels group: never replaced, even with overwrite
     with raises_mentioning(RasterError, ["not a zarr store seamless_dask wrote"]):
         sd.to_ome_zarr(labels, path, label_name="manual", overwrite=True)
