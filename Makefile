@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-array-expr test-slow docs lint format bench-peers bench-threads bench-memory clean
+.PHONY: install demo test test-array-expr test-slow docs lint format bench-peers bench-threads bench-memory bench-plan clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,9 @@ bench-peers: $(STAMP)
 bench-threads: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[bench]"
 	$(PY) benchmarks/threads.py --repeats 5
+
+bench-plan: $(STAMP)
+	$(PY) benchmarks/plan_scale.py
 
 bench-memory: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[bench]"

@@ -79,6 +79,7 @@ def accumulate(inference: TileInference, block: np.ndarray, tiles: Sequence[Loca
     reach it; a tile's weight is zero on its nodata pixels.
     """
     (th, tw), n_classes, runner = inference.tile_shape, inference.n_classes, inference.runner
+    tiles = list(tiles)  # a ChunkTiles: its rows and columns of the lattice, expanded here, in the task
     acc = np.zeros((n_classes * inference.moments + 1, *block.shape[1:]), dtype=np.float64)
     fill = runner.config.fill_values(block.shape[0])
     block, valid = mask_nodata(block, inference.nodata, fill)

@@ -15,14 +15,14 @@ def plan(args: argparse.Namespace) -> None:
     )
     grid = chunk_plan.grid
     hs, ws = chunk_plan.chunks
-    per_chunk = [len(chunk_plan.owned(j, k)) for j in range(len(hs)) for k in range(len(ws))]
+    rows, cols = chunk_plan.tiles_per_axis
     oy, ox = grid.y.overlap, grid.x.overlap
     largest = (max(hs) + oy) * (max(ws) + ox) * (args.classes + 1) * 8
     print(f"image        {args.height} x {args.width} px")
     print(f"tiles        {grid.n_tiles} ({grid.grid_shape[0]} x {grid.grid_shape[1]}) of {grid.tile_shape} px")
     print(f"stride       {(grid.y.stride, grid.x.stride)} px; last tiles flush with the image border")
     print(f"chunks       {len(hs)} x {len(ws)}; sizes y {sorted(set(hs))}, x {sorted(set(ws))} px")
-    print(f"tiles/chunk  {min(per_chunk)} to {max(per_chunk)}, each tile run once")
+    print(f"tiles/chunk  {min(rows) * min(cols)} to {max(rows) * max(cols)}, each tile run once")
     print(f"accumulator  {largest / 2**20:.0f} MiB for the largest chunk ({args.classes} classes + weight, float64)")
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import OrderedDict
-from collections.abc import Sequence
 from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Any, NamedTuple
@@ -32,7 +31,7 @@ from dask.base import tokenize
 from . import blend, keys, receptive
 from .dask_compat import NamedGraph, graph_with, new_array
 from .exceptions import DimensionError, OptionError
-from .grid import ChunkPlan, LocalTile, Pair, TileGrid
+from .grid import ChunkPlan, ChunkTiles, Pair, TileGrid
 from .inputs import check_nodata_fits
 from .options import OUTPUTS, Output
 from .region import Region
@@ -42,8 +41,7 @@ from .windows import Blocks, extended_blocks
 
 DEFAULT_CHUNK = 2048
 IN_MEMORY_CHUNK = 1024
-MAX_TILES = 4_000_000
-MAX_CHUNKS = 250_000
+MAX_CHUNKS = 60_000  # the graph holds about 12 kB per chunk in this process (5 tasks): 60,000 is 0.7 GB
 
 
 @dataclass(frozen=True)
@@ -91,21 +89,21 @@ class SegmentGraph(NamedTuple):
 
 
 def check_plannable(chunk_plan: ChunkPlan) -> None:
-    """Refuse, before anything is built, a scene whose plan would not fit in this process.
+    """Refuse, before anything is built, a scene whose graph would not fit in this process.
 
-    ``segment`` lists every tile of every chunk in the graph it builds here, in the client: about a
-    kilobyte per tile and a few per chunk. Past these limits that alone takes gigabytes and minutes.
+    Tiles are never listed here (each chunk's are its rows and columns of the lattice, :class:`ChunkTiles`,
+    expanded by the task that runs them), but the graph holds five tasks per chunk, about a kilobyte each.
     """
     grid = chunk_plan.grid
     n_chunks = (len(chunk_plan.y_bounds) - 1) * (len(chunk_plan.x_bounds) - 1)
-    if grid.n_tiles <= MAX_TILES and n_chunks <= MAX_CHUNKS:
+    if n_chunks <= MAX_CHUNKS:
         return
     h, w = grid.shape
     raise DimensionError(
-        f"the scene is {h} x {w} px: {grid.n_tiles:,} tiles of {grid.tile_shape} px in {n_chunks:,} chunks, more "
-        f"than the {MAX_TILES:,} tiles and {MAX_CHUNKS:,} chunks one graph is planned with (each is listed in this "
-        "process before any pixel is read): segment it window by window, e.g. segment(data[:, y0:y1, x0:x1], ...) "
-        "for windows of up to 300000 px a side, each written to its own region, or use larger tiles and chunks"
+        f"the scene is {h} x {w} px in {n_chunks:,} chunks of the plan, more than the {MAX_CHUNKS:,} chunks one graph "
+        "is planned with (five tasks each, held in this process before any pixel is read): use larger chunks "
+        "(chunks=4096 has a quarter as many), or segment it window by window, e.g. segment(data[:, y0:y1, x0:x1], "
+        "...), each window written to its own region"
     )
 
 
@@ -170,31 +168,39 @@ class InferencePlan:
                     layer[(infer, j, k)] = (blend.no_tiles, self.model_key.key, (hs[j] + ext_y[j], ws[k] + ext_x[k]))
         return self._blend(layer, infer)
 
-    def tiles(self, j: int, k: int, done: np.ndarray | None) -> Sequence[LocalTile]:
+    def tiles(self, j: int, k: int, done: np.ndarray | None) -> ChunkTiles:
         """The tiles chunk ``(j, k)`` runs: all it owns, or, once it is ``done``, only those reaching into
-        neighbours that are not.
+        neighbours that are not. Listed here only when a region or a resume selects some of them (a cost in
+        proportion to what runs); otherwise the chunk's rows and columns of the lattice stand for them.
         """
-        tiles = self.chunk_plan.local_tiles(j, k)
-        region = self.job.region
-        if region is not None and tiles:
-            (th, tw), y0, x0 = self.chunk_plan.grid.tile_shape, self.chunk_plan.y_bounds[j], self.chunk_plan.x_bounds[k]
-            boxes = np.array([(y0 + t.y, x0 + t.x, y0 + t.y + th, x0 + t.x + tw) for t in tiles])
-            tiles = tuple(t for t, touches in zip(tiles, region.touching(boxes), strict=True) if touches)
-        if done is None or not done[j, k]:
+        plan, region = self.chunk_plan, self.job.region
+        tiles = plan.local_tiles(j, k)
+        (th, tw), y0, x0 = plan.grid.tile_shape, plan.y_bounds[j], plan.x_bounds[k]
+        (h, w), (ext_y, ext_x) = (plan.chunks[0][j], plan.chunks[1][k]), (plan.extensions[0][j], plan.extensions[1][k])
+        if region is not None and not region.touching(np.array([(y0, x0, y0 + h + ext_y, x0 + w + ext_x)]))[0]:
+            return dataclasses.replace(tiles, keep=frozenset())  # its tiles cover its extended box: none touches
+        resumed = done is not None and done[j, k]
+        if region is None and not resumed:
             return tiles
-        (th, tw), (h, w) = self.chunk_plan.grid.tile_shape, (self.chunk_plan.chunks[0][j], self.chunk_plan.chunks[1][k])
-        ny, nx = done.shape
+        kept = list(tiles)
+        if region is not None:
+            boxes = np.array([(y0 + t.y, x0 + t.x, y0 + t.y + th, x0 + t.x + tw) for t in kept])
+            kept = [t for t, touches in zip(kept, region.touching(boxes), strict=True) if touches]
+        if resumed:
+            assert done is not None
+            ny, nx = done.shape
 
-        def missing(dj: int, dk: int) -> bool:
-            return j + dj < ny and k + dk < nx and not done[j + dj, k + dk]
+            def missing(dj: int, dk: int) -> bool:
+                return j + dj < ny and k + dk < nx and not done[j + dj, k + dk]
 
-        return tuple(
-            t
-            for t in tiles
-            if (t.y + th > h and missing(1, 0))
-            or (t.x + tw > w and missing(0, 1))
-            or (t.y + th > h and t.x + tw > w and missing(1, 1))
-        )
+            kept = [
+                t
+                for t in kept
+                if (t.y + th > h and missing(1, 0))
+                or (t.x + tw > w and missing(0, 1))
+                or (t.y + th > h and t.x + tw > w and missing(1, 1))
+            ]
+        return dataclasses.replace(tiles, keep=frozenset(t.grid_index for t in kept))
 
     def _blend(self, infer_layer: dict, infer: str) -> SegmentGraph:
         """Stage 2 (halo, settle, finish), and the whole graph as an array.

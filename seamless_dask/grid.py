@@ -15,8 +15,10 @@ what makes the graph compute each tile exactly once whatever the input chunking.
 from __future__ import annotations
 
 import bisect
+import functools
 import itertools
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from numbers import Integral, Real
 from typing import Any, NamedTuple
@@ -51,6 +53,27 @@ class LocalTile(NamedTuple):
     x: int
     edges_y: tuple[bool, bool]
     edges_x: tuple[bool, bool]
+
+
+@dataclass(frozen=True)
+class ChunkTiles:
+    """The tiles one chunk runs, as its rows and columns of the lattice: a few numbers per chunk in the graph,
+    not an object per tile (a 1,000,000 px scene has 27 million); the task that runs them expands them.
+    """
+
+    rows: tuple[tuple[int, int, tuple[bool, bool]], ...]  # (grid row, origin in the chunk, border flags)
+    cols: tuple[tuple[int, int, tuple[bool, bool]], ...]
+    n_x: int  # tiles per grid row: grid index = row * n_x + column
+    keep: frozenset[int] | None = None  # the grid indices a region or a resume keeps; None: every one
+
+    def __iter__(self) -> Iterator[LocalTile]:
+        for iy, y, edges_y in self.rows:
+            for ix, x, edges_x in self.cols:
+                if self.keep is None or iy * self.n_x + ix in self.keep:
+                    yield LocalTile(iy * self.n_x + ix, y, x, edges_y, edges_x)
+
+    def __len__(self) -> int:
+        return len(self.rows) * len(self.cols) if self.keep is None else len(self.keep)
 
 
 class TileWindow(NamedTuple):
@@ -236,12 +259,12 @@ class ChunkPlan:
     def __dask_tokenize__(self) -> tuple:
         return ("seamless_dask.ChunkPlan", self.grid.__dask_tokenize__(), self.y_bounds, self.x_bounds)
 
-    @property
+    @functools.cached_property
     def chunks(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        """Chunk sizes per axis, in dask's format."""
+        """Chunk sizes per axis, in dask's format (computed once: the graph asks for every chunk's)."""
         return _sizes(self.y_bounds), _sizes(self.x_bounds)
 
-    @property
+    @functools.cached_property
     def extensions(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """Pixels each chunk's owned tiles reach past its high edge: the overlap, 0 for the last."""
         return _extensions(self.y_bounds, self.grid.y), _extensions(self.x_bounds, self.grid.x)
@@ -252,19 +275,21 @@ class ChunkPlan:
         cols = _owned(self.grid.x, self.x_bounds, k)
         return [iy * self.grid.x.n_tiles + ix for iy in rows for ix in cols]
 
-    def local_tiles(self, j: int, k: int) -> tuple[LocalTile, ...]:
-        """The tiles chunk ``(j, k)`` owns, with origins relative to the chunk's first pixel."""
+    @property
+    def tiles_per_axis(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Rows and columns of tiles each chunk row and chunk column owns: ``rows[j] * cols[k]`` tiles."""
         y, x = self.grid.y, self.grid.x
-        return tuple(
-            LocalTile(
-                grid_index=i,
-                y=y.origins[i // x.n_tiles] - self.y_bounds[j],
-                x=x.origins[i % x.n_tiles] - self.x_bounds[k],
-                edges_y=y.edges(i // x.n_tiles),
-                edges_x=x.edges(i % x.n_tiles),
-            )
-            for i in self.owned(j, k)
+        return (
+            tuple(len(_owned(y, self.y_bounds, j)) for j in range(len(self.y_bounds) - 1)),
+            tuple(len(_owned(x, self.x_bounds, k)) for k in range(len(self.x_bounds) - 1)),
         )
+
+    def local_tiles(self, j: int, k: int) -> ChunkTiles:
+        """The tiles chunk ``(j, k)`` owns, with origins relative to the chunk's first pixel (lazily listed)."""
+        y, x = self.grid.y, self.grid.x
+        rows = tuple((i, y.origins[i] - self.y_bounds[j], y.edges(i)) for i in _owned(y, self.y_bounds, j))
+        cols = tuple((i, x.origins[i] - self.x_bounds[k], x.edges(i)) for i in _owned(x, self.x_bounds, k))
+        return ChunkTiles(rows, cols, x.n_tiles)
 
     def owner(self, i: int) -> Pair:
         """The chunk ``(j, k)`` that owns tile ``i``."""

@@ -12,10 +12,11 @@ import xarray as xr
 from rasterio.transform import from_origin
 
 import seamless_dask as sd
-from seamless_dask import DimensionError, ModelOutputError, ModelSpecError, OptionError
+from seamless_dask import DimensionError, ModelOutputError, ModelSpecError, OptionError, keys
 from seamless_dask import testing as helpers
 from seamless_dask.cli import main
 from seamless_dask.demo import write_scene_geotiff
+from seamless_dask.grid import ChunkTiles
 
 
 @pytest.fixture(scope="module")
@@ -216,14 +217,35 @@ def test_torch_export_files_are_refused_unless_trusted(tmp_path, scene, capsys):
 
 
 def test_a_million_pixel_square_vrt_is_refused_before_any_tile_is_planned(tmp_path, scene, capsys):
-    vrt = tmp_path / "huge.vrt"
-    vrt.write_text(f"""<VRTDataset rasterXSize="1000000" rasterYSize="1000000">
-  <VRTRasterBand dataType="Byte" band="1"><SimpleSource><SourceFilename relativeToVRT="0">{scene}</SourceFilename>
-  <SourceBand>1</SourceBand></SimpleSource></VRTRasterBand></VRTDataset>""")
-    with helpers.raises_mentioning(DimensionError, ["1000000 x 1000000 px", "27,", "window by window"]):
+    vrt = huge_vrt(tmp_path / "huge.vrt", scene, 1_000_000)
+    with helpers.raises_mentioning(
+        DimensionError, ["1000000 x 1000000 px", "chunks", "chunks=4096", "window by window"]
+    ):
         sd.segment(sd.open_raster(vrt), helpers.Brightness(), num_classes=2)
     assert cli(vrt, tmp_path / "o.tif", "--model", "seamless_dask.testing:brightness", "--no-progress") == 2
     assert "window by window" in last_line(capsys)
+
+
+def test_a_300000_px_vrt_plans_without_listing_its_tiles_and_a_window_runs_alone(tmp_path, scene):
+    vrt = huge_vrt(tmp_path / "big.vrt", scene, 300_000)
+    labels = sd.segment(sd.open_raster(vrt), helpers.Brightness(), num_classes=2, chunks=4096)  # 2.4e6 tiles
+    graph = labels.data.__dask_graph__()
+    tasks = [graph[key] for key in graph if keys.inference_key(key) == key]
+    last = [task[-1] if isinstance(task, tuple) else task.args[-1] for task in tasks]
+    assert len(tasks) == int(np.prod(labels.data.numblocks)) and all(
+        isinstance(getattr(a, "value", a), ChunkTiles) for a in last
+    )
+    window = labels[:300, :300].compute().values
+    pixels = sd.open_raster(vrt)[:, :1024, :1024].compute()  # the same pixels, in memory
+    assert np.array_equal(window, sd.segment(pixels, helpers.Brightness(), num_classes=2)[:300, :300].compute().values)
+
+
+def huge_vrt(path, scene, size):
+    """A ``size`` px square VRT with ``scene``'s first band in its top-left corner and zeros elsewhere."""
+    path.write_text(f"""<VRTDataset rasterXSize="{size}" rasterYSize="{size}">
+  <VRTRasterBand dataType="Byte" band="1"><SimpleSource><SourceFilename relativeToVRT="0">{scene}</SourceFilename>
+  <SourceBand>1</SourceBand></SimpleSource></VRTRasterBand></VRTDataset>""")
+    return path
 
 
 def test_a_zarr_variable_with_a_time_dim_is_not_taken_for_bands(tmp_path, capsys):

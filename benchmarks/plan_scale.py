@@ -1,0 +1,65 @@
+"""What ``segment`` costs the client before anything runs, as the scene grows (run by hand).
+
+    .venv/bin/python benchmarks/plan_scale.py [--sizes 100000 300000 1000000] [--chunks 2048 4096]
+
+Each size runs in a fresh process: a lazy ``(3, n, n)`` uint8 dask array of zeros (no disk), ``segment`` with
+a 5 x 5 model (tile 256, overlap 64), then one 1000 x 1000 px window computed. Reported: the seconds
+``segment`` takes to return, the window's seconds, and the process's peak RSS (torch and dask imported: about
+550 MB before any graph). A size the client refuses prints the refusal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+
+def one(size: int, chunks: int) -> str:
+    """One row, measured in this process."""
+    import dask.array as da
+
+    import seamless_dask as sd
+    from seamless_dask.testing import Brightness
+
+    image = da.zeros((3, size, size), dtype="uint8", chunks=(3, chunks, chunks))
+    start = time.perf_counter()
+    try:
+        labels = sd.segment(image, Brightness(), tile_size=256, overlap=64, num_classes=2, weights="trust")
+    except sd.SeamlessError as error:
+        return f"| {size:,} | {chunks} | refused: {str(error)[:90]}... | | |"
+    planned = time.perf_counter() - start
+    start = time.perf_counter()
+    labels[:1000, :1000].compute()
+    window = time.perf_counter() - start
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    tiles = sd.plan((size, size), tile_size=256, overlap=64, chunks=chunks).grid.n_tiles
+    return f"| {size:,} ({tiles:,} tiles) | {chunks} | {planned:.2f} | {window:.2f} | {rss:.0f} |"
+
+
+def main() -> None:
+    """Print the table, one fresh process per row."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 300_000, 1_000_000])
+    parser.add_argument("--chunks", type=int, nargs="+", default=[2048, 4096])
+    parser.add_argument("--one", type=int, nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(one(*args.one))
+        return
+    print(f"{platform.node()}, {platform.processor() or platform.machine()}, Python {platform.python_version()}")
+    print("| scene (px) | chunks | segment returns (s) | 1000 px window (s) | peak RSS (MB) |")
+    print("|---|---|---|---|---|")
+    for size in args.sizes:
+        for chunks in args.chunks:
+            row = subprocess.run(
+                [sys.executable, __file__, "--one", str(size), str(chunks)], check=False, capture_output=True, text=True
+            )
+            print(row.stdout.strip() or f"| {size:,} | {chunks} | failed: {row.stderr.strip()[-200:]} | | |")
+
+
+if __name__ == "__main__":
+    main()
