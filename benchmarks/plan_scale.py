@@ -1,11 +1,12 @@
 """What ``segment`` costs the client before anything runs, as the scene grows (run by hand).
 
-    .venv/bin/python benchmarks/plan_scale.py [--sizes 100000 300000 1000000] [--chunks 2048 4096]
+    .venv/bin/python benchmarks/plan_scale.py [--sizes 100000 300000 1000000] [--chunks 2048 5120]
 
 Each size runs in a fresh process: a lazy ``(3, n, n)`` uint8 dask array of zeros (no disk), ``segment`` with
 a 5 x 5 model (tile 256, overlap 64), then one 1000 x 1000 px window computed. Reported: the seconds
-``segment`` takes to return, the window's seconds, and the process's peak RSS (torch and dask imported: about
-550 MB before any graph). A size the client refuses prints the refusal.
+``segment`` takes to return and the process's peak RSS then (torch and dask imported: about 550 MB before any
+graph), the window's seconds and the peak RSS after it (a chunk's float64 accumulator is most of that). A
+size the client refuses prints the refusal.
 """
 
 from __future__ import annotations
@@ -30,35 +31,36 @@ def one(size: int, chunks: int) -> str:
     try:
         labels = sd.segment(image, Brightness(), tile_size=256, overlap=64, num_classes=2, weights="trust")
     except sd.SeamlessError as error:
-        return f"| {size:,} | {chunks} | refused: {str(error)[:90]}... | | |"
+        return f"| {size:,} | {chunks} | refused: {str(error)[:90]}... | | | |"
     planned = time.perf_counter() - start
+    planned_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     start = time.perf_counter()
     labels[:1000, :1000].compute()
     window = time.perf_counter() - start
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     tiles = sd.plan((size, size), tile_size=256, overlap=64, chunks=chunks).grid.n_tiles
-    return f"| {size:,} ({tiles:,} tiles) | {chunks} | {planned:.2f} | {window:.2f} | {rss:.0f} |"
+    return f"| {size:,} ({tiles:,} tiles) | {chunks} | {planned:.2f} | {planned_rss:.0f} | {window:.2f} | {rss:.0f} |"
 
 
 def main() -> None:
     """Print the table, one fresh process per row."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 300_000, 1_000_000])
-    parser.add_argument("--chunks", type=int, nargs="+", default=[2048, 4096])
+    parser.add_argument("--chunks", type=int, nargs="+", default=[2048, 5120])
     parser.add_argument("--one", type=int, nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         print(one(*args.one))
         return
     print(f"{platform.node()}, {platform.processor() or platform.machine()}, Python {platform.python_version()}")
-    print("| scene (px) | chunks | segment returns (s) | 1000 px window (s) | peak RSS (MB) |")
-    print("|---|---|---|---|---|")
+    print("| scene (px) | chunks | segment returns (s) | peak RSS then (MB) | 1000 px window (s) | peak RSS (MB) |")
+    print("|---|---|---|---|---|---|")
     for size in args.sizes:
         for chunks in args.chunks:
             row = subprocess.run(
                 [sys.executable, __file__, "--one", str(size), str(chunks)], check=False, capture_output=True, text=True
             )
-            print(row.stdout.strip() or f"| {size:,} | {chunks} | failed: {row.stderr.strip()[-200:]} | | |")
+            print(row.stdout.strip() or f"| {size:,} | {chunks} | failed: {row.stderr.strip()[-200:]} | | | |")
 
 
 if __name__ == "__main__":

@@ -99,11 +99,13 @@ def check_plannable(chunk_plan: ChunkPlan) -> None:
     if n_chunks <= MAX_CHUNKS:
         return
     h, w = grid.shape
+    side = math.sqrt(h * w / n_chunks) * math.sqrt(n_chunks / MAX_CHUNKS) * 1.05  # the lattice rounds chunks
+    fits = 1024 * math.ceil(side / 1024)
     raise DimensionError(
         f"the scene is {h} x {w} px in {n_chunks:,} chunks of the plan, more than the {MAX_CHUNKS:,} chunks one graph "
-        "is planned with (five tasks each, held in this process before any pixel is read): use larger chunks "
-        "(chunks=4096 has a quarter as many), or segment it window by window, e.g. segment(data[:, y0:y1, x0:x1], "
-        "...), each window written to its own region"
+        f"is planned with (five tasks each, held in this process before any pixel is read): use larger chunks "
+        f"(chunks={fits} fits), or segment it window by window, e.g. segment(data[:, y0:y1, x0:x1], ...), each "
+        "window written to its own region"
     )
 
 

@@ -16,6 +16,7 @@ from seamless_dask import DimensionError, ModelOutputError, ModelSpecError, Opti
 from seamless_dask import testing as helpers
 from seamless_dask.cli import main
 from seamless_dask.demo import write_scene_geotiff
+from seamless_dask.graph import MAX_CHUNKS
 from seamless_dask.grid import ChunkTiles
 
 
@@ -219,11 +220,13 @@ def test_torch_export_files_are_refused_unless_trusted(tmp_path, scene, capsys):
 def test_a_million_pixel_square_vrt_is_refused_before_any_tile_is_planned(tmp_path, scene, capsys):
     vrt = huge_vrt(tmp_path / "huge.vrt", scene, 1_000_000)
     with helpers.raises_mentioning(
-        DimensionError, ["1000000 x 1000000 px", "chunks", "chunks=4096", "window by window"]
+        DimensionError, ["1000000 x 1000000 px", "224,676 chunks", "chunks=5120 fits", "window by window"]
     ):
         sd.segment(sd.open_raster(vrt), helpers.Brightness(), num_classes=2)
     assert cli(vrt, tmp_path / "o.tif", "--model", "seamless_dask.testing:brightness", "--no-progress") == 2
     assert "window by window" in last_line(capsys)
+    fits = sd.plan((1_000_000, 1_000_000), chunks=5120)  # what the refusal advises does fit
+    assert len(fits.chunks[0]) * len(fits.chunks[1]) <= MAX_CHUNKS
 
 
 def test_a_300000_px_vrt_plans_without_listing_its_tiles_and_a_window_runs_alone(tmp_path, scene):
