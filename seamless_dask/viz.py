@@ -208,10 +208,9 @@ def _classes_for(labels: Any, class_names: Sequence[str] | None, palette: Any) -
 
 def _written_classes(path: str) -> Any:
     from .classes import as_classes, classes_of
+    from .io import is_zarr, open_raster
 
-    if path.rstrip("/").endswith(".zarr"):
-        from .io import open_raster
-
+    if is_zarr(path):
         return classes_of(open_raster(path).attrs)
     import rasterio
 
@@ -266,9 +265,9 @@ def _step(size: tuple[int, ...], max_size: int, shape: tuple[int, ...] | None) -
 
 
 def _read_decimated(path: str, max_size: int, shape: tuple[int, ...] | None) -> tuple[np.ndarray, Any]:
-    from .io import open_raster, read_by_level
+    from .io import is_zarr, open_raster, read_by_level
 
-    if path.rstrip("/").endswith(".zarr") or read_by_level(path):
+    if is_zarr(path) or read_by_level(path):
         data = open_raster(path, chunks=None)
         # a pyramid (OME-Zarr, slide): the coarsest level still at least max_size long, never all of level 0
         for level in range(1, int(data.attrs.get("ngff_levels", data.attrs.get("slide_levels", 1)))):

@@ -384,8 +384,11 @@ def test_the_cli_writes_an_ome_zarr_with_names_and_into_a_slides_labels(slide_ti
     group = zarr.open_group(str(out), mode="r")
     assert group.attrs["image-label"]["properties"][0]["class"] == "nuclei" and group.attrs["seamless_complete"]
     slide = write_ome_zarr(tmp_path / "slide.ome.zarr", np.moveaxis(synthetic_slide((260, 200)), -1, 0))
-    assert main(["segment", str(slide), "--label-name", "cells", *common, *names]) == 0
+    quick = ["--quicklook", str(tmp_path / "cells.png")]
+    assert main(["segment", str(slide), "--label-name", "cells", *common, *names, *quick]) == 0
     assert zarr.open_group(str(slide / "labels"), mode="r").attrs["labels"] == ["cells"]
+    assert sd.open_raster(slide / "labels" / "cells").attrs["class_names"] == NAMES  # a group inside a store
+    assert (tmp_path / "cells.png").stat().st_size > 0
     assert main(["segment", str(slide), *common]) == 2
     assert "OUTPUT is missing" in capsys.readouterr().err
 

@@ -10,7 +10,7 @@ module per job, as odc-geo's ``cog/`` package: ``_open`` (reading; ``_slide`` an
 
 from ._cog import discard_partial_cog, to_cog
 from ._ome_zarr import labels_target, mark_ome_zarr_complete, to_ome_zarr
-from ._open import open_raster
+from ._open import is_zarr, open_raster
 from ._pam import category_names
 from ._slide import is_slide as read_by_level
 from ._target import Claim, Target, as_target, check_not_an_input, claim
@@ -26,6 +26,7 @@ __all__ = [
     "claim",
     "discard_partial_cog",
     "is_complete",
+    "is_zarr",
     "labels_target",
     "mark_complete",
     "mark_ome_zarr_complete",

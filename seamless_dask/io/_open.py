@@ -86,18 +86,30 @@ def open_raster(
     if engine not in (None, "gdal", *SLIDE_ENGINES):
         raise RasterError(f"engine must be one of {('gdal', *SLIDE_ENGINES)} or None (by the file), got {engine!r}")
     dask_chunks = _dask_chunks(chunks)
-    ngff = _ngff_image(where) if where.rstrip("/").endswith(".zarr") else None
+    zarr_store = is_zarr(where)
+    ngff = _ngff_image(where) if zarr_store else None
     if ngff is not None:
         data = open_ome_zarr(*ngff, level=level, chunks=dask_chunks)
     elif engine in SLIDE_ENGINES or (engine is None and is_slide(where)):
         data = open_slide(where, level, dask_chunks, engine)
-    elif where.rstrip("/").endswith(".zarr") or where.endswith(NETCDF_SUFFIXES):
+    elif zarr_store or where.endswith(NETCDF_SUFFIXES):
         _check_base_level(where, level)
         data = _open_dataset_variable(where, dask_chunks, variable)
     else:
         data = _open_gdal(where, dask_chunks, level)
     data.encoding["source"] = os.path.abspath(where) if local else where  # the job record's input identity
     return _select_bands(data, bands, where)
+
+
+def is_zarr(where: str | os.PathLike) -> bool:
+    """Whether ``where`` is a zarr store: named ``*.zarr``, or a folder holding zarr metadata (a group inside
+    one, such as an OME-Zarr's ``labels/tissue``).
+    """
+    where = os.fspath(where)
+    if where.rstrip("/").endswith(".zarr"):
+        return True
+    metadata = ("zarr.json", ".zgroup", ".zarray")
+    return "://" not in where and os.path.isdir(where) and any(os.path.exists(os.path.join(where, m)) for m in metadata)
 
 
 def _dask_chunks(chunks: int | tuple[int, int] | str | None) -> Any:
@@ -164,7 +176,7 @@ def _open_dataset_variable(where: str, chunks: dict | str | None, variable: str 
 
     chunks = None if chunks is None else {}  # the store's own chunks; segment rechunks to the tile grid
     try:
-        if where.rstrip("/").endswith(".zarr"):
+        if is_zarr(where):
             ds = xr.open_zarr(where, decode_coords="all", mask_and_scale=False, chunks=chunks)
         else:
             ds = xr.open_dataset(where, decode_coords="all", mask_and_scale=False, chunks=chunks)
