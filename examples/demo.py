@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from seamless_dask.demo import CLASSES, run_demo, write_scene_geotiff
+from seamless_dask.demo import CLASSES, PALETTE, run_demo, write_scene_geotiff
 
 MODEL = "seamless_dask.demo:context_model"
 
@@ -20,6 +20,8 @@ MODEL = "seamless_dask.demo:context_model"
 def segment_with_cli(scene: Path, output: Path, *extra: str) -> None:
     command = [sys.executable, "-m", "seamless_dask.cli", "segment", str(scene), str(output), "--model", MODEL]
     command += ["--tile-size", "256", "--overlap", "64", "--normalize", "0/255", "--num-classes", "3", "--overwrite"]
+    colours = ",".join("#" + bytes(c).hex() for c in PALETTE)  # the COG's colour table and the quicklook's legend
+    command += ["--class-names", ",".join(CLASSES), "--palette", colours]
     print("$", " ".join(["seamless-dask", *command[3:], *extra]))
     subprocess.run([*command, *extra], check=True)
 
