@@ -65,3 +65,32 @@ def test_the_users_model_is_not_called_by_the_check():
     with pytest.warns(ReceptiveFieldWarning):
         sd.segment(helpers.structured_image(2, 70, 90), counting, tile_size=32, overlap=4, num_classes=3)
     assert counting.tiles == sd.TileGrid((70, 90), 32, 4).n_tiles  # the check measured a copy
+
+
+class FixedSize(torch.nn.Module):
+    """A model that takes only its own tile size (as a ViT with a fixed patch grid does)."""
+
+    def __init__(self, net, size):
+        super().__init__()
+        self.net, self.size = net, size
+
+    def forward(self, x):
+        if x.shape[-1] != self.size:
+            raise ValueError(f"this model takes {self.size} px tiles, got {x.shape[-1]}")
+        return self.net(x)
+
+
+def test_the_check_probes_a_small_tile_first_and_the_tile_size_when_it_must():
+    image = helpers.structured_image(2, 300, 300)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ReceptiveFieldWarning)  # radius 3 inside margins of 8: no warning
+        sd.segment(image, conv_stack([7]), tile_size=128, overlap=16)
+    field = sd.receptive.check_overlap(conv_stack([7]), 2, (128, 128), (16, 16))
+    assert field.probe == (32, 32) and field.radius == (3, 3)  # margins of 8: a 32 px probe settles it
+    fixed = FixedSize(conv_stack([7]), 128)  # fails on the small probe: measured again at its tile size
+    assert sd.receptive.check_overlap(fixed, 2, (128, 128), (16, 16)).probe == (128, 128)
+    with pytest.warns(ReceptiveFieldWarning, match=r"overlap=6 for whole-image results"):
+        sd.segment(image, fixed, tile_size=128, overlap=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ReceptiveFieldWarning)
+        sd.segment(image, fixed, tile_size=128, overlap=16)
