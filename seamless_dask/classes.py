@@ -57,9 +57,8 @@ def as_classes(class_names: Sequence[str] | None, palette: Any = None) -> Classe
     if class_names is None and palette is None:
         return None
     names = _names(class_names)
-    count = len(names) or (len(palette) if palette is not None else 0)
     if palette is None:
-        colors = _default_palette(max(count, 1))
+        colors = _default_palette(len(names))
     else:
         colors = _colors(palette)
         if names and len(colors) != len(names):

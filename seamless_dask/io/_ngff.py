@@ -9,7 +9,6 @@ translation). Reading maps the channel axis to ``band``, ``t`` to ``time`` (``se
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -19,7 +18,6 @@ import xarray as xr
 
 from ..exceptions import RasterError
 
-READ_CHUNK = 2048  # pixels per dask chunk side when reading, rounded to the store's own chunks
 NGFF_VERSIONS = {2: "0.4", 3: "0.5"}  # the NGFF version that goes with each zarr format
 UNITS = ("angstrom", "nanometer", "micrometer", "millimeter", "centimeter", "meter", "kilometer")  # NGFF's
 _DIM_OF_AXIS = {"t": "time", "c": "band", "z": "z", "y": "y", "x": "x"}
@@ -45,11 +43,16 @@ def group_attrs(where: str, storage_options: dict | None = None) -> dict | None:
         return None
 
 
-def open_ome_zarr(where: str, ngff: tuple[str, dict], level: int, chunks: Any) -> xr.DataArray:
-    """Level ``level`` of the OME-Zarr image at ``where`` as a lazy DataArray (``band``, ``y``, ``x``...)."""
+def open_ome_zarr(where: str, attrs: dict, level: int, sides: tuple[int, int]) -> xr.DataArray:
+    """Level ``level`` of the OME-Zarr image at ``where`` (its group ``attrs``) as a lazy DataArray, read in
+    dask chunks of about ``sides`` (y, x) pixels rounded to the store's own chunks.
+    """
     import dask.array as da
     import zarr
 
+    ngff = ngff_attrs(attrs)
+    if ngff is None:
+        raise RasterError(f"{where!r} is a zarr group without OME-NGFF multiscales")
     version, meta = ngff
     multiscale = meta["multiscales"][0]
     datasets = multiscale["datasets"]
@@ -63,10 +66,10 @@ def open_ome_zarr(where: str, ngff: tuple[str, dict], level: int, chunks: Any) -
     dims = [_DIM_OF_AXIS.get(name, name) for name in names]
     if not {"y", "x"} <= set(dims):
         raise RasterError(f"{where!r} has axes {names}: an image needs a 'y' and an 'x' axis")
-    stored = array.chunks
+    want = {"y": sides[0], "x": sides[1]}
     read = tuple(
-        -1 if dim == "band" else (c * max(1, _read_chunk(chunks, dim) // c) if dim in ("y", "x") else 1)
-        for dim, c in zip(dims, stored, strict=True)
+        -1 if dim == "band" else (c * max(1, want[dim] // c) if dim in want else 1)
+        for dim, c in zip(dims, array.chunks, strict=True)
     )
     # from_array, not from_zarr: dask 2026.8's array-expr has no from_zarr; a zarr array pickles by its store
     lazy = da.from_array(
@@ -97,7 +100,7 @@ def open_ome_zarr(where: str, ngff: tuple[str, dict], level: int, chunks: Any) -
         ngff_level=level,
         ngff_levels=len(datasets),
     )
-    data.attrs.update(_class_attrs(group_attrs(where) or {}, meta))
+    data.attrs.update(_class_attrs(attrs, meta))
     data.name = multiscale.get("name") or where.rstrip("/").rsplit("/", 1)[-1]
     return data
 
@@ -118,12 +121,6 @@ def _class_attrs(attrs: dict, meta: dict) -> dict:
     named = [names.get(i, f"class {i}") for i in range(count)] if names else None
     classes = as_classes(named, palette)
     return classes.attrs() if classes is not None else {}
-
-
-def _read_chunk(chunks: Any, dim: str) -> int:
-    if isinstance(chunks, dict) and isinstance(chunks.get(dim), int):
-        return int(chunks[dim])
-    return READ_CHUNK
 
 
 def _axes(multiscale: dict) -> list[dict]:
@@ -191,7 +188,7 @@ def multiscales(
     entry: dict[str, Any] = {"name": name, "axes": axes, "datasets": datasets}
     if version == "0.4":
         entry["version"] = "0.4"
-    return json.loads(json.dumps(entry))
+    return entry
 
 
 def physical(result: xr.DataArray) -> tuple[list[float], list[float], str | None]:

@@ -125,11 +125,13 @@ def mark_ome_zarr_complete(path: str | os.PathLike, *, storage_options: dict | N
 class _Pyramid:
     """What to write: the result regularly chunked, the levels' shapes, the resampling and the metadata."""
 
-    def __init__(self, result: xr.DataArray, shapes: list[tuple[int, int]], method: str, version: str) -> None:
+    def __init__(
+        self, result: xr.DataArray, shapes: list[tuple[int, int]], method: str, version: str, in_image: bool
+    ) -> None:
         self.result, self.shapes, self.method, self.version = result, shapes, method, version
         self.chunk = (result.data.chunks[-2][0], result.data.chunks[-1][0])
         self.lead = tuple(result.shape[:-2])
-        self.source_image = False
+        self.source_image = in_image  # written into an image's labels/ group
 
     @classmethod
     def of(cls, result: xr.DataArray, levels: int | None, resampling: str, zarr_format: int, label: bool) -> _Pyramid:
@@ -142,9 +144,7 @@ class _Pyramid:
         shapes: list[tuple[int, int]] = [(int(result.shape[-2]), int(result.shape[-1]))]
         while (levels is None and max(shapes[-1]) > TOP_LEVEL_SIDE) or (levels is not None and len(shapes) < levels):
             shapes.append((-(-shapes[-1][0] // 2), -(-shapes[-1][1] // 2)))
-        plan = cls(result, shapes, method, NGFF_VERSIONS[zarr_format])
-        plan.source_image = label
-        return plan
+        return cls(result, shapes, method, NGFF_VERSIONS[zarr_format], label)
 
     def layout(self) -> dict:
         return {
@@ -197,6 +197,11 @@ def labels_target(root: Target, name: str) -> Target:
     """The ``labels/<name>`` group of the OME-Zarr image at ``root``, after checking the image is one; its
     ``labels/`` group is made (empty) when it has none, so that a claim can be taken beside ``<name>``.
     """
+    return _labels_of(root, name)[0]
+
+
+def _labels_of(root: Target, name: str) -> tuple[Target, tuple[str, dict]]:
+    """:func:`labels_target`, with the image's ``(version, ngff)`` metadata."""
     if not name or "/" in name or name.startswith(("_", ".")):
         raise OptionError(f"label_name must be a plain name such as 'tissue', got label_name={name!r}")
     attrs = group_attrs(root.url, root.storage_options)
@@ -206,15 +211,14 @@ def labels_target(root: Target, name: str) -> Target:
     labels = Target(root.url.rstrip("/") + "/labels", root.storage_options)
     if not labels.exists():
         _list_label(root, None, ngff[0])
-    return Target(labels.url + "/" + name, root.storage_options)
+    return Target(labels.url + "/" + name, root.storage_options), ngff
 
 
 def _label_target(root: Target, name: str, result: xr.DataArray) -> tuple[Target, int]:
-    """:func:`labels_target`, checked against the result: the image's shape, no input inside the group."""
+    """:func:`labels_target`, checked against the result: the image's shape; the input may be the image."""
     import zarr
 
-    target = labels_target(root, name)
-    ngff: Any = ngff_attrs(group_attrs(root.url, root.storage_options) or {})  # labels_target checked it
+    target, ngff = _labels_of(root, name)
     image = zarr.open_group(root.url, mode="r", storage_options=root.storage_options or None)
     full: Any = image[ngff[1]["multiscales"][0]["datasets"][0]["path"]]
     if tuple(full.shape[-2:]) != tuple(result.shape[-2:]):
@@ -222,12 +226,10 @@ def _label_target(root: Target, name: str, result: xr.DataArray) -> tuple[Target
             f"labels of shape {tuple(result.shape[-2:])} cannot go into {root.url!r}, whose image is "
             f"{tuple(full.shape[-2:])} (y, x): segment level 0 of that image"
         )
-    # The image is the input: only its labels/<name> group may be written, never anything else in it.
+    # The image may be the input: only its labels/<name> group is written, never anything else in it; any other
+    # input (a level's folder, another label group) is checked as for every writer.
     inputs = {k: v for k, v in inputs_of(result).items() if as_target(v).real != root.real}
     check_not_an_input(target, inputs, "output")
-    for location in inputs_of(result).values():
-        if as_target(location).real.startswith(target.real):
-            raise RasterError(f"labels {target.url!r} hold the input {location!r}: choose another label_name")
     return target, image.metadata.zarr_format
 
 
@@ -282,9 +284,9 @@ def _list_label(root: Target, name: str | None, version: str) -> None:
     labels = _open(Target(root.url.rstrip("/") + "/labels", root.storage_options), "a")
     attrs = dict(labels.attrs)
     holder = attrs.setdefault("ome", {"version": version}) if version != "0.4" else attrs
-    if name is not None and name not in holder.setdefault("labels", []):
-        holder["labels"].append(name)
-    holder.setdefault("labels", [])
+    names = holder.setdefault("labels", [])
+    if name is not None and name not in names:
+        names.append(name)
     labels.attrs.update(attrs)
 
 

@@ -15,6 +15,7 @@ from ._ngff import group_attrs, ngff_attrs, open_ome_zarr
 from ._slide import SLIDE_ENGINES, is_slide, open_slide
 
 NETCDF_SUFFIXES = (".nc", ".nc4", ".netcdf")
+READ_CHUNK = 2048  # a slide's or OME-Zarr's dask chunks (rounded to an OME-Zarr's own chunks), when not given
 BAND_DIMS = ("band", "bands", "channel", "channels", "c", "spectral_band")  # what a (band, y, x) variable may call it
 
 
@@ -87,11 +88,11 @@ def open_raster(
         raise RasterError(f"engine must be one of {('gdal', *SLIDE_ENGINES)} or None (by the file), got {engine!r}")
     dask_chunks = _dask_chunks(chunks)
     zarr_store = is_zarr(where)
-    ngff = _ngff_image(where) if zarr_store else None
-    if ngff is not None:
-        data = open_ome_zarr(*ngff, level=level, chunks=dask_chunks)
+    image = _ngff_image(where) if zarr_store else None
+    if image is not None:
+        data = open_ome_zarr(*image, level=level, sides=_read_sides(dask_chunks))
     elif engine in SLIDE_ENGINES or (engine is None and is_slide(where)):
-        data = open_slide(where, level, dask_chunks, engine)
+        data = open_slide(where, level, _read_sides(dask_chunks), engine)
     elif zarr_store or where.endswith(NETCDF_SUFFIXES):
         _check_base_level(where, level)
         data = _open_dataset_variable(where, dask_chunks, variable)
@@ -122,16 +123,22 @@ def _dask_chunks(chunks: int | tuple[int, int] | str | None) -> Any:
     return {"band": -1, "y": chunks[0], "x": chunks[1]}
 
 
-def _ngff_image(where: str) -> tuple[str, tuple[str, dict]] | None:
-    """``(url, ngff)`` of the OME-Zarr image at ``where`` (or at its ``bioformats2raw`` layout's ``0/``)."""
+def _ngff_image(where: str) -> tuple[str, dict] | None:
+    """``(url, attributes)`` of the OME-Zarr image at ``where`` (or at its ``bioformats2raw`` layout's ``0/``)."""
     attrs = group_attrs(where)
     if attrs is None:
         return None
     if "bioformats2raw.layout" in attrs or "bioformats2raw.layout" in attrs.get("ome", {}):
         where = where.rstrip("/") + "/0"
         attrs = group_attrs(where) or {}
-    ngff = ngff_attrs(attrs)
-    return None if ngff is None else (where, ngff)
+    return None if ngff_attrs(attrs) is None else (where, attrs)
+
+
+def _read_sides(dask_chunks: Any) -> tuple[int, int]:
+    """Pixels per dask chunk side a slide or an OME-Zarr is read in: ``chunks=`` when given, else 2048."""
+    if isinstance(dask_chunks, dict):
+        return int(dask_chunks["y"]), int(dask_chunks["x"])
+    return READ_CHUNK, READ_CHUNK
 
 
 def _check_base_level(where: str, level: int) -> None:

@@ -8,13 +8,12 @@ statistics there) would describe the pixels being replaced, so a COG beside one 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 
 from ..exceptions import RasterError
-from ._target import SCRATCH_INFIX, Target
+from ._target import SCRATCH_INFIX, Target, as_target, remove_file
 
 SIDECAR_SUFFIX = ".aux.xml"
 DOMAIN = "seamless_dask"
@@ -77,8 +76,7 @@ def place_sidecar(target: Target, names: Sequence[str]) -> None:
         if where.exists():
             text = _read(where)
             if text is not None and is_ours(text):
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(where.url) if where.local else where.fs.rm(where.path)
+                remove_file(where)
         return
     data = pam_xml(names)
     if where.local:
@@ -92,8 +90,6 @@ def place_sidecar(target: Target, names: Sequence[str]) -> None:
 
 def category_names(path: str | os.PathLike) -> list[str]:
     """The category names of band 1 that GDAL reads from the sidecar of ``path`` (empty if none)."""
-    from ._target import as_target
-
     text = _read(sidecar_of(as_target(path)))
     if text is None:
         return []

@@ -23,7 +23,6 @@ from ..exceptions import RasterError
 TIFFFILE_SUFFIXES = (".ome.tif", ".ome.tiff", ".ome.tf2", ".ome.tf8", ".ome.btf", ".svs", ".ndpi", ".scn", ".bif")
 OPENSLIDE_SUFFIXES = (".mrxs", ".vms", ".vmu", ".svslide")
 SLIDE_ENGINES = ("tifffile", "openslide")
-READ_CHUNK = 2048
 _UM_PER = {"µm": 1.0, "um": 1.0, "micrometer": 1.0, "nm": 1e-3, "nanometer": 1e-3, "mm": 1e3, "millimeter": 1e3}
 
 
@@ -76,10 +75,10 @@ def _openslide(path: str) -> Any:
     return openslide.OpenSlide(path)
 
 
-def open_slide(where: str, level: int, chunks: Any, engine: str | None = None) -> xr.DataArray:
-    """Level ``level`` of the slide at ``where`` as a lazy ``(band, y, x)`` DataArray, read by ``engine``."""
-    if engine not in (None, *SLIDE_ENGINES):
-        raise RasterError(f"engine must be one of {SLIDE_ENGINES} for a slide, got engine={engine!r}")
+def open_slide(where: str, level: int, sides: tuple[int, int], engine: str | None = None) -> xr.DataArray:
+    """Level ``level`` of the slide at ``where`` as a lazy ``(band, y, x)`` DataArray, read by ``engine`` (one of
+    :data:`SLIDE_ENGINES`, or ``None``: by the file) in dask chunks of ``sides`` (y, x) pixels.
+    """
     try:
         import tifffile
     except ImportError:
@@ -87,7 +86,7 @@ def open_slide(where: str, level: int, chunks: Any, engine: str | None = None) -
     if engine == "tifffile" and tifffile is None:
         raise RasterError("engine='tifffile' needs tifffile: pip install 'seamless_dask[slides]'")
     if engine != "openslide" and tifffile is not None and not where.lower().endswith(OPENSLIDE_SUFFIXES):
-        return _open_tifffile(where, level, chunks)
+        return _open_tifffile(where, level, sides)
     try:
         import openslide  # noqa: F401
     except ImportError:
@@ -95,10 +94,10 @@ def open_slide(where: str, level: int, chunks: Any, engine: str | None = None) -
             f"{where!r} is a whole-slide file: reading it needs tifffile (pip install 'seamless_dask[slides]') or, "
             "for MIRAX/VMS, OpenSlide (pip install openslide-python openslide-bin)"
         ) from None
-    return _open_openslide(where, level, chunks)
+    return _open_openslide(where, level, sides)
 
 
-def _open_tifffile(where: str, level: int, chunks: Any) -> xr.DataArray:
+def _open_tifffile(where: str, level: int, sides: tuple[int, int]) -> xr.DataArray:
     import tifffile
 
     try:
@@ -107,21 +106,22 @@ def _open_tifffile(where: str, level: int, chunks: Any) -> xr.DataArray:
         raise RasterError(f"cannot read {where!r} as a TIFF slide: {error}") from None
     with tif:
         series = tif.series[0]
-        _check_level(where, level, len(series.levels))
+        levels = len(series.levels)
+        _check_level(where, level, levels)
         page = series.levels[level]
         axes, shape = page.axes.upper(), tuple(page.shape)
         size = _tiff_pixel_size(tif)
         full = series.levels[0].shape[axes.index("Y")], series.levels[0].shape[axes.index("X")]
-    array = _lazy(SlideLevel(where, level, shape, np.dtype(page.dtype), "tifffile"), chunks, axes)
+    array = _lazy(SlideLevel(where, level, shape, np.dtype(page.dtype), "tifffile"), sides, axes)
     step = (full[0] / shape[axes.index("Y")], full[1] / shape[axes.index("X")])
-    return _as_image(array, axes, where, level=level, levels=len(tif.series[0].levels), size=size, step=step)
+    return _as_image(array, axes, where, level=level, levels=levels, size=size, step=step)
 
 
-def _open_openslide(where: str, level: int, chunks: Any) -> xr.DataArray:
+def _open_openslide(where: str, level: int, sides: tuple[int, int]) -> xr.DataArray:
     slide = _openslide(where)
     _check_level(where, level, slide.level_count)
     width, height = slide.level_dimensions[level]
-    array = _lazy(SlideLevel(where, level, (height, width, 3), np.dtype("uint8"), "openslide"), chunks, "YXS")
+    array = _lazy(SlideLevel(where, level, (height, width, 3), np.dtype("uint8"), "openslide"), sides, "YXS")
     mpp = [slide.properties.get(f"openslide.mpp-{a}") for a in ("y", "x")]
     size = (float(mpp[0]), float(mpp[1])) if all(mpp) else None
     down = slide.level_downsamples[level]
@@ -135,13 +135,10 @@ def _check_level(where: str, level: int, count: int) -> None:
         )
 
 
-def _lazy(level: SlideLevel, chunks: Any, axes: str) -> Any:
+def _lazy(level: SlideLevel, sides: tuple[int, int], axes: str) -> Any:
     import dask.array as da
 
-    def side(dim: str) -> int:
-        return int(chunks[dim]) if isinstance(chunks, dict) and isinstance(chunks.get(dim), int) else READ_CHUNK
-
-    blocks = tuple({"Y": side("y"), "X": side("x")}.get(a, -1) for a in axes)
+    blocks = tuple({"Y": sides[0], "X": sides[1]}.get(a, -1) for a in axes)
     meta = np.empty((0,) * len(axes), level.dtype)
     return da.from_array(level, chunks=blocks, lock=False, fancy=False, asarray=True, meta=meta)
 

@@ -160,7 +160,7 @@ def claim(target: Target, run: str | None = None) -> Iterator[Claim]:
         yield mine
     finally:
         with contextlib.suppress(OSError):
-            _remove(mine.where)
+            remove_file(mine.where)
 
 
 def _acquire(mine: Claim) -> None:
@@ -171,7 +171,7 @@ def _acquire(mine: Claim) -> None:
         holder = _read_claim(mine)
         if holder is None or not _is_stale(holder):
             break
-        _remove(mine.where)  # a dead run's claim: take it over (once)
+        remove_file(mine.where)  # a dead run's claim: take it over (once)
     holder = _read_claim(mine)
     who = holder.describe() if holder is not None else "a run whose claim file cannot be read"
     raise RasterError(
@@ -222,7 +222,8 @@ def _is_stale(holder: Claim) -> bool:
     return False
 
 
-def _remove(where: Target) -> None:
+def remove_file(where: Target) -> None:
+    """Remove the file at ``where`` if it is there (local or remote)."""
     if where.local:
         with contextlib.suppress(FileNotFoundError):
             os.remove(where.url)
