@@ -1,12 +1,17 @@
-"""Peak memory as the image grows (I4): synthetic COGs of 10000, 20000 and 40000 px square (run by hand).
+"""Peak memory as the image grows (I4): synthetic scenes of 10,000 to 100,000 px square (run by hand).
 
-    .venv/bin/python benchmarks/memory_scale.py [--sizes 10000 20000 40000] [--data /tmp/seamless-bench]
+    .venv/bin/python benchmarks/memory_scale.py [--sizes 10000 40000 100000] [--data /tmp/seamless-bench] [--whole]
 
-Each size: a 3-band uint8 COG is made on disk (once; reused on later runs), then segmented by the CLI
-exactly as a user runs it (a LocalCluster sized to the machine) with a cheap model (a 1x1 conv, so that
-the pipeline, not the model, is what is measured) to a labels zarr. A sampler polls the RSS of the whole
-process tree (CLI, scheduler, worker processes) every 0.2 s; the peak is reported with wall time and
-tiles per second. Goal: peak <= 2 GB and flat (40000 px <= 1.2 x 10000 px).
+Each size: a 3-band uint8 tiled, deflate-compressed GeoTIFF is made on local disk (once; reused on later runs;
+no overviews, which the read path never touches), then segmented by the CLI as a user runs it against a cluster
+(``seamless-dask segment ... --scheduler tcp://...``) with a cheap model (a 1x1 conv, so that the pipeline,
+not the model, is what is measured) to a labels zarr. The cluster is real: a ``dask scheduler`` process and a
+``dask worker`` (its nanny and one worker process of two threads, as the CLI's own local cluster has), started
+for each size. A sampler polls every 0.2 s the RSS of the client (the CLI), the scheduler and the worker
+(nanny and worker) and, every 0.5 s, how many tasks the scheduler holds. ``--whole`` submits each write as
+one graph (the behaviour before bands; ``seamless_dask.band_chunks`` set past the scene's chunks).
+Goal: peak of the process tree under 2 GB and flat (100,000 px within 1.2 x the 10,000 px peak), tiles/s
+no lower than at 40,000 px.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -38,12 +44,10 @@ def cheap_model():
 
 
 def make_cog(path: Path, size: int) -> Path:
-    """A 3-band uint8 COG of ``size`` px square, written block by block (never whole in memory)."""
+    """A 3-band uint8 tiled GeoTIFF of ``size`` px square, written block by block (never whole in memory)."""
     import rasterio
     from rasterio.transform import from_origin
     from rasterio.windows import Window
-    from rio_cogeo.cogeo import cog_translate
-    from rio_cogeo.profiles import cog_profiles
 
     if path.exists():
         return path
@@ -51,7 +55,7 @@ def make_cog(path: Path, size: int) -> Path:
     profile = {
         "driver": "GTiff", "height": size, "width": size, "count": 3, "dtype": "uint8", "crs": "EPSG:32631",
         "transform": from_origin(300_000, 6_000_000, 10, 10), "tiled": True, "blockxsize": 512,
-        "blockysize": 512, "compress": "deflate", "BIGTIFF": "YES",
+        "blockysize": 512, "compress": "deflate", "zlevel": 1, "BIGTIFF": "YES", "num_threads": "all_cpus",
     }  # fmt: skip
     step = 2048
     with rasterio.open(scratch, "w", **profile) as dst:
@@ -65,33 +69,79 @@ def make_cog(path: Path, size: int) -> Path:
                 texture = ((yy * 7 + xx * 13) % 23).astype(np.uint8)
                 block = np.stack([fields + texture, fields, 200 - fields]).astype(np.uint8)
                 dst.write(block, window=Window(x, y, w, h))
-    cog_translate(scratch, path, cog_profiles.get("deflate"), in_memory=False, quiet=True,
-                  config={"GDAL_NUM_THREADS": "ALL_CPUS"})  # fmt: skip
-    scratch.unlink()
+    scratch.rename(path)
     return path
 
 
-def peak_rss_of_tree(process, stop: threading.Event, out: list[int]) -> None:
+class Sampler(threading.Thread):
+    """Peak RSS of each named process tree and of their sum, and the most tasks the scheduler held."""
+
+    def __init__(self, groups: dict[str, Any], scheduler: str) -> None:
+        super().__init__(daemon=True)
+        self.groups, self.scheduler = groups, scheduler
+        self.stop = threading.Event()
+        self.peaks = dict.fromkeys([*groups, "tree"], 0)
+        self.tasks = 0
+
+    def run(self) -> None:
+        from distributed import Client
+
+        def held(dask_scheduler: Any) -> int:
+            return len(dask_scheduler.tasks)
+
+        with Client(self.scheduler, timeout=30) as client:
+            last = 0.0
+            while not self.stop.is_set():
+                sizes = {name: _tree_rss(process) for name, process in self.groups.items()}
+                for name, size in sizes.items():
+                    self.peaks[name] = max(self.peaks[name], size)
+                self.peaks["tree"] = max(self.peaks["tree"], sum(sizes.values()))
+                if time.monotonic() - last > 0.5:
+                    with contextlib.suppress(Exception):
+                        self.tasks = max(self.tasks, client.run_on_scheduler(held))
+                    last = time.monotonic()
+                time.sleep(0.2)
+
+
+def _tree_rss(process: Any) -> int:
     import psutil
 
-    root = psutil.Process(process.pid)
-    peak = 0
-    while not stop.is_set():
-        try:
-            procs = [root, *root.children(recursive=True)]
-            total = 0
-            for p in procs:
-                with contextlib.suppress(psutil.Error):
-                    total += p.memory_info().rss
-            peak = max(peak, total)
-        except psutil.Error:
-            break
+    try:
+        root = psutil.Process(process.pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    total = 0
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            total += p.memory_info().rss
+    return total
+
+
+def _python(*args: str, env: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def start_cluster(folder: Path, env: dict) -> tuple[str, list[subprocess.Popen]]:
+    """A ``dask scheduler`` and a ``dask worker`` (nanny, one process of 2 threads), as real processes."""
+    sched_file = folder / "scheduler.json"
+    sched_file.unlink(missing_ok=True)
+    common = ["--scheduler-file", str(sched_file), "--no-dashboard"]
+    scheduler = _python("-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0", *common, env=env)
+    deadline = time.monotonic() + 60
+    while not sched_file.exists() and time.monotonic() < deadline:
         time.sleep(0.2)
-    out.append(peak)
+    worker_args = ["--nworkers", "1", "--nthreads", str(os.cpu_count() or 2), "--host", "127.0.0.1"]
+    worker = _python("-m", "distributed.cli.dask_worker", *common, *worker_args, env=env)
+    from distributed import Client
+
+    with Client(scheduler_file=str(sched_file), timeout=60) as client:
+        client.wait_for_workers(1, timeout=120)
+        return client.scheduler.address, [scheduler, worker]
 
 
-def run_one(cog: Path, out_dir: Path) -> tuple[float, float, int]:
-    """(wall seconds, peak RSS in bytes, tiles) of one CLI run on ``cog``."""
+def run_one(cog: Path, out_dir: Path, whole: bool) -> dict[str, Any]:
+    """Wall seconds, tiles, peak RSS of client, scheduler, worker and all, and tasks held, of one CLI run."""
     import rasterio
 
     import seamless_dask as sd
@@ -100,54 +150,68 @@ def run_one(cog: Path, out_dir: Path) -> tuple[float, float, int]:
         tiles = sd.TileGrid((src.height, src.width), TILE, OVERLAP).n_tiles
     target = out_dir / (cog.stem + "-labels.zarr")
     shutil.rmtree(target, ignore_errors=True)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+    if whole:
+        env["DASK_SEAMLESS_DASK__BAND_CHUNKS"] = str(10**9)
+    address, cluster = start_cluster(out_dir, env)
     command = [
-        sys.executable, "-m", "seamless_dask.cli", "segment", str(cog), str(target),
+        "-m", "seamless_dask.cli", "segment", str(cog), str(target), "--scheduler", address,
         "--model", "memory_scale:cheap_model", "--tile-size", str(TILE), "--overlap", str(OVERLAP),
         "--num-classes", "2", "--normalize", "0/255", "--no-progress",
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
-    stop, peak = threading.Event(), []
-    start = time.perf_counter()
-    process = subprocess.Popen(command, env=env)
-    sampler = threading.Thread(target=peak_rss_of_tree, args=(process, stop, peak))
-    sampler.start()
-    code = process.wait()
-    seconds = time.perf_counter() - start
-    stop.set()
-    sampler.join()
+    try:
+        start = time.perf_counter()
+        cli = subprocess.Popen([sys.executable, *command], env=env)
+        sampler = Sampler({"client": cli, "scheduler": cluster[0], "worker": cluster[1]}, address)
+        sampler.start()
+        code = cli.wait()
+        seconds = time.perf_counter() - start
+        sampler.stop.set()
+        sampler.join()
+    finally:
+        for process in cluster:
+            process.kill()
+            process.wait()
     if code != 0:
         raise SystemExit(f"the CLI failed on {cog} (exit {code})")
     shutil.rmtree(target, ignore_errors=True)
-    return seconds, peak[0], tiles
+    return {"seconds": seconds, "tiles": tiles, "tasks": sampler.tasks, **sampler.peaks}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 20_000, 40_000])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 40_000, 100_000])
     parser.add_argument("--data", type=Path, default=Path("/tmp/seamless-bench"))
+    parser.add_argument("--whole", action="store_true", help="one submission per write (before bands)")
     args = parser.parse_args()
     args.data.mkdir(parents=True, exist_ok=True)
     rows = []
     for size in args.sizes:
         t = time.perf_counter()
-        cog = make_cog(args.data / f"synthetic-{size}.tif", size)
-        print(f"{size} px COG ready ({time.perf_counter() - t:.0f} s)", flush=True)
-        seconds, peak, tiles = run_one(cog, args.data)
-        rows.append((size, tiles, seconds, peak))
-        print(f"{size} px: {tiles} tiles in {seconds:.1f} s, peak RSS {peak / 2**30:.2f} GiB", flush=True)
+        cog = make_cog(args.data / f"scene-{size}.tif", size)
+        print(f"{size} px GeoTIFF ready ({time.perf_counter() - t:.0f} s)", flush=True)
+        row = run_one(cog, args.data, args.whole)
+        rows.append((size, row))
+        print(f"{size} px: {row}", flush=True)
     import dask
     import torch
 
+    git = ["git", "rev-parse", "--short", "HEAD"]
+    commit = subprocess.run(git, check=False, capture_output=True, text=True, cwd=HERE).stdout
     print(f"\n{time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"torch {torch.__version__}, dask {dask.__version__}; tile {TILE}, overlap {OVERLAP}, 1x1 conv, CLI "
-          "with its default LocalCluster, labels to zarr\n")  # fmt: skip
-    print("| image (px) | tiles | wall (s) | tiles/s | peak RSS, process tree (GiB) | peak / smallest |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for size, tiles, seconds, peak in rows:
-        ratio = peak / rows[0][3]
-        row = [f"{size} x {size}", tiles, f"{seconds:.1f}", f"{tiles / seconds:.1f}"]
-        row += [f"{peak / 2**30:.2f}", f"{ratio:.2f}"]
-        print("| " + " | ".join(map(str, row)) + " |")
+          f"torch {torch.__version__}, dask {dask.__version__}, commit {commit.strip()}; tile {TILE}, overlap "
+          f"{OVERLAP}, 1x1 conv, CLI against a dask scheduler and one dask worker (2 threads), labels to zarr, "
+          f"{'one submission' if args.whole else 'band by band'}\n")  # fmt: skip
+    gib = 2**30
+    print("| image (px) | tiles | wall (s) | tiles/s | client (GiB) | scheduler (GiB) | worker (GiB) "
+          "| process tree (GiB) | tree / smallest | tasks held at most |")  # fmt: skip
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for size, row in rows:
+        cells = [f"{size:,} x {size:,}", f"{row['tiles']:,}", f"{row['seconds']:.1f}"]
+        cells += [f"{row['tiles'] / row['seconds']:.1f}"]
+        cells += [f"{row[name] / gib:.2f}" for name in ("client", "scheduler", "worker", "tree")]
+        cells += [f"{row['tree'] / rows[0][1]['tree']:.2f}", f"{row['tasks']:,}"]
+        print("| " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from typing import Any
 import dask
 from dask.callbacks import Callback
 
-from . import keys
+from . import bands, keys
 
 
 def tile_counts(obj: Any) -> dict[Any, int]:
@@ -41,24 +41,30 @@ def _task_tiles(task: Any) -> Any:
 
 
 def compute(obj: Any, *, progress: bool = True, description: str = "tiles") -> Any:
-    """``dask.compute(obj)[0]``, with a progress bar in tiles when ``progress`` and a terminal or notebook."""
-    if not progress:
-        return dask.compute(obj)[0]
-    counts = tile_counts(obj)
+    """``dask.compute(obj)[0]`` for a writer's Delayed, with a progress bar in tiles when ``progress`` and a
+    terminal or notebook. On a distributed cluster it is submitted a band of chunk rows at a time
+    (:mod:`seamless_dask.bands`), so that the scheduler never holds the whole scene's graph.
+    """
     client = _client()
-    if client is not None:
-        return _compute_distributed(client, obj, counts, description)
-    with _TileBar(counts, description):
-        return dask.compute(obj)[0]
+    if client is None:
+        if not progress:
+            return dask.compute(obj)[0]
+        with _TileBar(tile_counts(obj), description):
+            return dask.compute(obj)[0]
+    if not progress:
+        return bands.compute(client, obj)
+    return _compute_distributed(client, obj, tile_counts(obj), description)
 
 
 def _client() -> Any:
+    """The distributed client dask computes on now (``None`` when dask's config names another scheduler)."""
     try:
         from distributed import get_client
 
-        return get_client()
+        client = get_client()
     except (ImportError, ValueError):
         return None
+    return client if dask.base.get_scheduler() == client.get else None
 
 
 def _bar(total: int, description: str) -> Any:
@@ -114,6 +120,6 @@ def _compute_distributed(client: Any, obj: Any, counts: dict[Any, int], descript
 
         client.subscribe_topic(keys.TILE_TOPIC, on_event)
         try:
-            return client.compute(obj).result()
+            return bands.compute(client, obj)
         finally:
             client.unsubscribe_topic(keys.TILE_TOPIC)
