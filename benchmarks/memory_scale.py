@@ -122,8 +122,12 @@ def _python(*args: str, env: dict) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def start_cluster(folder: Path, env: dict) -> tuple[str, list[subprocess.Popen]]:
-    """A ``dask scheduler`` and a ``dask worker`` (nanny, one process of 2 threads), as real processes."""
+def start_cluster(
+    folder: Path, env: dict, *, nworkers: int = 1, nthreads: int | None = None
+) -> tuple[str, list[subprocess.Popen]]:
+    """A ``dask scheduler`` and a ``dask worker`` (a nanny, ``nworkers`` processes of ``nthreads`` threads, by
+    default one of a thread per core), as real processes.
+    """
     sched_file = folder / "scheduler.json"
     sched_file.unlink(missing_ok=True)
     common = ["--scheduler-file", str(sched_file), "--no-dashboard"]
@@ -131,12 +135,13 @@ def start_cluster(folder: Path, env: dict) -> tuple[str, list[subprocess.Popen]]
     deadline = time.monotonic() + 60
     while not sched_file.exists() and time.monotonic() < deadline:
         time.sleep(0.2)
-    worker_args = ["--nworkers", "1", "--nthreads", str(os.cpu_count() or 2), "--host", "127.0.0.1"]
+    threads = nthreads or os.cpu_count() or 2
+    worker_args = ["--nworkers", str(nworkers), "--nthreads", str(threads), "--host", "127.0.0.1"]
     worker = _python("-m", "distributed.cli.dask_worker", *common, *worker_args, env=env)
     from distributed import Client
 
     with Client(scheduler_file=str(sched_file), timeout=60) as client:
-        client.wait_for_workers(1, timeout=120)
+        client.wait_for_workers(nworkers, timeout=120)
         return client.scheduler.address, [scheduler, worker]
 
 
