@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-array-expr test-slow docs lint format bench-peers bench-threads bench-memory bench-plan clean
+.PHONY: install demo test test-array-expr test-slow docs lint format bench-peers bench-threads bench-memory bench-plan bench-scaling bench-first-call clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,13 @@ bench-threads: $(STAMP)
 
 bench-plan: $(STAMP)
 	$(PY) benchmarks/plan_scale.py
+
+bench-scaling: $(STAMP)
+	$(PY) benchmarks/scaling.py
+
+bench-first-call: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[bench]"
+	$(PY) benchmarks/peers.py --sizes 2048 --models unet --methods bare-first seamless-first seamless --repeats 3
 
 bench-memory: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[bench]"
