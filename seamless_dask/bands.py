@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dask
-from dask._task_spec import GraphNode, convert_legacy_graph
+from dask.delayed import Delayed
 
 from . import keys
+from .dask_compat import GraphNode, task_nodes
 
 BANDS_IN_FLIGHT = 2
 STRAGGLER_TIMEOUT = 300.0  # seconds a failed write waits for its tasks still running on workers
@@ -51,7 +52,7 @@ def plan_bands(graph: Mapping, final_key: Hashable, chunks_per_band: int) -> Ban
     """Bands of at least ``chunks_per_band`` writes each, in row order; ``None`` when the writes do not all
     work for a chunk row of a seamless_dask graph (the graph is then submitted whole).
     """
-    tasks = convert_legacy_graph(dict(graph))
+    tasks = task_nodes(graph)
     final = tasks.pop(final_key)
     rows = _rows(tasks, final.dependencies)
     if not rows or any(row is None for row in rows.values()):
@@ -124,8 +125,11 @@ def chunks_per_band(client: Any) -> int:
 
 
 def compute(client: Any, obj: Any) -> Any:
-    """``obj`` (a writer's Delayed) computed on ``client`` band by band; whole when it is not banded."""
-    plan = plan_bands(obj.__dask_graph__(), obj.key, chunks_per_band(client))
+    """``obj`` computed on ``client``: a writer's Delayed band by band, anything else (or a graph with no chunk
+    rows) in one submission.
+    """
+    is_write = isinstance(obj, Delayed)  # a lazy array or DataArray comes back whole: submitted whole
+    plan = plan_bands(obj.__dask_graph__(), obj.key, chunks_per_band(client)) if is_write else None
     if plan is not None and len(plan.bands) > BANDS_IN_FLIGHT:
         return _run(client, plan)
     future = client.compute(obj)

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 import dask
 import dask.array as da
 import numpy as np
+from dask._task_spec import GraphNode, convert_legacy_graph  # dask's task spec: named in this module only
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
@@ -30,6 +31,13 @@ class NamedGraph(NamedTuple):
 
     def __dask_layers__(self) -> tuple[str, ...]:
         return (self.name,)
+
+
+def task_nodes(graph: Any) -> dict[Any, GraphNode]:
+    """A dask graph (legacy tuples, task-spec nodes, a HighLevelGraph) as task-spec nodes whose dependencies are
+    explicit, so that any part of it can be submitted on its own (:mod:`seamless_dask.bands`).
+    """
+    return convert_legacy_graph(dict(graph))
 
 
 def array_expr() -> bool:
