@@ -21,7 +21,6 @@ import os
 import platform
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -103,7 +102,6 @@ def main() -> None:
     args.data.mkdir(parents=True, exist_ok=True)
     scene = make_cog(args.data / f"scene-{args.size}.tif", args.size)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
-    sys.path.insert(0, str(HERE))
     target = args.data / "scaling.zarr"
     models = {"1x1 conv": "memory_scale:cheap_model", "small CNN": "scaling:small_cnn"}
     rows = []

@@ -120,8 +120,7 @@ def chunks_per_band(client: Any) -> int:
     configured = dask.config.get(CONFIG, None)
     if configured is not None:
         return max(1, int(configured))
-    threads = sum(client.nthreads().values()) if client.nthreads() else 1
-    return max(4, 2 * threads)
+    return max(4, 2 * sum(client.nthreads().values()))
 
 
 def compute(client: Any, obj: Any) -> Any:
@@ -157,8 +156,7 @@ def _run(client: Any, plan: BandPlan) -> Any:
                 del held[key]
         for pending in in_flight:
             _collect(pending, results)
-        in_flight.clear()
-        held.clear()
+        in_flight.clear()  # every held key was released by the last band that needs it
         return client.submit(_finish, _Opaque(plan.final), results, pure=False).result()
     except BaseException:
         client.cancel([f for band in in_flight for f in band] + list(held.values()))
