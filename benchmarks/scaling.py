@@ -75,13 +75,22 @@ def write(address: str, run: Run) -> dict[str, Any]:
         graph = io.to_zarr(labels, target, compute=False).__dask_graph__()
         tasks, n_chunks = len(dict(graph)), labels.data.npartitions
         shutil.rmtree(target, ignore_errors=True)
+        moves0 = client.run_on_scheduler(_transitions)
         cpu0, start = sum(scheduler.cpu_times()[:2]), time.perf_counter()
         sd.to_zarr(labels, target)
         seconds = time.perf_counter() - start
         cpu = sum(scheduler.cpu_times()[:2]) - cpu0
+        moves = client.run_on_scheduler(_transitions) - moves0
     tiles = sd.TileGrid(image.shape[-2:], tile, overlap).n_tiles
     shutil.rmtree(target, ignore_errors=True)
-    return {"seconds": seconds, "tiles": tiles, "tasks": tasks, "chunks": n_chunks, "scheduler_cpu": cpu}
+    return {
+        "seconds": seconds, "tiles": tiles, "tasks": tasks, "chunks": n_chunks, "scheduler_cpu": cpu,
+        "transitions": moves,
+    }  # fmt: skip
+
+
+def _transitions(dask_scheduler: Any) -> int:
+    return int(dask_scheduler.transition_counter)
 
 
 def on_cluster(workers: int, threads: int, data: Path, env: dict, *runs: Run) -> list[dict[str, Any]]:
@@ -98,6 +107,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=8192)
     parser.add_argument("--data", type=Path, default=Path("/tmp/seamless-bench"))
+    parser.add_argument("--cost-only", action="store_true", help="part 2 only: the scheduler's cost")
     args = parser.parse_args()
     args.data.mkdir(parents=True, exist_ok=True)
     scene = make_cog(args.data / f"scene-{args.size}.tif", args.size)
@@ -105,7 +115,7 @@ def main() -> None:
     target = args.data / "scaling.zarr"
     models = {"1x1 conv": "memory_scale:cheap_model", "small CNN": "scaling:small_cnn"}
     rows = []
-    for workers, threads in CONFIGS:
+    for workers, threads in [] if args.cost_only else CONFIGS:
         runs = [Run(scene, target, spec, 512, 64, 2048) for spec in models.values()]
         results = on_cluster(workers, threads, args.data, env, *runs)
         rows.append((workers, threads, results))
@@ -126,7 +136,8 @@ def main() -> None:
     per_chunk = cost["scheduler_cpu"] / cost["chunks"]
     print(f"\nScheduler: {cost['scheduler_cpu']:.2f} CPU s for {cost['tasks']:,} tasks and {cost['chunks']:,} chunks "
           f"({cost['tiles']:,} tiles, {cost['seconds']:.1f} s wall): {per_task * 1e3:.3f} ms a task, "
-          f"{per_chunk * 1e3:.3f} ms a chunk ({cost['tasks'] / cost['chunks']:.1f} tasks a chunk)\n")  # fmt: skip
+          f"{per_chunk * 1e3:.3f} ms a chunk ({cost['tasks'] / cost['chunks']:.1f} tasks a chunk in the graph as built, "
+          f"{cost['transitions'] / cost['chunks']:.1f} scheduler transitions a chunk)\n")  # fmt: skip
     print(
         f"| chunk side (px) | tiles a chunk (tile {GPU_TILE}, overlap {GPU_OVERLAP}) | chunks/s a GPU worker at "
         f"{GPU_TILES_PER_S} tiles/s | chunks/s one scheduler handles | GPU workers one scheduler keeps busy |"

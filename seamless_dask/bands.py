@@ -23,7 +23,7 @@ import dask
 from dask.delayed import Delayed
 
 from . import keys
-from .dask_compat import GraphNode, task_nodes
+from .dask_compat import GraphNode, fused, task_nodes
 
 BANDS_IN_FLIGHT = 2
 STRAGGLER_TIMEOUT = 300.0  # seconds a failed write waits for its tasks still running on workers
@@ -54,6 +54,7 @@ def plan_bands(graph: Mapping, final_key: Hashable, chunks_per_band: int) -> Ban
     """
     tasks = task_nodes(graph)
     final = tasks.pop(final_key)
+    _fuse_blocks_into_writes(tasks, final.dependencies)
     rows = _rows(tasks, final.dependencies)
     if not rows or any(row is None for row in rows.values()):
         return None
@@ -66,6 +67,31 @@ def plan_bands(graph: Mapping, final_key: Hashable, chunks_per_band: int) -> Ban
             groups.append([])
         groups[-1].extend(by_row[row])
     return BandPlan(_split(tasks, groups), final)
+
+
+def _fuse_blocks_into_writes(tasks: dict[Hashable, GraphNode], writes: frozenset) -> None:
+    """Each write and the seamless_dask output block that only it reads become one task: one task a chunk less
+    for the scheduler, whose cost per task is what bounds how many workers one keeps busy (docs/cluster.md).
+    """
+    readers: dict[Hashable, int] = {}
+    for task in tasks.values():
+        for dependency in task.dependencies:
+            readers[dependency] = readers.get(dependency, 0) + 1
+    for write in writes:
+        node = tasks.get(write)
+        if node is None:
+            continue
+        blocks = [d for d in node.dependencies if d in tasks]
+        if len(blocks) != 1:
+            continue
+        (block,) = blocks
+        if (
+            readers[block] == 1
+            and block not in writes
+            and keys.chunk_row(block) is not None
+            and not keys.is_inference(block)
+        ):
+            tasks[write] = fused(tasks.pop(block), node)
 
 
 def _rows(tasks: Mapping[Hashable, GraphNode], writes: frozenset) -> dict[Hashable, int | None]:
@@ -147,7 +173,7 @@ def _run(client: Any, plan: BandPlan) -> Any:
     try:
         for band in plan.bands:
             if len(in_flight) >= BANDS_IN_FLIGHT:
-                _collect(in_flight.pop(0), results)
+                _collect(client, in_flight.pop(0), results)
             wanted = list(band.writes) + sorted(band.hold, key=str)
             futures = dict(zip(wanted, client.get(band.tasks, wanted, sync=False), strict=True))
             held.update({key: futures[key] for key in band.hold})
@@ -155,7 +181,7 @@ def _run(client: Any, plan: BandPlan) -> Any:
             for key in band.release:  # the scheduler keeps it for the band just submitted, then lets it go
                 del held[key]
         for pending in in_flight:
-            _collect(pending, results)
+            _collect(client, pending, results)
         in_flight.clear()  # every held key was released by the last band that needs it
         return client.submit(_finish, _Opaque(plan.final), results, pure=False).result()
     except BaseException:
@@ -190,10 +216,11 @@ def _executing(dask_worker: Any) -> list[Hashable]:
     return [ts.key for ts in dask_worker.state.executing]
 
 
-def _collect(futures: list[Any], results: dict[Hashable, Any]) -> None:
-    """Wait for a band's writes (raising the first failure) and keep what each returned."""
-    for future in futures:
-        results[future.key] = future.result()
+def _collect(client: Any, futures: list[Any], results: dict[Hashable, Any]) -> None:
+    """Wait for a band's writes (raising the first failure) and keep what each returned: one request to the
+    scheduler a band, not one a write.
+    """
+    results.update(zip((f.key for f in futures), client.gather(futures), strict=True))
 
 
 @dataclass(frozen=True)

@@ -1,23 +1,35 @@
-"""dask arrays and graphs from hand-built layers, on both of dask's array engines.
+r"""dask arrays and graphs from hand-built layers, on both of dask's array engines.
 
 seamless_dask builds its graph by hand (one task per chunk and stage, see :mod:`seamless_dask.graph`). With the
 legacy array engine a layer becomes an array through ``da.Array(graph, name, chunks, dtype)``; with dask's
 query-planning engine (``array.query-planning``, "array-expr") that constructor does not exist, and a hand-built
 graph enters through ``from_graph``, which gives the array a name of its own (the keys keep theirs). Collections
 of that engine have no ``__dask_layers__``, so their graph is taken as one materialised layer.
+
+A seamless_dask graph's own layers are :class:`ChunkLayer`\ s: their tasks are made when dask asks for them (to
+cull the graph for a window, or to submit a band of rows), never all at once as ``segment`` returns, so planning
+a 1,000,000 px scene costs the client what the chunks it computes cost. Their tasks are written in dask's task
+spec (:func:`task`, :func:`ref`, :func:`items`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import dask
 import dask.array as da
 import numpy as np
-from dask._task_spec import GraphNode, convert_legacy_graph  # dask's task spec: named in this module only
+from dask._task_spec import (  # dask's task spec: named in this module only
+    DataNode,
+    GraphNode,
+    List,
+    Task,
+    TaskRef,
+    convert_legacy_graph,
+)
 from dask.base import tokenize
-from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
+from dask.highlevelgraph import HighLevelGraph, Layer, MaterializedLayer
 
 
 class NamedGraph(NamedTuple):
@@ -40,12 +52,109 @@ def task_nodes(graph: Any) -> dict[Any, GraphNode]:
     return convert_legacy_graph(dict(graph))
 
 
+def task(key: Hashable | None, func: Callable, *args: Any) -> GraphNode:
+    """A task of the graph (``key=None``: a task inlined as another's argument); its arguments may hold
+    :func:`ref`, :func:`items` and inlined tasks.
+    """
+    return Task(key, func, *args)
+
+
+def ref(key: Hashable) -> GraphNode:
+    """The value of ``key``, as a task's argument."""
+    return TaskRef(key)  # type: ignore[arg-type,return-value]
+
+
+def items(values: Sequence[Any]) -> GraphNode:
+    r"""A list argument whose items may be :func:`ref`\ s or inlined tasks."""
+    return List(*values)
+
+
+def fused(first: GraphNode, then: GraphNode) -> GraphNode:
+    """One task, under ``then``'s key, that runs ``first`` and then ``then`` on its result."""
+    return GraphNode.fuse(first, then, key=then.key)
+
+
+def value(key: Hashable, obj: Any) -> GraphNode:
+    """A key whose value is ``obj`` itself."""
+    return DataNode(key, obj)
+
+
+class ChunkLayer(Layer):
+    """A layer whose tasks are made from the chunk index in their keys when dask asks for them.
+
+    ``keys_of(j, k)`` lists the keys the layer has for chunk ``(j, k)`` of a ``numblocks`` grid (the chunk
+    indices are each key's last two items), ``make(key)`` makes one key's task. Culling (a window computed, a
+    band submitted) makes only the tasks the kept keys need; nothing is listed as the layer is built.
+    """
+
+    def __init__(
+        self,
+        numblocks: tuple[int, int],
+        keys_of: Callable[[int, int], list],
+        make: Callable[[Any], GraphNode],
+        annotations: dict | None = None,
+    ) -> None:
+        super().__init__(annotations=annotations)
+        self.numblocks, self.keys_of, self.make = numblocks, keys_of, make
+
+    @property
+    def has_legacy_tasks(self) -> bool:
+        """False: its tasks are task-spec nodes (``HighLevelGraph.cull`` then lists no layer's keys)."""
+        return False
+
+    def is_materialized(self) -> bool:
+        """False: tasks are made when asked for."""
+        return False
+
+    def get_output_keys(self) -> Any:
+        """The keys, as a view: it asks ``__contains__`` and ``__iter__``, and lists nothing."""
+        return self.keys()
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, tuple) or len(key) < 3:
+            return False
+        j, k = key[-2], key[-1]
+        ny, nx = self.numblocks
+        return isinstance(j, int) and isinstance(k, int) and 0 <= j < ny and 0 <= k < nx and key in self.keys_of(j, k)
+
+    def __getitem__(self, key: Any) -> GraphNode:
+        if key not in self:
+            raise KeyError(key)
+        return self.make(key)
+
+    def __iter__(self) -> Iterator:
+        ny, nx = self.numblocks
+        return (key for j in range(ny) for k in range(nx) for key in self.keys_of(j, k))
+
+    def __len__(self) -> int:
+        ny, nx = self.numblocks
+        return sum(len(self.keys_of(j, k)) for j in range(ny) for k in range(nx))
+
+    def get_dependencies(self, key: Any, all_hlg_keys: Any) -> set:
+        """The keys ``key``'s task reads."""
+        return set(self[key].dependencies)
+
+    def cull(self, keys: set, all_hlg_keys: Any) -> tuple[Layer, dict]:
+        """The tasks ``keys`` need, made now, and what each of them depends on."""
+        out: dict = {}
+        work = [key for key in keys if key in self]
+        while work:
+            key = work.pop()
+            if key in out:
+                continue
+            out[key] = node = self.make(key)
+            work.extend(d for d in node.dependencies if d not in out and d in self)
+        return MaterializedLayer(out, annotations=self.annotations), {k: set(v.dependencies) for k, v in out.items()}
+
+
 def array_expr() -> bool:
     """Whether ``dask.array`` is the query-planning (array-expr) engine."""
     return da.Array.__module__ != "dask.array.core"
 
 
-def graph_with(name: str, layer: dict, dependencies: Sequence[Any], annotations: dict | None = None) -> HighLevelGraph:
+def graph_with(
+    name: str, layer: dict | Layer, dependencies: Sequence[Any], annotations: dict | None = None
+) -> HighLevelGraph:
     """A graph holding ``layer`` (named ``name``) on top of the graphs of ``dependencies`` (dask collections of
     either engine, or anything with ``__dask_graph__``).
     """
@@ -63,7 +172,7 @@ def graph_with(name: str, layer: dict, dependencies: Sequence[Any], annotations:
             layers[below] = MaterializedLayer(dict(graph))
             deps[below] = set()
             upstream.add(below)
-    layers[name] = MaterializedLayer(layer, annotations=annotations)
+    layers[name] = layer if isinstance(layer, Layer) else MaterializedLayer(layer, annotations=annotations)
     deps[name] = upstream
     return HighLevelGraph(layers, deps)
 

@@ -29,7 +29,7 @@ import xarray as xr
 from dask.base import tokenize
 
 from . import blend, keys, receptive
-from .dask_compat import NamedGraph, graph_with, new_array
+from .dask_compat import ChunkLayer, GraphNode, NamedGraph, array_expr, graph_with, new_array, ref, task
 from .exceptions import DimensionError, OptionError
 from .grid import ChunkPlan, ChunkTiles, Pair, TileGrid
 from .inputs import check_nodata_fits
@@ -37,11 +37,11 @@ from .options import OUTPUTS, Output
 from .region import Region
 from .runner import ModelRunner
 from .weights import TileWeights
-from .windows import Blocks, extended_blocks
+from .windows import Windows, extended_windows
 
 DEFAULT_CHUNK = 2048
 IN_MEMORY_CHUNK = 1024
-MAX_CHUNKS = 60_000  # the graph holds about 12 kB per chunk in this process (5 tasks): 60,000 is 0.7 GB
+MAX_CHUNKS = 60_000  # array-expr only: its graph holds about 12 kB per chunk in this process, 60,000 is 0.7 GB
 
 
 @dataclass(frozen=True)
@@ -89,23 +89,23 @@ class SegmentGraph(NamedTuple):
 
 
 def check_plannable(chunk_plan: ChunkPlan) -> None:
-    """Refuse, before anything is built, a scene whose graph would not fit in this process.
-
-    Tiles are never listed here (each chunk's are its rows and columns of the lattice, :class:`ChunkTiles`,
-    expanded by the task that runs them), but the graph holds five tasks per chunk, about a kilobyte each.
+    """On dask's array-expr engine, refuse before anything is built a scene whose graph would not fit in this
+    process: that engine takes a hand-built graph only as a whole dict (:func:`dask_compat.new_array`), about
+    12 kB a chunk. The legacy engine makes a chunk's tasks only when they are computed: no limit.
     """
     grid = chunk_plan.grid
     n_chunks = (len(chunk_plan.y_bounds) - 1) * (len(chunk_plan.x_bounds) - 1)
-    if n_chunks <= MAX_CHUNKS:
+    if n_chunks <= MAX_CHUNKS or not array_expr():
         return
     h, w = grid.shape
     side = math.sqrt(h * w / n_chunks) * math.sqrt(n_chunks / MAX_CHUNKS) * 1.05  # the lattice rounds chunks
     fits = 1024 * math.ceil(side / 1024)
     raise DimensionError(
         f"the scene is {h} x {w} px in {n_chunks:,} chunks of the plan, more than the {MAX_CHUNKS:,} chunks one graph "
-        f"is planned with (five tasks each, held in this process before any pixel is read): use larger chunks "
-        f"(chunks={fits} fits), or segment it window by window, e.g. segment(data[:, y0:y1, x0:x1], ...), each "
-        "window written to its own region"
+        "is planned with on dask's array-expr engine (all its tasks held in this process before any pixel is read): "
+        "use dask's default array engine (dask.config.set({'array.query-planning': False}) before dask.array is "
+        f"imported), larger chunks (chunks={fits} fits), or segment it window by window, e.g. "
+        "segment(data[:, y0:y1, x0:x1], ...), each window written to its own region"
     )
 
 
@@ -135,7 +135,8 @@ def build_graph(image: Any, job: SegmentJob) -> SegmentGraph:
     masked = job.nodata is not None or np.issubdtype(image.dtype, np.floating) or job.region is not None
     # The runner (and an in-memory model inside it) is one key of the graph, not a copy per task.
     model_key = dask.delayed(inference, pure=True, traverse=False)
-    plan = InferencePlan(extended_blocks(image, chunk_plan), model_key, chunk_plan, job, bool(masked))
+    windows = extended_windows(image, chunk_plan, reads_apart=bool(job.resources))
+    plan = InferencePlan(windows, model_key, chunk_plan, job, bool(masked))
     built = plan.build()
     RESUME_PLANS.remember(built.array, plan)
     return built
@@ -147,28 +148,35 @@ class InferencePlan:
     job. It builds the graph, and rebuilds it for a resumed write with fewer tiles (:meth:`build`).
     """
 
-    windows: Blocks
+    windows: Windows
     model_key: Any  # a Delayed holding the blend.TileInference
     chunk_plan: ChunkPlan
     job: SegmentJob
     masked: bool  # the input may hold nodata: labels get a nodata value of their own
 
     def build(self, done: np.ndarray | None = None) -> SegmentGraph:
-        """The output graph; chunks marked ``done`` run only the tiles that reach into chunks not done."""
+        """The output graph; chunks marked ``done`` run only the tiles that reach into chunks not done.
+
+        Its tasks are made as dask asks for them (:class:`~seamless_dask.dask_compat.ChunkLayer`), not here.
+        """
         plan = self.chunk_plan
         infer = keys.infer_name(
-            self.job.resources, tokenize(self.windows.name, plan, self.model_key.key, done, self.job.region)
+            self.job.resources, tokenize(self.windows.token, plan, self.model_key.key, done, self.job.region)
         )
         (hs, ws), (ext_y, ext_x) = plan.chunks, plan.extensions
-        layer: dict = {}
-        for j in range(len(hs)):
-            for k in range(len(ws)):
-                tiles = self.tiles(j, k, done)
-                if tiles:
-                    layer[(infer, j, k)] = (blend.accumulate, self.model_key.key, (self.windows.name, 0, j, k), tiles)
-                else:  # no tile to run (outside a region, or done on resume): its window is never read
-                    layer[(infer, j, k)] = (blend.no_tiles, self.model_key.key, (hs[j] + ext_y[j], ws[k] + ext_x[k]))
-        return self._blend(layer, infer)
+        model = ref(self.model_key.key)
+
+        def make(key: tuple) -> GraphNode:
+            j, k = key[-2:]
+            tiles = self.tiles(j, k, done)
+            if tiles:
+                return task(key, blend.accumulate, model, self.windows.node(j, k), tiles)
+            # no tile to run (outside a region, or done on resume): its window is never read
+            return task(key, blend.no_tiles, model, (hs[j] + ext_y[j], ws[k] + ext_x[k]))
+
+        resources = {"resources": dict(self.job.resources)} if self.job.resources else None
+        stage1 = ChunkLayer((len(hs), len(ws)), lambda j, k: [(infer, j, k)], make, resources)
+        return self._blend(stage1, infer)
 
     def tiles(self, j: int, k: int, done: np.ndarray | None) -> ChunkTiles:
         """The tiles chunk ``(j, k)`` runs: all it owns, or, once it is ``done``, only those reaching into
@@ -204,41 +212,63 @@ class InferencePlan:
             ]
         return dataclasses.replace(tiles, keep=frozenset(t.grid_index for t in kept))
 
-    def _blend(self, infer_layer: dict, infer: str) -> SegmentGraph:
+    def _blend(self, stage1: ChunkLayer, infer: str) -> SegmentGraph:
         """Stage 2 (halo, settle, finish), and the whole graph as an array.
 
         Stage 1 is a layer of its own, so that it alone carries the worker resources the model needs (and,
         since annotations on fused layers are lost, dask#7036, distributed#8593, its key names carry them).
         """
-        layer: dict = {}
         job, chunk_plan = self.job, self.chunk_plan
         labels, n_classes = job.output == "labels", int(job.num_classes or 0)
         dtype = np.dtype(np.uint8) if job.binary else blend.label_dtype(n_classes + self.masked)
         label_nodata = int(np.iinfo(dtype).max) if labels and self.masked else None
-        parts, settled, out = keys.stage2_names(infer, tokenize(job.output, job.binary, label_nodata), job.output)
-        decision = blend.Decision(job.output, job.binary, label_nodata)
-        (hs, ws), (ext_y, ext_x) = chunk_plan.chunks, chunk_plan.extensions
-        for j, h in enumerate(hs):
-            for k, w in enumerate(ws):
-                if ext_y[j] or ext_x[k]:
-                    layer[(parts, j, k)] = (blend.halo_parts, (infer, j, k), h, w)
-                oy, ox = ext_y[j - 1] if j else 0, ext_x[k - 1] if k else 0
-                layer[(settled, j, k)] = (blend.settle, (infer, j, k), (h, w), (oy, ox), decision)
-                top = (_part, (parts, j - 1, k), "bottom") if oy else None
-                left = (_part, (parts, j, k - 1), "right") if ox else None
-                corner = (_part, (parts, j - 1, k - 1), "corner") if oy and ox else None
-                key = (out, j, k) if labels else (out, 0, j, k)
-                layer[key] = (blend.finish, (settled, j, k), decision, top, left, corner)
-                y0, x0 = chunk_plan.y_bounds[j], chunk_plan.x_bounds[k]
-                if job.region is not None and not job.region.covers_box(y0, x0, y0 + h, x0 + w):
-                    layer[key] = (blend.clip_to_region, layer[key], job.region, (y0, x0), decision)
-        resources = {"resources": dict(job.resources)} if job.resources else None
-        stage1 = NamedGraph(graph_with(infer, infer_layer, [self.windows, self.model_key], resources), infer)
-        graph = graph_with(out, layer, [stage1])
+        names = keys.stage2_names(infer, tokenize(job.output, job.binary, label_nodata), job.output)
+        stage2 = _Stage2(chunk_plan, infer, names, blend.Decision(job.output, job.binary, label_nodata), job.region)
+        (hs, ws), out = chunk_plan.chunks, names[2]
+        layer = ChunkLayer((len(hs), len(ws)), stage2.keys_of, stage2.make)
+        below = NamedGraph(graph_with(infer, stage1, [*self.windows.dependencies, self.model_key]), infer)
+        graph = graph_with(out, layer, [below])
         if labels:
             return SegmentGraph(new_array(graph, out, (hs, ws), dtype), label_nodata, n_classes)
         bands = 2 if job.output == "uncertainty" else n_classes  # disagreement, entropy
         return SegmentGraph(new_array(graph, out, ((bands,), hs, ws), np.float32), None, n_classes)
+
+
+@dataclass(frozen=True)
+class _Stage2:
+    """The tasks of stage 2 for each chunk: its halo parts (where it has neighbours below or right), its
+    settled block and its output block (finished with the parts of the chunks above and to the left).
+    """
+
+    plan: ChunkPlan
+    infer: str
+    names: tuple[str, str, str]  # halo parts, settle, output
+    decision: blend.Decision
+    region: Region | None
+
+    def keys_of(self, j: int, k: int) -> list:
+        (ext_y, ext_x), (parts, settled, out) = self.plan.extensions, self.names
+        own = [(parts, j, k)] if ext_y[j] or ext_x[k] else []
+        return [*own, (settled, j, k), (out, j, k) if self.decision.output == "labels" else (out, 0, j, k)]
+
+    def make(self, key: tuple) -> GraphNode:
+        (parts, settled, _), plan = self.names, self.plan
+        j, k = key[-2:]
+        (h, w) = (plan.chunks[0][j], plan.chunks[1][k])
+        ext_y, ext_x = plan.extensions
+        if key[0] == parts:
+            return task(key, blend.halo_parts, ref((self.infer, j, k)), h, w)
+        oy, ox = ext_y[j - 1] if j else 0, ext_x[k - 1] if k else 0
+        if key[0] == settled:
+            return task(key, blend.settle, ref((self.infer, j, k)), (h, w), (oy, ox), self.decision)
+        top = task(None, _part, ref((parts, j - 1, k)), "bottom") if oy else None
+        left = task(None, _part, ref((parts, j, k - 1)), "right") if ox else None
+        corner = task(None, _part, ref((parts, j - 1, k - 1)), "corner") if oy and ox else None
+        y0, x0 = plan.y_bounds[j], plan.x_bounds[k]
+        if self.region is None or self.region.covers_box(y0, x0, y0 + h, x0 + w):
+            return task(key, blend.finish, ref((settled, j, k)), self.decision, top, left, corner)
+        finished = task(None, blend.finish, ref((settled, j, k)), self.decision, top, left, corner)
+        return task(key, blend.clip_to_region, finished, self.region, (y0, x0), self.decision)
 
 
 def _part(parts: blend.HaloParts, which: str) -> np.ndarray:

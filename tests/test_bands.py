@@ -154,4 +154,6 @@ def test_each_task_is_planned_into_one_band_and_held_until_the_last_band_that_ne
         assert {key[-2] for key in band.writes} == {b}
         for key in band.release:
             assert any(key in earlier.hold for earlier in plan.bands[:b])
-    assert seen == set(dict(writes.__dask_graph__())) - {writes.key}
+    blocks = {key for row in out.data.__dask_keys__() for key in row}
+    assert seen == set(dict(writes.__dask_graph__())) - {writes.key} - blocks  # each output block runs in its write
+    assert all(block not in band.tasks for band in plan.bands for block in blocks)
