@@ -187,6 +187,16 @@ def test_resume_writes_only_missing_regions_and_runs_only_the_tiles_they_need(tm
 
 
 @needs_data
+def test_a_window_is_read_by_its_model_task_unless_the_model_needs_a_gpu_then_by_a_task_of_its_own():
+    """A GPU worker runs one model task at a time: a read of its own lets the next window load meanwhile."""
+    image = sd.open_raster(DATA / "RGB.byte.tif")
+    for resources, reads in ((None, 0), ({"GPU": 1}, 4)):
+        labels = _segment(image, helpers.Brightness(), chunks=384, resources=resources)
+        graph = dict(labels.data.__dask_graph__())
+        assert sum(str(k[0]).startswith("seamless-window-") for k in graph if isinstance(k, tuple)) == reads
+        assert labels.data.numblocks == (2, 2)
+
+
 def test_a_lazy_raster_is_read_window_by_window_and_never_sized_whole():
     """distributed measures every graph value with dask.sizeof, which reads all pixels of an xarray variable."""
     from dask.sizeof import sizeof
