@@ -136,7 +136,7 @@ def main() -> None:
     per_chunk = cost["scheduler_cpu"] / cost["chunks"]
     print(f"\nScheduler: {cost['scheduler_cpu']:.2f} CPU s for {cost['tasks']:,} tasks and {cost['chunks']:,} chunks "
           f"({cost['tiles']:,} tiles, {cost['seconds']:.1f} s wall): {per_task * 1e3:.3f} ms a task, "
-          f"{per_chunk * 1e3:.3f} ms a chunk ({cost['tasks'] / cost['chunks']:.1f} tasks a chunk in the graph as built, "
+          f"{per_chunk * 1e3:.3f} ms a chunk ({cost['tasks'] / cost['chunks']:.1f} tasks a chunk as built, "
           f"{cost['transitions'] / cost['chunks']:.1f} scheduler transitions a chunk)\n")  # fmt: skip
     print(
         f"| chunk side (px) | tiles a chunk (tile {GPU_TILE}, overlap {GPU_OVERLAP}) | chunks/s a GPU worker at "
