@@ -197,6 +197,7 @@ def test_a_window_is_read_by_its_model_task_unless_the_model_needs_a_gpu_then_by
         assert labels.data.numblocks == (2, 2)
 
 
+@needs_data
 def test_a_lazy_raster_is_read_window_by_window_and_never_sized_whole():
     """distributed measures every graph value with dask.sizeof, which reads all pixels of an xarray variable."""
     from dask.sizeof import sizeof
