@@ -265,10 +265,9 @@ class _Stage2:
         left = task(None, _part, ref((parts, j, k - 1)), "right") if ox else None
         corner = task(None, _part, ref((parts, j - 1, k - 1)), "corner") if oy and ox else None
         y0, x0 = plan.y_bounds[j], plan.x_bounds[k]
-        if self.region is None or self.region.covers_box(y0, x0, y0 + h, x0 + w):
-            return task(key, blend.finish, ref((settled, j, k)), self.decision, top, left, corner)
-        finished = task(None, blend.finish, ref((settled, j, k)), self.decision, top, left, corner)
-        return task(key, blend.clip_to_region, finished, self.region, (y0, x0), self.decision)
+        clip = self.region is not None and not self.region.covers_box(y0, x0, y0 + h, x0 + w)
+        finished = task(None if clip else key, blend.finish, ref((settled, j, k)), self.decision, top, left, corner)
+        return task(key, blend.clip_to_region, finished, self.region, (y0, x0), self.decision) if clip else finished
 
 
 def _part(parts: blend.HaloParts, which: str) -> np.ndarray:
