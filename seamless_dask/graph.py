@@ -1,12 +1,12 @@
 """The lazy graph of seamless tiled inference: one task per chunk and stage, built by hand.
 
-For each chunk ``(j, k)`` of the plan (:class:`~seamless_dask.grid.ChunkPlan`), four tasks:
+For each chunk ``(j, k)`` of the plan (:class:`~seamless_dask.grid.ChunkPlan`), three tasks:
 
-1. *infer* (stage 1, :func:`blend.accumulate`): the chunk's extended window (:mod:`seamless_dask.windows`)
-   runs the tiles the chunk owns through the model, once, and sums weighted predictions and weights;
-2. *halo* (:func:`blend.halo_parts`): the strips of that sum owed to the chunks below, right and below-right;
-3. *settle* (:func:`blend.settle`): the chunk decided everywhere its upper and left neighbours do not reach;
-4. *finish* (:func:`blend.finish`): their strips added to those bands, which are then decided: the output block.
+1. *infer* (stage 1, :func:`blend.infer_chunk`): the chunk's extended window (:mod:`seamless_dask.windows`)
+   runs the tiles the chunk owns through the model, once, sums weighted predictions and weights a strip of
+   rows at a time, and settles the chunk: decided everywhere its upper and left neighbours do not reach;
+2. *halo* (``_parts``): the strips of that sum owed to the chunks below, right and below-right;
+3. *output* (:func:`blend.finish`): their strips added to the bands they reach, which are then decided.
 
 Chunk boundaries lie on the tile lattice, so each tile has exactly one owner and the result does not depend on
 the input's chunking. Key names are made in :mod:`seamless_dask.keys`; arrays come out through
@@ -28,7 +28,7 @@ import numpy as np
 import xarray as xr
 from dask.base import tokenize
 
-from . import blend, keys, receptive
+from . import blend, decide, keys, receptive
 from .dask_compat import ChunkLayer, GraphNode, NamedGraph, array_expr, graph_with, new_array, ref, task
 from .exceptions import DimensionError, OptionError
 from .grid import ChunkPlan, ChunkTiles, Pair, TileGrid
@@ -160,19 +160,21 @@ class InferencePlan:
         Its tasks are made as dask asks for them (:class:`~seamless_dask.dask_compat.ChunkLayer`), not here.
         """
         plan = self.chunk_plan
-        infer = keys.infer_name(
-            self.job.resources, tokenize(self.windows.token, plan, self.model_key.key, done, self.job.region)
-        )
+        token = tokenize(self.windows.token, plan, self.model_key.key, done, self.job.region, self.decision())
+        infer = keys.infer_name(self.job.resources, token)
         (hs, ws), (ext_y, ext_x) = plan.chunks, plan.extensions
-        model = ref(self.model_key.key)
+        model, decision = ref(self.model_key.key), self.decision()
 
         def make(key: tuple) -> GraphNode:
             j, k = key[-2:]
             tiles = self.tiles(j, k, done)
+            frame = blend.Frame((hs[j], ws[k]), (ext_y[j - 1] if j else 0, ext_x[k - 1] if k else 0))
+            decided = None if done is not None and done[j, k] else decision  # a done chunk: its halos only
             if tiles:
-                return task(key, blend.accumulate, model, self.windows.node(j, k), tiles)
+                return task(key, blend.infer_chunk, model, self.windows.node(j, k), frame, decided, tiles)
             # no tile to run (outside a region, or done on resume): its window is never read
-            return task(key, blend.no_tiles, model, (hs[j] + ext_y[j], ws[k] + ext_x[k]))
+            shape = (hs[j] + ext_y[j], ws[k] + ext_x[k])
+            return task(key, blend.infer_nothing, model, shape, frame, decided, tiles)
 
         resources = {"resources": dict(self.job.resources)} if self.job.resources else None
         stage1 = ChunkLayer((len(hs), len(ws)), lambda j, k: [(infer, j, k)], make, resources)
@@ -212,19 +214,31 @@ class InferencePlan:
             ]
         return dataclasses.replace(tiles, keep=frozenset(t.grid_index for t in kept))
 
+    def decision(self) -> decide.Decision:
+        """How this job's sums become its output: labels (with a nodata value when the input may hold
+        nodata), probabilities, logits or uncertainty.
+        """
+        job = self.job
+        label_nodata = int(np.iinfo(self.label_dtype()).max) if job.output == "labels" and self.masked else None
+        return decide.Decision(job.output, job.binary, label_nodata)
+
+    def label_dtype(self) -> np.dtype:
+        """The labels' dtype: the smallest that holds the classes (and the nodata value when masked)."""
+        n_classes = int(self.job.num_classes or 0)
+        return np.dtype(np.uint8) if self.job.binary else decide.label_dtype(n_classes + self.masked)
+
     def _blend(self, stage1: ChunkLayer, infer: str) -> SegmentGraph:
-        """Stage 2 (halo, settle, finish), and the whole graph as an array.
+        """Stage 2 (halo parts, output blocks), and the whole graph as an array.
 
         Stage 1 is a layer of its own, so that it alone carries the worker resources the model needs (and,
         since annotations on fused layers are lost, dask#7036, distributed#8593, its key names carry them).
         """
         job, chunk_plan = self.job, self.chunk_plan
-        labels, n_classes = job.output == "labels", int(job.num_classes or 0)
-        dtype = np.dtype(np.uint8) if job.binary else blend.label_dtype(n_classes + self.masked)
-        label_nodata = int(np.iinfo(dtype).max) if labels and self.masked else None
-        names = keys.stage2_names(infer, tokenize(job.output, job.binary, label_nodata), job.output)
-        stage2 = _Stage2(chunk_plan, infer, names, blend.Decision(job.output, job.binary, label_nodata), job.region)
-        (hs, ws), out = chunk_plan.chunks, names[2]
+        labels, n_classes, decision = job.output == "labels", int(job.num_classes or 0), self.decision()
+        dtype, label_nodata = self.label_dtype(), decision.label_nodata
+        names = keys.stage2_names(infer, tokenize(decision), job.output)
+        stage2 = _Stage2(chunk_plan, infer, names, decision, job.region)
+        (hs, ws), out = chunk_plan.chunks, names[1]
         layer = ChunkLayer((len(hs), len(ws)), stage2.keys_of, stage2.make)
         below = NamedGraph(graph_with(infer, stage1, [*self.windows.dependencies, self.model_key]), infer)
         graph = graph_with(out, layer, [below])
@@ -236,38 +250,43 @@ class InferencePlan:
 
 @dataclass(frozen=True)
 class _Stage2:
-    """The tasks of stage 2 for each chunk: its halo parts (where it has neighbours below or right), its
-    settled block and its output block (finished with the parts of the chunks above and to the left).
+    """The tasks of stage 2 for each chunk: its halo parts (where it has neighbours below or right), and its
+    output block (its settled block finished with the parts of the chunks above and to the left).
     """
 
     plan: ChunkPlan
     infer: str
-    names: tuple[str, str, str]  # halo parts, settle, output
-    decision: blend.Decision
+    names: tuple[str, str]  # halo parts, output
+    decision: decide.Decision
     region: Region | None
 
     def keys_of(self, j: int, k: int) -> list:
-        (ext_y, ext_x), (parts, settled, out) = self.plan.extensions, self.names
+        (ext_y, ext_x), (parts, out) = self.plan.extensions, self.names
         own = [(parts, j, k)] if ext_y[j] or ext_x[k] else []
-        return [*own, (settled, j, k), (out, j, k) if self.decision.output == "labels" else (out, 0, j, k)]
+        return [*own, (out, j, k) if self.decision.output == "labels" else (out, 0, j, k)]
 
     def make(self, key: tuple) -> GraphNode:
-        (parts, settled, _), plan = self.names, self.plan
+        (parts, _), plan = self.names, self.plan
         j, k = key[-2:]
         (h, w) = (plan.chunks[0][j], plan.chunks[1][k])
-        ext_y, ext_x = plan.extensions
         if key[0] == parts:
-            return task(key, blend.halo_parts, ref((self.infer, j, k)), h, w)
+            return task(key, _parts, ref((self.infer, j, k)))
+        ext_y, ext_x = plan.extensions
         oy, ox = ext_y[j - 1] if j else 0, ext_x[k - 1] if k else 0
-        if key[0] == settled:
-            return task(key, blend.settle, ref((self.infer, j, k)), (h, w), (oy, ox), self.decision)
         top = task(None, _part, ref((parts, j - 1, k)), "bottom") if oy else None
         left = task(None, _part, ref((parts, j, k - 1)), "right") if ox else None
         corner = task(None, _part, ref((parts, j - 1, k - 1)), "corner") if oy and ox else None
         y0, x0 = plan.y_bounds[j], plan.x_bounds[k]
         clip = self.region is not None and not self.region.covers_box(y0, x0, y0 + h, x0 + w)
-        finished = task(None if clip else key, blend.finish, ref((settled, j, k)), self.decision, top, left, corner)
-        return task(key, blend.clip_to_region, finished, self.region, (y0, x0), self.decision) if clip else finished
+        finished = task(None if clip else key, blend.finish, ref((self.infer, j, k)), self.decision, top, left, corner)
+        return task(key, decide.clip_to_region, finished, self.region, (y0, x0), self.decision) if clip else finished
+
+
+def _parts(chunk: blend.ChunkSums) -> blend.HaloParts:
+    """The halo parts of a chunk's stage-1 result, a key of their own: the neighbours that wait for them do
+    not hold the chunk's settled block.
+    """
+    return chunk.parts
 
 
 def _part(parts: blend.HaloParts, which: str) -> np.ndarray:

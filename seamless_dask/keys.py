@@ -4,18 +4,19 @@ A ``segment`` graph's keys are ``(name, j, k)`` or ``(name, part, j, k)`` for ch
 starts with ``seamless-``, so the chunk row is ``key[-2]``. The model runs in the stage-1 tasks, named
 ``seamless-infer-[GPU=1]-<token>`` (the resources the model needs, when it needs any, written into the name:
 a key name survives graph optimisation where layer annotations do not, dask#7036, distributed#8593).
-Low-level fusion may merge a chunk's stage-1 task with its settle task, whose name then carries the stage-1
-name: :func:`inference_key` recovers it, so progress and resource routing see fused tasks too.
+Low-level fusion may merge a chunk's stage-1 task with its output task (a chunk with no halo to hand on), whose
+name then carries the stage-1 name: :func:`inference_key` recovers it, so progress and resource routing see
+fused tasks too.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 PREFIX = "seamless-"
 TILE_TOPIC = "seamless-tiles"  # scheduler events, one per finished model task (cluster.TileEvents -> progress)
 INFER = "seamless-infer-"
-SETTLE = "seamless-settle-"
 
 
 def infer_name(resources: tuple[tuple[str, float], ...], token: str) -> str:
@@ -23,23 +24,30 @@ def infer_name(resources: tuple[tuple[str, float], ...], token: str) -> str:
     return INFER + resource_tag(resources) + token
 
 
-def stage2_names(infer: str, token: str, output: str) -> tuple[str, str, str]:
-    """``(halo parts, settle, output)`` names for the stage-1 keys named ``infer``; the settle name carries it."""
+def stage2_names(infer: str, token: str, output: str) -> tuple[str, str]:
+    """``(halo parts, output)`` names for the stage-1 keys named ``infer``; each carries the stage-1 name's own
+    part, so that a stage-1 task fused with its output task (:func:`inference_key`) can be traced back.
+    """
     own = infer.removeprefix(INFER)
-    return f"{PREFIX}halo-{own}~{token}", f"{SETTLE}{own}~{token}", f"{PREFIX}{output}-{own}~{token}"
+    return f"{PREFIX}halo-{own}~{token}", f"{PREFIX}{output}-{own}~{token}"
 
 
 def inference_key(key: Any) -> tuple | None:
-    """The stage-1 key ``key`` is, or was fused into (a settle task it ran with); ``None`` for other keys."""
+    """The stage-1 key ``key`` is, or was fused into (the output task of a chunk with no halo to hand on, which
+    it ran with); ``None`` for other keys.
+    """
     if not isinstance(key, tuple) or len(key) < 3:
         return None
     name = str(key[0])
     if not name.startswith(INFER):
         return None
-    if SETTLE in name:  # fused: "<prefix of the stage-1 name>-seamless-settle-<stage-1 name's own part>~<token>"
-        own = name[name.index(SETTLE) + len(SETTLE) :].rsplit("~", 1)[0]
-        return (INFER + own, *key[1:])
+    fused = _FUSED.search(name)  # "<stage-1 name, shortened>-seamless-<output>-<stage-1 name's own part>~<token>"
+    if fused:
+        return (INFER + fused.group(1), *key[1:])
     return key
+
+
+_FUSED = re.compile(r"-seamless-[a-z]+-(.+)~[^~]*$")
 
 
 def is_inference(key: Any) -> bool:

@@ -81,6 +81,16 @@ class _Counter:
         self.seen: set[Any] = set()
         self.lock = threading.Lock()
 
+    def all_done(self) -> None:
+        """The run succeeded: a graph of one chunk ran its tiles even if no key said so (dask fuses its stage-1
+        task with the output task and what follows, name and all; with more chunks each output block also
+        waits for its neighbours' halos, so stage-1 tasks keep their names and are counted one by one).
+        """
+        with self.lock:
+            if len(self.counts) == 1 and not self.seen:
+                self.bar.update(sum(self.counts.values()))
+                self.seen.update(self.counts)
+
     def done(self, key: Any) -> None:
         stage1 = keys.inference_key(key)
         with self.lock:
@@ -106,6 +116,8 @@ class _TileBar(Callback):
 
     def _finish(self, dsk: Any, state: Any, errored: bool) -> None:
         if self.counter is not None:
+            if not errored:
+                self.counter.all_done()
             self.counter.bar.close()
 
 
@@ -120,6 +132,8 @@ def _compute_distributed(client: Any, obj: Any, counts: dict[Any, int], descript
 
         client.subscribe_topic(keys.TILE_TOPIC, on_event)
         try:
-            return bands.compute(client, obj)
+            result = bands.compute(client, obj)
+            counter.all_done()
+            return result
         finally:
             client.unsubscribe_topic(keys.TILE_TOPIC)

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .blend import decide
+from .decide import decide
 from .exceptions import DimensionError, ModelOutputError, TilingError
 from .grid import Pair, TileGrid, TileWindow, as_pair
 from .weights import TileWeights, as_weights
