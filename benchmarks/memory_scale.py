@@ -123,10 +123,10 @@ def _python(*args: str, env: dict) -> subprocess.Popen:
 
 
 def start_cluster(
-    folder: Path, env: dict, *, nworkers: int = 1, nthreads: int | None = None
+    folder: Path, env: dict, *, nworkers: int = 1, nthreads: int | None = None, resources: str | None = None
 ) -> tuple[str, list[subprocess.Popen]]:
     """A ``dask scheduler`` and a ``dask worker`` (a nanny, ``nworkers`` processes of ``nthreads`` threads, by
-    default one of a thread per core), as real processes.
+    default one of a thread per core, with worker ``resources`` such as ``"GPU=1"``), as real processes.
     """
     sched_file = folder / "scheduler.json"
     sched_file.unlink(missing_ok=True)
@@ -137,6 +137,7 @@ def start_cluster(
         time.sleep(0.2)
     threads = nthreads or os.cpu_count() or 2
     worker_args = ["--nworkers", str(nworkers), "--nthreads", str(threads), "--host", "127.0.0.1"]
+    worker_args += ["--resources", resources] if resources else []
     worker = _python("-m", "distributed.cli.dask_worker", *common, *worker_args, env=env)
     from distributed import Client
 

@@ -55,11 +55,12 @@ class Run(NamedTuple):
     tile: int
     overlap: int
     chunks: int
+    resources: tuple[tuple[str, float], ...] = ()  # what the model tasks need, e.g. (("GPU", 1),)
 
 
 def write(address: str, run: Run) -> dict[str, Any]:
     """One write through ``address``: seconds, tiles, tasks and chunks of the graph, scheduler CPU seconds."""
-    scene, target, model, tile, overlap, chunks = run
+    scene, target, model, tile, overlap, chunks, _ = run
     from distributed import Client
 
     from seamless_dask import io
@@ -71,7 +72,7 @@ def write(address: str, run: Run) -> dict[str, Any]:
         scheduler = psutil.Process(client.run_on_scheduler(os.getpid))
         image = sd.open_raster(scene)
         labels = sd.segment(image, model, tile_size=tile, overlap=overlap, num_classes=2, normalize=(0, 255),
-                            chunks=chunks, resources=None)  # fmt: skip
+                            chunks=chunks, resources=dict(run.resources) or None)  # fmt: skip
         graph = io.to_zarr(labels, target, compute=False).__dask_graph__()
         tasks, n_chunks = len(dict(graph)), labels.data.npartitions
         shutil.rmtree(target, ignore_errors=True)
@@ -94,7 +95,10 @@ def _transitions(dask_scheduler: Any) -> int:
 
 
 def on_cluster(workers: int, threads: int, data: Path, env: dict, *runs: Run) -> list[dict[str, Any]]:
-    address, processes = start_cluster(data, env, nworkers=workers, nthreads=threads)
+    gpu = any(run.resources for run in runs)  # workers that say they have one GPU: the model tasks take turns
+    address, processes = start_cluster(
+        data, env, nworkers=workers, nthreads=threads, resources="GPU=1" if gpu else None
+    )
     try:
         return [write(address, run) for run in runs]
     finally:
@@ -120,8 +124,10 @@ def main() -> None:
         results = on_cluster(workers, threads, args.data, env, *runs)
         rows.append((workers, threads, results))
         print(workers, threads, results, flush=True)
-    (cost,) = on_cluster(1, 2, args.data, env, Run(scene, target, "memory_scale:cheap_model", 128, 16, 256))
-    print(cost, flush=True)
+    cost_runs = [Run(scene, target, "memory_scale:cheap_model", 128, 16, 256, need) for need in ((), (("GPU", 1),))]
+    (cost,) = on_cluster(1, 2, args.data, env, cost_runs[0])
+    (gpu_cost,) = on_cluster(1, 2, args.data, env, cost_runs[1])
+    print(cost, gpu_cost, flush=True)
     git = ["git", "rev-parse", "--short", "HEAD"]
     commit = subprocess.run(git, check=False, capture_output=True, text=True, cwd=HERE).stdout.strip()
     print(f"\n{time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
@@ -132,18 +138,20 @@ def main() -> None:
     for workers, threads, results in rows:
         cells = [f"{r['tiles'] / r['seconds']:.1f}" for r in results]
         print(f"| {workers} x {threads} | " + " | ".join(cells) + " |")
-    per_task = cost["scheduler_cpu"] / cost["tasks"]
-    per_chunk = cost["scheduler_cpu"] / cost["chunks"]
-    print(f"\nScheduler: {cost['scheduler_cpu']:.2f} CPU s for {cost['tasks']:,} tasks and {cost['chunks']:,} chunks "
-          f"({cost['tiles']:,} tiles, {cost['seconds']:.1f} s wall): {per_task * 1e3:.3f} ms a task, "
-          f"{per_chunk * 1e3:.3f} ms a chunk ({cost['tasks'] / cost['chunks']:.1f} tasks a chunk as built, "
-          f"{cost['transitions'] / cost['chunks']:.1f} scheduler transitions a chunk)\n")  # fmt: skip
+    for label, c in (("model tasks read their windows", cost), ('resources={"GPU": 1}, reads apart', gpu_cost)):
+        cpu, tasks, chunks = c["scheduler_cpu"], c["tasks"], c["chunks"]
+        print(f"\nScheduler, {label}: {cpu:.2f} CPU s for {tasks:,} tasks and {chunks:,} chunks ({c['tiles']:,} "
+              f"tiles, {c['seconds']:.1f} s wall): {cpu / tasks * 1e3:.3f} ms a task, {cpu / chunks * 1e3:.3f} ms a "
+              f"chunk ({tasks / chunks:.1f} tasks a chunk as built, {c['transitions'] / chunks:.1f} scheduler "
+              "transitions a chunk)")  # fmt: skip
+    per_chunk = gpu_cost["scheduler_cpu"] / gpu_cost["chunks"]
+    print("\nGPU workers, from the second graph's cost a chunk:\n")
     print(
         f"| chunk side (px) | tiles a chunk (tile {GPU_TILE}, overlap {GPU_OVERLAP}) | chunks/s a GPU worker at "
         f"{GPU_TILES_PER_S} tiles/s | chunks/s one scheduler handles | GPU workers one scheduler keeps busy |"
     )
     print("| --- | --- | --- | --- | --- |")
-    for side in (2048, 4096, 8192):
+    for side in (2048, 4096, 8192, 10240):
         tiles = (side / (GPU_TILE - GPU_OVERLAP)) ** 2
         demand = GPU_TILES_PER_S / tiles
         print(f"| {side} | {tiles:.0f} | {demand:.2f} | {1 / per_chunk:,.0f} | {1 / per_chunk / demand:,.0f} |")

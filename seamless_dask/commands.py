@@ -5,9 +5,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+# One dask scheduler's CPU a chunk with the model on GPU workers (read, infer, halo and write tasks), measured on a
+# 2-core VM (README, "At scale, measured"): a server's scheduler is faster, so this errs on the safe side.
+SCHEDULER_MS_A_CHUNK = 6.0
+
 
 def plan(args: argparse.Namespace) -> None:
-    """Print the tile grid and chunk plan of an image size, reading no pixels."""
+    """Print the tile grid and chunk plan of an image size, reading no pixels: what a chunk in flight holds,
+    and, with ``--gpu-workers``, the share of one scheduler that many model workers keep busy.
+    """
+    import numpy as np
+
     from .segment import plan as chunk_plan_of
 
     chunk_plan = chunk_plan_of(
@@ -16,14 +24,30 @@ def plan(args: argparse.Namespace) -> None:
     grid = chunk_plan.grid
     hs, ws = chunk_plan.chunks
     rows, cols = chunk_plan.tiles_per_axis
-    oy, ox = grid.y.overlap, grid.x.overlap
-    largest = (max(hs) + oy) * (max(ws) + ox) * (args.classes + 1) * 8
+    (oy, ox), (h, w) = (grid.y.overlap, grid.x.overlap), (max(hs), max(ws))
+    window = (h + oy) * (w + ox) * args.bands * np.dtype(args.dtype).itemsize
+    sums = (args.classes + 1) * 8 * grid.tile_shape[0] * (w + ox)
+    labels = h * w * (1 if args.classes < 255 else 2)
     print(f"image        {args.height} x {args.width} px")
     print(f"tiles        {grid.n_tiles} ({grid.grid_shape[0]} x {grid.grid_shape[1]}) of {grid.tile_shape} px")
     print(f"stride       {(grid.y.stride, grid.x.stride)} px; last tiles flush with the image border")
     print(f"chunks       {len(hs)} x {len(ws)}; sizes y {sorted(set(hs))}, x {sorted(set(ws))} px")
     print(f"tiles/chunk  {min(rows) * min(cols)} to {max(rows) * max(cols)}, each tile run once")
-    print(f"accumulator  {largest / 2**20:.0f} MiB for the largest chunk ({args.classes} classes + weight, float64)")
+    print(
+        f"a chunk      window {window / 2**20:.0f} MiB ({args.bands} bands of {args.dtype}), sums {sums / 2**20:.0f} "
+        f"MiB (a tile's height of rows, {args.classes} classes + weight, float64), labels {labels / 2**20:.0f} MiB"
+    )
+    if args.gpu_workers:
+        n_chunks = len(hs) * len(ws)
+        chunks_per_s = args.gpu_workers * args.tiles_per_second / (grid.n_tiles / n_chunks)
+        load = chunks_per_s * SCHEDULER_MS_A_CHUNK / 1e3
+        verdict = "fits" if load < 0.8 else "the scheduler is the bottleneck: use larger --chunks, or split the scene"
+        if n_chunks < args.gpu_workers:
+            verdict += f"; only {n_chunks} chunks: at most {n_chunks} workers busy at once"
+        print(
+            f"scheduler    {args.gpu_workers} workers at {args.tiles_per_second:g} tiles/s: {chunks_per_s:.0f} "
+            f"chunks/s, {load:.0%} of one scheduler at ~{SCHEDULER_MS_A_CHUNK:g} ms a chunk ({verdict})"
+        )
 
 
 def evaluate(args: argparse.Namespace) -> None:

@@ -29,6 +29,18 @@ def test_cli_plan_prints_the_grid(capsys):
     assert "tiles        20 (5 x 4)" in out and "each tile run once" in out
 
 
+def test_cli_plan_says_what_a_chunk_holds_and_when_the_scheduler_is_the_bottleneck(capsys):
+    args = ["plan", "100000", "100000", "--tile-size", "512", "--overlap", "64", "--gpu-workers", "500"]
+    assert main(args) == 0
+    out = capsys.readouterr().out  # chunks of about 2240 px: 3 bands of uint8 with the overlap, 2 classes + weight
+    assert "window 15 MiB (3 bands of uint8), sums 27 MiB" in out and "labels 5 MiB" in out
+    assert "the scheduler is the bottleneck: use larger --chunks" in out
+    assert main([*args, "--chunks", "10240"]) == 0
+    assert "(fits; only 100 chunks: at most 100 workers busy at once)" in capsys.readouterr().out
+    assert main(["plan", "300000", "300000", *args[3:], "--chunks", "10240"]) == 0
+    assert "(fits)" in capsys.readouterr().out
+
+
 def test_cli_user_mistake_is_one_line_and_exit_2(capsys):
     assert main(["plan", "100", "100", "--tile-size", "64", "--overlap", "70"]) == 2
     err = capsys.readouterr().err
