@@ -15,7 +15,10 @@ of the tasks that :mod:`seamless_dask.graph` builds for each chunk:
 
 from __future__ import annotations
 
+import threading
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -121,11 +124,35 @@ def row_sums(inference: TileInference, block: np.ndarray, tiles: Sequence[LocalT
     if valid is not None:
         tiles = [t for t in tiles if valid[t.y : t.y + th, t.x : t.x + tw].any()]
     rows = _Rows(np.zeros((n_classes * inference.moments + 1, min(th, height), width)))
-    batch_size = runner.config.batch_size
-    batches = [tiles[start : start + batch_size] for start in range(0, len(tiles), batch_size)]
     padding = TilePadding.to_fit((th, tw), inference.model_tile or (th, tw), fill)
-    stacks = (padding.pad(np.stack([tile_pixels(block, valid, t, (th, tw)) for t in batch])) for batch in batches)
-    for batch, raw in zip(batches, runner.predict_stream(stacks), strict=True):
+    batches: deque[list[LocalTile]] = deque()  # made, not yet predicted (one ahead on a GPU)
+
+    def stacks() -> Iterator[np.ndarray]:
+        start = 0
+        while start < len(tiles):
+            batches.append(tiles[start : start + MODEL_SHARE.batch(runner.config.batch_size)])
+            start += len(batches[-1])
+            yield padding.pad(np.stack([tile_pixels(block, valid, t, (th, tw)) for t in batches[-1]]))
+
+    with MODEL_SHARE.joined():
+        predictions = runner.predict_stream(stacks())
+        yield from _sum_predictions(inference, predictions, batches, rows, valid=valid, padding=padding)
+    yield from rows.final_before(height)
+
+
+def _sum_predictions(
+    inference: TileInference,
+    predictions: Iterator[np.ndarray],
+    batches: deque,
+    rows: _Rows,
+    *,
+    valid: Any,
+    padding: TilePadding,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Add each batch's predictions into ``rows``, handing on the rows that no later tile reaches."""
+    (th, tw), n_classes = inference.tile_shape, inference.n_classes
+    for raw in predictions:
+        batch = batches.popleft()
         if raw.shape[1] != n_classes:
             raise ModelOutputError(
                 f"the model returned {raw.shape[1]} channels but {n_classes} were expected "
@@ -140,7 +167,36 @@ def row_sums(inference: TileInference, block: np.ndarray, tiles: Sequence[LocalT
         for pred, t in zip(preds, batch, strict=True):
             yield from rows.final_before(t.y)  # no tile left starts above t.y
             _add_tile(rows.sums, pred, t, inference, valid)
-    yield from rows.final_before(height)
+
+
+class ModelShare:
+    """The stage-1 tasks running the model in this process now, and the batch each takes: ``batch_size``
+    tiles are in the model at once in a process, shared by the tasks side by side (two threads: half a
+    batch each). Two model calls at once keep two cores busy, but each holds its batch's activations: split
+    this way they hold one batch's worth between them (``benchmarks/peers.py``, README: the memory of
+    in-memory images). With ``resources={"GPU": 1}`` a worker runs one model task at a time: full batches.
+    """
+
+    def __init__(self) -> None:
+        self.lock, self.running = threading.Lock(), 0
+
+    @contextmanager
+    def joined(self) -> Iterator[None]:
+        """Count the calling task among those running the model while the block runs."""
+        with self.lock:
+            self.running += 1
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.running -= 1
+
+    def batch(self, batch_size: int) -> int:
+        """The tiles of the next model call of one of the running tasks."""
+        return max(1, batch_size // max(1, self.running))
+
+
+MODEL_SHARE = ModelShare()
 
 
 class _Rows:

@@ -30,7 +30,9 @@ class RunnerConfig:
     Parameters
     ----------
     batch_size
-        Tiles per model call.
+        Tiles in the model at once in one process: a model task alone calls the model with this many;
+        tasks running side by side share them (two threads: half each), so that memory does not grow with
+        threads.
     device
         ``"auto"`` (CUDA when visible), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
     normalize

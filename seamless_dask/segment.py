@@ -101,7 +101,9 @@ def segment(
     tile_size, overlap
         Tile size and overlap between neighbouring tiles, in pixels, an int or ``(y, x)``.
     batch_size
-        Tiles per model call.
+        Tiles in the model at once in one process: a model task alone calls the model with this many;
+        tasks running side by side share them (two threads: half each), so that memory does not grow with
+        threads.
     output
         ``"labels"``: ``(y, x)`` argmax class in the smallest unsigned dtype that holds the classes;
         ``"probabilities"``: ``(class, y, x)`` float32, activation then blend; ``"logits"``: blended raw

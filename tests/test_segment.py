@@ -369,3 +369,40 @@ def test_i4_a_chunk_holds_a_strip_of_sums_never_its_whole_accumulator():
     accumulator = 3 * 1024 * 1024 * 8  # two classes and the weight, float64, over the chunk alone
     assert peak < accumulator / 4, f"{peak / 2**20:.1f} MiB"  # 34.0 MiB before, 5.4 now
     np.testing.assert_array_equal(labels, expected)
+
+
+def test_model_tasks_side_by_side_share_the_batch():
+    """``batch_size`` tiles are in the model at once in a process: two stage-1 tasks running together take
+    half a batch each (each model call holds its batch's activations), one alone a whole batch.
+    """
+    import threading
+    import time
+
+    from seamless_dask.blend import ModelShare
+
+    share = ModelShare()
+    assert share.batch(8) == 8
+    with share.joined():
+        assert share.batch(8) == 8
+        with share.joined():
+            assert share.batch(8) == 4 and share.batch(1) == 1
+    assert share.running == 0
+
+    calls: list[int] = []
+    lock = threading.Lock()
+
+    class Slow(helpers.Brightness):
+        def forward(self, x):
+            with lock:
+                calls.append(len(x))
+            time.sleep(0.005)  # long enough for the two threads' tasks to overlap
+            return super().forward(x)
+
+    image = helpers.structured_image(3, 600, 600) * 255
+    options = {"tile_size": 64, "overlap": 16, "num_classes": 2, "batch_size": 8, "chunks": 200}
+    with dask.config.set(scheduler="threads", num_workers=2):
+        shared = sd.segment(da.from_array(image, chunks=(3, 200, 200)), Slow(), **options).compute()
+    with dask.config.set(scheduler="synchronous"):
+        alone = sd.segment(da.from_array(image, chunks=(3, 200, 200)), helpers.Brightness(), **options).compute()
+    assert max(calls) == 8 and 4 in calls  # whole batches alone, halves side by side
+    np.testing.assert_array_equal(shared, alone)
