@@ -11,6 +11,9 @@ overlap 64, batch 8:
 - ``naive``: non-overlapping tiles (the last one flush), stitched;
 - ``monai-constant``, ``monai-gaussian``: MONAI ``sliding_window_inference`` (overlap 0.25 = 64 px);
 - ``tiler-triang``: tiler with a triangular window (image reflect-padded to whole tiles, as tiler does);
+- ``seamless-seg``: seamless-seg's plan (trust-map blending, tiles loaded and unloaded row by row, batches of
+  ``batch_size`` through ``batched_tile_get``). It is one file to copy, not a package: give its path with
+  ``--seamless-seg PATH/seamless_seg.py`` (github.com/Multihuntr/seamless-seg); without it the row is skipped;
 - ``seamless``: ``seamless_dask.segment(..., output="logits")`` with its default weights (``"trim"``);
   ``seamless-trust`` with the smooth ``"trust"`` map for comparison;
 - ``bare-first``, ``seamless-first``: the same two, but the first call of a fresh process (``import
@@ -41,7 +44,7 @@ import numpy as np
 TILE, OVERLAP, BATCH, CLASSES = 256, 64, 8, 3
 METHODS = (
     "bare", "whole", "naive", "monai-constant", "monai-gaussian", "tiler-triang", "seamless", "seamless-trust",
-    "bare-first", "seamless-first",
+    "bare-first", "seamless-first", "seamless-seg",
 )  # fmt: skip
 
 
@@ -156,6 +159,30 @@ def run_tiler(image, model):
     return merger.merge(extra_padding=padding, dtype=np.float32)
 
 
+def run_seamless_seg(image, model):
+    import importlib.util
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location("seamless_seg", os.environ["SEAMLESS_SEG"])
+    assert spec is not None and spec.loader is not None
+    ss = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ss)
+    plan, _ = ss.plan_regular_grid(image.shape[1:], (TILE, TILE), (OVERLAP, OVERLAP))
+
+    def run_tiles(indexes, geoms):  # a batch of geometries in, the model's outputs out (HWC, as it wants)
+        if not geoms:
+            return []
+        tiles = np.stack([image[(slice(None), *ss.shape_to_slices(g))] for g in geoms])
+        with torch.inference_mode():
+            return model(torch.from_numpy(tiles)).numpy().transpose(0, 2, 3, 1)
+
+    out = np.zeros((CLASSES, *image.shape[1:]), np.float32)
+    for _, geom, tile in ss.run_plan(plan, ss.batched_tile_get(ss.get_plan_input_geoms(plan), BATCH, run_tiles)):
+        out[(slice(None), *ss.shape_to_slices(geom))] = tile.transpose(2, 0, 1)
+    return out
+
+
 def run_seamless(image, model, weights: str | None):
     import seamless_dask as sd
 
@@ -172,6 +199,7 @@ def run_method(method: str, image, model):
         "monai-constant": lambda: run_monai(image, model, "constant"),
         "monai-gaussian": lambda: run_monai(image, model, "gaussian"),
         "tiler-triang": lambda: run_tiler(image, model),
+        "seamless-seg": lambda: run_seamless_seg(image, model),
         "seamless": lambda: run_seamless(image, model, None),
         "seamless-trust": lambda: run_seamless(image, model, "trust"),
     }
@@ -198,7 +226,8 @@ def child(args: argparse.Namespace) -> None:
     if first:
         import seamless_dask  # noqa: F401  (a notebook's first cell: the import is not the call's cost)
     else:
-        run_method(args.method, image[:, :TILE, :TILE], model)  # warm up: first calls allocate and pick kernels
+        side = 2 * TILE if args.method == "seamless-seg" else TILE  # seamless-seg fails on a one-tile image
+        run_method(args.method, image[:, :side, :side], model)  # warm up: first calls allocate and pick kernels
     seconds = []
     for _ in range(1 if first else args.repeats):
         start = time.perf_counter()
@@ -300,6 +329,7 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--work", type=Path, default=Path("/tmp/seamless-peers"))
+    parser.add_argument("--seamless-seg", type=Path, help="seamless-seg's seamless_seg.py, for its row")
     parser.add_argument("--child", choices=METHODS, help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--image", type=Path, help=argparse.SUPPRESS)
@@ -322,6 +352,11 @@ def main() -> None:
         "runs, each method in its own process",
     ]
     methods = ["bare", "whole", *[m for m in args.methods if m not in ("bare", "whole")]]
+    if args.seamless_seg:
+        os.environ["SEAMLESS_SEG"] = str(args.seamless_seg.resolve())  # for the child processes
+    elif "seamless-seg" in methods:
+        methods.remove("seamless-seg")
+        print("seamless-seg skipped: give --seamless-seg PATH/seamless_seg.py", file=sys.stderr)
     for model in args.models:
         for size in args.sizes:
             image = make_image(size, args.work / f"image-{size}.npy")

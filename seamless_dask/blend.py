@@ -175,25 +175,31 @@ class ModelShare:
     batch each). Two model calls at once keep two cores busy, but each holds its batch's activations: split
     this way they hold one batch's worth between them (``benchmarks/peers.py``, README: the memory of
     in-memory images). With ``resources={"GPU": 1}`` a worker runs one model task at a time: full batches.
+
+    The share follows the most tasks seen side by side since the model was last idle, not the tasks running
+    at this instant: while one task ends and the next starts, the other would otherwise take a whole batch
+    beside the newcomer's half.
     """
 
     def __init__(self) -> None:
-        self.lock, self.running = threading.Lock(), 0
+        self.lock, self.running, self.most = threading.Lock(), 0, 0
 
     @contextmanager
     def joined(self) -> Iterator[None]:
         """Count the calling task among those running the model while the block runs."""
         with self.lock:
             self.running += 1
+            self.most = max(self.most, self.running)
         try:
             yield
         finally:
             with self.lock:
                 self.running -= 1
+                self.most = self.most if self.running else 0
 
     def batch(self, batch_size: int) -> int:
         """The tiles of the next model call of one of the running tasks."""
-        return max(1, batch_size // max(1, self.running))
+        return max(1, batch_size // max(1, self.most))
 
 
 MODEL_SHARE = ModelShare()

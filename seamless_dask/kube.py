@@ -60,8 +60,9 @@ class KubeSpec:
     worker_threads
         dask threads per worker: one runs the model task (it needs ``GPU=1``), the others read, blend, write.
     worker_cpu, worker_memory
-        CPU and memory each worker pod requests (and is limited to, for memory): a 2048 px chunk's
-        float64 accumulator with 10 classes is ~0.4 GB, and a few wait per thread.
+        CPU and memory each worker pod requests (and is limited to, for memory): a chunk in flight holds
+        its input window, a tile's height of float64 sums and its output block (``seamless-dask plan``
+        prints them: 3 bands of uint8 at 8192 px chunks, about 0.3 GB), one or two per thread.
     scheduler_cpu, scheduler_memory
         The scheduler's, with no GPU.
     env

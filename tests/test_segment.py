@@ -386,7 +386,8 @@ def test_model_tasks_side_by_side_share_the_batch():
         assert share.batch(8) == 8
         with share.joined():
             assert share.batch(8) == 4 and share.batch(1) == 1
-    assert share.running == 0
+        assert share.batch(8) == 4  # a task ended, the next one is on its way: no whole batch in between
+    assert share.running == 0 and share.batch(8) == 8  # idle: the next task alone takes a whole batch
 
     calls: list[int] = []
     lock = threading.Lock()
@@ -406,3 +407,17 @@ def test_model_tasks_side_by_side_share_the_batch():
         alone = sd.segment(da.from_array(image, chunks=(3, 200, 200)), helpers.Brightness(), **options).compute()
     assert max(calls) == 8 and 4 in calls  # whole batches alone, halves side by side
     np.testing.assert_array_equal(shared, alone)
+
+
+def test_an_image_in_memory_is_computed_with_one_malloc_arena_unless_told_not_to(monkeypatch):
+    from seamless_dask import segment as front
+
+    calls = []
+    monkeypatch.setattr(front, "_one_malloc_arena", lambda: calls.append(1))
+    image = helpers.structured_image(3, 64, 64) * 255
+    options = {"tile_size": 32, "overlap": 8, "num_classes": 2}
+    sd.segment(image, helpers.Brightness(), **options)
+    with dask.config.set({"seamless_dask.one_malloc_arena": False}):
+        sd.segment(image, helpers.Brightness(), **options)
+    sd.segment(da.from_array(image), helpers.Brightness(), **options)  # lazy: the caller computes it
+    assert calls == [1]
