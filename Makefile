@@ -42,9 +42,10 @@ test-slow: $(STAMP)
 	$(PY) -m pytest -m "slow or not slow" --hypothesis-profile=thorough
 
 # By hand, not in CI: each prints its table for docs/benchmarks.md.
+# seamless-seg is one file to copy, not a package: `make bench-peers SEAMLESS_SEG=path/to/seamless_seg.py` adds its row.
 bench-peers: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[bench]"
-	$(PY) benchmarks/peers.py
+	$(PY) benchmarks/peers.py $(if $(SEAMLESS_SEG),--seamless-seg $(SEAMLESS_SEG))
 
 bench-threads: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[bench]"

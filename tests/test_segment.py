@@ -410,7 +410,9 @@ def test_model_tasks_side_by_side_share_the_batch():
 
 
 def test_an_image_in_memory_is_computed_with_one_malloc_arena_unless_told_not_to(monkeypatch):
-    from seamless_dask import segment as front
+    import importlib
+
+    front = importlib.import_module("seamless_dask.segment")  # the module, not the function of that name
 
     calls = []
     monkeypatch.setattr(front, "_one_malloc_arena", lambda: calls.append(1))
