@@ -51,7 +51,7 @@ _FUSED = re.compile(r"-seamless-[a-z]+-(.+)~[^~]*$")
 
 
 def is_inference(key: Any) -> bool:
-    """A task that runs the model: a stage-1 task, alone or fused with its settle task."""
+    """A task that runs the model: a stage-1 task, alone or fused with its output task."""
     return isinstance(key, tuple) and str(key[0]).startswith(INFER)
 
 

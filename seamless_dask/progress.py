@@ -5,7 +5,7 @@ counting tiles. Local schedulers (threads, processes) report each stage-1 task a
 callback. On a ``distributed`` cluster, the :class:`TileEvents` scheduler plugin (registered with the other
 scheduler plugins, see :func:`seamless_dask.cluster.ensure_scheduler_plugins`) logs an event each time a
 stage-1 task's result is in memory, and the client follows that topic: it also works in a notebook attached
-to a remote cluster. Stage-1 tasks fused with their settle task count too (:func:`keys.inference_key`).
+to a remote cluster. Stage-1 tasks fused with their output task count too (:func:`keys.inference_key`).
 """
 
 from __future__ import annotations
