@@ -18,7 +18,7 @@ import numpy as np
 import xarray as xr
 
 from .classes import as_classes
-from .cluster import current_client, ensure_scheduler_plugins, shareable
+from .cluster import current_client, ensure_scheduler_plugins, set_malloc_option, shareable
 from .exceptions import DimensionError
 from .graph import DEFAULT_CHUNK, SegmentJob, build_graph
 from .grid import ChunkPlan, Pair, TileGrid, as_pair
@@ -274,17 +274,8 @@ def _compute_here(array: da.Array) -> np.ndarray:
 
 @functools.cache
 def _one_malloc_arena() -> None:
-    import ctypes
-    import sys
-
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return
     m_arena_max = -8
-    libc.mallopt(m_arena_max, 1)
+    set_malloc_option(m_arena_max, 1)
 
 
 def plan(
