@@ -60,6 +60,11 @@ class TileInference:
     model_tile: tuple[int, int] | None = None  # the tile the model is given; None: ``tile_shape``
     moments: int = 1  # 2: also sum weight * prediction**2, for output="uncertainty"
 
+    @property
+    def channels(self) -> int:
+        """Channels of the sums: ``weight * prediction`` per class (and per moment), then the weight."""
+        return self.n_classes * self.moments + 1
+
     def __dask_tokenize__(self) -> tuple:
         return (
             "seamless_dask.TileInference",
@@ -88,7 +93,7 @@ def infer_chunk(
     pixel, and large chunks (fewer tasks for the scheduler) cost what their input and output cost.
     ``decision=None`` (a chunk already written, run again only for its neighbours' halos) decides nothing.
     """
-    return settle_rows(row_sums(inference, block, tiles), frame, block.shape[1:], decision)
+    return settle_rows(row_sums(inference, block, tiles), frame, (inference.channels, *block.shape[1:]), decision)
 
 
 def infer_nothing(
@@ -101,9 +106,9 @@ def infer_nothing(
     """Stage 1 of a chunk that runs no tile (outside a region, or done on resume): zero sums and weights over
     its extended ``shape``, and no window read. Like every stage-1 task it ends with its (empty) tiles.
     """
-    channels, rows = inference.n_classes * inference.moments + 1, 256
+    channels, rows = inference.channels, 256
     strips = ((y0, np.zeros((channels, min(rows, shape[0] - y0), shape[1]))) for y0 in range(0, shape[0], rows))
-    return settle_rows(strips, frame, shape, decision)
+    return settle_rows(strips, frame, (channels, *shape), decision)
 
 
 def row_sums(inference: TileInference, block: np.ndarray, tiles: Sequence[LocalTile]) -> Iterator[tuple[int, Any]]:
@@ -116,14 +121,14 @@ def row_sums(inference: TileInference, block: np.ndarray, tiles: Sequence[LocalT
     the float64 sums need). Each tile goes through the model exactly once, except tiles whose pixels are all
     nodata, which never reach it; a tile's weight is zero on its nodata pixels.
     """
-    (th, tw), n_classes, runner = inference.tile_shape, inference.n_classes, inference.runner
+    (th, tw), runner = inference.tile_shape, inference.runner
     tiles = sorted(tiles, key=lambda t: t.y)  # a ChunkTiles, expanded here in the task (already in row order)
     height, width = block.shape[1:]
     fill = runner.config.fill_values(block.shape[0])
     block, valid = mask_nodata(block, inference.nodata, fill)
     if valid is not None:
         tiles = [t for t in tiles if valid[t.y : t.y + th, t.x : t.x + tw].any()]
-    rows = _Rows(np.zeros((n_classes * inference.moments + 1, min(th, height), width)))
+    rows = _Rows(np.zeros((inference.channels, min(th, height), width)))
     padding = TilePadding.to_fit((th, tw), inference.model_tile or (th, tw), fill)
     batches: deque[list[LocalTile]] = deque()  # made, not yet predicted (one ahead on a GPU)
 
@@ -239,26 +244,23 @@ class ChunkSums(NamedTuple):
 
 
 def settle_rows(
-    strips: Iterable[tuple[int, np.ndarray]], frame: Frame, shape: tuple[int, int], decision: Decision | None
+    strips: Iterable[tuple[int, np.ndarray]], frame: Frame, shape: tuple[int, int, int], decision: Decision | None
 ) -> ChunkSums:
-    """A chunk's :class:`ChunkSums` from the strips of its sums over the extended ``shape`` (:func:`row_sums`).
+    """A chunk's :class:`ChunkSums` from the strips of its sums (:func:`row_sums`), ``shape = (channels, H, W)``
+    over the extended window.
 
-    The chunk's core ``frame.core = (h, w)`` is decided at once, except that the sums of its bands
-    ``frame.pending = (oy, ox)``
-    bands (the top rows and left columns that the chunks above and to the left still reach) are kept for
-    :func:`finish`; what lies past the core is the halo owed to the chunks below, right and below-right.
-    Waiting for neighbours then holds thin bands of sums, never an accumulator (I4). Bands and halos are
-    float32: sums of one or two float32 predictions ("trim") are exact in float32; smooth maps round by ~1e-7
-    relative.
+    The chunk's core ``frame.core = (h, w)`` is decided at once, except that the sums of its pending bands
+    ``frame.pending = (oy, ox)`` (the top rows and left columns that the chunks above and to the left still
+    reach) are kept for :func:`finish`; what lies past the core is the halo owed to the chunks below, right
+    and below-right. Waiting for neighbours then holds thin bands of sums, never an accumulator (I4). Bands and
+    halos are float32: sums of one or two float32 predictions ("trim") are exact in float32; smooth maps round by
+    ~1e-7 relative.
     """
-    (h, w), (oy, ox), (eh, ew) = frame.core, frame.pending, shape
+    (h, w), (oy, ox), (channels, eh, ew) = frame.core, frame.pending, shape
+    sizes = [(oy, w), (h - oy, ox), (eh - h, w), (h, ew - w), (eh - h, ew - w)]
+    top, left, bottom, right, corner = (np.zeros((channels, *size), np.float32) for size in sizes)
     block: np.ndarray | None = None
-    parts: list[np.ndarray] = []
     for y0, sums in strips:
-        if not parts:  # the channel count comes with the first strip
-            sizes = [(oy, w), (h - oy, ox), (eh - h, w), (h, ew - w), (eh - h, ew - w)]
-            parts = [np.zeros((len(sums), *size), np.float32) for size in sizes]
-        top, left, bottom, right, corner = parts
         y1, stop = y0 + sums.shape[1], min(y0 + sums.shape[1], h)
         if y0 < stop:  # rows of the core
             own = sums[:, : stop - y0]
@@ -276,7 +278,6 @@ def settle_rows(
             first = max(y0, h)
             bottom[:, first - h : y1 - h] = sums[:, first - y0 :, :w]
             corner[:, first - h : y1 - h] = sums[:, first - y0 :, w:]
-    top, left, bottom, right, corner = parts
     return ChunkSums(Settled(block, top if oy else None, left if ox else None), HaloParts(bottom, right, corner))
 
 

@@ -16,6 +16,7 @@ def plan(args: argparse.Namespace) -> None:
     """
     import numpy as np
 
+    from .decide import label_dtype
     from .segment import plan as chunk_plan_of
 
     chunk_plan = chunk_plan_of(
@@ -27,7 +28,7 @@ def plan(args: argparse.Namespace) -> None:
     (oy, ox), (h, w) = (grid.y.overlap, grid.x.overlap), (max(hs), max(ws))
     window = (h + oy) * (w + ox) * args.bands * np.dtype(args.dtype).itemsize
     sums = (args.classes + 1) * 8 * grid.tile_shape[0] * (w + ox)
-    labels = h * w * (1 if args.classes < 255 else 2)
+    labels = h * w * label_dtype(args.classes + 1).itemsize  # with a nodata value
     print(f"image        {args.height} x {args.width} px")
     print(f"tiles        {grid.n_tiles} ({grid.grid_shape[0]} x {grid.grid_shape[1]}) of {grid.tile_shape} px")
     print(f"stride       {(grid.y.stride, grid.x.stride)} px; last tiles flush with the image border")

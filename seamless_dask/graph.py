@@ -159,11 +159,11 @@ class InferencePlan:
 
         Its tasks are made as dask asks for them (:class:`~seamless_dask.dask_compat.ChunkLayer`), not here.
         """
-        plan = self.chunk_plan
-        token = tokenize(self.windows.token, plan, self.model_key.key, done, self.job.region, self.decision())
+        plan, decision = self.chunk_plan, self.decision()
+        token = tokenize(self.windows.token, plan, self.model_key.key, done, self.job.region, decision)
         infer = keys.infer_name(self.job.resources, token)
         (hs, ws), (ext_y, ext_x) = plan.chunks, plan.extensions
-        model, decision = ref(self.model_key.key), self.decision()
+        model = ref(self.model_key.key)
 
         def make(key: tuple) -> GraphNode:
             j, k = key[-2:]
@@ -178,7 +178,7 @@ class InferencePlan:
 
         resources = {"resources": dict(self.job.resources)} if self.job.resources else None
         stage1 = ChunkLayer((len(hs), len(ws)), lambda j, k: [(infer, j, k)], make, resources)
-        return self._blend(stage1, infer)
+        return self._blend(stage1, infer, decision)
 
     def tiles(self, j: int, k: int, done: np.ndarray | None) -> ChunkTiles:
         """The tiles chunk ``(j, k)`` runs: all it owns, or, once it is ``done``, only those reaching into
@@ -227,15 +227,14 @@ class InferencePlan:
         n_classes = int(self.job.num_classes or 0)
         return np.dtype(np.uint8) if self.job.binary else decide.label_dtype(n_classes + self.masked)
 
-    def _blend(self, stage1: ChunkLayer, infer: str) -> SegmentGraph:
+    def _blend(self, stage1: ChunkLayer, infer: str, decision: decide.Decision) -> SegmentGraph:
         """Stage 2 (halo parts, output blocks), and the whole graph as an array.
 
         Stage 1 is a layer of its own, so that it alone carries the worker resources the model needs (and,
         since annotations on fused layers are lost, dask#7036, distributed#8593, its key names carry them).
         """
         job, chunk_plan = self.job, self.chunk_plan
-        labels, n_classes, decision = job.output == "labels", int(job.num_classes or 0), self.decision()
-        dtype, label_nodata = self.label_dtype(), decision.label_nodata
+        labels, n_classes, label_nodata = job.output == "labels", int(job.num_classes or 0), decision.label_nodata
         names = keys.stage2_names(infer, tokenize(decision), job.output)
         stage2 = _Stage2(chunk_plan, infer, names, decision, job.region)
         (hs, ws), out = chunk_plan.chunks, names[1]
@@ -243,7 +242,7 @@ class InferencePlan:
         below = NamedGraph(graph_with(infer, stage1, [*self.windows.dependencies, self.model_key]), infer)
         graph = graph_with(out, layer, [below])
         if labels:
-            return SegmentGraph(new_array(graph, out, (hs, ws), dtype), label_nodata, n_classes)
+            return SegmentGraph(new_array(graph, out, (hs, ws), self.label_dtype()), label_nodata, n_classes)
         bands = 2 if job.output == "uncertainty" else n_classes  # disagreement, entropy
         return SegmentGraph(new_array(graph, out, ((bands,), hs, ws), np.float32), None, n_classes)
 

@@ -101,9 +101,8 @@ class _Bounds:
 
     def window(self, j: int, k: int) -> tuple[slice, slice]:
         (ext_y, ext_x), plan = self.plan.extensions, self.plan
-        return slice(plan.y_bounds[j], plan.y_bounds[j + 1] + ext_y[j]), slice(
-            plan.x_bounds[k], plan.x_bounds[k + 1] + ext_x[k]
-        )
+        rows = slice(plan.y_bounds[j], plan.y_bounds[j + 1] + ext_y[j])
+        return rows, slice(plan.x_bounds[k], plan.x_bounds[k + 1] + ext_x[k])
 
 
 def _cut_from_blocks(image: Any, chunk_plan: ChunkPlan) -> Windows:
