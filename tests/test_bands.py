@@ -13,9 +13,10 @@ import zarr
 from distributed import Client, LocalCluster, SchedulerPlugin
 
 import seamless_dask as sd
-from seamless_dask import bands, io
+from seamless_dask import band_plan, bands, io
 from seamless_dask import testing as helpers
 from seamless_dask.cluster import ensure_scheduler_plugins
+from seamless_dask.dask_compat import array_expr
 
 TILE = {"tile_size": 32, "overlap": 8, "num_classes": 2, "chunks": 64}
 
@@ -145,7 +146,7 @@ def test_each_task_is_planned_into_one_band_and_held_until_the_last_band_that_ne
     out = sd.segment(_scene(320, 192), helpers.Brightness(), **TILE)
     writes = io.to_zarr(out, "memory://bands-plan.zarr", compute=False)
     rows, cols = out.data.numblocks
-    plan = bands.plan_bands(writes.__dask_graph__(), writes.key, cols)
+    plan = band_plan.plan_bands(writes.__dask_graph__(), writes.key, cols)
     assert plan is not None and len(plan.bands) == rows > 2  # a row a band
     seen: set = set()
     for b, band in enumerate(plan.bands):
@@ -157,3 +158,29 @@ def test_each_task_is_planned_into_one_band_and_held_until_the_last_band_that_ne
     blocks = {key for row in out.data.__dask_keys__() for key in row}
     assert seen == set(dict(writes.__dask_graph__())) - {writes.key} - blocks  # each output block runs in its write
     assert all(block not in band.tasks for band in plan.bands for block in blocks)
+
+
+@pytest.mark.skipif(array_expr(), reason="that engine's graphs are planned whole (plan_bands)")
+@pytest.mark.parametrize(("height", "width", "band_chunks"), [(320, 192, 3), (640, 320, 2), (330, 200, 7)])
+def test_bands_made_as_they_are_submitted_are_those_planned_from_the_whole_graph(height, width, band_chunks):
+    out = sd.segment(_scene(height, width), helpers.Brightness(), **TILE)
+    writes = io.to_zarr(out, f"memory://lazy-{height}-{band_chunks}.zarr", compute=False)
+    whole = band_plan.plan_bands(writes.__dask_graph__(), writes.key, band_chunks)
+    lazy = band_plan.lazy_bands(writes.__dask_graph__(), writes.key, band_chunks)
+    assert whole is not None and lazy is not None and len(whole.bands) >= 2
+    made = list(lazy)
+    assert len(made) == len(whole.bands)
+    for one, other in zip(made, whole.bands, strict=True):
+        assert (sorted(one.writes, key=str), one.tasks.keys(), one.hold, one.release) == (
+            sorted(other.writes, key=str),
+            other.tasks.keys(),
+            other.hold,
+            other.release,
+        )
+
+
+def test_writes_that_read_other_writes_are_planned_from_the_whole_graph():
+    out = sd.segment(_scene(320, 192), helpers.Brightness(), **TILE)
+    writes = io.to_ome_zarr(out, "memory://lazy-pyramid.ome.zarr", levels=2, compute=False)
+    assert band_plan.lazy_bands(writes.__dask_graph__(), writes.key, 3) is None  # its levels read level 0
+    assert band_plan.plan_bands(writes.__dask_graph__(), writes.key, 3) is not None

@@ -12,10 +12,10 @@ import xarray as xr
 from rasterio.transform import from_origin
 
 import seamless_dask as sd
-from seamless_dask import DimensionError, ModelOutputError, ModelSpecError, OptionError, keys
+from seamless_dask import DimensionError, ModelOutputError, ModelSpecError, OptionError, band_plan, keys
 from seamless_dask import testing as helpers
 from seamless_dask.cli import main
-from seamless_dask.dask_compat import array_expr
+from seamless_dask.dask_compat import ChunkLayer, array_expr
 from seamless_dask.demo import write_scene_geotiff
 from seamless_dask.graph import MAX_CHUNKS
 from seamless_dask.grid import ChunkTiles
@@ -258,6 +258,27 @@ def test_a_300000_px_vrt_plans_without_listing_its_tiles_and_a_window_runs_alone
     window = labels[:300, :300].compute().values
     pixels = sd.open_raster(vrt)[:, :1024, :1024].compute()  # the same pixels, in memory
     assert np.array_equal(window, sd.segment(pixels, helpers.Brightness(), num_classes=2)[:300, :300].compute().values)
+
+
+@pytest.mark.skipif(array_expr(), reason="that engine holds a hand-built graph whole: nothing to make lazily")
+def test_a_300000_px_write_makes_no_task_to_start_and_a_band_of_rows_at_a_time(tmp_path, scene):
+    labels = sd.segment(sd.open_raster(huge_vrt(tmp_path / "big.vrt", scene, 300_000)), helpers.Brightness())
+    made = []
+    for layer in labels.data.__dask_graph__().layers.values():
+        if isinstance(layer, ChunkLayer):
+            layer.make = lambda key, make=layer.make: made.append(key) or make(key)
+    writes = sd.to_zarr(labels, tmp_path / "labels.zarr", compute=False)
+    assert not made  # the store's template is metadata: xarray is not handed the graph
+    plan = band_plan.lazy_bands(writes.__dask_graph__(), writes.key, chunks_per_band=4)
+    rows, cols = labels.data.numblocks
+    assert plan is not None and len(plan.by_row) == rows > 100 and plan.writes == rows * cols
+    bands = iter(plan)
+    first, second = next(bands), next(bands)
+    assert [{keys.chunk_row(write) for write in band.writes} for band in (first, second)] == [{0}, {1}]
+    # Five chunk rows culled (the first two bands' and the rows after, which say what they hold), each making its
+    # neighbours' tasks too: a few rows' worth, not the scene's 142.
+    assert len(made) < 8 * 3 * cols < 3 * rows * cols / 15
+    assert first.hold and not first.release and second.release  # row 0's halos are held for row 1, then let go
 
 
 def huge_vrt(path, scene, size):

@@ -14,7 +14,7 @@ from dask.delayed import Delayed
 
 from .. import progress as bars
 from .. import record
-from ..dask_compat import array_expr, block_keys, graph_with
+from ..dask_compat import block_keys, graph_with
 from ..exceptions import DimensionError, OptionError, RasterError
 from ..graph import RESUME_PLANS
 from ._target import Target, as_target, check_not_an_input, claim
@@ -235,25 +235,40 @@ def regular_chunks(chunks: tuple[tuple[int, ...], ...]) -> tuple[tuple[int, ...]
 def _write_template(
     result: xr.DataArray, target: Target, chunks: tuple[tuple[int, ...], ...], zarr_format: int = 2
 ) -> None:
-    if array_expr():
-        # xarray cannot encode an array-expr array yet (dask raises NotImplementedError in __array_function__):
-        # write the template from a broadcast view of the fill value, whose chunks zarr never stores.
-        fill = result.attrs.get("_FillValue", 0)
-        result = result.copy(data=np.broadcast_to(np.asarray(fill, dtype=result.dtype), result.shape))
-    ds = result.to_dataset()
+    """The store's metadata: written by xarray (its own encoding of attributes, fill value and dimension names) from
+    a one-pixel slice of ``result``, then grown to the full shape.
+
+    Given the lazy result itself, xarray's ``to_zarr(compute=False)`` builds the store graph of every chunk (11.8 s
+    and 460 MB of client memory at 300,000 px); it stores no array-expr array at all.
+    """
+    import zarr
+
+    ydim, xdim = result.dims[-2:]
+    nodata = result.attrs.get("_FillValue")
+    corner = np.full((*result.shape[:-2], 1, 1), 0 if nodata is None else nodata, dtype=result.dtype)
+    ds = result.isel({ydim: slice(0, 1), xdim: slice(0, 1)}).copy(data=corner).to_dataset()
     var = ds[result.name]
-    nodata = var.attrs.pop("_FillValue", None)
-    # Edit the variable's own encoding: to_zarr(encoding=...) would replace it and drop grid_mapping.
     var.encoding.update(chunks=tuple(axis[0] for axis in chunks))
-    if nodata is not None:
-        var.encoding.update(_FillValue=nodata, fill_value=nodata)
+    if nodata is not None:  # in the encoding, as xarray wants it (it stays an attribute when read back)
+        var.attrs.pop("_FillValue")
+        var.encoding.update(_FillValue=nodata, **({"fill_value": nodata} if zarr_format == 3 else {}))
+    grown = [name for name in ds.variables if {ydim, xdim} & set(ds[name].dims)]
+    for name in grown:  # coordinates in one chunk each, as xarray writes them whole
+        if name != result.name:
+            ds[name].encoding["chunks"] = tuple(result[name].shape)
     if result.rio.crs is not None:  # GDAL's Zarr driver reads the CRS from here (and the transform from x/y)
         var.attrs["_CRS"] = {"wkt": result.rio.crs.to_wkt()}
     options: dict[str, Any] = {"storage_options": target.storage_options} if target.storage_options else {}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
         # mode="w" replaces a store only after our_store said seamless_dask wrote it
-        ds.to_zarr(target.url, mode="w", compute=False, consolidated=True, zarr_format=zarr_format, **options)
+        ds.to_zarr(target.url, mode="w", consolidated=False, zarr_format=zarr_format, **options)
+        corner = _open_group(target, "r+")
+        for name in grown:
+            corner[name].resize(result[name].shape if name != result.name else result.shape)
+            if name != result.name:
+                corner[name][...] = result[name].values
+        zarr.consolidate_metadata(corner.store)
         group = _open_group(target, "r+")
         grid = tuple(len(c) for c in chunks[-2:])
         group.create_array(DONE, shape=grid, chunks=(1, 1), dtype="uint8", fill_value=0)

@@ -1,0 +1,280 @@
+"""How a writer's graph is cut into bands of chunk rows, for :mod:`seamless_dask.bands` to submit.
+
+A write's band is set by the last chunk row whose model task it needs (its pixels are final once that row ran).
+Each task goes to the first band that needs it and is held, as a future, until the last band that needs it is
+submitted: no tile runs twice. Two planners make the same bands. :func:`plan_bands` reads the whole graph at once
+(any dask graph). :class:`LazyBands` makes each band's tasks as it comes to be submitted, by culling the graph to
+the writes of a chunk row at a time: seamless_dask's own layers make a chunk's tasks only when asked
+(``dask_compat.ChunkLayer``), so the client holds a few rows' tasks, not the scene's (a 1,000,000 px scene is
+240,000 chunks; its graph read at once is gigabytes of tasks).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import deque
+from collections.abc import Container, Hashable, Iterator, Mapping
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any
+
+from dask.highlevelgraph import HighLevelGraph
+
+from . import keys
+from .dask_compat import GraphNode, array_expr, fused, task_nodes
+
+RECENT = 8  # bands whose released keys are remembered, to tell when a task is about to run a second time
+
+
+@dataclass
+class Band:
+    """One submission: its tasks (computed nowhere else), the writes it ends with, what it must hand on."""
+
+    writes: list[Hashable] = field(default_factory=list)
+    tasks: dict[Hashable, GraphNode] = field(default_factory=dict)
+    hold: set[Hashable] = field(default_factory=set)  # computed here, needed by a later band
+    release: set[Hashable] = field(default_factory=set)  # held from an earlier band, needed by none after this
+
+
+@dataclass(frozen=True)
+class BandPlan:
+    """A writer's graph split into bands; ``final`` is its last task, run on what the writes return."""
+
+    bands: list[Band]
+    final: GraphNode
+
+    def __iter__(self) -> Iterator[Band]:
+        return iter(self.bands)
+
+
+def plan_bands(graph: Mapping, final_key: Hashable, chunks_per_band: int) -> BandPlan | None:
+    """Bands of at least ``chunks_per_band`` writes each, in row order; ``None`` when the writes do not all
+    work for a chunk row of a seamless_dask graph (the graph is then submitted whole).
+    """
+    tasks = task_nodes(graph)
+    final = tasks.pop(final_key)
+    _fuse_blocks_into_writes(tasks, final.dependencies)
+    rows = _rows(tasks, final.dependencies)
+    if not rows or any(row is None for row in rows.values()):
+        return None
+    by_row: dict[int, list[Hashable]] = {}
+    for key, row in rows.items():
+        by_row.setdefault(int(row or 0), []).append(key)
+    groups: list[list[Hashable]] = [[]]
+    for row in sorted(by_row):
+        if len(groups[-1]) >= chunks_per_band:
+            groups.append([])
+        groups[-1].extend(by_row[row])
+    return BandPlan(_split(tasks, groups), final)
+
+
+def _fuse_blocks_into_writes(tasks: dict[Hashable, GraphNode], writes: frozenset) -> None:
+    """Each write and the seamless_dask output block that only it reads become one task: one task a chunk less
+    for the scheduler, whose cost per task is what bounds how many workers one keeps busy (docs/cluster.md).
+    """
+    readers: dict[Hashable, int] = {}
+    for task in tasks.values():
+        for dependency in task.dependencies:
+            readers[dependency] = readers.get(dependency, 0) + 1
+    for write in writes:
+        node = tasks.get(write)
+        if node is None:
+            continue
+        blocks = [d for d in node.dependencies if d in tasks]
+        if len(blocks) != 1:
+            continue
+        (block,) = blocks
+        if (
+            readers[block] == 1
+            and block not in writes
+            and keys.chunk_row(block) is not None
+            and not keys.is_inference(block)
+        ):
+            tasks[write] = fused(tasks.pop(block), node)
+
+
+def _rows(tasks: Mapping[Hashable, GraphNode], writes: frozenset) -> dict[Hashable, int | None]:
+    """For each write, the last chunk row whose model task it needs (its pixels are final once that row ran)."""
+    memo: dict[Hashable, int | None] = {}
+
+    def row_of(key: Hashable) -> int | None:
+        stack = [key]
+        while stack:
+            top = stack[-1]
+            if top in memo:
+                stack.pop()
+                continue
+            deps = [d for d in tasks[top].dependencies if d in tasks] if top in tasks else []
+            pending = [d for d in deps if d not in memo]
+            if pending:
+                stack.extend(pending)
+                continue
+            stack.pop()
+            own = keys.chunk_row(top) if keys.is_inference(top) else None
+            found = [row for row in (own, *(memo[d] for d in deps)) if row is not None]
+            memo[top] = max(found, default=None)
+        return memo[key]
+
+    return {key: row_of(key) for key in sorted(writes, key=str)}
+
+
+def _split(tasks: Mapping[Hashable, GraphNode], groups: list[list[Hashable]]) -> list[Band]:
+    """Each task goes to the first band that needs it; it is held for every later band that needs it too."""
+    first: dict[Hashable, int] = {}
+    last: dict[Hashable, int] = {}
+    bands = [Band(writes=group) for group in groups]
+    for b, band in enumerate(bands):
+        stack = list(band.writes)
+        while stack:
+            key = stack.pop()
+            if key in first:
+                last[key] = b
+                continue
+            first[key] = last[key] = b
+            band.tasks[key] = tasks[key]
+            stack.extend(d for d in tasks[key].dependencies if d in tasks and d not in band.tasks)
+    for key, b in first.items():
+        if last[key] > b:
+            bands[b].hold.add(key)
+            bands[last[key]].release.add(key)
+    return bands
+
+
+def lazy_bands(graph: Mapping, final_key: Hashable, chunks_per_band: int) -> LazyBands | None:
+    """Bands made as they are submitted; ``None`` where they cannot be: a graph not built by a seamless_dask writer
+    on the legacy array engine (array-expr graphs are materialised whole anyway), a write without a chunk row, or
+    writes that read other writes (an OME-Zarr pyramid's levels; :func:`plan_bands` plans those).
+    """
+    if array_expr() or not isinstance(graph, HighLevelGraph) or not isinstance(final_key, str):
+        return None
+    if final_key not in graph.layers:
+        return None
+    writer = task_nodes(graph.layers[final_key])  # the writes and the last task: one small task a chunk
+    final = writer.pop(final_key, None)
+    if final is None or not final.dependencies <= writer.keys():
+        return None
+    writes = final.dependencies
+    by_row: dict[int, list[Hashable]] = {}
+    for write in sorted(writes, key=str):
+        row = keys.chunk_row(write)
+        if row is None or writer[write].dependencies & writes:
+            return None
+        by_row.setdefault(row, []).append(write)
+    return LazyBands(graph, final, by_row, chunks_per_band)
+
+
+@dataclass
+class _Formed:
+    """A band whose writes and tasks are known, waiting for the bands after it to be known too."""
+
+    writes: list[Hashable]
+    tasks: dict[Hashable, GraphNode]
+    gridded: set[Hashable]  # its tasks' keys that belong to a chunk (the rest, the model's key, are few)
+
+
+@dataclass
+class LazyBands:
+    """The bands of :func:`plan_bands`, each made as it is about to be submitted (iterate once).
+
+    The graph is culled to the writes of one chunk row at a time (``by_row``, the row in each write's key). A
+    write's band row is at least its own, so once the writes of rows up to ``r`` are culled, every band row up
+    to ``r`` is complete. A band is handed out once a later band shares none of its chunks' tasks: its holds and
+    releases are then decided by the bands after it, as they are by :func:`plan_bands`.
+    """
+
+    graph: HighLevelGraph
+    final: GraphNode
+    by_row: dict[int, list[Hashable]]
+    chunks_per_band: int
+    writes: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.writes = sum(map(len, self.by_row.values()))
+
+    def __iter__(self) -> Iterator[Band]:
+        formed: deque[_Formed] = deque()
+        pending: dict[int, list[Hashable]] = {}  # band row -> its writes, for rows not yet complete
+        cones: dict[Hashable, dict[Hashable, GraphNode]] = {}  # write -> the culled tasks holding its own
+        band: list[Hashable] = []
+        held: set[Hashable] = set()
+        released: deque[set[Hashable]] = deque(maxlen=RECENT)
+        for own in [*sorted(self.by_row), None]:
+            if own is not None:
+                writes: frozenset[Any] = frozenset(self.by_row[own])
+                tasks = task_nodes(self.graph.cull(writes))
+                _fuse_blocks_into_writes(tasks, writes)
+                for write, row in _rows(tasks, writes).items():
+                    pending.setdefault(max(own, own if row is None else row), []).append(write)
+                    cones[write] = tasks
+            for row in sorted(r for r in pending if own is None or r <= own):
+                if len(band) >= self.chunks_per_band:
+                    formed.append(_form(band, cones))
+                    band = []
+                band.extend(pending.pop(row))
+            if own is None and band:
+                formed.append(_form(band, cones))
+            while formed and (own is None or any(not (b.gridded & formed[0].gridded) for b in islice(formed, 1, None))):
+                yield _hand_out(formed.popleft(), formed, held, released)
+
+
+def _form(writes: list[Hashable], cones: dict[Hashable, dict[Hashable, GraphNode]]) -> _Formed:
+    """A band of ``writes``: the tasks each needs, from the culled graph that made it."""
+    tasks: dict[Hashable, GraphNode] = {}
+    for write in writes:
+        source = cones.pop(write)
+        stack = [write]
+        while stack:
+            key = stack.pop()
+            if key not in tasks:
+                tasks[key] = node = source[key]
+                stack.extend(d for d in node.dependencies if d in source)
+    gridded: set[Hashable] = {
+        k for k in tasks if isinstance(k, tuple) and len(k) >= 3 and all(isinstance(i, int) for i in k[-2:])
+    }
+    return _Formed(list(writes), tasks, gridded)
+
+
+def _hand_out(head: _Formed, later: deque[_Formed], held: set, released: deque[set[Hashable]]) -> Band:
+    """``head`` as a band: the tasks not held from an earlier band, holding what a later one needs too."""
+    needed_later = _needed_by(later, held | head.tasks.keys())
+    band = Band(writes=head.writes, tasks=_own(head, held))
+    band.hold = {key for key in band.tasks if key in needed_later}
+    band.release = {key for key in held if key not in needed_later}
+    again = [key for key in band.tasks if keys.is_inference(key) and any(key in gone for gone in released)]
+    if again:
+        warnings.warn(
+            f"{len(again)} model tasks (first {again[0]!r}) are needed again after their band let them go; they run a "
+            "second time. The graph's chunk rows are not read in order: report it with the writer used",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    held -= band.release
+    held |= band.hold
+    released.append(band.release)
+    return band
+
+
+def _needed_by(later: deque[_Formed], available: set[Hashable]) -> set[Hashable]:
+    """The keys of ``available`` that the ``later`` bands read: their writes, and what the tasks they would run
+    themselves take as inputs (a task behind a key already available is not theirs to run).
+    """
+    available = set(available)
+    needed: set[Hashable] = set()
+    for band in later:
+        own = _own(band, available)
+        needed.update(key for key in band.writes if key in available)
+        needed.update(d for node in own.values() for d in node.dependencies if d in available)
+        available.update(own)
+    return needed
+
+
+def _own(band: _Formed, available: Container[Hashable]) -> dict[Hashable, GraphNode]:
+    """The tasks ``band`` runs itself: those its writes need, short of the keys already ``available``."""
+    tasks: dict[Hashable, GraphNode] = {}
+    stack = list(band.writes)
+    while stack:
+        key = stack.pop()
+        if key not in tasks and key not in available:
+            tasks[key] = node = band.tasks[key]
+            stack.extend(d for d in node.dependencies if d in band.tasks)
+    return tasks
