@@ -48,8 +48,8 @@ class BandPlan:
 
 
 def plan_bands(graph: Mapping, final_key: Hashable, chunks_per_band: int) -> BandPlan | None:
-    """Bands of at least ``chunks_per_band`` writes each, in row order; ``None`` when the writes do not all
-    work for a chunk row of a seamless_dask graph (the graph is then submitted whole).
+    """Bands of ``chunks_per_band`` writes (the last may have fewer), in row order and column order within a row;
+    ``None`` when the writes do not all work for a chunk row of a seamless_dask graph (it is then submitted whole).
     """
     tasks = task_nodes(graph)
     final = tasks.pop(final_key)
@@ -57,15 +57,17 @@ def plan_bands(graph: Mapping, final_key: Hashable, chunks_per_band: int) -> Ban
     rows = _rows(tasks, final.dependencies)
     if not rows or any(row is None for row in rows.values()):
         return None
-    by_row: dict[int, list[Hashable]] = {}
-    for key, row in rows.items():
-        by_row.setdefault(int(row or 0), []).append(key)
-    groups: list[list[Hashable]] = [[]]
-    for row in sorted(by_row):
-        if len(groups[-1]) >= chunks_per_band:
-            groups.append([])
-        groups[-1].extend(by_row[row])
+    order = sorted(rows, key=lambda write: (rows[write], _column(write)))
+    groups = [order[i : i + chunks_per_band] for i in range(0, len(order), chunks_per_band)]
     return BandPlan(_split(tasks, groups), final)
+
+
+def _column(write: Hashable) -> tuple[int, str]:
+    """Where a write stands in its row: a band is a run of writes along a row, not a row (the rows' width is
+    what would otherwise be in flight, and held in the workers' memory: 49 chunks at 100,000 px).
+    """
+    column = write[-1] if isinstance(write, tuple) and write and isinstance(write[-1], int) else 0
+    return column, str(write)
 
 
 def _fuse_blocks_into_writes(tasks: dict[Hashable, GraphNode], writes: frozenset) -> None:
@@ -207,10 +209,10 @@ class LazyBands:
                     pending.setdefault(max(own, own if row is None else row), []).append(write)
                     cones[write] = tasks
             for row in sorted(r for r in pending if own is None or r <= own):
-                if len(band) >= self.chunks_per_band:
-                    formed.append(_form(band, cones))
-                    band = []
-                band.extend(pending.pop(row))
+                band.extend(sorted(pending.pop(row), key=_column))
+                while len(band) >= self.chunks_per_band:
+                    formed.append(_form(band[: self.chunks_per_band], cones))
+                    band = band[self.chunks_per_band :]
             if own is None and band:
                 formed.append(_form(band, cones))
             while formed and (own is None or any(not (b.gridded & formed[0].gridded) for b in islice(formed, 1, None))):
