@@ -15,7 +15,6 @@ import warnings
 from collections import deque
 from collections.abc import Container, Hashable, Iterator, Mapping
 from dataclasses import dataclass, field
-from itertools import islice
 from typing import Any
 
 from dask.highlevelgraph import HighLevelGraph
@@ -24,6 +23,9 @@ from . import keys
 from .dask_compat import GraphNode, array_expr, fused, task_nodes
 
 RECENT = 8  # bands whose released keys are remembered, to tell when a task is about to run a second time
+# Chunk rows past a band's last before the bands after it can need none of its tasks: a chunk's output reads the
+# halos of the row above (the tile overlap is less than a chunk), the model task the input rows beside its own.
+REACH = 2
 
 
 @dataclass
@@ -171,7 +173,8 @@ class _Formed:
 
     writes: list[Hashable]
     tasks: dict[Hashable, GraphNode]
-    gridded: set[Hashable]  # its tasks' keys that belong to a chunk (the rest, the model's key, are few)
+    first: int  # the first and last chunk row of its seamless_dask tasks
+    last: int
 
 
 @dataclass
@@ -180,8 +183,9 @@ class LazyBands:
 
     The graph is culled to the writes of one chunk row at a time (``by_row``, the row in each write's key). A
     write's band row is at least its own, so once the writes of rows up to ``r`` are culled, every band row up
-    to ``r`` is complete. A band is handed out once a later band shares none of its chunks' tasks: its holds and
-    releases are then decided by the bands after it, as they are by :func:`plan_bands`.
+    to ``r`` is complete. A band is handed out once the bands made after it start ``REACH`` chunk rows past its
+    last: those are all the bands that can need its tasks, and they decide what it holds and lets go, as they do
+    in :func:`plan_bands`.
     """
 
     graph: HighLevelGraph
@@ -215,7 +219,7 @@ class LazyBands:
                     band = band[self.chunks_per_band :]
             if own is None and band:
                 formed.append(_form(band, cones))
-            while formed and (own is None or any(not (b.gridded & formed[0].gridded) for b in islice(formed, 1, None))):
+            while formed and (own is None or formed[-1].first > formed[0].last + REACH):
                 yield _hand_out(formed.popleft(), formed, held, released)
 
 
@@ -230,10 +234,8 @@ def _form(writes: list[Hashable], cones: dict[Hashable, dict[Hashable, GraphNode
             if key not in tasks:
                 tasks[key] = node = source[key]
                 stack.extend(d for d in node.dependencies if d in source)
-    gridded: set[Hashable] = {
-        k for k in tasks if isinstance(k, tuple) and len(k) >= 3 and all(isinstance(i, int) for i in k[-2:])
-    }
-    return _Formed(list(writes), tasks, gridded)
+    rows = [row for row in map(keys.chunk_row, tasks) if row is not None]
+    return _Formed(list(writes), tasks, min(rows, default=0), max(rows, default=0))
 
 
 def _hand_out(head: _Formed, later: deque[_Formed], held: set, released: deque[set[Hashable]]) -> Band:
