@@ -1,14 +1,14 @@
-"""A write submitted to a distributed cluster a band of chunk rows at a time, so that what the scheduler holds
-does not grow with the scene.
+"""A write submitted to a distributed cluster a band of writes at a time, so that what the scheduler holds, and
+what the workers hold, does not grow with the scene.
 
-Submitted whole, a write of a 100,000 px scene puts every task of its graph on the scheduler at once (five a
-chunk, plus the reads and the writes), and a mosaic a hundred times that. Here the writer's graph is split by
-the chunk row each write works for (:func:`keys.chunk_row` of the stage-1 tasks it needs) into bands of rows;
-two bands are in flight at a time, the next submitted as soon as the oldest is written. A task that a later
-band needs too (a chunk's halo strips owed to the row below, the model's key) is computed once, in the first
-band that needs it, and held as a future until the last band that needs it is submitted: no tile runs twice.
-The writer's last task (a sum of written regions, or the COG's assembly) then runs on the cluster with the
-regions' results.
+Submitted whole, a write of a 100,000 px scene puts every task of its graph on the scheduler at once (three or
+four a chunk, plus the reads), and a mosaic a hundred times that. Here the writer's graph is cut into bands
+(:mod:`seamless_dask.band_plan`): runs of writes along the chunk rows, in the order their pixels become final,
+a few chunks each; two bands are in flight at a time, the next submitted as soon as the oldest is written. A
+task that a later band needs too (a chunk's halo strips owed to the row below, the model's key) is computed
+once, in the first band that needs it, and held as a future until the last band that needs it is submitted: no
+tile runs twice. The writer's last task (a sum of written regions, or the COG's assembly) then runs on the
+cluster with the regions' results.
 """
 
 from __future__ import annotations
