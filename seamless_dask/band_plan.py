@@ -133,15 +133,10 @@ def _split(tasks: Mapping[Hashable, GraphNode], groups: list[list[Hashable]]) ->
     last: dict[Hashable, int] = {}
     bands = [Band(writes=group) for group in groups]
     for b, band in enumerate(bands):
-        stack = list(band.writes)
-        while stack:
-            key = stack.pop()
-            if key in first:
-                last[key] = b
-                continue
-            first[key] = last[key] = b
-            band.tasks[key] = tasks[key]
-            stack.extend(d for d in tasks[key].dependencies if d in tasks and d not in band.tasks)
+        band.tasks = _reach(band.writes, tasks, first)
+        last.update(dict.fromkeys(_reads(band.writes, band.tasks, first), b))
+        first.update(dict.fromkeys(band.tasks, b))
+        last.update(dict.fromkeys(band.tasks, b))
     for key, b in first.items():
         if last[key] > b:
             bands[b].hold.add(key)
@@ -154,11 +149,9 @@ def lazy_bands(graph: Mapping, final_key: Hashable, chunks_per_band: int) -> Laz
     on the legacy array engine (array-expr graphs are materialised whole anyway), a write without a chunk row, or
     writes that read other writes (an OME-Zarr pyramid's levels; :func:`plan_bands` plans those).
     """
-    if array_expr() or not isinstance(graph, HighLevelGraph) or not isinstance(final_key, str):
+    if array_expr() or not isinstance(graph, HighLevelGraph) or str(final_key) not in graph.layers:
         return None
-    if final_key not in graph.layers:
-        return None
-    writer = task_nodes(graph.layers[final_key])  # the writes and the last task: one small task a chunk
+    writer = task_nodes(graph.layers[str(final_key)])  # the writes and the last task: one small task a chunk
     final = writer.pop(final_key, None)
     if final is None or not final.dependencies <= writer.keys():
         return None
@@ -197,10 +190,11 @@ class LazyBands:
     final: GraphNode
     by_row: dict[int, list[Hashable]]
     chunks_per_band: int
-    writes: int = field(init=False)
 
-    def __post_init__(self) -> None:
-        self.writes = sum(map(len, self.by_row.values()))
+    @property
+    def writes(self) -> int:
+        """How many writes the bands hold."""
+        return sum(map(len, self.by_row.values()))
 
     def __iter__(self) -> Iterator[Band]:
         formed: deque[_Formed] = deque()
@@ -232,21 +226,15 @@ def _form(writes: list[Hashable], cones: dict[Hashable, dict[Hashable, GraphNode
     """A band of ``writes``: the tasks each needs, from the culled graph that made it."""
     tasks: dict[Hashable, GraphNode] = {}
     for write in writes:
-        source = cones.pop(write)
-        stack = [write]
-        while stack:
-            key = stack.pop()
-            if key not in tasks:
-                tasks[key] = node = source[key]
-                stack.extend(d for d in node.dependencies if d in source)
+        tasks.update(_reach([write], cones.pop(write), tasks))
     rows = [row for row in map(keys.chunk_row, tasks) if row is not None]
     return _Formed(list(writes), tasks, min(rows, default=0), max(rows, default=0))
 
 
 def _hand_out(head: _Formed, later: deque[_Formed], held: set, released: deque[set[Hashable]]) -> Band:
     """``head`` as a band: the tasks not held from an earlier band, holding what a later one needs too."""
-    needed_later = _needed_by(later, held | head.tasks.keys())
-    band = Band(writes=head.writes, tasks=_own(head, held))
+    needed_later = _needed_by(later, held | head.tasks.keys())  # a new set
+    band = Band(writes=head.writes, tasks=_reach(head.writes, head.tasks, held))
     band.hold = {key for key in band.tasks if key in needed_later}
     band.release = {key for key in held if key not in needed_later}
     again = [key for key in band.tasks if keys.is_inference(key) and any(key in gone for gone in released)]
@@ -264,26 +252,31 @@ def _hand_out(head: _Formed, later: deque[_Formed], held: set, released: deque[s
 
 
 def _needed_by(later: deque[_Formed], available: set[Hashable]) -> set[Hashable]:
-    """The keys of ``available`` that the ``later`` bands read: their writes, and what the tasks they would run
-    themselves take as inputs (a task behind a key already available is not theirs to run).
-    """
-    available = set(available)
+    """The keys of ``available`` (a set of the caller's, grown here) that the ``later`` bands read."""
     needed: set[Hashable] = set()
     for band in later:
-        own = _own(band, available)
-        needed.update(key for key in band.writes if key in available)
-        needed.update(d for node in own.values() for d in node.dependencies if d in available)
+        own = _reach(band.writes, band.tasks, available)
+        needed |= _reads(band.writes, own, available)
         available.update(own)
     return needed
 
 
-def _own(band: _Formed, available: Container[Hashable]) -> dict[Hashable, GraphNode]:
-    """The tasks ``band`` runs itself: those its writes need, short of the keys already ``available``."""
-    tasks: dict[Hashable, GraphNode] = {}
-    stack = list(band.writes)
+def _reach(writes: list[Hashable], tasks: Mapping[Hashable, GraphNode], available: Container) -> dict:
+    """The tasks of ``tasks`` that ``writes`` need, short of the keys already ``available`` (computed, or held
+    from an earlier band): what a band runs itself.
+    """
+    own: dict[Hashable, GraphNode] = {}
+    stack = list(writes)
     while stack:
         key = stack.pop()
-        if key not in tasks and key not in available:
-            tasks[key] = node = band.tasks[key]
-            stack.extend(d for d in node.dependencies if d in band.tasks)
-    return tasks
+        if key not in own and key not in available:
+            own[key] = node = tasks[key]
+            stack.extend(d for d in node.dependencies if d in tasks)
+    return own
+
+
+def _reads(writes: list[Hashable], own: Mapping[Hashable, GraphNode], available: Container) -> set[Hashable]:
+    """The ``available`` keys a band reads: its writes already computed, and the inputs of the tasks it runs."""
+    return {key for key in writes if key in available} | {
+        d for node in own.values() for d in node.dependencies if d in available
+    }

@@ -3,12 +3,12 @@ what the workers hold, does not grow with the scene.
 
 Submitted whole, a write of a 100,000 px scene puts every task of its graph on the scheduler at once (three or
 four a chunk, plus the reads), and a mosaic a hundred times that. Here the writer's graph is cut into bands
-(:mod:`seamless_dask.band_plan`): runs of writes along the chunk rows, in the order their pixels become final,
-a few chunks each; two bands are in flight at a time, the next submitted as soon as the oldest is written. A
-task that a later band needs too (a chunk's halo strips owed to the row below, the model's key) is computed
-once, in the first band that needs it, and held as a future until the last band that needs it is submitted: no
-tile runs twice. The writer's last task (a sum of written regions, or the COG's assembly) then runs on the
-cluster with the regions' results.
+(:mod:`seamless_dask.band_plan`): whole chunk rows of writes, in the order their pixels become final, at least
+twice the cluster's threads in chunks; two bands are in flight at a time, the next submitted as soon as the
+oldest is written. A task that a later band needs too (a chunk's halo strips owed to the row below, the model's
+key) is computed once, in the first band that needs it, and held as a future until the last band that needs it is
+submitted: no tile runs twice. The writer's last task (a sum of written regions, or the COG's assembly) then runs
+on the cluster with the regions' results.
 """
 
 from __future__ import annotations

@@ -188,14 +188,14 @@ def test_writes_that_read_other_writes_are_planned_from_the_whole_graph():
 
 @pytest.mark.skipif(array_expr(), reason="that engine's graphs are planned whole (plan_bands)")
 @pytest.mark.parametrize("band_chunks", [2, 4])
-def test_bands_along_rows_run_each_task_once_and_find_what_they_read_computed_or_held(band_chunks):
+def test_bands_over_an_input_chunked_across_the_result_run_each_task_once_and_find_what_they_read(band_chunks):
     image = _scene(448, 640).chunk({"y": 100, "x": 100})  # the input's chunks across the result's
     out = sd.segment(image, helpers.Brightness(), **TILE)
     writes = io.to_zarr(out, f"memory://once-{band_chunks}.zarr", compute=False)
     held: set = set()
     seen: set = set()
     for band in band_plan.lazy_bands(writes.__dask_graph__(), writes.key, band_chunks):
-        assert not seen & band.tasks.keys()  # a band's writes wrap from one row to the next, and no task runs twice
+        assert not seen & band.tasks.keys()  # no task runs twice
         assert all(d in band.tasks or d in held for node in band.tasks.values() for d in node.dependencies)
         seen |= band.tasks.keys()
         held = (held | band.hold) - band.release

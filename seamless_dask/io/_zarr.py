@@ -252,10 +252,9 @@ def _write_template(
     if nodata is not None:  # in the encoding, as xarray wants it (it stays an attribute when read back)
         var.attrs.pop("_FillValue")
         var.encoding.update(_FillValue=nodata, **({"fill_value": nodata} if zarr_format == 3 else {}))
-    grown = [name for name in ds.variables if {ydim, xdim} & set(ds[name].dims)]
-    for name in grown:  # coordinates in one chunk each, as xarray writes them whole
-        if name != result.name:
-            ds[name].encoding["chunks"] = tuple(result[name].shape)
+    coords = [name for name in ds.coords if {ydim, xdim} & set(ds[name].dims)]
+    for name in coords:  # in one chunk each, as xarray writes them whole
+        ds[name].encoding["chunks"] = tuple(result[name].shape)
     if result.rio.crs is not None:  # GDAL's Zarr driver reads the CRS from here (and the transform from x/y)
         var.attrs["_CRS"] = {"wkt": result.rio.crs.to_wkt()}
     options: dict[str, Any] = {"storage_options": target.storage_options} if target.storage_options else {}
@@ -263,12 +262,12 @@ def _write_template(
         warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
         # mode="w" replaces a store only after our_store said seamless_dask wrote it
         ds.to_zarr(target.url, mode="w", consolidated=False, zarr_format=zarr_format, **options)
-        corner = _open_group(target, "r+")
-        for name in grown:
-            corner[name].resize(result[name].shape if name != result.name else result.shape)
-            if name != result.name:
-                corner[name][...] = result[name].values
-        zarr.consolidate_metadata(corner.store)
+        sliced = _open_group(target, "r+")
+        sliced[result.name].resize(result.shape)
+        for name in coords:
+            sliced[name].resize(result[name].shape)
+            sliced[name][...] = result[name].values
+        zarr.consolidate_metadata(sliced.store)
         group = _open_group(target, "r+")
         grid = tuple(len(c) for c in chunks[-2:])
         group.create_array(DONE, shape=grid, chunks=(1, 1), dtype="uint8", fill_value=0)
