@@ -53,6 +53,7 @@ bench-threads: $(STAMP)
 
 bench-plan: $(STAMP)
 	$(PY) benchmarks/plan_scale.py
+	$(PY) benchmarks/plan_scale.py --write --sizes 300000 1000000
 
 bench-scaling: $(STAMP)
 	$(PY) benchmarks/scaling.py

@@ -1,12 +1,17 @@
 """What ``segment`` costs the client before anything runs, as the scene grows (run by hand).
 
     .venv/bin/python benchmarks/plan_scale.py [--sizes 100000 300000 1000000] [--chunks 2048 5120]
+    .venv/bin/python benchmarks/plan_scale.py --write [--sizes 300000 1000000]
 
 Each size runs in a fresh process: a lazy ``(3, n, n)`` uint8 dask array of zeros (no disk), ``segment`` with
 a 5 x 5 model (tile 256, overlap 64), then one 1000 x 1000 px window computed. Reported: the seconds
 ``segment`` takes to return and the process's peak RSS then (torch and dask imported: about 550 MB before any
 graph), the window's seconds and the peak RSS after it (a chunk's float64 accumulator is most of that). A
 size the client refuses prints the refusal.
+
+``--write``: what a cluster write costs the client before and as it runs, without a cluster: the zarr store's
+template (``to_zarr(compute=False)``), then every band planned, lazily (``band_plan.lazy_bands``, as
+``bands.compute`` does) and, up to 300,000 px, from the whole graph (``plan_bands``) for comparison.
 """
 
 from __future__ import annotations
@@ -42,17 +47,62 @@ def one(size: int, chunks: int) -> str:
     return f"| {size:,} ({tiles:,} tiles) | {chunks} | {planned:.2f} | {planned_rss:.0f} | {window:.2f} | {rss:.0f} |"
 
 
+def one_write(size: int, planner: str) -> str:
+    """One ``--write`` row, measured in this process."""
+    import os
+    import tempfile
+
+    import dask.array as da
+    import xarray as xr
+
+    import seamless_dask as sd
+    from seamless_dask import band_plan
+    from seamless_dask.testing import Brightness
+
+    image = xr.DataArray(da.zeros((3, size, size), dtype="uint8", chunks=(3, 2048, 2048)), dims=("band", "y", "x"))
+    labels = sd.segment(image, Brightness(), tile_size=256, overlap=64, num_classes=2)
+    start = time.perf_counter()
+    writes = sd.to_zarr(labels, os.path.join(tempfile.mkdtemp(), "labels.zarr"), compute=False)
+    template, template_rss = time.perf_counter() - start, _rss()
+    start = time.perf_counter()
+    graph, first = writes.__dask_graph__(), float("nan")
+    if planner == "whole":
+        count = len(band_plan.plan_bands(graph, writes.key, 4).bands)  # type: ignore[union-attr]
+    else:
+        bands = iter(band_plan.lazy_bands(graph, writes.key, 4))  # type: ignore[arg-type]
+        next(bands)
+        first = time.perf_counter() - start
+        count = 1 + sum(1 for _ in bands)
+    planned = time.perf_counter() - start
+    return (
+        f"| {size:,} | {planner} | {template:.1f} | {template_rss:.0f} | {count} | {first:.2f} | {planned:.1f} | "
+        f"{_rss():.0f} |"
+    )
+
+
+def _rss() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def main() -> None:
     """Print the table, one fresh process per row."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 300_000, 1_000_000])
     parser.add_argument("--chunks", type=int, nargs="+", default=[2048, 5120])
+    parser.add_argument("--write", action="store_true", help="a zarr write's template and band planning")
     parser.add_argument("--one", type=int, nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--one-write", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         print(one(*args.one))
         return
+    if args.one_write:
+        print(one_write(int(args.one_write[0]), args.one_write[1]))
+        return
     print(f"{platform.node()}, {platform.processor() or platform.machine()}, Python {platform.python_version()}")
+    if args.write:
+        _write_table(args.sizes)
+        return
     print("| scene (px) | chunks | segment returns (s) | peak RSS then (MB) | 1000 px window (s) | peak RSS (MB) |")
     print("|---|---|---|---|---|---|")
     for size in args.sizes:
@@ -61,6 +111,21 @@ def main() -> None:
                 [sys.executable, __file__, "--one", str(size), str(chunks)], check=False, capture_output=True, text=True
             )
             print(row.stdout.strip() or f"| {size:,} | {chunks} | failed: {row.stderr.strip()[-200:]} | | | |")
+
+
+def _write_table(sizes: list[int]) -> None:
+    columns = ["scene (px)", "planner", "template (s)", "RSS then (MB)", "bands", "first band (s)", "all bands (s)"]
+    print("| " + " | ".join([*columns, "peak RSS (MB)"]) + " |")
+    print("|---|---|---|---|---|---|---|---|")
+    for size in sizes:
+        for planner in ("whole", "lazy") if size <= 300_000 else ("lazy",):
+            row = subprocess.run(
+                [sys.executable, __file__, "--one-write", str(size), planner],
+                check=False,
+                capture_output=True,
+                text=True,
+            )
+            print(row.stdout.strip() or f"| {size:,} | {planner} | failed: {row.stderr.strip()[-200:]} | | | | | |")
 
 
 if __name__ == "__main__":
