@@ -8,7 +8,7 @@ of the tasks that :mod:`seamless_dask.graph` builds for each chunk:
    in which chunks add their parts), a strip of rows at a time (:func:`row_sums`). As the strips come it
    *settles* the chunk (:func:`settle_rows`): decided everywhere its upper and left neighbours do not reach,
    with the sums of those thin bands kept, and the strips it owes the chunks below, right and below-right
-   split off (:class:`HaloParts`).
+   split off (:class:`HaloParts`, as wide as the weights reach past the chunk: :attr:`Frame.halo`).
 2. :func:`finish` adds the neighbours' strips to those bands and decides them (:mod:`seamless_dask.decide`:
    divide by the weight sum, then probabilities, logits or labels): the overlap-add.
 """
@@ -93,7 +93,7 @@ def infer_chunk(
     pixel, and large chunks (fewer tasks for the scheduler) cost what their input and output cost.
     ``decision=None`` (a chunk already written, run again only for its neighbours' halos) decides nothing.
     """
-    return settle_rows(row_sums(inference, block, tiles), frame, (inference.channels, *block.shape[1:]), decision)
+    return settle_rows(row_sums(inference, block, tiles), frame, inference.channels, decision)
 
 
 def infer_nothing(
@@ -104,11 +104,11 @@ def infer_nothing(
     tiles: Sequence[LocalTile] = (),
 ) -> ChunkSums:
     """Stage 1 of a chunk that runs no tile (outside a region, or done on resume): zero sums and weights over
-    its extended ``shape``, and no window read. Like every stage-1 task it ends with its (empty) tiles.
+    its core and halo ``shape``, and no window read. Like every stage-1 task it ends with its (empty) tiles.
     """
     channels, rows = inference.channels, 256
     strips = ((y0, np.zeros((channels, min(rows, shape[0] - y0), shape[1]))) for y0 in range(0, shape[0], rows))
-    return settle_rows(strips, frame, (channels, *shape), decision)
+    return settle_rows(strips, frame, channels, decision)
 
 
 def row_sums(inference: TileInference, block: np.ndarray, tiles: Sequence[LocalTile]) -> Iterator[tuple[int, Any]]:
@@ -228,12 +228,14 @@ class _Rows:
 
 
 class Frame(NamedTuple):
-    """A chunk's ``core`` size ``(h, w)`` and its ``pending`` bands ``(oy, ox)``: the rows and columns the chunks
-    above and to the left reach with their halos.
+    """A chunk's ``core`` size ``(h, w)``, its ``pending`` bands ``(oy, ox)`` (the rows and columns the chunks
+    above and to the left reach with their halos) and its own ``halo`` ``(hy, hx)``: how far past its core its
+    tiles' weights reach (:meth:`~seamless_dask.weights.TileWeights.reach`; 0 on the image's last row or column).
     """
 
     core: tuple[int, int]
     pending: tuple[int, int]
+    halo: tuple[int, int]
 
 
 class ChunkSums(NamedTuple):
@@ -244,20 +246,21 @@ class ChunkSums(NamedTuple):
 
 
 def settle_rows(
-    strips: Iterable[tuple[int, np.ndarray]], frame: Frame, shape: tuple[int, int, int], decision: Decision | None
+    strips: Iterable[tuple[int, np.ndarray]], frame: Frame, channels: int, decision: Decision | None
 ) -> ChunkSums:
-    """A chunk's :class:`ChunkSums` from the strips of its sums (:func:`row_sums`), ``shape = (channels, H, W)``
-    over the extended window.
+    """A chunk's :class:`ChunkSums` from the strips of its sums (:func:`row_sums`) over its window, ``channels``
+    deep.
 
     The chunk's core ``frame.core = (h, w)`` is decided at once, except that the sums of its pending bands
     ``frame.pending = (oy, ox)`` (the top rows and left columns that the chunks above and to the left still
-    reach) are kept for :func:`finish`; what lies past the core is the halo owed to the chunks below, right
-    and below-right. Waiting for neighbours then holds thin bands of sums, never an accumulator (I4). Bands and
-    halos are float32: sums of one or two float32 predictions ("trim") are exact in float32; smooth maps round by
-    ~1e-7 relative.
+    reach) are kept for :func:`finish`; the ``frame.halo = (hy, hx)`` past the core is owed to the chunks below,
+    right and below-right (the window's rows and columns beyond it hold zero sums: no weight reaches them, and
+    they are not kept). Waiting for neighbours then holds thin bands of sums, never an accumulator (I4). Bands
+    and halos are float32: sums of one or two float32 predictions ("trim") are exact in float32; smooth maps
+    round by ~1e-7 relative.
     """
-    (h, w), (oy, ox), (channels, eh, ew) = frame.core, frame.pending, shape
-    sizes = [(oy, w), (h - oy, ox), (eh - h, w), (h, ew - w), (eh - h, ew - w)]
+    (h, w), (oy, ox), (hy, hx) = frame.core, frame.pending, frame.halo
+    sizes = [(oy, w), (h - oy, ox), (hy, w), (h, hx), (hy, hx)]
     top, left, bottom, right, corner = (np.zeros((channels, *size), np.float32) for size in sizes)
     block: np.ndarray | None = None
     for y0, sums in strips:
@@ -269,15 +272,15 @@ def settle_rows(
                 if block is None:
                     block = np.empty((*decided.shape[:-2], h, w), decided.dtype)
                 block[..., y0:stop, :] = decided
-            right[:, y0:stop] = own[:, :, w:]
+            right[:, y0:stop] = own[:, :, w : w + hx]
             top[:, y0 : min(stop, oy)] = own[:, : max(0, min(stop, oy) - y0), :w]
             first = max(y0, oy)
             if first < stop:
                 left[:, first - oy : stop - oy] = own[:, first - y0 :, :ox]
-        if y1 > h:  # rows of the halo below
-            first = max(y0, h)
-            bottom[:, first - h : y1 - h] = sums[:, first - y0 :, :w]
-            corner[:, first - h : y1 - h] = sums[:, first - y0 :, w:]
+        first, last = max(y0, h), min(y1, h + hy)
+        if first < last:  # rows of the halo below
+            bottom[:, first - h : last - h] = sums[:, first - y0 : last - y0, :w]
+            corner[:, first - h : last - h] = sums[:, first - y0 : last - y0, w : w + hx]
     return ChunkSums(Settled(block, top if oy else None, left if ox else None), HaloParts(bottom, right, corner))
 
 

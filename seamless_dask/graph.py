@@ -16,21 +16,20 @@ the input's chunking. Key names are made in :mod:`seamless_dask.keys`; arrays co
 from __future__ import annotations
 
 import dataclasses
-import math
+import functools
 from collections import OrderedDict
 from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Any, NamedTuple
 
 import dask
-import dask.array as da
 import numpy as np
-import xarray as xr
 from dask.base import tokenize
 
 from . import blend, decide, keys, receptive
-from .dask_compat import ChunkLayer, GraphNode, NamedGraph, array_expr, graph_with, new_array, ref, task
-from .exceptions import DimensionError, OptionError
+from .chunk_size import check_plannable, chunk_target
+from .dask_compat import ChunkLayer, GraphNode, NamedGraph, graph_with, new_array, ref, task
+from .exceptions import OptionError
 from .grid import ChunkPlan, ChunkTiles, Pair, TileGrid
 from .inputs import check_nodata_fits
 from .options import OUTPUTS, Output
@@ -38,10 +37,6 @@ from .region import Region
 from .runner import ModelRunner
 from .weights import TileWeights
 from .windows import Windows, extended_windows
-
-DEFAULT_CHUNK = 2048
-IN_MEMORY_CHUNK = 1024
-MAX_CHUNKS = 60_000  # array-expr only: its graph holds about 12 kB per chunk in this process, 60,000 is 0.7 GB
 
 
 @dataclass(frozen=True)
@@ -88,32 +83,11 @@ class SegmentGraph(NamedTuple):
     n_classes: int = 0
 
 
-def check_plannable(chunk_plan: ChunkPlan) -> None:
-    """On dask's array-expr engine, refuse before anything is built a scene whose graph would not fit in this
-    process: that engine takes a hand-built graph only as a whole dict (:func:`dask_compat.new_array`), about
-    12 kB a chunk. The legacy engine makes a chunk's tasks only when they are computed: no limit.
-    """
-    grid = chunk_plan.grid
-    n_chunks = (len(chunk_plan.y_bounds) - 1) * (len(chunk_plan.x_bounds) - 1)
-    if n_chunks <= MAX_CHUNKS or not array_expr():
-        return
-    h, w = grid.shape
-    side = math.sqrt(h * w / n_chunks) * math.sqrt(n_chunks / MAX_CHUNKS) * 1.05  # the lattice rounds chunks
-    fits = 1024 * math.ceil(side / 1024)
-    raise DimensionError(
-        f"the scene is {h} x {w} px in {n_chunks:,} chunks of the plan, more than the {MAX_CHUNKS:,} chunks one graph "
-        "is planned with on dask's array-expr engine (all its tasks held in this process before any pixel is read): "
-        "use dask's default array engine (dask.config.set({'array.query-planning': False}) before dask.array is "
-        f"imported), larger chunks (chunks={fits} fits), or segment it window by window, e.g. "
-        "segment(data[:, y0:y1, x0:x1], ...), each window written to its own region"
-    )
-
-
 def build_graph(image: Any, job: SegmentJob) -> SegmentGraph:
     """The lazy output array for ``image`` ``(bands, H, W)``: numpy, a lazily loaded variable, or dask."""
     bands, height, width = image.shape
     grid = TileGrid((height, width), job.tile_size, job.overlap)
-    chunk_plan = grid.plan_chunks(_chunk_target(image, job, grid))
+    chunk_plan = grid.plan_chunks(chunk_target(image, job.chunks, job.runner.config.batch_size, grid))
     check_plannable(chunk_plan)
     job.runner.config.check_bands(bands)
     check_nodata_fits(job.nodata, image.dtype)
@@ -162,23 +136,35 @@ class InferencePlan:
         plan, decision = self.chunk_plan, self.decision()
         token = tokenize(self.windows.token, plan, self.model_key.key, done, self.job.region, decision)
         infer = keys.infer_name(self.job.resources, token)
-        (hs, ws), (ext_y, ext_x) = plan.chunks, plan.extensions
+        (hs, ws), (halo_y, halo_x) = plan.chunks, self.halos
         model = ref(self.model_key.key)
 
         def make(key: tuple) -> GraphNode:
             j, k = key[-2:]
             tiles = self.tiles(j, k, done)
-            frame = blend.Frame((hs[j], ws[k]), (ext_y[j - 1] if j else 0, ext_x[k - 1] if k else 0))
+            pending = (halo_y[j - 1] if j else 0, halo_x[k - 1] if k else 0)
+            frame = blend.Frame((hs[j], ws[k]), pending, (halo_y[j], halo_x[k]))
             decided = None if done is not None and done[j, k] else decision  # a done chunk: its halos only
             if tiles:
                 return task(key, blend.infer_chunk, model, self.windows.node(j, k), frame, decided, tiles)
             # no tile to run (outside a region, or done on resume): its window is never read
-            shape = (hs[j] + ext_y[j], ws[k] + ext_x[k])
+            shape = (hs[j] + halo_y[j], ws[k] + halo_x[k])
             return task(key, blend.infer_nothing, model, shape, frame, decided, tiles)
 
         resources = {"resources": dict(self.job.resources)} if self.job.resources else None
         stage1 = ChunkLayer((len(hs), len(ws)), lambda j, k: [(infer, j, k)], make, resources)
         return self._blend(stage1, infer, decision)
+
+    @functools.cached_property
+    def halos(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Per chunk row and column, how far its halo strips reach past it: the chunk plan's extension (the
+        overlap its window is read with; 0 for the last) cut to the weights' reach (half of it for ``"trim"``,
+        whose margins are zero: strips of zero sums are never kept).
+        """
+        grid = self.chunk_plan.grid
+        reach = self.job.weights.reach(grid.tile_shape, (grid.y.overlap, grid.x.overlap))
+        ext_y, ext_x = self.chunk_plan.extensions
+        return tuple(min(e, reach[0]) for e in ext_y), tuple(min(e, reach[1]) for e in ext_x)
 
     def tiles(self, j: int, k: int, done: np.ndarray | None) -> ChunkTiles:
         """The tiles chunk ``(j, k)`` runs: all it owns, or, once it is ``done``, only those reaching into
@@ -236,7 +222,7 @@ class InferencePlan:
         job, chunk_plan = self.job, self.chunk_plan
         labels, n_classes, label_nodata = job.output == "labels", int(job.num_classes or 0), decision.label_nodata
         names = keys.stage2_names(infer, tokenize(decision), job.output)
-        stage2 = _Stage2(chunk_plan, infer, names, decision, job.region)
+        stage2 = _Stage2(chunk_plan, self.halos, infer, names, decision, job.region)
         (hs, ws), out = chunk_plan.chunks, names[1]
         layer = ChunkLayer((len(hs), len(ws)), stage2.keys_of, stage2.make)
         below = NamedGraph(graph_with(infer, stage1, [*self.windows.dependencies, self.model_key]), infer)
@@ -254,14 +240,15 @@ class _Stage2:
     """
 
     plan: ChunkPlan
+    halos: tuple[tuple[int, ...], tuple[int, ...]]  # InferencePlan.halos
     infer: str
     names: tuple[str, str]  # halo parts, output
     decision: decide.Decision
     region: Region | None
 
     def keys_of(self, j: int, k: int) -> list:
-        (ext_y, ext_x), (parts, out) = self.plan.extensions, self.names
-        own = [(parts, j, k)] if ext_y[j] or ext_x[k] else []
+        (halo_y, halo_x), (parts, out) = self.halos, self.names
+        own = [(parts, j, k)] if halo_y[j] or halo_x[k] else []
         return [*own, (out, j, k) if self.decision.output == "labels" else (out, 0, j, k)]
 
     def make(self, key: tuple) -> GraphNode:
@@ -270,8 +257,8 @@ class _Stage2:
         (h, w) = (plan.chunks[0][j], plan.chunks[1][k])
         if key[0] == parts:
             return task(key, _parts, ref((self.infer, j, k)))
-        ext_y, ext_x = plan.extensions
-        oy, ox = ext_y[j - 1] if j else 0, ext_x[k - 1] if k else 0
+        halo_y, halo_x = self.halos
+        oy, ox = halo_y[j - 1] if j else 0, halo_x[k - 1] if k else 0
         top = task(None, _part, ref((parts, j - 1, k)), "bottom") if oy else None
         left = task(None, _part, ref((parts, j, k - 1)), "right") if ox else None
         corner = task(None, _part, ref((parts, j - 1, k - 1)), "corner") if oy and ox else None
@@ -321,26 +308,3 @@ class ResumePlans:
 
 
 RESUME_PLANS = ResumePlans()
-
-
-def _chunk_target(image: Any, job: SegmentJob, grid: TileGrid) -> Pair:
-    """Pixels per chunk side: ``chunks=``, else a dask image's own chunks, else 2048 for a lazily read raster
-    (fewer, larger windows read), else, for an image in memory, :func:`in_memory_chunk` per axis.
-    """
-    if job.chunks is not None:
-        return job.chunks
-    if isinstance(image, da.Array):
-        return image.chunks[1][0], image.chunks[2][0]
-    if isinstance(image, xr.Variable):
-        return DEFAULT_CHUNK, DEFAULT_CHUNK
-    batch = job.runner.config.batch_size
-    return in_memory_chunk(grid.y.size, grid.y.stride, batch), in_memory_chunk(grid.x.size, grid.x.stride, batch)
-
-
-def in_memory_chunk(side: int, stride: int, batch_size: int) -> int:
-    """Default chunk side for an image already in memory: at least three chunks per side up to 1024 px,
-    so that every core has a chunk to work on while the others blend (one chunk for the whole image runs
-    one model call at a time: ``benchmarks/threads.py``), but never fewer tiles than two batches.
-    """
-    two_batches = stride * math.ceil(math.sqrt(2 * batch_size))
-    return max(two_batches, min(IN_MEMORY_CHUNK, -(-side // 3)))

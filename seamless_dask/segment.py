@@ -17,10 +17,11 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from .chunk_size import DEFAULT_CHUNK
 from .classes import as_classes
 from .cluster import current_client, ensure_scheduler_plugins, set_malloc_option, shareable
 from .exceptions import DimensionError
-from .graph import DEFAULT_CHUNK, SegmentJob, build_graph
+from .graph import SegmentJob, build_graph
 from .grid import ChunkPlan, Pair, TileGrid, as_pair
 from .inputs import (
     bands_first,

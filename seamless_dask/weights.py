@@ -138,6 +138,25 @@ class TileWeights:
             return cached[tuple(shape)]
         return _profile_support(*self._profile_key(shape, edges_y, edges_x, overlap))
 
+    def reach(self, shape: tuple[int, int], overlap: tuple[int, int]) -> tuple[int, int]:
+        """How far, per axis, a tile's non-zero weights reach into the next tile's ``overlap``: the width of the
+        halo strips a chunk hands its neighbours (zero sums past it are never kept).
+
+        ``overlap`` for maps that are never zero; ``overlap // 2`` for ``"trim"``, whose margins are zero. A tile
+        reaching past its chunk never touches the image's far border (that tile is the last chunk's), so the
+        high side of the map is the one of a tile inside the image on either start flag.
+        """
+        reach = []
+        for axis, (tile, lap) in enumerate(zip(shape, overlap, strict=True)):
+            stops = []
+            for start in (False, True):
+                edges = [(False, False), (False, False)]
+                edges[axis] = (start, False)
+                box = self.support(shape, edges[0], edges[1], overlap)
+                stops.append((box.rows, box.cols)[axis].stop)
+            reach.append(max(0, lap - (tile - max(stops))))
+        return reach[0], reach[1]
+
     def _profile_key(
         self, shape: tuple[int, int], edges_y: Edges, edges_x: Edges, overlap: tuple[int, int]
     ) -> tuple[str, float, tuple[int, int], tuple[Edges, Edges], tuple[int, int]]:

@@ -14,10 +14,10 @@ from rasterio.transform import from_origin
 import seamless_dask as sd
 from seamless_dask import DimensionError, ModelOutputError, ModelSpecError, OptionError, band_plan, keys
 from seamless_dask import testing as helpers
+from seamless_dask.chunk_size import MAX_CHUNKS
 from seamless_dask.cli import main
 from seamless_dask.dask_compat import ChunkLayer, array_expr
 from seamless_dask.demo import write_scene_geotiff
-from seamless_dask.graph import MAX_CHUNKS
 from seamless_dask.grid import ChunkTiles
 
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 import seamless_dask as sd
 from seamless_dask import DimensionError, ModelOutputError, OptionError, TileGrid, WeightsError
 from seamless_dask import testing as helpers
-from seamless_dask.graph import in_memory_chunk
+from seamless_dask.chunk_size import in_memory_chunk
 
 NET = helpers.conv_net(bands=2, classes=3)
 WHOLE = 10**6  # one chunk: the in-memory reference
@@ -369,6 +369,22 @@ def test_i4_a_chunk_holds_a_strip_of_sums_never_its_whole_accumulator():
     accumulator = 3 * 1024 * 1024 * 8  # two classes and the weight, float64, over the chunk alone
     assert peak < accumulator / 4, f"{peak / 2**20:.1f} MiB"  # 34.0 MiB before, 5.4 now
     np.testing.assert_array_equal(labels, expected)
+
+
+@pytest.mark.parametrize(("weights", "rows"), [("trim", 8), ("trust", 16), ("constant", 16)])
+def test_halo_strips_hold_only_the_rows_and_columns_the_weights_reach(weights, rows):
+    """A chunk hands its neighbours the sums its tiles' weights reach: the whole overlap for maps that are never
+    zero, half of it for "trim", whose margins are zero (the strips waiting a row of chunks are half as large).
+    """
+    image = helpers.structured_image(2, 120, 130, seed=5)
+    lazy = run(da.from_array(image, chunks=(2, 50, 50)), tile_size=48, overlap=16, weights=weights, chunks=64)
+    graph = dict(lazy.__dask_graph__())
+    halos = sorted(k for k in graph if str(k[0]).startswith("seamless-halo-"))
+    assert [k[-2:] for k in halos] == [(0, 0), (0, 1), (1, 0)]  # the last row and column owe nothing
+    parts = dask.get(graph, halos[0])
+    assert parts.bottom.shape[1] == rows and parts.right.shape[2] == rows and parts.corner.shape[1:] == (rows, rows)
+    reference = run(image, tile_size=48, overlap=16, weights=weights, chunks=WHOLE)
+    np.testing.assert_array_equal(lazy.compute(), reference)
 
 
 def test_model_tasks_side_by_side_share_the_batch():

@@ -144,3 +144,18 @@ def test_support_is_the_non_zero_box_of_the_map_and_flat_only_where_it_is_all_on
 def test_trim_support_is_the_tile_minus_half_the_overlap_on_inner_sides():
     support = TileWeights("trim").support((256, 256), (True, False), (False, False), (64, 64))
     assert (support.rows, support.cols) == (slice(0, 224), slice(32, 224))
+
+
+@given(st.integers(2, 40), st.integers(2, 40), st.data())
+def test_reach_is_how_far_past_the_next_tiles_origin_a_tiles_weights_are_not_zero(ty, tx, data):
+    overlap = (data.draw(st.integers(0, ty - 1)), data.draw(st.integers(0, tx - 1)))
+    assert TileWeights("trim").reach((ty, tx), overlap) == (overlap[0] // 2, overlap[1] // 2)
+    assert TileWeights("trust").reach((ty, tx), overlap) == overlap
+    array = np.ones((ty, tx))
+    assert TileWeights("array", array=array).reach((ty, tx), overlap) == overlap
+    for axis, lap in enumerate(overlap):  # a trim tile's last non-zero pixel is `reach` past the next one's origin
+        shape, laps = (ty, tx), [0, 0]
+        laps[axis] = lap
+        weights = TileWeights("trim").for_tile(shape, overlap=tuple(laps)).sum(axis=1 - axis)
+        last = int(np.flatnonzero(weights)[-1])
+        assert last + 1 - (shape[axis] - lap) == TileWeights("trim").reach(shape, overlap)[axis]
