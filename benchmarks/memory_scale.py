@@ -21,6 +21,7 @@ import contextlib
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -119,7 +120,19 @@ def _tree_rss(process: Any) -> int:
 
 
 def _python(*args: str, env: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    """A Python process in a session of its own, so that :func:`stop_cluster` ends it with its children."""
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    return subprocess.Popen([sys.executable, *args], env=env, start_new_session=True, **quiet)
+
+
+def stop_cluster(processes: list[subprocess.Popen]) -> None:
+    """Kill each process's whole group: a nanny killed alone can leave its worker process running, holding
+    memory and CPU through the next run.
+    """
+    for process in processes:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 def start_cluster(
@@ -175,9 +188,7 @@ def run_one(cog: Path, out_dir: Path, whole: bool) -> dict[str, Any]:
         sampler.stop.set()
         sampler.join()
     finally:
-        for process in cluster:
-            process.kill()
-            process.wait()
+        stop_cluster(cluster)
     if code != 0:
         raise SystemExit(f"the CLI failed on {cog} (exit {code})")
     shutil.rmtree(target, ignore_errors=True)

@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 
 import psutil
 import torch
-from memory_scale import HERE, make_cog, start_cluster  # type: ignore[import-not-found]
+from memory_scale import HERE, make_cog, start_cluster, stop_cluster  # type: ignore[import-not-found]
 
 import seamless_dask as sd
 
@@ -102,9 +102,7 @@ def on_cluster(workers: int, threads: int, data: Path, env: dict, *runs: Run) ->
     try:
         return [write(address, run) for run in runs]
     finally:
-        for process in processes:
-            process.kill()
-            process.wait()
+        stop_cluster(processes)
 
 
 def main() -> None:
