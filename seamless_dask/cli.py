@@ -85,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--classes", type=int, default=2, help="model output channels, for the memory estimate")
     plan.add_argument("--bands", type=int, default=3, help="input bands, for the memory estimate")
     plan.add_argument("--dtype", default="uint8", help="input dtype, for the memory estimate")
+    plan.add_argument("--weights", default="trim", choices=WEIGHTS_KINDS, help="trust map, for the halo strips")
     plan.add_argument("--gpu-workers", type=int, default=0, help="model workers, for the scheduler's load")
     plan.add_argument("--tiles-per-second", type=float, default=100.0, help="one model worker's speed")
     plan.set_defaults(run=handlers.plan)

@@ -18,6 +18,7 @@ def plan(args: argparse.Namespace) -> None:
 
     from .decide import label_dtype
     from .segment import plan as chunk_plan_of
+    from .weights import TileWeights
 
     chunk_plan = chunk_plan_of(
         (args.height, args.width), tile_size=args.tile_size, overlap=args.overlap, chunks=args.chunks
@@ -29,6 +30,9 @@ def plan(args: argparse.Namespace) -> None:
     window = (h + oy) * (w + ox) * args.bands * np.dtype(args.dtype).itemsize
     sums = (args.classes + 1) * 8 * grid.tile_shape[0] * (w + ox)
     labels = h * w * label_dtype(args.classes + 1).itemsize  # with a nodata value
+    ry, rx = TileWeights(args.weights).reach(grid.tile_shape, (oy, ox))
+    # a chunk's strips below (every column but on the last row), right and below-right (but on the last column)
+    strips = (ry * sum(ws) + (rx * h + ry * rx) * (len(ws) - 1)) * (args.classes + 1) * 4 if len(hs) > 1 else 0
     print(f"image        {args.height} x {args.width} px")
     print(f"tiles        {grid.n_tiles} ({grid.grid_shape[0]} x {grid.grid_shape[1]}) of {grid.tile_shape} px")
     print(f"stride       {(grid.y.stride, grid.x.stride)} px; last tiles flush with the image border")
@@ -37,6 +41,10 @@ def plan(args: argparse.Namespace) -> None:
     print(
         f"a chunk      window {window / 2**20:.0f} MiB ({args.bands} bands of {args.dtype}), sums {sums / 2**20:.0f} "
         f"MiB (a tile's height of rows, {args.classes} classes + weight, float64), labels {labels / 2**20:.0f} MiB"
+    )
+    print(
+        f"a row        {len(ws)} chunks; the halo strips it hands the row below: {strips / 2**20:.0f} MiB "
+        f"({ry} rows and {rx} columns a chunk of float32 sums, {args.weights!r} weights), held until that row is done"
     )
     if args.gpu_workers:
         n_chunks = len(hs) * len(ws)

@@ -156,15 +156,20 @@ class InferencePlan:
         return self._blend(stage1, infer, decision)
 
     @functools.cached_property
-    def halos(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        """Per chunk row and column, how far its halo strips reach past it: the chunk plan's extension (the
-        overlap its window is read with; 0 for the last) cut to the weights' reach (half of it for ``"trim"``,
-        whose margins are zero: strips of zero sums are never kept).
+    def reach(self) -> Pair:
+        """How far past the next tile's origin a tile's weights reach: the overlap, or half of it for
+        ``"trim"``, whose margins are zero (:meth:`~seamless_dask.weights.TileWeights.reach`).
         """
         grid = self.chunk_plan.grid
-        reach = self.job.weights.reach(grid.tile_shape, (grid.y.overlap, grid.x.overlap))
-        ext_y, ext_x = self.chunk_plan.extensions
-        return tuple(min(e, reach[0]) for e in ext_y), tuple(min(e, reach[1]) for e in ext_x)
+        return self.job.weights.reach(grid.tile_shape, (grid.y.overlap, grid.x.overlap))
+
+    @functools.cached_property
+    def halos(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Per chunk row and column, how far its halo strips reach past it: the chunk plan's extension (the
+        overlap its window is read with; 0 for the last) cut to :attr:`reach` (strips of zero sums are never kept).
+        """
+        (ext_y, ext_x), (reach_y, reach_x) = self.chunk_plan.extensions, self.reach
+        return tuple(min(e, reach_y) for e in ext_y), tuple(min(e, reach_x) for e in ext_x)
 
     def tiles(self, j: int, k: int, done: np.ndarray | None) -> ChunkTiles:
         """The tiles chunk ``(j, k)`` runs: all it owns, or, once it is ``done``, only those reaching into
@@ -191,12 +196,15 @@ class InferencePlan:
             def missing(dj: int, dk: int) -> bool:
                 return j + dj < ny and k + dk < nx and not done[j + dj, k + dk]
 
+            # where a tile's weights end: its last row and column of non-zero weight, past its chunk or not
+            (lap_y, lap_x), (reach_y, reach_x) = (plan.grid.y.overlap, plan.grid.x.overlap), self.reach
+            end_y, end_x = th - (lap_y - reach_y), tw - (lap_x - reach_x)
             kept = [
                 t
                 for t in kept
-                if (t.y + th > h and missing(1, 0))
-                or (t.x + tw > w and missing(0, 1))
-                or (t.y + th > h and t.x + tw > w and missing(1, 1))
+                if (t.y + end_y > h and missing(1, 0))
+                or (t.x + end_x > w and missing(0, 1))
+                or (t.y + end_y > h and t.x + end_x > w and missing(1, 1))
             ]
         return dataclasses.replace(tiles, keep=frozenset(t.grid_index for t in kept))
 

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .weights import TileWeights
+
 if TYPE_CHECKING:
     from .grid import ChunkPlan, TileWindow
 
@@ -263,17 +265,24 @@ def tiles_with_data(valid: np.ndarray, tile: int, overlap: int) -> int:
     return sum(bool(valid[w.y, w.x].any()) for w in grid.windows())
 
 
-def tiles_needed_on_resume(plan: ChunkPlan, missing: Sequence[tuple[int, int]], valid: np.ndarray | None = None) -> int:
+def tiles_needed_on_resume(
+    plan: ChunkPlan, missing: Sequence[tuple[int, int]], valid: np.ndarray | None = None, weights: str = "trim"
+) -> int:
     """Tiles a resumed write must run: those owned by the ``missing`` chunks ``[(j, k), ...]`` of ``plan``,
-    and those of finished chunks that reach into them; never a tile with no valid pixel (``valid`` mask).
+    and those of finished chunks whose non-zero ``weights`` reach into them; never a tile with no valid pixel
+    (``valid`` mask).
     """
     y, x = [np.cumsum((0, *c)) for c in plan.chunks]
     regions = [(slice(y[j], y[j + 1]), slice(x[k], x[k + 1])) for j, k in missing]
+    grid = plan.grid
+    map_ = TileWeights(weights).for_tile(grid.tile_shape, overlap=(grid.y.overlap, grid.x.overlap))
+    end_y, end_x = int(np.flatnonzero(map_.any(axis=1))[-1]) + 1, int(np.flatnonzero(map_.any(axis=0))[-1]) + 1
 
     def needed(i: int, w: TileWindow) -> bool:
         if valid is not None and not valid[w.y, w.x].any():
             return False
-        reaches = any(w.y.start < r.stop and r.start < w.y.stop and w.x.start < c.stop and c.start < w.x.stop
+        y1, x1 = w.y.start + end_y, w.x.start + end_x  # where its weights end (a tile inside the image)
+        reaches = any(w.y.start < r.stop and r.start < y1 and w.x.start < c.stop and c.start < x1
                       for r, c in regions)  # fmt: skip
         return plan.owner(i) in missing or reaches
 

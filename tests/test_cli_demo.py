@@ -34,7 +34,12 @@ def test_cli_plan_says_what_a_chunk_holds_and_when_the_scheduler_is_the_bottlene
     assert main(args) == 0
     out = capsys.readouterr().out  # chunks of about 2240 px: 3 bands of uint8 with the overlap, 2 classes + weight
     assert "window 15 MiB (3 bands of uint8), sums 27 MiB" in out and "labels 5 MiB" in out
+    # 45 chunks a row (44 of 2240 px and one of 1440): 32 rows below each and 32 columns right of all but the last,
+    # 3 float32 channels: (32 * 100000 + (32 * 2240 + 32 * 32) * 44) * 12 bytes = 73 MiB; twice that for "trust"
+    assert "45 chunks; the halo strips it hands the row below: 73 MiB (32 rows and 32 columns" in out
     assert "the scheduler is the bottleneck: use larger --chunks" in out
+    assert main([*args, "--weights", "trust"]) == 0
+    assert "the row below: 147 MiB (64 rows and 64 columns" in capsys.readouterr().out
     assert main([*args, "--chunks", "10240"]) == 0
     assert "(fits; only 100 chunks: at most 100 workers busy at once)" in capsys.readouterr().out
     assert main(["plan", "300000", "300000", *args[3:], "--chunks", "10240"]) == 0

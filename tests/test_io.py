@@ -157,9 +157,10 @@ def test_zarr_fill_value_is_nodata_and_empty_regions_read_as_nodata(tmp_path):
     assert v3.fill_value == 255 and v3.attrs["_FillValue"] == 255
 
 
-def test_resume_writes_only_missing_regions_and_runs_only_the_tiles_they_need(tmp_path):
+@pytest.mark.parametrize("overlap", [8, 1])  # 1: "trim" trusts no pixel of the overlap, done chunks run no tile
+def test_resume_writes_only_missing_regions_and_runs_only_the_tiles_they_need(tmp_path, overlap):
     model = helpers.Counting(helpers.Brightness())
-    options = {"tile_size": 32, "overlap": 8, "chunks": 96, "num_classes": 2, "nodata": None}
+    options = {"tile_size": 32, "overlap": overlap, "chunks": 96, "num_classes": 2, "nodata": None}
     labels = sd.segment(_scene(), model, **options)
     expected = labels.compute().values
     full = model.tiles
@@ -182,8 +183,10 @@ def test_resume_writes_only_missing_regions_and_runs_only_the_tiles_they_need(tm
     np.testing.assert_array_equal(xr.open_zarr(store, mask_and_scale=False)["labels"].compute().values, expected)
     assert io.is_complete(store)
     # Exactly the tiles the two regions need: their own, and those of done neighbours that reach into them.
-    plan = sd.plan(expected.shape, tile_size=32, overlap=8, chunks=96)
+    plan = sd.plan(expected.shape, tile_size=32, overlap=overlap, chunks=96)
     assert model.tiles == helpers.tiles_needed_on_resume(plan, missing) < full / 4
+    owned = sum(len(plan.owned(j, k)) for j, k in missing)
+    assert (model.tiles == owned) == (overlap == 1)
 
 
 @needs_data
