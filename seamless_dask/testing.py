@@ -265,25 +265,20 @@ def tiles_with_data(valid: np.ndarray, tile: int, overlap: int) -> int:
     return sum(bool(valid[w.y, w.x].any()) for w in grid.windows())
 
 
-def tiles_needed_on_resume(
-    plan: ChunkPlan, missing: Sequence[tuple[int, int]], valid: np.ndarray | None = None, weights: str = "trim"
-) -> int:
-    """Tiles a resumed write must run: those owned by the ``missing`` chunks ``[(j, k), ...]`` of ``plan``,
-    and those of finished chunks whose non-zero ``weights`` reach into them; never a tile with no valid pixel
-    (``valid`` mask).
+def tiles_needed_on_resume(plan: ChunkPlan, missing: Sequence[tuple[int, int]], valid: np.ndarray | None = None) -> int:
+    """Tiles a resumed write must run: those owned by the ``missing`` chunks ``[(j, k), ...]`` of ``plan``, and those
+    of finished chunks whose non-zero ``"trim"`` weights reach them; never a tile with no valid pixel (``valid``).
     """
     y, x = [np.cumsum((0, *c)) for c in plan.chunks]
     regions = [(slice(y[j], y[j + 1]), slice(x[k], x[k + 1])) for j, k in missing]
-    grid = plan.grid
-    map_ = TileWeights(weights).for_tile(grid.tile_shape, overlap=(grid.y.overlap, grid.x.overlap))
-    end_y, end_x = int(np.flatnonzero(map_.any(axis=1))[-1]) + 1, int(np.flatnonzero(map_.any(axis=0))[-1]) + 1
+    trim = TileWeights("trim").for_tile(plan.grid.tile_shape, overlap=(plan.grid.y.overlap, plan.grid.x.overlap))
+    end_y, end_x = int(np.flatnonzero(trim.any(axis=1))[-1]) + 1, int(np.flatnonzero(trim.any(axis=0))[-1]) + 1
 
     def needed(i: int, w: TileWindow) -> bool:
         if valid is not None and not valid[w.y, w.x].any():
             return False
         y1, x1 = w.y.start + end_y, w.x.start + end_x  # where its weights end (a tile inside the image)
-        reaches = any(w.y.start < r.stop and r.start < y1 and w.x.start < c.stop and c.start < x1
-                      for r, c in regions)  # fmt: skip
+        reaches = any(w.y.start < r.stop and r.start < y1 and w.x.start < c.stop and c.start < x1 for r, c in regions)
         return plan.owner(i) in missing or reaches
 
     return sum(needed(i, w) for i, w in enumerate(plan.grid.windows()))
