@@ -62,7 +62,7 @@ class KubeSpec:
     worker_cpu, worker_memory
         CPU and memory each worker pod requests (and is limited to, for memory): a chunk in flight holds
         its input window, a tile's height of float64 sums and its output block (``seamless-dask plan``
-        prints them: 3 bands of uint8 at 8192 px chunks, about 0.35 GB), one or two per thread.
+        prints them: 3 bands of uint8 at 8192 px chunks, 351 MiB), one or two per thread.
     scheduler_cpu, scheduler_memory
         The scheduler's, with no GPU.
     env

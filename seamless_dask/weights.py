@@ -143,19 +143,11 @@ class TileWeights:
         halo strips a chunk hands its neighbours (zero sums past it are never kept).
 
         ``overlap`` for maps that are never zero; ``overlap // 2`` for ``"trim"``, whose margins are zero. A tile
-        reaching past its chunk never touches the image's far border (that tile is the last chunk's), so the
-        high side of the map is the one of a tile inside the image on either start flag.
+        reaching past its chunk never touches the image's far border (that tile is the last chunk's), and border
+        awareness raises only a map's near side, so the map of a tile inside the image says it.
         """
-        reach = []
-        for axis, (tile, lap) in enumerate(zip(shape, overlap, strict=True)):
-            stops = []
-            for start in (False, True):
-                edges = [(False, False), (False, False)]
-                edges[axis] = (start, False)
-                box = self.support(shape, edges[0], edges[1], overlap)
-                stops.append((box.rows, box.cols)[axis].stop)
-            reach.append(max(0, lap - (tile - max(stops))))
-        return reach[0], reach[1]
+        box = self.support(shape, overlap=overlap)
+        return overlap[0] - (shape[0] - box.rows.stop), overlap[1] - (shape[1] - box.cols.stop)
 
     def _profile_key(
         self, shape: tuple[int, int], edges_y: Edges, edges_x: Edges, overlap: tuple[int, int]

@@ -268,6 +268,8 @@ def _write_template(
             sliced[name].resize(result[name].shape)
             sliced[name][...] = result[name].values
         zarr.consolidate_metadata(sliced.store)
+        # opened again: the group opened before consolidating would write the done array and attributes outside
+        # the consolidated metadata (tried: zarr v3 readers then lose a coordinate)
         group = _open_group(target, "r+")
         grid = tuple(len(c) for c in chunks[-2:])
         group.create_array(DONE, shape=grid, chunks=(1, 1), dtype="uint8", fill_value=0)
