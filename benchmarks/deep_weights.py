@@ -29,7 +29,7 @@ KINDS = ("trim", "trust", "gaussian", "spline", "constant")
 def crop(size: int) -> np.ndarray:
     path = Path(__file__).resolve().parents[2] / "shared" / "data" / "RGB.byte.tif"
     if not path.exists():
-        from seamless_dask.demo import synthetic_scene
+        from seamless_dask.demo.scene import synthetic_scene
 
         return synthetic_scene(size).values.astype(np.float32)  # already in [0, 1]
     pixels = sd.open_raster(path).values[:, 200 : 200 + size, 200 : 200 + size]
@@ -63,10 +63,20 @@ def main() -> None:
             for kind in KINDS:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", sd.ReceptiveFieldWarning)
-                    out = sd.segment(image, net, tile_size=args.tile, overlap=overlap, weights=kind, output="logits")
+                    out = sd.segment(
+                        image,
+                        net,
+                        tile_size=args.tile,
+                        overlap=overlap,
+                        weights=kind,
+                        output="logits",
+                    )
                 err = np.abs(out - whole)
                 cells.append(f"{err.mean():.2e} / {err.max():.2f}")
-            print(f"| BasicUNet, {norm} norm | {reach} | {overlap} | " + " | ".join(cells) + " |", flush=True)
+            print(
+                f"| BasicUNet, {norm} norm | {reach} | {overlap} | " + " | ".join(cells) + " |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -34,7 +34,15 @@ def child(method: str, height: int, width: int) -> float:
     else:
         import seamless_dask as sd
 
-        sd.segment(image, model, tile_size=TILE, overlap=OVERLAP, batch_size=BATCH, output="logits", num_classes=3)
+        sd.segment(
+            image,
+            model,
+            tile_size=TILE,
+            overlap=OVERLAP,
+            batch_size=BATCH,
+            output="logits",
+            num_classes=3,
+        )
     return time.perf_counter() - start
 
 
@@ -52,10 +60,16 @@ def main() -> None:
     for _ in range(args.repeats):
         for method, seconds in times.items():
             command = [sys.executable, __file__, "--child", method, *map(str, args.size)]
-            seconds.append(float(subprocess.run(command, check=True, capture_output=True, text=True).stdout))
+            seconds.append(
+                float(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+            )
     bare, ours = statistics.median(times["bare"]), statistics.median(times["seamless"])
-    print(f"{args.size[0]} x {args.size[1]} px, U-Net, first call in a fresh process, median of {args.repeats}:")
-    print(f"bare loop {bare:.2f} s; seamless_dask {ours:.2f} s (import included); ratio {ours / bare:.2f}")
+    print(
+        f"{args.size[0]} x {args.size[1]} px, U-Net, first call in a fresh process, median of {args.repeats}:"
+    )
+    print(
+        f"bare loop {bare:.2f} s; seamless_dask {ours:.2f} s (import included); ratio {ours / bare:.2f}"
+    )
 
 
 if __name__ == "__main__":

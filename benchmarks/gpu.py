@@ -37,7 +37,9 @@ def bare(image: np.ndarray, model: torch.nn.Module, batch: int, amp: str | None)
     return len(windows) / (time.perf_counter() - start)
 
 
-def ours(image: np.ndarray, model: torch.nn.Module, batch: int, amp: str | None, threads: int) -> float:
+def ours(
+    image: np.ndarray, model: torch.nn.Module, batch: int, amp: str | None, threads: int
+) -> float:
     import dask
 
     tiles = sd.TileGrid(image.shape[1:], TILE, OVERLAP).n_tiles
@@ -50,7 +52,9 @@ def ours(image: np.ndarray, model: torch.nn.Module, batch: int, amp: str | None,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--size", type=int, default=8192)
     parser.add_argument("--batches", type=int, nargs="+", default=[8, 16, 32, 64])
     parser.add_argument("--amp", nargs="+", default=["none", "bf16", "fp16"])
@@ -63,7 +67,9 @@ def main() -> None:
     image = np.load(make_image(args.size, Path(f"/tmp/gpu-image-{args.size}.npy")))
     model = build_model("unet").cuda().eval()
     bare(image[:, :1024, :1024], model, 8, None)  # warm-up: cuDNN picks its kernels
-    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, {args.size} px, tile {TILE}/{OVERLAP}\n")
+    print(
+        f"{torch.cuda.get_device_name()}, torch {torch.__version__}, {args.size} px, tile {TILE}/{OVERLAP}\n"
+    )
     heads = " | ".join(f"seamless_dask, {t} thread{'s' * (t > 1)} (tiles/s)" for t in args.threads)
     print(f"| autocast | batch | bare (tiles/s) | {heads} | best seamless / best bare |")
     print("| --- | --- | --- |" + " --- |" * len(args.threads) + " --- |")
@@ -74,7 +80,10 @@ def main() -> None:
         best = max(r[1] for r in rows)
         for b, t_bare, t_ours in rows:
             cells = " | ".join(f"{t:.0f}" for t in t_ours)
-            print(f"| {amp_name} | {b} | {t_bare:.0f} | {cells} | {max(t_ours) / best:.0%} |", flush=True)
+            print(
+                f"| {amp_name} | {b} | {t_bare:.0f} | {cells} | {max(t_ours) / best:.0%} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

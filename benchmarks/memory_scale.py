@@ -2,14 +2,14 @@
 
     .venv/bin/python benchmarks/memory_scale.py [--sizes 10000 40000 100000] [--data /tmp/seamless-bench] [--whole]
 
-Each size: a 3-band uint8 tiled, deflate-compressed GeoTIFF is made on local disk (once; reused on later runs;
+Each size: a 3-wave uint8 tiled, deflate-compressed GeoTIFF is made on local disk (once; reused on later runs;
 no overviews, which the read path never touches), then segmented by the CLI as a user runs it against a cluster
 (``seamless-dask segment ... --scheduler tcp://...``) with a cheap model (a 1x1 conv, so that the pipeline,
 not the model, is what is measured) to a labels zarr. The cluster is real: a ``dask scheduler`` process and a
 ``dask worker`` (its nanny and one worker process of two threads, as the CLI's own local cluster has), started
 for each size. A sampler polls every 0.2 s the RSS of the client (the CLI), the scheduler and the worker
 (nanny and worker) and, every 0.5 s, how many tasks the scheduler holds. ``--whole`` submits each write as
-one graph (the behaviour before bands; ``seamless_dask.band_chunks`` set past the scene's chunks).
+one graph (the behaviour before waves; ``seamless_dask.wave_chunks`` set past the scene's chunks).
 Goal: peak of the process tree under 2 GB and flat (100,000 px within 1.2 x the 10,000 px peak), tiles/s
 no lower than at 40,000 px.
 """
@@ -36,7 +36,7 @@ TILE, OVERLAP = 512, 64
 
 
 def cheap_model():
-    """'memory_scale:cheap_model': a 1x1 conv, 3 bands to 2 classes, inputs scaled from 0-255."""
+    """'memory_scale:cheap_model': a 1x1 conv, 3 waves to 2 classes, inputs scaled from 0-255."""
     import torch
 
     torch.manual_seed(0)
@@ -45,7 +45,7 @@ def cheap_model():
 
 
 def make_cog(path: Path, size: int) -> Path:
-    """A 3-band uint8 tiled GeoTIFF of ``size`` px square, written block by block (never whole in memory)."""
+    """A 3-wave uint8 tiled GeoTIFF of ``size`` px square, written block by block (never whole in memory)."""
     import rasterio
     from rasterio.transform import from_origin
     from rasterio.windows import Window
@@ -136,7 +136,12 @@ def stop_cluster(processes: list[subprocess.Popen]) -> None:
 
 
 def start_cluster(
-    folder: Path, env: dict, *, nworkers: int = 1, nthreads: int | None = None, resources: str | None = None
+    folder: Path,
+    env: dict,
+    *,
+    nworkers: int = 1,
+    nthreads: int | None = None,
+    resources: str | None = None,
 ) -> tuple[str, list[subprocess.Popen]]:
     """A ``dask scheduler`` and a ``dask worker`` (a nanny, ``nworkers`` processes of ``nthreads`` threads, by
     default one of a thread per core, with worker ``resources`` such as ``"GPU=1"``), as real processes.
@@ -144,7 +149,16 @@ def start_cluster(
     sched_file = folder / "scheduler.json"
     sched_file.unlink(missing_ok=True)
     common = ["--scheduler-file", str(sched_file), "--no-dashboard"]
-    scheduler = _python("-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0", *common, env=env)
+    scheduler = _python(
+        "-m",
+        "distributed.cli.dask_scheduler",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        *common,
+        env=env,
+    )
     deadline = time.monotonic() + 60
     while not sched_file.exists() and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -169,7 +183,10 @@ def run_one(cog: Path, out_dir: Path, whole: bool) -> dict[str, Any]:
         tiles = sd.TileGrid((src.height, src.width), TILE, OVERLAP).n_tiles
     target = out_dir / (cog.stem + "-labels.zarr")
     shutil.rmtree(target, ignore_errors=True)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+    }
     if whole:
         env["DASK_SEAMLESS_DASK__BAND_CHUNKS"] = str(10**9)
     address, cluster = start_cluster(out_dir, env)
@@ -196,10 +213,14 @@ def run_one(cog: Path, out_dir: Path, whole: bool) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 40_000, 100_000])
     parser.add_argument("--data", type=Path, default=Path("/tmp/seamless-bench"))
-    parser.add_argument("--whole", action="store_true", help="one submission per write (before bands)")
+    parser.add_argument(
+        "--whole", action="store_true", help="one submission per write (before waves)"
+    )
     args = parser.parse_args()
     args.data.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -218,7 +239,7 @@ def main() -> None:
     print(f"\n{time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"torch {torch.__version__}, dask {dask.__version__}, commit {commit.strip()}; tile {TILE}, overlap "
           f"{OVERLAP}, 1x1 conv, CLI against a dask scheduler and one dask worker (2 threads), labels to zarr, "
-          f"{'one submission' if args.whole else 'band by band'}\n")  # fmt: skip
+          f"{'one submission' if args.whole else 'wave by wave'}\n")  # fmt: skip
     gib = 2**30
     print("| image (px) | tiles | wall (s) | tiles/s | client (GiB) | scheduler (GiB) | worker (GiB) "
           "| process tree (GiB) | tree / smallest | tasks held at most |")  # fmt: skip

@@ -39,7 +39,9 @@ def bare_loop(image: np.ndarray, model: torch.nn.Module, grid: sd.TileGrid, batc
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--size", type=int, default=2048)
     parser.add_argument("--tile", type=int, default=256)
     parser.add_argument("--overlap", type=int, default=64)
@@ -58,7 +60,9 @@ def main() -> None:
         runs: dict[str, list[float]] = {"bare": [], "seamless": []}
         jobs = {
             "bare": lambda m=model: bare_loop(image, m, grid, 8),
-            "seamless": lambda m=model: sd.segment(image, m, tile_size=args.tile, overlap=args.overlap, num_classes=2),
+            "seamless": lambda m=model: sd.segment(
+                image, m, tile_size=args.tile, overlap=args.overlap, num_classes=2
+            ),
         }
         for job in jobs.values():
             job()  # warm up
@@ -68,7 +72,9 @@ def main() -> None:
                 job()
                 runs[key].append(time.perf_counter() - start)
         bare, ours = statistics.median(runs["bare"]), statistics.median(runs["seamless"])
-        print(f"| {name} | {bare:.3f} | {ours:.3f} | {ours / bare:.2f} | {(ours - bare) / grid.n_tiles * 1e3:.2f} |")
+        print(
+            f"| {name} | {bare:.3f} | {ours:.3f} | {ours / bare:.2f} | {(ours - bare) / grid.n_tiles * 1e3:.2f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -138,7 +138,9 @@ def run_monai(image, model, mode: str):
 
     with torch.inference_mode():
         x = torch.from_numpy(image)[None]
-        out = sliding_window_inference(x, (TILE, TILE), BATCH, model, overlap=OVERLAP / TILE, mode=mode)
+        out = sliding_window_inference(
+            x, (TILE, TILE), BATCH, model, overlap=OVERLAP / TILE, mode=mode
+        )
     return out[0].numpy()
 
 
@@ -146,7 +148,9 @@ def run_tiler(image, model):
     import torch
     from tiler import Merger, Tiler
 
-    tiler = Tiler(data_shape=image.shape, tile_shape=(3, TILE, TILE), overlap=OVERLAP, channel_dimension=0)
+    tiler = Tiler(
+        data_shape=image.shape, tile_shape=(3, TILE, TILE), overlap=OVERLAP, channel_dimension=0
+    )
     new_shape, padding = tiler.calculate_padding()
     tiler.recalculate(data_shape=new_shape)
     padded = np.pad(image, padding, mode="reflect")
@@ -170,7 +174,9 @@ def run_seamless_seg(image, model):
     spec.loader.exec_module(ss)
     plan, _ = ss.plan_regular_grid(image.shape[1:], (TILE, TILE), (OVERLAP, OVERLAP))
 
-    def run_tiles(indexes, geoms):  # a batch of geometries in, the model's outputs out (HWC, as it wants)
+    def run_tiles(
+        indexes, geoms
+    ):  # a batch of geometries in, the model's outputs out (HWC, as it wants)
         if not geoms:
             return []
         tiles = np.stack([image[(slice(None), *ss.shape_to_slices(g))] for g in geoms])
@@ -178,7 +184,9 @@ def run_seamless_seg(image, model):
             return model(torch.from_numpy(tiles)).numpy().transpose(0, 2, 3, 1)
 
     out = np.zeros((CLASSES, *image.shape[1:]), np.float32)
-    for _, geom, tile in ss.run_plan(plan, ss.batched_tile_get(ss.get_plan_input_geoms(plan), BATCH, run_tiles)):
+    for _, geom, tile in ss.run_plan(
+        plan, ss.batched_tile_get(ss.get_plan_input_geoms(plan), BATCH, run_tiles)
+    ):
         out[(slice(None), *ss.shape_to_slices(geom))] = tile.transpose(2, 0, 1)
     return out
 
@@ -226,8 +234,10 @@ def child(args: argparse.Namespace) -> None:
     if first:
         import seamless_dask  # noqa: F401  (a notebook's first cell: the import is not the call's cost)
     else:
-        side = 2 * TILE if args.method == "seamless-seg" else TILE  # seamless-seg fails on a one-tile image
-        run_method(args.method, image[:, :side, :side], model)  # warm up: first calls allocate and pick kernels
+        # seamless-seg fails on a one-tile image
+        side = 2 * TILE if args.method == "seamless-seg" else TILE
+        # warm up: first calls allocate and pick kernels
+        run_method(args.method, image[:, :side, :side], model)
     seconds = []
     for _ in range(1 if first else args.repeats):
         start = time.perf_counter()
@@ -274,7 +284,11 @@ def table(model: str, size: int, results: dict[str, dict], reference: Path) -> l
     for method, r in results.items():
         err = errors(r["logits"], reference) if method != "whole" else (0.0, 0.0)
         mean, worst = ("-", "-") if err is None else (f"{err[0]:.2e}", f"{err[1]:.2e}")
-        floor = results["bare-first"]["seconds"] if method.endswith("-first") and "bare-first" in results else bare
+        floor = (
+            results["bare-first"]["seconds"]
+            if method.endswith("-first") and "bare-first" in results
+            else bare
+        )
         over = (r["seconds"] - floor) / tiles * 1000
         lines.append(
             f"| {method} | {r['seconds']:.3f} | {r['seconds'] / floor:.2f} | {over:.2f} | {r['peak'] / 2**20:.0f} | "
@@ -323,13 +337,19 @@ def _commit() -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes", type=int, nargs="+", default=[2048, 4096])
-    parser.add_argument("--models", nargs="+", default=["unet", "conv1x1"], choices=["unet", "conv1x1"])
+    parser.add_argument(
+        "--models", nargs="+", default=["unet", "conv1x1"], choices=["unet", "conv1x1"]
+    )
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--work", type=Path, default=Path("/tmp/seamless-peers"))
-    parser.add_argument("--seamless-seg", type=Path, help="seamless-seg's seamless_seg.py, for its row")
+    parser.add_argument(
+        "--seamless-seg", type=Path, help="seamless-seg's seamless_seg.py, for its row"
+    )
     parser.add_argument("--child", choices=METHODS, help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--image", type=Path, help=argparse.SUPPRESS)

@@ -10,8 +10,8 @@ graph), the window's seconds and the peak RSS after it (a chunk's float64 accumu
 size the client refuses prints the refusal.
 
 ``--write``: what a cluster write costs the client before and as it runs, without a cluster: the zarr store's
-template (``to_zarr(compute=False)``), then every band planned, lazily (``band_plan.lazy_bands``, as
-``bands.compute`` does) and, up to 300,000 px, from the whole graph (``plan_bands``) for comparison.
+template (``to_zarr(compute=False)``), then every wave planned, lazily (``wave_plan.lazy_waves``, as
+``waves.compute`` does) and, up to 300,000 px, from the whole graph (``plan_waves``) for comparison.
 """
 
 from __future__ import annotations
@@ -34,7 +34,9 @@ def one(size: int, chunks: int) -> str:
     image = da.zeros((3, size, size), dtype="uint8", chunks=(3, chunks, chunks))
     start = time.perf_counter()
     try:
-        labels = sd.segment(image, Brightness(), tile_size=256, overlap=64, num_classes=2, weights="trust")
+        labels = sd.segment(
+            image, Brightness(), tile_size=256, overlap=64, num_classes=2, weights="trust"
+        )
     except sd.SeamlessError as error:
         return f"| {size:,} | {chunks} | refused: {str(error)[:90]}... | | | |"
     planned = time.perf_counter() - start
@@ -56,10 +58,12 @@ def one_write(size: int, planner: str) -> str:
     import xarray as xr
 
     import seamless_dask as sd
-    from seamless_dask import band_plan
+    from seamless_dask.cluster import wave_plan
     from seamless_dask.testing import Brightness
 
-    image = xr.DataArray(da.zeros((3, size, size), dtype="uint8", chunks=(3, 2048, 2048)), dims=("band", "y", "x"))
+    image = xr.DataArray(
+        da.zeros((3, size, size), dtype="uint8", chunks=(3, 2048, 2048)), dims=("wave", "y", "x")
+    )
     labels = sd.segment(image, Brightness(), tile_size=256, overlap=64, num_classes=2)
     start = time.perf_counter()
     writes = sd.to_zarr(labels, os.path.join(tempfile.mkdtemp(), "labels.zarr"), compute=False)
@@ -67,12 +71,12 @@ def one_write(size: int, planner: str) -> str:
     start = time.perf_counter()
     graph, first = writes.__dask_graph__(), float("nan")
     if planner == "whole":
-        count = len(band_plan.plan_bands(graph, writes.key, 4).bands)  # type: ignore[union-attr]
+        count = len(wave_plan.plan_waves(graph, writes.key, 4).waves)  # type: ignore[union-attr]
     else:
-        bands = iter(band_plan.lazy_bands(graph, writes.key, 4))  # type: ignore[arg-type]
-        next(bands)
+        waves = iter(wave_plan.lazy_waves(graph, writes.key, 4))  # type: ignore[arg-type]
+        next(waves)
         first = time.perf_counter() - start
-        count = 1 + sum(1 for _ in bands)
+        count = 1 + sum(1 for _ in waves)
     planned = time.perf_counter() - start
     return (
         f"| {size:,} | {planner} | {template:.1f} | {template_rss:.0f} | {count} | {first:.2f} | {planned:.1f} | "
@@ -89,7 +93,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 300_000, 1_000_000])
     parser.add_argument("--chunks", type=int, nargs="+", default=[2048, 5120])
-    parser.add_argument("--write", action="store_true", help="a zarr write's template and band planning")
+    parser.add_argument(
+        "--write", action="store_true", help="a zarr write's template and wave planning"
+    )
     parser.add_argument("--one", type=int, nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--one-write", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -99,22 +105,40 @@ def main() -> None:
     if args.one_write:
         print(one_write(int(args.one_write[0]), args.one_write[1]))
         return
-    print(f"{platform.node()}, {platform.processor() or platform.machine()}, Python {platform.python_version()}")
+    print(
+        f"{platform.node()}, {platform.processor() or platform.machine()}, Python {platform.python_version()}"
+    )
     if args.write:
         _write_table(args.sizes)
         return
-    print("| scene (px) | chunks | segment returns (s) | peak RSS then (MB) | 1000 px window (s) | peak RSS (MB) |")
+    print(
+        "| scene (px) | chunks | segment returns (s) | peak RSS then (MB) | 1000 px window (s) | peak RSS (MB) |"
+    )
     print("|---|---|---|---|---|---|")
     for size in args.sizes:
         for chunks in args.chunks:
             row = subprocess.run(
-                [sys.executable, __file__, "--one", str(size), str(chunks)], check=False, capture_output=True, text=True
+                [sys.executable, __file__, "--one", str(size), str(chunks)],
+                check=False,
+                capture_output=True,
+                text=True,
             )
-            print(row.stdout.strip() or f"| {size:,} | {chunks} | failed: {row.stderr.strip()[-200:]} | | | |")
+            print(
+                row.stdout.strip()
+                or f"| {size:,} | {chunks} | failed: {row.stderr.strip()[-200:]} | | | |"
+            )
 
 
 def _write_table(sizes: list[int]) -> None:
-    columns = ["scene (px)", "planner", "template (s)", "RSS then (MB)", "bands", "first band (s)", "all bands (s)"]
+    columns = [
+        "scene (px)",
+        "planner",
+        "template (s)",
+        "RSS then (MB)",
+        "waves",
+        "first wave (s)",
+        "all waves (s)",
+    ]
     print("| " + " | ".join([*columns, "peak RSS (MB)"]) + " |")
     print("|---|---|---|---|---|---|---|---|")
     for size in sizes:
@@ -125,7 +149,10 @@ def _write_table(sizes: list[int]) -> None:
                 capture_output=True,
                 text=True,
             )
-            print(row.stdout.strip() or f"| {size:,} | {planner} | failed: {row.stderr.strip()[-200:]} | | | | | |")
+            print(
+                row.stdout.strip()
+                or f"| {size:,} | {planner} | failed: {row.stderr.strip()[-200:]} | | | | | |"
+            )
 
 
 if __name__ == "__main__":

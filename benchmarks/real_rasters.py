@@ -35,7 +35,9 @@ class Brightness(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with self._lock:
             self.tiles += x.shape[0]
-        mean = torch.nn.functional.avg_pool2d(x.float().mean(1, keepdim=True), 5, stride=1, padding=2)
+        mean = torch.nn.functional.avg_pool2d(
+            x.float().mean(1, keepdim=True), 5, stride=1, padding=2
+        )
         return torch.cat([128 - mean, mean - 128], dim=1) / 16
 
 
@@ -78,13 +80,19 @@ def report(path: Path, out: Path) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data"
+    )
     parser.add_argument("--out", type=Path, default=Path("/tmp/seamless-real"))
     args = parser.parse_args()
     shutil.rmtree(args.out, ignore_errors=True)
     args.out.mkdir(parents=True)
-    print("| raster | bands x H x W | input nodata | tiles | reached the model | labels | zarr round trip | COG |")
+    print(
+        "| raster | bands x H x W | input nodata | tiles | reached the model | labels | zarr round trip | COG |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for name in NAMES:
         print(report(args.data / name, args.out), flush=True)

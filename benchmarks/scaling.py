@@ -64,7 +64,7 @@ def write(address: str, run: Run) -> dict[str, Any]:
     from distributed import Client
 
     from seamless_dask import io
-    from seamless_dask.cluster import setup_workers
+    from seamless_dask.cluster.workers import setup_workers
 
     shutil.rmtree(target, ignore_errors=True)
     with Client(address) as client:
@@ -94,8 +94,11 @@ def _transitions(dask_scheduler: Any) -> int:
     return int(dask_scheduler.transition_counter)
 
 
-def on_cluster(workers: int, threads: int, data: Path, env: dict, *runs: Run) -> list[dict[str, Any]]:
-    gpu = any(run.resources for run in runs)  # workers that say they have one GPU: the model tasks take turns
+def on_cluster(
+    workers: int, threads: int, data: Path, env: dict, *runs: Run
+) -> list[dict[str, Any]]:
+    # workers that say they have one GPU: the model tasks take turns
+    gpu = any(run.resources for run in runs)
     address, processes = start_cluster(
         data, env, nworkers=workers, nthreads=threads, resources="GPU=1" if gpu else None
     )
@@ -106,14 +109,21 @@ def on_cluster(workers: int, threads: int, data: Path, env: dict, *runs: Run) ->
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--size", type=int, default=8192)
     parser.add_argument("--data", type=Path, default=Path("/tmp/seamless-bench"))
-    parser.add_argument("--cost-only", action="store_true", help="part 2 only: the scheduler's cost")
+    parser.add_argument(
+        "--cost-only", action="store_true", help="part 2 only: the scheduler's cost"
+    )
     args = parser.parse_args()
     args.data.mkdir(parents=True, exist_ok=True)
     scene = make_cog(args.data / f"scene-{args.size}.tif", args.size)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+    }
     target = args.data / "scaling.zarr"
     models = {"1x1 conv": "memory_scale:cheap_model", "small CNN": "scaling:small_cnn"}
     rows = []
@@ -122,21 +132,31 @@ def main() -> None:
         results = on_cluster(workers, threads, args.data, env, *runs)
         rows.append((workers, threads, results))
         print(workers, threads, results, flush=True)
-    cost_runs = [Run(scene, target, "memory_scale:cheap_model", 128, 16, 256, need) for need in ((), (("GPU", 1),))]
+    cost_runs = [
+        Run(scene, target, "memory_scale:cheap_model", 128, 16, 256, need)
+        for need in ((), (("GPU", 1),))
+    ]
     (cost,) = on_cluster(1, 2, args.data, env, cost_runs[0])
     (gpu_cost,) = on_cluster(1, 2, args.data, env, cost_runs[1])
     print(cost, gpu_cost, flush=True)
     git = ["git", "rev-parse", "--short", "HEAD"]
-    commit = subprocess.run(git, check=False, capture_output=True, text=True, cwd=HERE).stdout.strip()
+    commit = subprocess.run(
+        git, check=False, capture_output=True, text=True, cwd=HERE
+    ).stdout.strip()
     print(f"\n{time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"torch {torch.__version__}, commit {commit}; {args.size} px GeoTIFF to zarr, tile 512, overlap 64, "
           "chunks 2048, one torch thread per dask thread\n")  # fmt: skip
-    print("| worker processes x dask threads | " + " | ".join(f"{m} (tiles/s)" for m in models) + " |")
+    print(
+        "| worker processes x dask threads | " + " | ".join(f"{m} (tiles/s)" for m in models) + " |"
+    )
     print("| --- |" + " --- |" * len(models))
     for workers, threads, results in rows:
         cells = [f"{r['tiles'] / r['seconds']:.1f}" for r in results]
         print(f"| {workers} x {threads} | " + " | ".join(cells) + " |")
-    for label, c in (("model tasks read their windows", cost), ('resources={"GPU": 1}, reads apart', gpu_cost)):
+    for label, c in (
+        ("model tasks read their windows", cost),
+        ('resources={"GPU": 1}, reads apart', gpu_cost),
+    ):
         cpu, tasks, chunks = c["scheduler_cpu"], c["tasks"], c["chunks"]
         print(f"\nScheduler, {label}: {cpu:.2f} CPU s for {tasks:,} tasks and {chunks:,} chunks ({c['tiles']:,} "
               f"tiles, {c['seconds']:.1f} s wall): {cpu / tasks * 1e3:.3f} ms a task, {cpu / chunks * 1e3:.3f} ms a "
@@ -152,7 +172,9 @@ def main() -> None:
     for side in (2048, 4096, 8192, 10240):
         tiles = (side / (GPU_TILE - GPU_OVERLAP)) ** 2
         demand = GPU_TILES_PER_S / tiles
-        print(f"| {side} | {tiles:.0f} | {demand:.2f} | {1 / per_chunk:,.0f} | {1 / per_chunk / demand:,.0f} |")
+        print(
+            f"| {side} | {tiles:.0f} | {demand:.2f} | {1 / per_chunk:,.0f} | {1 / per_chunk / demand:,.0f} |"
+        )
 
 
 if __name__ == "__main__":

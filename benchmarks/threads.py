@@ -23,7 +23,9 @@ from peers import BATCH, CLASSES, OVERLAP, TILE, build_model, make_image, run_ba
 import seamless_dask as sd
 
 
-def ours(image: np.ndarray, model: torch.nn.Module, dask_threads: int, torch_threads: int, chunks=None) -> None:
+def ours(
+    image: np.ndarray, model: torch.nn.Module, dask_threads: int, torch_threads: int, chunks=None
+) -> None:
     before = torch.get_num_threads()
     torch.set_num_threads(torch_threads)
     try:
@@ -35,9 +37,13 @@ def ours(image: np.ndarray, model: torch.nn.Module, dask_threads: int, torch_thr
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--size", type=int, default=2048)
-    parser.add_argument("--models", nargs="+", default=["unet", "conv1x1"], choices=["unet", "conv1x1"])
+    parser.add_argument(
+        "--models", nargs="+", default=["unet", "conv1x1"], choices=["unet", "conv1x1"]
+    )
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     image = np.load(make_image(args.size, Path(f"/tmp/seamless-peers/image-{args.size}.npy")))

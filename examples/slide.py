@@ -3,7 +3,7 @@
     python examples/slide.py [--size 4096] [--out slide-output]
 
 1. A synthetic H&E-like slide is written as a pyramidal OME-TIFF (RGB, 0.5 µm pixels, three levels), as a
-   scanner's export would be (``seamless_dask.demo_slide``).
+   scanner's export would be (``seamless_dask.demo.slide``).
 2. ``open_raster`` reads it lazily through tifffile, window by window, with its physical pixel size.
 3. ``segment`` labels nuclei, tissue and background with class names and colours, and ``to_ome_zarr`` writes a
    multiscale OME-Zarr whose ``image-label`` metadata napari, QuPath and OMERO show as named, coloured classes.
@@ -20,7 +20,12 @@ from typing import Any
 import numpy as np
 
 import seamless_dask as sd
-from seamless_dask.demo_slide import SLIDE_CLASSES, SLIDE_PALETTE, tissue_model, write_slide_ome_tiff
+from seamless_dask.demo.slide import (
+    SLIDE_CLASSES,
+    SLIDE_PALETTE,
+    tissue_model,
+    write_slide_ome_tiff,
+)
 
 
 def run(out: Path, size: int = 4096) -> dict[str, Any]:
@@ -56,8 +61,12 @@ def reread_with_ome_zarr(path: Path) -> list[tuple[int, ...]]:
         return []
     try:
         node = next(iter(Reader(parse_url(str(path)))()))
-    except NotImplementedError:  # ome-zarr-py 0.18 reads with da.from_zarr, which dask's array-expr lacks
-        print("ome-zarr-py cannot read under dask's array-expr engine; sd.open_raster(path, level=k) can")
+    except (
+        NotImplementedError
+    ):  # ome-zarr-py 0.18 reads with da.from_zarr, which dask's array-expr lacks
+        print(
+            "ome-zarr-py cannot read under dask's array-expr engine; sd.open_raster(path, level=k) can"
+        )
         return []
     names = [p.get("class") for p in node.metadata.get("properties", {}).values()]
     print(f"ome-zarr reads {len(node.data)} levels, classes {names}")

@@ -19,7 +19,9 @@ from typing import Any
 import numpy as np
 
 
-def write_item(raster: Path, folder: Path, names: tuple[str, ...] = ("red", "green", "blue")) -> Any:
+def write_item(
+    raster: Path, folder: Path, names: tuple[str, ...] = ("red", "green", "blue")
+) -> Any:
     """A pystac Item whose assets are single-band COGs cut from ``raster``'s first bands, in ``folder``."""
     import pystac
     import rasterio
@@ -39,19 +41,27 @@ def write_item(raster: Path, folder: Path, names: tuple[str, ...] = ("red", "gre
         for band, name in enumerate(names, start=1):
             path = folder / f"{name}.tif"
             cog_translate(src, str(path), cog_profiles.get("deflate"), indexes=[band], quiet=True)
-            item.add_asset(name, pystac.Asset(str(path), media_type=pystac.MediaType.COG, roles=["data"]))
+            item.add_asset(
+                name, pystac.Asset(str(path), media_type=pystac.MediaType.COG, roles=["data"])
+            )
     projection = ProjectionExtension.ext(item, add_if_missing=True)
-    projection.epsg, projection.transform, projection.shape = crs.to_epsg(), list(transform)[:6], list(shape)
+    projection.epsg, projection.transform, projection.shape = (
+        crs.to_epsg(),
+        list(transform)[:6],
+        list(shape),
+    )
     item.save_object(dest_href=str(folder / "item.json"), include_self_link=False)
     return item
 
 
-def segment_item(item: Any, names: tuple[str, ...] = ("red", "green", "blue"), **options: Any) -> Any:
+def segment_item(
+    item: Any, names: tuple[str, ...] = ("red", "green", "blue"), **options: Any
+) -> Any:
     """The item loaded with odc-stac and segmented: lazy ``(time, y, x)`` labels with the item's CRS."""
     import odc.stac
 
     import seamless_dask as sd
-    from seamless_dask.demo import context_model
+    from seamless_dask.demo.scene import context_model
 
     dataset = odc.stac.load([item], bands=list(names), chunks={})
     options = {"tile_size": 256, "overlap": 64, "normalize": (0, 255), **options}
@@ -60,7 +70,7 @@ def segment_item(item: Any, names: tuple[str, ...] = ("red", "green", "blue"), *
 
 def main() -> None:
     import seamless_dask as sd
-    from seamless_dask.demo import write_scene_geotiff
+    from seamless_dask.demo.scene import write_scene_geotiff
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--raster", type=Path, default=None)
@@ -73,7 +83,9 @@ def main() -> None:
     sd.to_cog(first, args.out / "labels.tif", overwrite=True)
     sd.quicklook(args.out / "labels.tif", args.out / "labels.png")
     counts = np.bincount(first.values.ravel())
-    print(f"{labels.sizes} {labels.rio.crs}; class counts {counts.tolist()}; wrote {args.out / 'labels.tif'}")
+    print(
+        f"{labels.sizes} {labels.rio.crs}; class counts {counts.tolist()}; wrote {args.out / 'labels.tif'}"
+    )
 
 
 if __name__ == "__main__":

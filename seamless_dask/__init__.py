@@ -6,9 +6,9 @@ import rioxarray as _rioxarray  # noqa: F401  (registers DataArray.rio, which re
 
 from . import accessor as _accessor  # noqa: F401  (registers DataArray.seamless)
 from . import metrics
-from .borders import draw_tile_borders
+from .blend.stream import TileBlender
 from .classes import with_classes
-from .dataset import TileDataset
+from .cluster import progress  # sd.progress.compute(result): a bar in tiles
 from .exceptions import (
     DimensionError,
     ModelError,
@@ -20,18 +20,19 @@ from .exceptions import (
     TilingError,
     WeightsError,
 )
-from .grid import ChunkPlan, TileGrid, TileWindow
 from .io import open_raster, to_cog, to_ome_zarr, to_zarr
-from .receptive import ReceptiveField, ReceptiveFieldWarning, receptive_field
-from .runner import ModelRunner, RunnerConfig
-from .sampling import RandomTiles
+from .model.receptive import ReceptiveField, ReceptiveFieldWarning, receptive_field
+from .model.runner import ModelRunner, RunnerConfig
 from .segment import plan, segment
-from .stream import TileBlender
-from .viz import colorize, quicklook
-from .weights import TileWeights
+from .tiling.grid import ChunkPlan, TileGrid, TileWindow
+from .tiling.weights import TileWeights
+from .training.dataset import TileDataset
+from .training.sampling import RandomTiles
+from .viz.borders import draw_tile_borders
+from .viz.quicklook import colorize, quicklook
 
 if TYPE_CHECKING:
-    from .tensor_tiling import TensorTiler
+    from .blend.torch_tiler import TensorTiler
 
 __all__ = [
     "ChunkPlan",
@@ -60,6 +61,7 @@ __all__ = [
     "metrics",
     "open_raster",
     "plan",
+    "progress",
     "quicklook",
     "receptive_field",
     "segment",
@@ -68,14 +70,14 @@ __all__ = [
     "to_zarr",
     "with_classes",
 ]
-from .record import package_version as _package_version
+from .graph.record import package_version as _package_version
 
 _TORCH_NAMES = {"TensorTiler"}  # import torch: loaded on first use, as the runner does
 
 
 def __getattr__(name: str) -> Any:
     if name in _TORCH_NAMES:
-        from . import tensor_tiling
+        from .blend import torch_tiler as tensor_tiling
 
         return getattr(tensor_tiling, name)
     raise AttributeError(f"module 'seamless_dask' has no attribute {name!r}")

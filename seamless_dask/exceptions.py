@@ -2,7 +2,8 @@
 
 Every user-facing error is a :class:`SeamlessError`, and also a subclass of the builtin exception a
 caller would expect (``ValueError`` for bad arguments, ``TypeError`` for wrong types), so that both
-``except SeamlessError`` and ``except ValueError`` work. Messages name the rule, the value and the fix.
+``except SeamlessError`` and ``except ValueError`` work. Messages name the rule, the value and the
+fix.
 """
 
 from __future__ import annotations
@@ -10,6 +11,14 @@ from __future__ import annotations
 
 class SeamlessError(Exception):
     """Base class of every error raised by seamless_dask."""
+
+
+class SeamlessWarning(UserWarning):
+    """Base class of the warnings seamless_dask gives (the CLI prints them as one line each)."""
+
+
+class ClusterWarning(SeamlessWarning):
+    """The cluster cannot run the job yet (no worker connected); it waits, and says how long."""
 
 
 class TilingError(SeamlessError, ValueError):
@@ -41,4 +50,6 @@ class OptionError(SeamlessError, ValueError):
 
 
 class RasterError(SeamlessError, ValueError):
-    """A raster that cannot be opened or written: missing file, unknown format, wrong bands, bad target."""
+    """A raster that cannot be opened or written: missing file, unknown format, wrong bands, bad
+    target.
+    """

@@ -1,6 +1,6 @@
-"""Input coercion, once, at the boundary: whatever ``segment`` is given becomes ``(bands, H, W)`` pixels, and
-the options that depend on the input (its nodata value, the device, the workers' resources) become plain
-values. Inner code takes only these.
+"""Input coercion, once, at the boundary: whatever ``segment`` is given becomes ``(bands, H, W)``
+pixels, and the options that depend on the input (its nodata value, the device, the workers'
+resources) become plain values. Inner code takes only these.
 """
 
 from __future__ import annotations
@@ -13,23 +13,30 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from .cluster import cluster_has_gpus
+from .blend.tiles import representable
 from .exceptions import DimensionError, OptionError
-from .tiles import representable
 
 
-def resources_for(device: str, resources: dict[str, float] | str | None) -> tuple[tuple[str, float], ...]:
-    """The worker resources of model tasks, as a hashable value (see ``segment``'s ``resources``)."""
+def resources_for(
+    device: str, resources: dict[str, float] | str | None, *, cluster_has_gpus: bool = False
+) -> tuple[tuple[str, float], ...]:
+    """The worker resources of model tasks, as a hashable value (see ``segment``'s ``resources``).
+
+    ``cluster_has_gpus`` is the answer of the cluster in use, asked once by ``segment`` after the
+    inputs are values: this module never talks to a cluster.
+    """
     if resources is None:
         return ()
     if isinstance(resources, dict):
         return tuple(sorted(resources.items()))
     if resources != "auto":
-        raise OptionError(f"resources must be 'auto', None or a dict like {{'GPU': 1}}, got {resources!r}")
+        raise OptionError(
+            f"resources must be 'auto', None or a dict like {{'GPU': 1}}, got {resources!r}"
+        )
     if device.startswith("cuda"):
         return (("GPU", 1),)
     if device == "auto":
-        return (("GPU", 1),) if cluster_has_gpus() else ()
+        return (("GPU", 1),) if cluster_has_gpus else ()
     return ()
 
 
@@ -47,8 +54,10 @@ def nodata_for(data: Any, nodata: float | str | None) -> float | None:
             found = data.rio.encoded_nodata
         if found is not None and not representable(float(found), data.dtype):
             warnings.warn(
-                f"the input's metadata says nodata={found}, which its {data.dtype} pixels can never hold: "
-                "treating every value as data; pass nodata=<value> if the raster has another nodata value",
+                f"the input's metadata says nodata={found}, which its {data.dtype} pixels can "
+                f"never hold: "
+                "treating every value as data; pass nodata=<value> if the raster has another "
+                "nodata value",
                 UserWarning,
                 stacklevel=3,
             )
@@ -61,19 +70,27 @@ IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # torchvision's, for 
 
 
 def normalize_for(data: Any, normalize: Any) -> Any:
-    """``normalize`` as ``(mean, std)`` in the input's units: ``"imagenet"`` scaled to the dtype's range (255 for
-    uint8, 65535 for uint16, 1 for floats, taken to be in [0, 1]); anything else as given.
+    """``normalize`` as ``(mean, std)`` in the input's units: ``"imagenet"`` scaled to the dtype's
+    range (255 for uint8, 65535 for uint16, 1 for floats, taken to be in [0, 1]); anything else as
+    given.
     """
     if not isinstance(normalize, str):
         return normalize
     if normalize != "imagenet":
-        raise OptionError(f"the one normalize preset is 'imagenet', got {normalize!r}: or pass (mean, std)")
+        raise OptionError(
+            f"the one normalize preset is 'imagenet', got {normalize!r}: or pass (mean, std)"
+        )
     dtype = np.dtype(str(data.dtype).removeprefix("torch."))
     shape = tuple(data.shape)
-    bands = 1 if len(shape) == 2 else (data.sizes.get("band", shape[-3]) if hasattr(data, "sizes") else shape[-3])
+    bands = (
+        1
+        if len(shape) == 2
+        else (data.sizes.get("band", shape[-3]) if hasattr(data, "sizes") else shape[-3])
+    )
     if bands != 3:
         raise OptionError(
-            f"normalize='imagenet' is for 3 RGB bands, the image has {bands}: select them with bands=[...] "
+            f"normalize='imagenet' is for 3 RGB bands, the image has {bands}: select them with "
+            f"bands=[...] "
             "(e.g. bands=['red', 'green', 'blue']) or pass (mean, std) per band"
         )
     scale = float(np.iinfo(dtype).max) if np.issubdtype(dtype, np.integer) else 1.0
@@ -91,13 +108,17 @@ def check_nodata_fits(nodata: float | None, dtype: np.dtype) -> None:
         else:
             allowed = "finite values within the dtype's range, or NaN"
         raise OptionError(
-            f"nodata={nodata!r} can never occur in {np.dtype(dtype).name} pixels ({allowed}), so nothing would be "
-            f"masked: give the value the raster really uses for nodata, or nodata=None (--nodata none)"
+            f"nodata={nodata!r} can never occur in {np.dtype(dtype).name} pixels ({allowed}), so "
+            f"nothing would be "
+            f"masked: give the value the raster really uses for nodata, or nodata=None (--nodata "
+            f"none)"
         )
 
 
 def bands_first_dataarray(data: xr.DataArray) -> xr.DataArray:
-    """``data`` with its band dim (if any) first and named ``band``; other dim orders raise with the fix."""
+    """``data`` with its band dim (if any) first and named ``band``; other dim orders raise with the
+    fix.
+    """
     dims = tuple(str(d) for d in data.dims)
     if dims == ("y", "x"):
         return data.expand_dims("band")
@@ -106,11 +127,14 @@ def bands_first_dataarray(data: xr.DataArray) -> xr.DataArray:
     if {"y", "x"} <= set(dims) and len(dims) in (2, 3):
         band = [d for d in dims if d not in ("y", "x")]
         order = ", ".join(repr(d) for d in [*band, "y", "x"])
-        raise DimensionError(f"expected dims (band, 'y', 'x') or ('y', 'x'), got {dims}: use data.transpose({order})")
+        raise DimensionError(
+            f"expected dims (band, 'y', 'x') or ('y', 'x'), got {dims}: use data.transpose({order})"
+        )
     if len(dims) in (2, 3):
         rename = f"{{{dims[-2]!r}: 'y', {dims[-1]!r}: 'x'}}"
         raise DimensionError(
-            f"expected dims (band, 'y', 'x') or ('y', 'x'), got {dims}: name the spatial dims y and x, "
+            f"expected dims (band, 'y', 'x') or ('y', 'x'), got {dims}: name the spatial dims y "
+            f"and x, "
             f"e.g. data.rename({rename})"
         )
     raise DimensionError(
@@ -128,27 +152,37 @@ def bands_first(image: Any, kind: str) -> Any:
         return image[None]
     if image.ndim != 3:
         raise DimensionError(
-            f"expected a {kind} of shape (H, W) or (bands, H, W), got {image.ndim} dims {tuple(image.shape)}"
+            f"expected a {kind} of shape (H, W) or (bands, H, W), got {image.ndim} dims "
+            f"{tuple(image.shape)}"
         )
     if image.shape[-1] <= 4 < image.shape[0] and image.shape[1] > 4:
         raise DimensionError(
-            f"expected bands first (bands, H, W), got shape {tuple(image.shape)}, which looks channels-last: "
+            f"expected bands first (bands, H, W), got shape {tuple(image.shape)}, which looks "
+            f"channels-last: "
             "use np.moveaxis(image, -1, 0) (or tensor.permute(2, 0, 1))"
         )
     return image
 
 
 def check_pixel_dtype(dtype: np.dtype, kind: str) -> None:
-    """Raise unless pixels of ``dtype`` are real numbers a model can take (complex ones would lose their
-    imaginary part without a word when cast to float32).
+    """Raise unless pixels of ``dtype`` are real numbers a model can take (complex ones would lose
+    their imaginary part without a word when cast to float32).
     """
     if np.issubdtype(dtype, np.complexfloating):
         raise DimensionError(
-            f"the {kind} has complex pixels ({np.dtype(dtype).name}); a model takes real numbers: pass the part you "
-            "mean, e.g. data.real, abs(data) (amplitude) or np.angle(data) (phase), as bands of a real image"
+            f"the {kind} has complex pixels ({np.dtype(dtype).name}); a model takes real numbers: "
+            f"pass the part you "
+            "mean, e.g. data.real, abs(data) (amplitude) or np.angle(data) (phase), as bands of a "
+            "real image"
         )
-    if not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating) or np.dtype(dtype) == np.bool_):
-        raise DimensionError(f"the {kind} has dtype {dtype}; expected integer or float pixels: cast it first")
+    if not (
+        np.issubdtype(dtype, np.integer)
+        or np.issubdtype(dtype, np.floating)
+        or np.dtype(dtype) == np.bool_
+    ):
+        raise DimensionError(
+            f"the {kind} has dtype {dtype}; expected integer or float pixels: cast it first"
+        )
 
 
 def is_tensor(data: Any) -> bool:
@@ -167,18 +201,22 @@ TIME_DIMS = ("time",)  # a leading dim segment maps over, one image per step
 
 
 def stac_image(data: Any, bands: Sequence[Any] | None) -> Any:
-    """A STAC load as ``segment`` takes it: an odc-stac/xarray ``Dataset`` with one variable per band becomes a
-    ``(band, y, x)`` or ``(time, band, y, x)`` DataArray of the ``bands`` named (default: every variable with
-    ``y`` and ``x`` dims, in order); a stackstac-style DataArray gets its ``band`` coordinate selected by name.
+    """A STAC load as ``segment`` takes it: an odc-stac/xarray ``Dataset`` with one variable per
+    band becomes a ``(band, y, x)`` or ``(time, band, y, x)`` DataArray of the ``bands`` named
+    (default: every variable with ``y`` and ``x`` dims, in order); a stackstac-style DataArray gets
+    its ``band`` coordinate selected by name.
     """
     if isinstance(data, xr.Dataset):
         names = (
-            list(bands) if bands is not None else [n for n, v in data.data_vars.items() if {"y", "x"} <= set(v.dims)]
+            list(bands)
+            if bands is not None
+            else [n for n, v in data.data_vars.items() if {"y", "x"} <= set(v.dims)]
         )
         missing = [n for n in names if n not in data.data_vars]
         if missing or not names:
             raise DimensionError(
-                f"bands must name variables of the Dataset, got {missing or names}; it has {list(data.data_vars)}: "
+                f"bands must name variables of the Dataset, got {missing or names}; it has "
+                f"{list(data.data_vars)}: "
                 "e.g. bands=['red', 'green', 'blue']"
             )
         stacked = data[names].to_dataarray(dim="band")
@@ -186,14 +224,20 @@ def stac_image(data: Any, bands: Sequence[Any] | None) -> Any:
         return stacked.transpose(*order)
     if bands is not None and isinstance(data, xr.DataArray):
         if "band" not in data.dims:
-            raise DimensionError(f"bands selects along a 'band' dim, and the data has dims {tuple(data.dims)}")
+            raise DimensionError(
+                f"bands selects along a 'band' dim, and the data has dims {tuple(data.dims)}"
+            )
         return data.sel(band=list(bands))
     return data
 
 
 def time_steps(data: xr.DataArray) -> str | None:
     """The leading dim ``segment`` maps over (``time`` of a ``(time, band, y, x)`` stack), or ``None``."""
-    if data.ndim == 4 and str(data.dims[0]) in TIME_DIMS and tuple(map(str, data.dims[2:])) == ("y", "x"):
+    if (
+        data.ndim == 4
+        and str(data.dims[0]) in TIME_DIMS
+        and tuple(map(str, data.dims[2:])) == ("y", "x")
+    ):
         return str(data.dims[0])
     return None
 
@@ -204,12 +248,17 @@ def time_slices(data: xr.DataArray, dim: str) -> list[xr.DataArray]:
 
 
 def stacked_steps(per_step: list[xr.DataArray], steps: xr.DataArray) -> xr.DataArray:
-    """The per-step results as one lazy array along ``steps``' dim (dask stacks the data: xarray's concat reaches
-    numpy's ``result_type`` through ``__array_function__``, which array-expr lacks); attrs as "drop_conflicts".
+    """The per-step results as one lazy array along ``steps``' dim (dask stacks the data: xarray's
+    concat reaches numpy's ``result_type`` through ``__array_function__``, which array-expr lacks);
+    attrs as "drop_conflicts".
     """
     dim = steps.dims[0]
     first = per_step[0].drop_vars([dim], errors="ignore")
-    attrs = {k: v for k, v in first.attrs.items() if all(_same(step.attrs.get(k), v) for step in per_step)}
+    attrs = {
+        k: v
+        for k, v in first.attrs.items()
+        if all(_same(step.attrs.get(k), v) for step in per_step)
+    }
     coords = {**first.coords, dim: steps.values}
     data = da.stack([step.data for step in per_step])
     return xr.DataArray(data, dims=(dim, *first.dims), coords=coords, attrs=attrs, name=first.name)
@@ -218,6 +267,10 @@ def stacked_steps(per_step: list[xr.DataArray], steps: xr.DataArray) -> xr.DataA
 def _same(a: Any, b: Any) -> bool:
     """Attribute values equal (xarray's ``combine_attrs="drop_conflicts"`` rule), arrays included."""
     try:
-        return bool(np.array_equal(a, b)) if isinstance(a, np.ndarray) or isinstance(b, np.ndarray) else bool(a == b)
+        return (
+            bool(np.array_equal(a, b))
+            if isinstance(a, np.ndarray) or isinstance(b, np.ndarray)
+            else bool(a == b)
+        )
     except (TypeError, ValueError):
         return False

@@ -1,9 +1,11 @@
-"""Metrics for rasters of any size: a confusion matrix summed block by block, and the scores made from it.
+"""Metrics for rasters of any size: a confusion matrix summed block by block, and the scores made
+from it.
 
-The matrix is the one thing computed over the pixels: one ``(classes, classes)`` count per pair of blocks,
-summed by dask, so a 100,000 px scene costs what one block costs in memory. Every score (IoU, Dice, precision,
-recall, accuracy) is read from the summed matrix, exactly as torchmetrics and scikit-learn compute them from
-theirs: a class absent from both truth and prediction has no score (NaN) and is left out of the means.
+The matrix is the one thing computed over the pixels: one ``(classes, classes)`` count per pair of
+blocks, summed by dask, so a 100,000 px scene costs what one block costs in memory. Every score
+(IoU, Dice, precision, recall, accuracy) is read from the summed matrix, exactly as torchmetrics and
+scikit-learn compute them from theirs: a class absent from both truth and prediction has no score
+(NaN) and is left out of the means.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from .dask_compat import rechunk
 from .exceptions import DimensionError, OptionError
+from .graph.layers import rechunk
 
 
 def confusion_matrix(
@@ -32,8 +34,9 @@ def confusion_matrix(
     Parameters
     ----------
     prediction, truth
-        ``(y, x)`` integer class maps of the same shape: numpy, dask or xarray (e.g. ``open_raster`` of a
-        written output and of a label raster, band 1); dask inputs are read block by block, never whole.
+        ``(y, x)`` integer class maps of the same shape: numpy, dask or xarray (e.g. ``open_raster``
+        of a written output and of a label raster, band 1); dask inputs are read block by block,
+        never whole.
     num_classes
         Classes ``0 .. num_classes - 1``; a pixel holding another value in either map raises.
     ignore_index
@@ -45,14 +48,16 @@ def confusion_matrix(
     Returns
     -------
     numpy.ndarray
-        ``(num_classes, num_classes)`` int64, rows truth, columns prediction (scikit-learn's layout).
+        ``(num_classes, num_classes)`` int64, rows truth, columns prediction (scikit-learn's
+        layout).
 
     Raises
     ------
     DimensionError
         Maps that are not 2-D or differ in shape.
     OptionError
-        ``num_classes < 1``, or a class value outside ``0 .. num_classes - 1`` (the message names it).
+        ``num_classes < 1``, or a class value outside ``0 .. num_classes - 1`` (the message names
+        it).
 
     Examples
     --------
@@ -66,8 +71,12 @@ def confusion_matrix(
            [0, 0, 1]])
     """
     if not isinstance(num_classes, int) or num_classes < 1:
-        raise OptionError(f"num_classes must be a positive int, got {num_classes!r}: e.g. num_classes=4")
-    skip = tuple(v for v in (_nodata_of(prediction, nodata), _nodata_of(truth, nodata)) if v is not None)
+        raise OptionError(
+            f"num_classes must be a positive int, got {num_classes!r}: e.g. num_classes=4"
+        )
+    skip = tuple(
+        v for v in (_nodata_of(prediction, nodata), _nodata_of(truth, nodata)) if v is not None
+    )
     pred, true = _as_dask(prediction, "prediction"), _as_dask(truth, "truth")
     if pred.shape != true.shape:
         raise DimensionError(
@@ -108,7 +117,12 @@ class Scores:
     def _counts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         m = self.matrix.astype(np.float64)
         tp = np.diag(m)
-        return tp, m.sum(axis=0) - tp, m.sum(axis=1) - tp  # true positives, false positives, false negatives
+        # true positives, false positives, false negatives
+        return (
+            tp,
+            m.sum(axis=0) - tp,
+            m.sum(axis=1) - tp,
+        )
 
     @property
     def iou(self) -> np.ndarray:
@@ -154,7 +168,8 @@ class Scores:
         """A plain-text table: one row per class, then the means and the overall accuracy."""
         names = class_names or [str(c) for c in range(len(self.matrix))]
         support = self.matrix.sum(axis=1)
-        per_class = np.stack([self.iou, self.dice, self.precision, self.recall], axis=1)  # each score once
+        # each score once
+        per_class = np.stack([self.iou, self.dice, self.precision, self.recall], axis=1)
         widths = (8, 8, 11, 8)
         rows = [f"{'class':<12}{'IoU':>8}{'Dice':>8}{'precision':>11}{'recall':>8}{'pixels':>14}"]
         for name, cells, pixels in zip(names, per_class, support, strict=True):
@@ -183,7 +198,12 @@ class Scores:
 
 
 def scores(
-    prediction: Any, truth: Any, num_classes: int, *, ignore_index: int | None = None, nodata: float | None = None
+    prediction: Any,
+    truth: Any,
+    num_classes: int,
+    *,
+    ignore_index: int | None = None,
+    nodata: float | None = None,
 ) -> Scores:
     """:func:`confusion_matrix` and the scores read from it.
 
@@ -195,11 +215,18 @@ def scores(
     >>> s.iou.round(3).tolist(), round(s.accuracy, 3)
     ([0.5, 0.667], 0.75)
     """
-    return Scores(confusion_matrix(prediction, truth, num_classes, ignore_index=ignore_index, nodata=nodata))
+    return Scores(
+        confusion_matrix(prediction, truth, num_classes, ignore_index=ignore_index, nodata=nodata)
+    )
 
 
 def _block_confusion(
-    pred: np.ndarray, true: np.ndarray, *, num_classes: int, ignore: int | None, skip: tuple[float, ...]
+    pred: np.ndarray,
+    true: np.ndarray,
+    *,
+    num_classes: int,
+    ignore: int | None,
+    skip: tuple[float, ...],
 ) -> np.ndarray:
     keep = np.ones(pred.shape, bool)
     if ignore is not None:
@@ -211,10 +238,13 @@ def _block_confusion(
         if values.size and (values.min() < 0 or values.max() >= num_classes):
             bad = values[(values < 0) | (values >= num_classes)][0]
             raise OptionError(
-                f"{name} holds class {bad}, outside 0 .. {num_classes - 1} (num_classes={num_classes}): "
+                f"{name} holds class {bad}, outside 0 .. {num_classes - 1} "
+                f"(num_classes={num_classes}): "
                 "pass the right num_classes, or ignore_index/nodata for values that are not classes"
             )
-    counts = np.bincount(t.astype(np.int64) * num_classes + p.astype(np.int64), minlength=num_classes**2)
+    counts = np.bincount(
+        t.astype(np.int64) * num_classes + p.astype(np.int64), minlength=num_classes**2
+    )
     return counts.reshape(1, 1, num_classes, num_classes)
 
 
@@ -224,10 +254,13 @@ def _as_dask(data: Any, name: str) -> da.Array:
         data = data.data
     array = data if isinstance(data, da.Array) else da.from_array(np.asarray(data), chunks=2048)
     if array.ndim != 2:
-        raise DimensionError(f"{name} must be a (y, x) class map, got {array.ndim} dims {array.shape}")
+        raise DimensionError(
+            f"{name} must be a (y, x) class map, got {array.ndim} dims {array.shape}"
+        )
     if not np.issubdtype(array.dtype, np.integer):
         raise DimensionError(
-            f"{name} must hold integer classes, got dtype {array.dtype}: compare labels (output='labels'), "
+            f"{name} must hold integer classes, got dtype {array.dtype}: compare labels "
+            f"(output='labels'), "
             "or take probabilities' argmax first"
         )
     return array

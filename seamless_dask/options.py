@@ -1,5 +1,6 @@
-"""The option values ``segment`` takes, as ``Literal`` types: one source for the type checker, the runtime
-checks (``get_args``) and the command line's choices, so the three never drift.
+"""The option values ``segment`` takes, as ``Literal`` types: one source for the type checker, the
+runtime checks (``get_args``) and the command line's choices, so the three never drift. The
+weights' kinds are the registry's (:mod:`seamless_dask.tiling.weights`), re-exported here.
 """
 
 from __future__ import annotations
@@ -7,26 +8,42 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, get_args
 
+from .tiling.weights import WEIGHTS_KINDS, WeightsKind
+
 if TYPE_CHECKING:
     import numpy as np
 
-    from .weights import TileWeights
+    from .tiling.weights import TileWeights
+
+__all__ = [
+    "ACTIVATIONS",
+    "AMP",
+    "AMP_MODES",
+    "OUTPUTS",
+    "TTA",
+    "TTA_MODES",
+    "WEIGHTS_KINDS",
+    "Activation",
+    "Output",
+    "SegmentOptions",
+    "WeightsKind",
+]
 
 Output = Literal["labels", "probabilities", "logits", "uncertainty"]
 Activation = Literal["softmax", "sigmoid"]
-WeightsKind = Literal["trim", "trust", "spline", "gaussian", "constant"]
 TTA = Literal["flips", "d4"]
 AMP = Literal["bf16", "fp16"]
 
 OUTPUTS: tuple[str, ...] = get_args(Output)
 ACTIVATIONS: tuple[str | None, ...] = (*get_args(Activation), None)
-WEIGHTS_KINDS: tuple[str, ...] = get_args(WeightsKind)
 TTA_MODES: tuple[str | None, ...] = (None, *get_args(TTA))
 AMP_MODES: tuple[str | None, ...] = (None, *get_args(AMP))
 
 
 class SegmentOptions(TypedDict, total=False):
-    """The keyword options of :func:`~seamless_dask.segment`, for its typed overloads (one per input type)."""
+    """The keyword options of :func:`~seamless_dask.segment`, for its typed overloads (one per input
+    type).
+    """
 
     tile_size: int | tuple[int, int]
     overlap: int | tuple[int, int]

@@ -1,7 +1,8 @@
 """A DataArray input's result: its coords, CRS, transform, nodata, classes and the job record.
 
 ``segment`` builds the graph; this module dresses the array it returns as the input was dressed, and
-records the job (:mod:`seamless_dask.record`) that makes a resumed write provably the same job.
+records the job (:mod:`seamless_dask.graph.record`) that makes a resumed write provably the same
+job.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ import numpy as np
 import xarray as xr
 from dask.base import tokenize
 
-from . import record
 from .classes import Classes, check_class_count
-from .graph import SegmentJob, build_graph
+from .graph import record
+from .graph.build import SegmentJob, build_graph
 from .inputs import bands_first_dataarray, check_pixel_dtype
-from .runner import ModelRunner, RunnerConfig
+from .model.runner import ModelRunner, RunnerConfig
 
 DROPPED_ATTRS = ("_FillValue", "missing_value", "scale_factor", "add_offset", "units", "nodata")
 # what an input's attrs say of the input only: a result's class names are its own
@@ -27,7 +28,9 @@ INPUT_ONLY_ATTRS = ("class_names", "class_colors", "flag_values", "flag_meanings
 
 @dataclass(frozen=True)
 class JobRecorder:
-    """Makes the job record (:mod:`seamless_dask.record`) a DataArray result carries, once its classes are known."""
+    """Makes the job record (:mod:`seamless_dask.graph.record`) a DataArray result carries, once its
+    classes are known.
+    """
 
     data: xr.DataArray
     model: Any
@@ -51,11 +54,17 @@ class JobRecorder:
             "region": None if self.job.region is None else self.job.region.geometry.wkt,
             "classes": n_classes,
         }
-        if self.classes is not None and self.classes.names:  # they go into the store's metadata: part of the job
+        if (
+            self.classes is not None and self.classes.names
+        ):  # they go into the store's metadata: part of the job
             options["class_names"] = list(self.classes.names)
         loaded = None
-        if isinstance(self.model, str) and not os.path.isfile(self.model):  # an import string: pin its weights
-            loaded = ModelRunner(self.model, RunnerConfig(device="cpu")).model  # cached: loaded once per process
+        if isinstance(self.model, str) and not os.path.isfile(
+            self.model
+        ):  # an import string: pin its weights
+            loaded = ModelRunner(
+                self.model, RunnerConfig(device="cpu")
+            ).model  # cached: loaded once per process
         return record.dumps(record.job_record(self.data, self.model, options, loaded))
 
 
@@ -63,20 +72,26 @@ def segment_dataarray(data: xr.DataArray, job: SegmentJob, recorder: JobRecorder
     """The lazy result of ``job`` on ``data``, dressed as ``data`` was (see the module docstring)."""
     bands_first = bands_first_dataarray(data)
     check_pixel_dtype(bands_first.dtype, "image")
-    # dask-backed: its dask array; in memory: numpy; lazily loaded (open_raster(chunks=None)): the lazy
-    # variable, which stage 1 reads window by window.
+    # dask-backed: its dask array; in memory: numpy; lazily loaded (open_raster(chunks=None)): the
+    # lazy variable, which stage 1 reads window by window.
     if bands_first.chunks is not None:
         image = bands_first.data
     else:
         image = bands_first.values if bands_first.variable._in_memory else bands_first.variable
     result, label_nodata, n_classes = build_graph(image, job)
-    dims = {"labels": ("y", "x"), "uncertainty": ("measure", "y", "x")}.get(job.output, ("class", "y", "x"))
+    dims = {"labels": ("y", "x"), "uncertainty": ("measure", "y", "x")}.get(
+        job.output, ("class", "y", "x")
+    )
     coords = {name: coord for name, coord in data.coords.items() if set(coord.dims) <= {"y", "x"}}
     if job.output == "uncertainty":
         coords["measure"] = np.array(["disagreement", "entropy"])
     elif job.output != "labels":
         coords["class"] = np.arange(result.shape[0])
-    attrs = {key: value for key, value in data.attrs.items() if key not in DROPPED_ATTRS + INPUT_ONLY_ATTRS}
+    attrs = {
+        key: value
+        for key, value in data.attrs.items()
+        if key not in DROPPED_ATTRS + INPUT_ONLY_ATTRS
+    }
     if recorder.classes is not None and job.output in ("labels", "probabilities", "logits"):
         check_class_count(recorder.classes, n_classes)
         attrs.update(recorder.classes.attrs())

@@ -1,5 +1,5 @@
-"""Test helpers, shipped with the package as xbatcher's and odc-geo's are: small deterministic models (no
-torchvision, no downloads), images, and process helpers.
+"""Test helpers, shipped with the package as xbatcher's and odc-geo's are: small deterministic
+models (no torchvision, no downloads), images, and process helpers.
 
 Each factory here is a model spec too, so a worker process or a CLI run loads it by name:
 ``seamless-dask segment in.tif out.tif --model seamless_dask.testing:make_conv``.
@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .weights import TileWeights
+from .tiling.weights import TileWeights
 
 if TYPE_CHECKING:
-    from .grid import ChunkPlan, TileWindow
+    from .tiling.grid import ChunkPlan, TileWindow
 
 
 @contextlib.contextmanager
@@ -40,7 +40,9 @@ def raises_mentioning(error: type[Exception], words: Iterable[str]) -> Iterator[
 def conv_net(bands: int = 3, classes: int = 4, seed: int = 0) -> nn.Module:
     """Two 3x3 convs with zero padding: its output near a tile edge depends on where the tile lies."""
     gen = torch.Generator().manual_seed(seed)
-    net = nn.Sequential(nn.Conv2d(bands, 8, 3, padding=1), nn.Tanh(), nn.Conv2d(8, classes, 3, padding=1))
+    net = nn.Sequential(
+        nn.Conv2d(bands, 8, 3, padding=1), nn.Tanh(), nn.Conv2d(8, classes, 3, padding=1)
+    )
     with torch.no_grad():
         for p in net.parameters():
             p.copy_(torch.randn(p.shape, generator=gen) * 0.7)
@@ -81,7 +83,8 @@ class Counting(nn.Module):
 
     def forward(self, x: torch.Tensor) -> Any:
         """The wrapped model's output, counting the tiles."""
-        self.batches.append(x.shape[0])  # list.append is atomic: safe from dask's threads, and copyable
+        # list.append is atomic: safe from dask's threads, and copyable
+        self.batches.append(x.shape[0])
         return self.inner(x)
 
 
@@ -126,7 +129,9 @@ class Downsampling(nn.Module):
         return nn.functional.avg_pool2d(x, 2)
 
 
-def structured_image(bands: int = 3, height: int = 97, width: int = 131, seed: int = 0) -> np.ndarray:
+def structured_image(
+    bands: int = 3, height: int = 97, width: int = 131, seed: int = 0
+) -> np.ndarray:
     """Smooth blobs plus a little noise, float32 in [0, 1]: structure, not only noise."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
@@ -158,11 +163,15 @@ class Heavy(nn.Module):
 
 
 class Brightness(nn.Module):
-    """Any number of bands in, 2 classes out: dark vs bright by the 5 x 5 mean over bands (zero padded)."""
+    """Any number of bands in, 2 classes out: dark vs bright by the 5 x 5 mean over bands (zero
+    padded).
+    """
 
     def forward(self, x: torch.Tensor) -> Any:
         """Two logits: dark and bright."""
-        mean = torch.nn.functional.avg_pool2d(x.float().mean(dim=1, keepdim=True), 5, stride=1, padding=2)
+        mean = torch.nn.functional.avg_pool2d(
+            x.float().mean(dim=1, keepdim=True), 5, stride=1, padding=2
+        )
         return torch.cat([128 - mean, mean - 128], dim=1) / 16
 
 
@@ -172,7 +181,9 @@ def brightness() -> nn.Module:
 
 
 class Mean3(nn.Module):
-    """One band in, one channel out: the 3 x 3 mean, zero padded (a model whose output mixes neighbours)."""
+    """One band in, one channel out: the 3 x 3 mean, zero padded (a model whose output mixes
+    neighbours).
+    """
 
     def forward(self, x: torch.Tensor) -> Any:
         """The 3 x 3 mean of each band."""
@@ -189,11 +200,14 @@ def raising_model() -> nn.Module:
     return Raises()
 
 
-RAN_ON: collections.Counter = collections.Counter()  # tiles per dask worker name, for in-process clusters
+# tiles per dask worker name, for in-process clusters
+RAN_ON: collections.Counter = collections.Counter()
 
 
 class WhereRun(nn.Module):
-    """Brightness, recording in ``RAN_ON`` how many tiles each dask worker ran ("client" outside workers)."""
+    """Brightness, recording in ``RAN_ON`` how many tiles each dask worker ran ("client" outside
+    workers).
+    """
 
     def __init__(self) -> None:
         super().__init__()
@@ -212,9 +226,9 @@ class WhereRun(nn.Module):
 
 
 class Logged(nn.Module):
-    """Brightness that appends ``"tiles <pid> <n>"`` per batch to the file named by SEAMLESS_TILE_LOG and sleeps
-    SEAMLESS_TILE_SLEEP seconds per tile: counts tiles across processes, and makes runs last long enough to
-    be interrupted.
+    """Brightness that appends ``"tiles <pid> <n>"`` per batch to the file named by
+    SEAMLESS_TILE_LOG and sleeps SEAMLESS_TILE_SLEEP seconds per tile: counts tiles across
+    processes, and makes runs last long enough to be interrupted.
     """
 
     def __init__(self) -> None:
@@ -233,7 +247,9 @@ class Logged(nn.Module):
 
 
 def logged_brightness() -> nn.Module:
-    """Factory for 'seamless_dask.testing:logged_brightness'; logs ``"load <pid>"`` each time it is called."""
+    """Factory for 'seamless_dask.testing:logged_brightness'; logs ``"load <pid>"`` each time it is
+    called.
+    """
     log = os.environ.get("SEAMLESS_TILE_LOG")
     if log:
         with open(log, "a") as f:
@@ -241,7 +257,9 @@ def logged_brightness() -> nn.Module:
     return Logged()
 
 
-def read_tile_log(path: str | os.PathLike[str]) -> tuple[collections.Counter[int], collections.Counter[int]]:
+def read_tile_log(
+    path: str | os.PathLike[str],
+) -> tuple[collections.Counter[int], collections.Counter[int]]:
     """``(loads per pid, tiles per pid)`` from a SEAMLESS_TILE_LOG file."""
     loads: collections.Counter[int] = collections.Counter()
     tiles: collections.Counter[int] = collections.Counter()
@@ -265,20 +283,35 @@ def tiles_with_data(valid: np.ndarray, tile: int, overlap: int) -> int:
     return sum(bool(valid[w.y, w.x].any()) for w in grid.windows())
 
 
-def tiles_needed_on_resume(plan: ChunkPlan, missing: Sequence[tuple[int, int]], valid: np.ndarray | None = None) -> int:
-    """Tiles a resumed write must run: those owned by the ``missing`` chunks ``[(j, k), ...]`` of ``plan``, and those
-    of finished chunks whose non-zero ``"trim"`` weights reach them; never a tile with no valid pixel (``valid``).
+def tiles_needed_on_resume(
+    plan: ChunkPlan, missing: Sequence[tuple[int, int]], valid: np.ndarray | None = None
+) -> int:
+    """Tiles a resumed write must run: those owned by the ``missing`` chunks ``[(j, k), ...]`` of
+    ``plan``, and those of finished chunks whose non-zero ``"trim"`` weights reach them; never a
+    tile with no valid pixel (``valid``).
     """
     y, x = [np.cumsum((0, *c)) for c in plan.chunks]
     regions = [(slice(y[j], y[j + 1]), slice(x[k], x[k + 1])) for j, k in missing]
-    trim = TileWeights("trim").for_tile(plan.grid.tile_shape, overlap=(plan.grid.y.overlap, plan.grid.x.overlap))
-    end_y, end_x = int(np.flatnonzero(trim.any(axis=1))[-1]) + 1, int(np.flatnonzero(trim.any(axis=0))[-1]) + 1
+    trim = TileWeights("trim").for_tile(
+        plan.grid.tile_shape, overlap=(plan.grid.y.overlap, plan.grid.x.overlap)
+    )
+    end_y, end_x = (
+        int(np.flatnonzero(trim.any(axis=1))[-1]) + 1,
+        int(np.flatnonzero(trim.any(axis=0))[-1]) + 1,
+    )
 
     def needed(i: int, w: TileWindow) -> bool:
         if valid is not None and not valid[w.y, w.x].any():
             return False
-        y1, x1 = w.y.start + end_y, w.x.start + end_x  # where its weights end (a tile inside the image)
-        reaches = any(w.y.start < r.stop and r.start < y1 and w.x.start < c.stop and c.start < x1 for r, c in regions)
+        # where its weights end (a tile inside the image)
+        y1, x1 = (
+            w.y.start + end_y,
+            w.x.start + end_x,
+        )
+        reaches = any(
+            w.y.start < r.stop and r.start < y1 and w.x.start < c.stop and c.start < x1
+            for r, c in regions
+        )
         return plan.owner(i) in missing or reaches
 
     return sum(needed(i, w) for i, w in enumerate(plan.grid.windows()))
@@ -304,7 +337,9 @@ def exiting_model() -> nn.Module:
 
 
 def nan_model() -> nn.Module:
-    """Brightness whose logits are NaN where the first band is above 200: 'seamless_dask.testing:nan_model'."""
+    """Brightness whose logits are NaN where the first band is above 200:
+    'seamless_dask.testing:nan_model'.
+    """
 
     class NaNs(nn.Module):
         def forward(self, x: torch.Tensor) -> Any:
@@ -328,11 +363,15 @@ def python_process(*args: str, **popen: Any) -> subprocess.Popen[bytes]:
     """``python ARGS`` in a new process, stdout and stderr together."""
     import sys
 
-    return subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **popen)
+    return subprocess.Popen(
+        [sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **popen
+    )
 
 
 def wait_for(condition: Callable[[], object], timeout: float, what: str) -> None:
-    """Poll ``condition`` every 0.1 s; raise an AssertionError naming ``what`` after ``timeout`` seconds."""
+    """Poll ``condition`` every 0.1 s; raise an AssertionError naming ``what`` after ``timeout``
+    seconds.
+    """
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:

@@ -17,8 +17,8 @@ import xarray as xr
 
 import seamless_dask as sd
 from seamless_dask import testing as helpers
-from seamless_dask.dask_compat import array_expr
-from seamless_dask.demo import write_scene_geotiff
+from seamless_dask.demo.scene import write_scene_geotiff
+from seamless_dask.graph.layers import array_expr
 
 SCRIPT = textwrap.dedent(
     """
@@ -26,8 +26,8 @@ SCRIPT = textwrap.dedent(
     import dask.array as da, numpy as np, xarray as xr
     import seamless_dask as sd
     from seamless_dask import testing as helpers
-    from seamless_dask import progress
-    from seamless_dask.dask_compat import array_expr
+    from seamless_dask.cluster import progress
+    from seamless_dask.graph.layers import array_expr
 
     out, scene = sys.argv[1], sys.argv[2]
     image = helpers.structured_image(3, 150, 170)
@@ -61,11 +61,15 @@ def test_segment_and_both_writers_give_the_same_pixels_on_array_expr(tmp_path, s
     assert report["array_expr"] and "_array_expr" in report["engine"]  # the other engine, really
     image = helpers.structured_image(3, 150, 170)
     expected = sd.segment(image, helpers.conv_net(), tile_size=32, overlap=8, num_classes=4)
-    assert report["tiles_run"] == report["tiles_counted"] == sd.TileGrid((150, 170), 32, 8).n_tiles  # I3
+    # I3
+    assert report["tiles_run"] == report["tiles_counted"] == sd.TileGrid((150, 170), 32, 8).n_tiles
     np.testing.assert_array_equal(np.load(tmp_path / "dask.npy"), expected)
     np.testing.assert_array_equal(np.load(tmp_path / "xarray.npy"), expected)
-    labels = sd.segment(sd.open_raster(scene), helpers.Brightness(), tile_size=64, overlap=16, chunks=96)
-    labels = labels.compute().values  # compute first: array-expr arrays have no __array__ (dask#11922)
+    labels = sd.segment(
+        sd.open_raster(scene), helpers.Brightness(), tile_size=64, overlap=16, chunks=96
+    )
+    # compute first: array-expr arrays have no __array__ (dask#11922)
+    labels = labels.compute().values
     back = xr.open_zarr(tmp_path / "labels.zarr", mask_and_scale=False)["labels"].compute().values
     np.testing.assert_array_equal(back, labels)
     assert sd.io.is_complete(tmp_path / "labels.zarr")
@@ -75,6 +79,8 @@ def test_segment_and_both_writers_give_the_same_pixels_on_array_expr(tmp_path, s
         np.testing.assert_array_equal(cog.read(1), labels)
 
 
-@pytest.mark.skipif(array_expr(), reason="this run is the array-expr pass (DASK_ARRAY__QUERY_PLANNING=True)")
+@pytest.mark.skipif(
+    array_expr(), reason="this run is the array-expr pass (DASK_ARRAY__QUERY_PLANNING=True)"
+)
 def test_the_legacy_engine_is_the_default_here():
     assert type(da.ones(1)).__module__ == "dask.array.core"

@@ -2,7 +2,7 @@ import numpy as np
 from PIL import Image
 
 from seamless_dask.cli import main
-from seamless_dask.demo import context_model, run_demo, synthetic_scene
+from seamless_dask.demo.scene import context_model, run_demo, synthetic_scene
 
 
 def test_demo_shows_seams_for_naive_tiling_and_none_for_seamless(tmp_path):
@@ -14,7 +14,7 @@ def test_demo_shows_seams_for_naive_tiling_and_none_for_seamless(tmp_path):
 
 
 def test_demo_model_is_importable_by_spec_and_scene_has_structure():
-    from seamless_dask.runner import ModelRunner
+    from seamless_dask.model.runner import ModelRunner
 
     scene = synthetic_scene(128)
     assert scene.dims == ("band", "y", "x") and float(scene.std()) > 0.1
@@ -24,19 +24,35 @@ def test_demo_model_is_importable_by_spec_and_scene_has_structure():
 
 
 def test_cli_plan_prints_the_grid(capsys):
-    assert main(["plan", "1000", "700", "--tile-size", "256", "--overlap", "64", "--chunks", "512"]) == 0
+    assert (
+        main(["plan", "1000", "700", "--tile-size", "256", "--overlap", "64", "--chunks", "512"])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "tiles        20 (5 x 4)" in out and "each tile run once" in out
 
 
 def test_cli_plan_says_what_a_chunk_holds_and_when_the_scheduler_is_the_bottleneck(capsys):
-    args = ["plan", "100000", "100000", "--tile-size", "512", "--overlap", "64", "--gpu-workers", "500"]
+    args = [
+        "plan",
+        "100000",
+        "100000",
+        "--tile-size",
+        "512",
+        "--overlap",
+        "64",
+        "--gpu-workers",
+        "500",
+    ]
     assert main(args) == 0
-    out = capsys.readouterr().out  # chunks of about 2240 px: 3 bands of uint8 with the overlap, 2 classes + weight
+    # chunks of about 2240 px: 3 bands of uint8 with the overlap, 2 classes + weight
+    out = capsys.readouterr().out
     assert "window 15 MiB (3 bands of uint8), sums 27 MiB" in out and "labels 5 MiB" in out
     # 45 chunks a row (44 of 2240 px and one of 1440): 32 rows below each and 32 columns right of all but the last,
     # 3 float32 channels: (32 * 100000 + (32 * 2240 + 32 * 32) * 44) * 12 bytes = 73 MiB; twice that for "trust"
-    assert "45 chunks; the halo strips it hands the row below: 73 MiB (32 rows and 32 columns" in out
+    assert (
+        "45 chunks; the halo strips it hands the row below: 73 MiB (32 rows and 32 columns" in out
+    )
     assert "the scheduler is the bottleneck: use larger --chunks" in out
     assert main([*args, "--weights", "trust"]) == 0
     assert "the row below: 147 MiB (64 rows and 64 columns" in capsys.readouterr().out

@@ -11,7 +11,7 @@ from rio_cogeo.cogeo import cog_validate
 
 from seamless_dask import io
 from seamless_dask.cli import main
-from seamless_dask.demo import write_scene_geotiff
+from seamless_dask.demo.scene import write_scene_geotiff
 
 MODEL = "seamless_dask.testing:brightness"
 
@@ -30,7 +30,8 @@ def segment(*args: str, scheduler: str = "threads") -> int:
 def one_line_error(capsys, *words: str) -> str:
     err = capsys.readouterr().err
     assert "Traceback" not in err
-    err = err.rsplit("\r", 1)[-1].split("\n", 1)[-1] if "tile/s]" in err else err  # after the progress bar
+    # after the progress bar
+    err = err.rsplit("\r", 1)[-1].split("\n", 1)[-1] if "tile/s]" in err else err
     assert err.startswith("seamless-dask: error: ") and err.count("\n") == 1, err
     for word in words:
         assert word in err, f"{word!r} not in {err!r}"
@@ -43,7 +44,8 @@ def test_cli_writes_a_cog_a_zarr_and_a_quicklook(scene, tmp_path, capsys):
     args = ("--model", MODEL, "--quicklook", quick, "--chunks", "100")
     assert segment(scene, tmp_path / "labels.tif", *args, scheduler="") == 0
     out = capsys.readouterr()
-    assert "wrote" in out.out and "EPSG:32631" in out.out and "tile" in out.err  # the progress bar counts tiles
+    # the progress bar counts tiles
+    assert "wrote" in out.out and "EPSG:32631" in out.out and "tile" in out.err
     assert cog_validate(str(tmp_path / "labels.tif"))[0]
     with rasterio.open(tmp_path / "labels.tif") as cog, rasterio.open(scene) as src:
         assert (cog.width, cog.height, cog.crs, cog.nodata) == (src.width, src.height, src.crs, 255)
@@ -54,7 +56,9 @@ def test_cli_writes_a_cog_a_zarr_and_a_quicklook(scene, tmp_path, capsys):
         assert png.mode == "RGBA" and png.getpixel((1, 30))[3] == 0  # nodata is transparent
 
     assert segment(scene, tmp_path / "labels.zarr", "--model", MODEL, "--no-progress") == 0
-    back = xr.open_zarr(tmp_path / "labels.zarr", decode_coords="all", mask_and_scale=False)["labels"]
+    back = xr.open_zarr(tmp_path / "labels.zarr", decode_coords="all", mask_and_scale=False)[
+        "labels"
+    ]
     assert back.rio.crs == "EPSG:32631" and io.is_complete(tmp_path / "labels.zarr")
     np.testing.assert_array_equal(back.compute().values, labels)
 
@@ -66,14 +70,32 @@ def test_cli_probabilities_and_a_torchscript_model(scene, tmp_path):
 
     path = tmp_path / "model.pt"
     torch.jit.save(torch.jit.script(helpers.Brightness()), str(path))
-    assert segment(scene, tmp_path / "p.tif", "--model", path, "--output", "probabilities", "--no-progress") == 0
+    assert (
+        segment(
+            scene, tmp_path / "p.tif", "--model", path, "--output", "probabilities", "--no-progress"
+        )
+        == 0
+    )
     with rasterio.open(tmp_path / "p.tif") as cog:
         assert cog.count == 2 and cog.dtypes[0] == "float32"
 
 
 def test_cli_tile_larger_than_the_image_runs_one_tile(tmp_path, capsys):
     small = write_scene_geotiff(tmp_path / "small.tif", size=40)
-    assert main(["segment", str(small), str(tmp_path / "o.tif"), "--model", MODEL, "--scheduler", "threads"]) == 0
+    assert (
+        main(
+            [
+                "segment",
+                str(small),
+                str(tmp_path / "o.tif"),
+                "--model",
+                MODEL,
+                "--scheduler",
+                "threads",
+            ]
+        )
+        == 0
+    )
     assert "1 tiles" in capsys.readouterr().out
 
 
@@ -81,15 +103,30 @@ def test_cli_tile_larger_than_the_image_runs_one_tile(tmp_path, capsys):
     ("args", "words"),
     [
         (["missing.tif", "o.tif", "--model", MODEL], ["does not exist", "missing.tif"]),
-        (["{scene}", "o.tif", "--model", "no_such_model"], ["neither an existing TorchScript file", "pkg.module"]),
-        (["{scene}", "o.tif", "--model", "no_such_pkg:build"], ["cannot import module", "no_such_pkg"]),
-        (["{scene}", "o.tif", "--model", "seamless_dask.testing:failing_factory"], ["factory", "raised"]),
+        (
+            ["{scene}", "o.tif", "--model", "no_such_model"],
+            ["neither an existing TorchScript file", "pkg.module"],
+        ),
+        (
+            ["{scene}", "o.tif", "--model", "no_such_pkg:build"],
+            ["cannot import module", "no_such_pkg"],
+        ),
+        (
+            ["{scene}", "o.tif", "--model", "seamless_dask.testing:failing_factory"],
+            ["factory", "raised"],
+        ),
         (["{scene}", "nowhere/o.tif", "--model", MODEL], ["does not exist", "create it first"]),
         (["{scene}", "o.png", "--model", MODEL], [".tif/.tiff", ".zarr"]),
         (["{scene}", "o.tif", "--model", MODEL, "--resume"], ["--resume works with .zarr"]),
-        (["{scene}", "o.tif", "--model", MODEL, "--tile-size", "64", "--overlap", "80"], ["overlap", "smaller"]),
+        (
+            ["{scene}", "o.tif", "--model", MODEL, "--tile-size", "64", "--overlap", "80"],
+            ["overlap", "smaller"],
+        ),
         (["{scene}", "o.tif", "--model", MODEL, "--bands", "7"], ["between 1 and 3"]),
-        (["{scene}", "o.tif", "--model", MODEL, "--scheduler", "tcp://127.0.0.1:1"], ["cannot reach", "--scheduler"]),
+        (
+            ["{scene}", "o.tif", "--model", MODEL, "--scheduler", "tcp://127.0.0.1:1"],
+            ["cannot reach", "--scheduler"],
+        ),
     ],
 )
 def test_cli_user_mistakes_are_one_line_errors(scene, tmp_path, monkeypatch, capsys, args, words):
@@ -115,7 +152,15 @@ def test_cli_refuses_to_overwrite_unless_asked(scene, tmp_path, capsys):
 
 
 def test_cli_model_that_raises_fails_the_job_and_leaves_no_output(scene, tmp_path, capsys):
-    code = segment(scene, tmp_path / "o.tif", "--model", "seamless_dask.testing:raising_model", "--num-classes", "2")
+    code = segment(
+        scene,
+        tmp_path / "o.tif",
+        "--model",
+        "seamless_dask.testing:raising_model",
+        "--num-classes",
+        "2",
+    )
     assert code == 1
     one_line_error(capsys, "RuntimeError", "out of memory (simulated)", "raised by the model")
-    assert list(tmp_path.iterdir()) == []  # no COG, no scratch file: a failed tile never becomes zeros
+    # no COG, no scratch file: a failed tile never becomes zeros
+    assert list(tmp_path.iterdir()) == []

@@ -17,11 +17,11 @@ from distributed import Client
 from distributed.security import Security
 
 import seamless_dask as sd
-from seamless_dask import progress
 from seamless_dask import testing as helpers
 from seamless_dask.cli import main
-from seamless_dask.dask_compat import array_expr
-from seamless_dask.demo import write_scene_geotiff
+from seamless_dask.cluster import progress
+from seamless_dask.demo.scene import write_scene_geotiff
+from seamless_dask.graph.layers import array_expr
 
 MODEL = "seamless_dask.testing:brightness"
 
@@ -68,14 +68,27 @@ def http_server():
 
 
 @pytest.mark.parametrize("server", ["silent_server", "http_server"])
-def test_a_scheduler_address_that_does_not_speak_dask_fails_in_bounded_time(scene, tmp_path, capsys, request, server):
+def test_a_scheduler_address_that_does_not_speak_dask_fails_in_bounded_time(
+    scene, tmp_path, capsys, request, server
+):
     address = request.getfixturevalue(server)
     started = time.monotonic()
-    args = (scene, tmp_path / "o.tif", "--model", MODEL, "--scheduler", address, "--connect-timeout", "2")
+    args = (
+        scene,
+        tmp_path / "o.tif",
+        "--model",
+        MODEL,
+        "--scheduler",
+        address,
+        "--connect-timeout",
+        "2",
+    )
     assert cli(*args) == 2
     assert time.monotonic() - started < 60  # it hung for minutes, or allocated exabytes, before
     line = error_line(capsys)
-    assert "cannot reach a dask scheduler" in line and address in line and "--connect-timeout" in line
+    assert (
+        "cannot reach a dask scheduler" in line and address in line and "--connect-timeout" in line
+    )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -91,7 +104,19 @@ def test_a_scheduler_without_workers_warns_then_fails_after_the_wait(scene, tmp_
         helpers.wait_for(file.exists, 30, "the scheduler file")
         with Client(scheduler_file=str(file)) as client:
             address = client.scheduler.address
-        assert cli(scene, tmp_path / "o.tif", "--model", MODEL, "--scheduler", address, "--worker-wait", "2") == 2
+        assert (
+            cli(
+                scene,
+                tmp_path / "o.tif",
+                "--model",
+                MODEL,
+                "--scheduler",
+                address,
+                "--worker-wait",
+                "2",
+            )
+            == 2
+        )
         err = capsys.readouterr().err
         assert "has no worker yet; waiting up to 2 s" in err
         assert "no worker joined the scheduler" in err.strip().splitlines()[-1]
@@ -123,11 +148,17 @@ def test_a_stage1_task_fused_with_its_output_task_still_counts(capsys):
 
     # one chunk: its output block waits for no neighbour's halo, so the legacy engine fuses the two tasks
     image = helpers.structured_image(3, 100, 100) * 255
-    result = sd.segment(image, helpers.Brightness(), tile_size=64, overlap=16, chunks=100, num_classes=2)
+    result = sd.segment(
+        image, helpers.Brightness(), tile_size=64, overlap=16, chunks=100, num_classes=2
+    )
     lazy = sd.segment(dask.array.from_array(image, chunks=(3, 100, 100)), helpers.Brightness(), tile_size=64,
                       overlap=16, chunks=100, num_classes=2)  # fmt: skip
     (optimised,) = dask.optimize(lazy)
-    fused = [k for k in dict(optimised.__dask_graph__()) if str(k[0]).startswith("seamless-infer-seamless-labels-")]
+    fused = [
+        k
+        for k in dict(optimised.__dask_graph__())
+        if str(k[0]).startswith("seamless-infer-seamless-labels-")
+    ]
     assert array_expr() or len(fused) == 1
     if fused:
         assert progress.keys.inference_key(fused[0]) in progress.tile_counts(lazy)
@@ -169,20 +200,29 @@ def test_a_tls_cluster_of_real_processes_end_to_end(scene, tmp_path, tls_files, 
                               "--scheduler-file", str(file), "--no-dashboard", *tls)  # fmt: skip
     worker = None
     try:
-        helpers.wait_for(lambda: _parses(file), 30, "the scheduler file")  # written, not only created
+        # written, not only created
+        helpers.wait_for(lambda: _parses(file), 30, "the scheduler file")
         address = json.loads(file.read_text())["address"]
         assert address.startswith("tls://")
-        worker = _dask_process("worker", address, "--nthreads", "2", "--no-nanny", "--host", "127.0.0.1", *tls)
+        worker = _dask_process(
+            "worker", address, "--nthreads", "2", "--no-nanny", "--host", "127.0.0.1", *tls
+        )
         target = tmp_path / "o.tif"
         # without certificates: refused before any connection
         assert cli(scene, target, "--model", MODEL, "--scheduler", address) == 2
         assert "--tls-ca-file" in error_line(capsys)
-        assert cli(scene, target, "--model", MODEL, "--scheduler", address, *tls, "--no-progress") == 0
+        assert (
+            cli(scene, target, "--model", MODEL, "--scheduler", address, *tls, "--no-progress") == 0
+        )
         with rasterio.open(target) as cog:
             labels = cog.read(1)
-        expected = sd.segment(sd.open_raster(scene), helpers.Brightness(), tile_size=64, overlap=16).compute().values
+        expected = (
+            sd.segment(sd.open_raster(scene), helpers.Brightness(), tile_size=64, overlap=16)
+            .compute()
+            .values
+        )
         np.testing.assert_array_equal(labels, expected)
-        # certificates from dask's configuration, as the Kubernetes manifests set it (seamless_dask.kube)
+        # certificates from dask's configuration, as the Kubernetes manifests set it (seamless_dask.cluster.kube)
         env = {**os.environ, "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True",
                "DASK_DISTRIBUTED__COMM__TLS__CA_FILE": str(tls_files["ca"]),
                "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT": str(tls_files["cert"]),
@@ -194,7 +234,19 @@ def test_a_tls_cluster_of_real_processes_end_to_end(scene, tmp_path, tls_files, 
         assert job.returncode == 0, output.decode()
         # the same cluster over plain TCP is refused by the scheduler
         plain = address.replace("tls://", "tcp://")
-        assert cli(scene, tmp_path / "p.tif", "--model", MODEL, "--scheduler", plain, "--connect-timeout", "3") == 2
+        assert (
+            cli(
+                scene,
+                tmp_path / "p.tif",
+                "--model",
+                MODEL,
+                "--scheduler",
+                plain,
+                "--connect-timeout",
+                "3",
+            )
+            == 2
+        )
         assert "cannot reach" in error_line(capsys)
     finally:
         for process in (p for p in (worker, scheduler) if p is not None):
@@ -203,13 +255,20 @@ def test_a_tls_cluster_of_real_processes_end_to_end(scene, tmp_path, tls_files, 
 
 
 def test_the_local_cluster_speaks_tls_when_given_certificates(scene, tmp_path, tls_files):
-    from seamless_dask.cluster import local_cluster
+    from seamless_dask.cluster.workers import local_cluster
 
     with local_cluster(dashboard=False, security=Security.temporary()) as client, client.cluster:
         assert client.scheduler.address.startswith("tls://")
         result = sd.segment(sd.open_raster(scene), MODEL, tile_size=64, overlap=16)
         sd.to_cog(result, tmp_path / "a.tif")
-    tls = ["--tls-ca-file", tls_files["ca"], "--tls-cert", tls_files["cert"], "--tls-key", tls_files["key"]]
+    tls = [
+        "--tls-ca-file",
+        tls_files["ca"],
+        "--tls-cert",
+        tls_files["cert"],
+        "--tls-key",
+        tls_files["key"],
+    ]
     assert cli(scene, tmp_path / "b.tif", "--model", MODEL, *tls, "--no-progress") == 0
     with rasterio.open(tmp_path / "a.tif") as a, rasterio.open(tmp_path / "b.tif") as b:
         np.testing.assert_array_equal(a.read(), b.read())

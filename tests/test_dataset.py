@@ -10,8 +10,8 @@ import xarray as xr
 import seamless_dask as sd
 from seamless_dask import DimensionError, OptionError, TileDataset, TileGrid
 from seamless_dask import testing as helpers
-from seamless_dask.dataset import IGNORE_INDEX
-from seamless_dask.demo import write_scene_geotiff
+from seamless_dask.demo.scene import write_scene_geotiff
+from seamless_dask.training.dataset import IGNORE_INDEX
 
 
 def test_items_are_the_tiles_segment_runs_in_order_with_their_pixels():
@@ -48,7 +48,9 @@ def test_normalisation_is_segments_own():
     image = helpers.structured_image(3, 40, 40)
     data = TileDataset(image, tile_size=40, normalize=((100, 110, 120), (50, 50, 50)))
     mean = np.array([100, 110, 120], np.float32).reshape(3, 1, 1)
-    np.testing.assert_allclose(data[0]["image"].numpy(), (image.astype(np.float32) - mean) / 50, rtol=1e-6)
+    np.testing.assert_allclose(
+        data[0]["image"].numpy(), (image.astype(np.float32) - mean) / 50, rtol=1e-6
+    )
     with helpers.raises_mentioning(OptionError, ["normalize", "2 values", "3 bands"]):
         TileDataset(image, normalize=((1, 2), (1, 2)))
 
@@ -83,11 +85,27 @@ def test_several_scenes_and_dask_inputs():
 @pytest.mark.parametrize(
     ("make", "error", "words"),
     [
-        (lambda: TileDataset(np.zeros((3, 40, 40)), np.zeros((30, 40))), DimensionError, ["(30, 40)", "(40, 40)"]),
-        (lambda: TileDataset(np.zeros((3, 40, 40)), np.zeros((2, 40, 40))), DimensionError, ["one band", "2 bands"]),
-        (lambda: TileDataset([np.zeros((3, 8, 8))] * 2, [np.zeros((8, 8))]), OptionError, ["one raster per image"]),
+        (
+            lambda: TileDataset(np.zeros((3, 40, 40)), np.zeros((30, 40))),
+            DimensionError,
+            ["(30, 40)", "(40, 40)"],
+        ),
+        (
+            lambda: TileDataset(np.zeros((3, 40, 40)), np.zeros((2, 40, 40))),
+            DimensionError,
+            ["one band", "2 bands"],
+        ),
+        (
+            lambda: TileDataset([np.zeros((3, 8, 8))] * 2, [np.zeros((8, 8))]),
+            OptionError,
+            ["one raster per image"],
+        ),
         (lambda: TileDataset(np.zeros((3, 40, 40)), tile_size=0), Exception, ["tile_size"]),
-        (lambda: TileDataset(np.zeros((3, 8, 8))).with_data(1.5), OptionError, ["min_valid", "1.5"]),
+        (
+            lambda: TileDataset(np.zeros((3, 8, 8))).with_data(1.5),
+            OptionError,
+            ["min_valid", "1.5"],
+        ),
         (lambda: TileDataset([]), OptionError, ["at least one image"]),
     ],
 )

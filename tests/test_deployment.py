@@ -1,4 +1,4 @@
-"""deployment/ and seamless_dask.kube, checked offline (nothing here can reach a Kubernetes cluster).
+"""deployment/ and seamless_dask.cluster.kube, checked offline (nothing here can reach a Kubernetes cluster).
 
 Manifests are validated against the DaskCluster / DaskJob CRDs shipped in the dask-kubernetes wheel, with
 ``additionalProperties: false`` injected so that a misspelt field fails instead of being dropped by the API
@@ -13,15 +13,29 @@ from pathlib import Path
 import pytest
 import yaml
 
-from seamless_dask import OptionError, cli
+from seamless_dask import OptionError
 from seamless_dask import testing as helpers
-from seamless_dask.kube import GPU_RESOURCE, KubeSpec, cluster_spec, job_spec, network_policy, to_yaml
+from seamless_dask.cli import entry as cli
+from seamless_dask.cluster.kube import (
+    GPU_RESOURCE,
+    KubeSpec,
+    cluster_spec,
+    job_spec,
+    network_policy,
+    to_yaml,
+)
 
 dask_kubernetes = pytest.importorskip("dask_kubernetes")
 jsonschema = pytest.importorskip("jsonschema")
 
 DEPLOYMENT = Path(__file__).parent.parent / "deployment"
-CHART = Path(dask_kubernetes.__file__).parent / "operator" / "deployment" / "helm" / "dask-kubernetes-operator"
+CHART = (
+    Path(dask_kubernetes.__file__).parent
+    / "operator"
+    / "deployment"
+    / "helm"
+    / "dask-kubernetes-operator"
+)
 
 
 def strict(schema):
@@ -49,19 +63,24 @@ def strict(schema):
 @functools.cache
 def crd_of(kind):
     return yaml.load(
-        (CHART / "crds" / f"{kind.lower()}.yaml").read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        (CHART / "crds" / f"{kind.lower()}.yaml").read_text(),
+        Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader),
     )
 
 
 def validate(resource):
-    if resource["kind"] == "NetworkPolicy":  # no CRD: the Kubernetes client's own model must keep every field
+    if (
+        resource["kind"] == "NetworkPolicy"
+    ):  # no CRD: the Kubernetes client's own model must keep every field
         import json
 
         from kubernetes.client import ApiClient
 
         api = ApiClient()
         model = api.deserialize(json.dumps(resource), "V1NetworkPolicy", "application/json")
-        assert api.sanitize_for_serialization(model) == resource, "a field the NetworkPolicy model does not know"
+        assert api.sanitize_for_serialization(model) == resource, (
+            "a field the NetworkPolicy model does not know"
+        )
         return
     crd = crd_of(resource["kind"])
     version = crd["spec"]["versions"][0]
@@ -76,7 +95,9 @@ def containers(pod):
 
 
 def test_cluster_spec_is_a_valid_daskcluster_whose_scheduler_holds_no_gpu():
-    spec = cluster_spec(KubeSpec(name="scan", gpu_workers=3, worker_threads=4, node_selector={"gpu": "l4"}))
+    spec = cluster_spec(
+        KubeSpec(name="scan", gpu_workers=3, worker_threads=4, node_selector={"gpu": "l4"})
+    )
     validate(spec)
     worker = spec["spec"]["worker"]
     assert worker["replicas"] == 3
@@ -84,7 +105,8 @@ def test_cluster_spec_is_a_valid_daskcluster_whose_scheduler_holds_no_gpu():
     assert container["resources"]["limits"][GPU_RESOURCE] == "1"
     assert container["args"][:2] == ["dask", "worker"]  # the image has no `dask-worker` script
     args = " ".join(container["args"])
-    assert "--resources GPU=1" in args and "--nthreads 4" in args  # model tasks need GPU=1 (segment resources)
+    # model tasks need GPU=1 (segment resources)
+    assert "--resources GPU=1" in args and "--nthreads 4" in args
     assert worker["spec"]["nodeSelector"] == {"gpu": "l4"}
     assert any(t["key"] == GPU_RESOURCE for t in worker["spec"]["tolerations"])
     scheduler = containers(spec["spec"]["scheduler"])["scheduler"]
@@ -96,13 +118,20 @@ def test_cluster_spec_is_a_valid_daskcluster_whose_scheduler_holds_no_gpu():
 
 def test_a_misspelt_field_fails_validation():
     spec = cluster_spec()
-    containers(spec["spec"]["worker"])["worker"]["resource"] = {"limits": {GPU_RESOURCE: "1"}}  # not "resources"
+    # not "resources"
+    containers(spec["spec"]["worker"])["worker"]["resource"] = {"limits": {GPU_RESOURCE: "1"}}
     with pytest.raises(jsonschema.ValidationError, match="resource"):
         validate(spec)
 
 
 def test_job_spec_is_a_valid_daskjob_running_the_cli_against_its_own_cluster():
-    segment_args = ["s3://bucket/scene.tif", "s3://bucket/labels.zarr", "--model", "my_models:build", "--resume"]
+    segment_args = [
+        "s3://bucket/scene.tif",
+        "s3://bucket/labels.zarr",
+        "--model",
+        "my_models:build",
+        "--resume",
+    ]
     job = job_spec(segment_args, KubeSpec(image="registry.example/seamless:1"))
     validate(job)
     pod = job["spec"]["job"]["spec"]
@@ -111,17 +140,28 @@ def test_job_spec_is_a_valid_daskjob_running_the_cli_against_its_own_cluster():
     assert args[args.index("--scheduler") + 1] == "$(DASK_SCHEDULER_ADDRESS)"  # set by the operator
     assert pod["restartPolicy"] == "Never"
     # the arguments are the CLI's own: they parse
-    parsed = cli._parser().parse_args(args[1:])
-    assert (parsed.input, parsed.output, parsed.model) == (segment_args[0], segment_args[1], "my_models:build")
+    parsed = cli.parser().parse_args(args[1:])
+    assert (parsed.input, parsed.output, parsed.model) == (
+        segment_args[0],
+        segment_args[1],
+        "my_models:build",
+    )
     assert {
-        c["image"] for c in [*pod["containers"], *job["spec"]["cluster"]["spec"]["worker"]["spec"]["containers"]]
+        c["image"]
+        for c in [
+            *pod["containers"],
+            *job["spec"]["cluster"]["spec"]["worker"]["spec"]["containers"],
+        ]
     } == {"registry.example/seamless:1"}
 
 
 @pytest.mark.parametrize(
     ("make", "words"),
     [
-        (lambda: job_spec(["a.tif", "b.zarr", "--scheduler", "tcp://x:8786"]), ["DaskJob", "--scheduler"]),
+        (
+            lambda: job_spec(["a.tif", "b.zarr", "--scheduler", "tcp://x:8786"]),
+            ["DaskJob", "--scheduler"],
+        ),
         (lambda: job_spec(["--model", "m:f"]), ["INPUT OUTPUT", "--model"]),
         (lambda: KubeSpec(name="Seamless_Cluster"), ["name", "DNS label", "'Seamless_Cluster'"]),
         (lambda: KubeSpec(gpu_workers=-1), ["gpu_workers", "-1"]),
@@ -145,7 +185,9 @@ def test_deployment_manifests_are_what_the_cli_prints_and_valid(name, capsys):
     path = DEPLOYMENT / name
     assert cli.main(command_in_header(path)) == 0
     printed = capsys.readouterr().out
-    body = "\n".join(line for line in path.read_text().splitlines() if not line.startswith("#")) + "\n"
+    body = (
+        "\n".join(line for line in path.read_text().splitlines() if not line.startswith("#")) + "\n"
+    )
     assert body == printed, f"{path} is out of date: rerun the command in its first line"
     for resource in yaml.safe_load_all(printed):
         validate(resource)
@@ -155,7 +197,9 @@ def test_cli_k8s_prints_yaml_and_rejects_bad_pairs(capsys):
     assert cli.main(["k8s", "--gpu-workers", "1", "--env", "AWS_REGION=eu-west-1"]) == 0
     resource, policy = yaml.safe_load_all(capsys.readouterr().out)
     assert resource["kind"] == "DaskCluster" and policy["kind"] == "NetworkPolicy"
-    assert {"name": "AWS_REGION", "value": "eu-west-1"} in containers(resource["spec"]["worker"])["worker"]["env"]
+    assert {"name": "AWS_REGION", "value": "eu-west-1"} in containers(resource["spec"]["worker"])[
+        "worker"
+    ]["env"]
     assert cli.main(["k8s", "--env", "AWS_REGION"]) == 2
     assert "--env takes NAME=VALUE, got 'AWS_REGION'" in capsys.readouterr().err
 
@@ -173,7 +217,9 @@ def test_operator_values_only_use_keys_of_the_chart():
         if not isinstance(mine, dict) or not isinstance(theirs, dict) or not theirs:
             return []  # a leaf, or a free-form map such as resources/affinity ({} in the chart)
         missing = [f"{path}{key}" for key in mine if key not in theirs]
-        return missing + [m for key in mine if key in theirs for m in unknown(mine[key], theirs[key], f"{key}.")]
+        return missing + [
+            m for key in mine if key in theirs for m in unknown(mine[key], theirs[key], f"{key}.")
+        ]
 
     assert unknown(ours, chart) == []
 
@@ -187,10 +233,12 @@ def test_dockerfile_builds_one_image_from_this_checkout():
             for source in line.split()[1:-1]:
                 assert (root / source).exists(), f"COPY {source}: not in the repository"
     install = next(line for line in lines if "pip install" in line)
-    assert '".[kubernetes]"' in install  # the extra that brings dask-kubernetes, with torch left as it is
+    # the extra that brings dask-kubernetes, with torch left as it is
+    assert '".[kubernetes]"' in install
     assert any(line.startswith("USER ") and "root" not in line for line in lines)  # not root
     ignore = (DEPLOYMENT / "Dockerfile.dockerignore").read_text().splitlines()
-    assert ignore[1] == "*" and "!seamless_dask/" in ignore  # nothing but the package reaches the build (no .venv)
+    # nothing but the package reaches the build (no .venv)
+    assert ignore[1] == "*" and "!seamless_dask/" in ignore
 
 
 # ---- Safe in the field, class 12: locked-down pods, secrets by reference, TLS, a NetworkPolicy
@@ -203,30 +251,45 @@ def all_pods(resource):
     return pods + ([spec["job"]["spec"]] if resource["kind"] == "DaskJob" else [])
 
 
-@pytest.mark.parametrize("make", [cluster_spec, lambda s: job_spec(["a.tif", "b.zarr", "--model", "m:f"], s)])
+@pytest.mark.parametrize(
+    "make", [cluster_spec, lambda s: job_spec(["a.tif", "b.zarr", "--model", "m:f"], s)]
+)
 def test_every_pod_is_non_root_without_privilege_escalation_on_a_read_only_root(make):
     resource = make(KubeSpec())
     validate(resource)
     for pod in all_pods(resource):
-        assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 1000
+        assert (
+            pod["securityContext"]["runAsNonRoot"] is True
+            and pod["securityContext"]["runAsUser"] == 1000
+        )
         assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
         for container in pod["containers"]:
             context = container["securityContext"]
             assert context == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                                "capabilities": {"drop": ["ALL"]}}  # fmt: skip
-            assert {"name": "scratch", "mountPath": "/tmp"} in container["volumeMounts"]  # writable scratch
+            # writable scratch
+            assert {"name": "scratch", "mountPath": "/tmp"} in container["volumeMounts"]
 
 
 def test_secrets_come_from_kubernetes_secrets_never_from_the_manifest_text(capsys):
-    spec = KubeSpec(secret_env={"AWS_SECRET_ACCESS_KEY": "s3:secret"}, env_from=("more-credentials",))
+    spec = KubeSpec(
+        secret_env={"AWS_SECRET_ACCESS_KEY": "s3:secret"}, env_from=("more-credentials",)
+    )
     resource = cluster_spec(spec)
     validate(resource)
     for pod in all_pods(resource):
         container = pod["containers"][0]
-        ref = {"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": {"secretKeyRef": {"name": "s3", "key": "secret"}}}
-        assert ref in container["env"] and container["envFrom"] == [{"secretRef": {"name": "more-credentials"}}]
+        ref = {
+            "name": "AWS_SECRET_ACCESS_KEY",
+            "valueFrom": {"secretKeyRef": {"name": "s3", "key": "secret"}},
+        }
+        assert ref in container["env"] and container["envFrom"] == [
+            {"secretRef": {"name": "more-credentials"}}
+        ]
     for name in ("AWS_SECRET_ACCESS_KEY", "GITHUB_TOKEN", "DB_PASSWORD", "MY_API_KEY"):
-        with helpers.raises_mentioning(OptionError, [name, "plain text", "--secret-env", "--env-from-secret"]):
+        with helpers.raises_mentioning(
+            OptionError, [name, "plain text", "--secret-env", "--env-from-secret"]
+        ):
             KubeSpec(env={name: "hunter2"})
         assert cli.main(["k8s", "--env", f"{name}=hunter2"]) == 2
         assert "hunter2" not in capsys.readouterr().out
@@ -238,11 +301,15 @@ def test_tls_mounts_the_secret_and_configures_every_member():
     resource = job_spec(["a.tif", "b.zarr", "--model", "m:f"], KubeSpec(tls_secret="seamless-tls"))
     validate(resource)
     for pod in all_pods(resource):
-        assert {"name": "tls", "secret": {"secretName": "seamless-tls", "defaultMode": 0o400}} in pod["volumes"]
+        assert {
+            "name": "tls",
+            "secret": {"secretName": "seamless-tls", "defaultMode": 0o400},
+        } in pod["volumes"]
         env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
         assert env["DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION"] == "True"
         assert env["DASK_DISTRIBUTED__COMM__TLS__CA_FILE"] == "/etc/dask/tls/ca.crt"
-        assert env["DASK_SCHEDULER_ADDRESS"] == "tls://seamless-scheduler:8786"  # the operator's tcp:// not used
+        # the operator's tcp:// not used
+        assert env["DASK_SCHEDULER_ADDRESS"] == "tls://seamless-scheduler:8786"
     assert KubeSpec(tls_secret="x").scheduler_address.startswith("tls://")
 
 
@@ -253,7 +320,9 @@ def test_the_network_policy_admits_only_the_cluster_its_clients_and_the_operator
     sources = policy["spec"]["ingress"][0]["from"]
     assert {"podSelector": {"matchLabels": {"dask.org/cluster-name": "scan"}}} in sources
     assert {"podSelector": {"matchLabels": {"app": "notebook"}}} in sources
-    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "dask-operator"}}} in sources
+    assert {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "dask-operator"}}
+    } in sources
     assert len(sources) == 3 and policy["spec"]["policyTypes"] == ["Ingress"]
     broken = copy.deepcopy(policy)
     broken["spec"]["ingres"] = broken["spec"].pop("ingress")

@@ -17,8 +17,8 @@ from distributed import Client, Scheduler, SchedulerPlugin, SpecCluster, Worker
 import seamless_dask as sd
 from seamless_dask import io
 from seamless_dask import testing as helpers
-from seamless_dask.cluster import local_cluster
-from seamless_dask.demo import write_scene_geotiff
+from seamless_dask.cluster.workers import local_cluster
+from seamless_dask.demo.scene import write_scene_geotiff
 
 TILE = {"tile_size": 32, "overlap": 8, "num_classes": 2}
 
@@ -65,10 +65,15 @@ def test_graph_size_does_not_grow_with_the_model(mixed_cluster):
     small, heavy = helpers.Brightness(), _HeavyBrightness()
     heavy_bytes = sum(p.numel() * p.element_size() for p in heavy.parameters())
     assert heavy_bytes > 20e6
-    sizes = [_graph_bytes(sd.segment(image, m, chunks=96, resources=None, **TILE)) for m in (small, heavy)]
+    sizes = [
+        _graph_bytes(sd.segment(image, m, chunks=96, resources=None, **TILE))
+        for m in (small, heavy)
+    ]
     assert abs(sizes[1] - sizes[0]) < 10_000, sizes  # the model travels once, as a worker plugin
     out = sd.segment(image, heavy, chunks=96, resources=None, **TILE).compute()
-    local = dask.compute(sd.segment(image, heavy, chunks=96, resources=None, **TILE), scheduler="sync")
+    local = dask.compute(
+        sd.segment(image, heavy, chunks=96, resources=None, **TILE), scheduler="sync"
+    )
     np.testing.assert_array_equal(out, local[0])
 
 
@@ -91,19 +96,27 @@ def test_a_model_that_raises_fails_the_job_with_its_error(mixed_cluster):
         out.compute()
 
 
-def test_string_specs_load_once_per_worker_process_and_torch_gets_its_threads(tmp_path, monkeypatch):
+def test_string_specs_load_once_per_worker_process_and_torch_gets_its_threads(
+    tmp_path, monkeypatch
+):
     log = tmp_path / "tiles.log"
     monkeypatch.setenv("SEAMLESS_TILE_LOG", str(log))
     image = da.from_array(helpers.structured_image(3, 400, 400), chunks=(3, 100, 100))
-    with local_cluster(n_workers=2, threads_per_worker=1, torch_threads=2, dashboard=False) as client:
+    with local_cluster(
+        n_workers=2, threads_per_worker=1, torch_threads=2, dashboard=False
+    ) as client:
         assert set(client.run(torch.get_num_threads).values()) == {2}  # not the nanny's 1
-        out = sd.segment(image, "seamless_dask.testing:logged_brightness", chunks=96, **TILE).compute()
+        out = sd.segment(
+            image, "seamless_dask.testing:logged_brightness", chunks=96, **TILE
+        ).compute()
         worker_pids = set(client.run(os.getpid).values())
         client.cluster.close()
     loads, tiles = helpers.read_tile_log(log)
     assert sum(tiles.values()) == sd.TileGrid((400, 400), 32, 8).n_tiles
     assert set(tiles) <= worker_pids and all(n == 1 for n in loads.values())  # one load per process
-    np.testing.assert_array_equal(out, sd.segment(image, helpers.Brightness(), chunks=96, **TILE).compute())
+    np.testing.assert_array_equal(
+        out, sd.segment(image, helpers.Brightness(), chunks=96, **TILE).compute()
+    )
 
 
 # --------------------------------------------------------------------------------- real processes
@@ -126,7 +139,11 @@ def scene(tmp_path_factory):
 
 def _expected_labels(scene) -> np.ndarray:
     image = sd.open_raster(scene, chunks=None)
-    return sd.segment(image, helpers.Brightness(), tile_size=64, overlap=16, resources=None).compute().values
+    return (
+        sd.segment(image, helpers.Brightness(), tile_size=64, overlap=16, resources=None)
+        .compute()
+        .values
+    )
 
 
 CLI = ["-m", "seamless_dask.cli", "segment"]
@@ -146,10 +163,23 @@ OPTIONS = [
 
 def test_killing_a_worker_mid_run_still_gives_the_full_output(scene, tmp_path):
     started = time.monotonic()
-    env = {**os.environ, "SEAMLESS_TILE_LOG": str(tmp_path / "tiles.log"), "SEAMLESS_TILE_SLEEP": "0.03"}
+    env = {
+        **os.environ,
+        "SEAMLESS_TILE_LOG": str(tmp_path / "tiles.log"),
+        "SEAMLESS_TILE_SLEEP": "0.03",
+    }
     sched_file = tmp_path / "scheduler.json"
     common = ["--scheduler-file", str(sched_file), "--no-dashboard"]
-    scheduler = _python("-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0", *common, env=env)
+    scheduler = _python(
+        "-m",
+        "distributed.cli.dask_scheduler",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        *common,
+        env=env,
+    )
     workers = []
     try:
         _wait_for(sched_file.exists, 30, "the scheduler file")
@@ -160,7 +190,9 @@ def test_killing_a_worker_mid_run_still_gives_the_full_output(scene, tmp_path):
             client.wait_for_workers(2, timeout=60)
             address = client.scheduler.address
         store = tmp_path / "out.zarr"
-        cli = _python(*CLI, str(scene), str(store), *OPTIONS, "--scheduler", address, "--no-progress", env=env)
+        cli = _python(
+            *CLI, str(scene), str(store), *OPTIONS, "--scheduler", address, "--no-progress", env=env
+        )
         _wait_for(lambda: _regions_done(store) >= 2, 90, "two regions written")
         killed_at = time.monotonic() - started
         workers[0].send_signal(signal.SIGKILL)
@@ -169,7 +201,9 @@ def test_killing_a_worker_mid_run_still_gives_the_full_output(scene, tmp_path):
         back = xr.open_zarr(store, mask_and_scale=False)["labels"].compute().values
         np.testing.assert_array_equal(back, _expected_labels(scene))
         assert io.is_complete(store)
-        print(f"worker killed {killed_at:.1f} s in; job done {time.monotonic() - started:.1f} s after start")
+        print(
+            f"worker killed {killed_at:.1f} s in; job done {time.monotonic() - started:.1f} s after start"
+        )
     finally:
         for process in [*workers, scheduler]:
             process.kill()
@@ -180,7 +214,9 @@ def test_an_interrupted_run_resumes_without_recomputing_written_regions(scene, t
     log = tmp_path / "tiles.log"
     env = {**os.environ, "SEAMLESS_TILE_LOG": str(log), "SEAMLESS_TILE_SLEEP": "0.02"}
     store = tmp_path / "out.zarr"
-    cli = _python(*CLI, str(scene), str(store), *OPTIONS, "--scheduler", "threads", "--no-progress", env=env)
+    cli = _python(
+        *CLI, str(scene), str(store), *OPTIONS, "--scheduler", "threads", "--no-progress", env=env
+    )
     try:
         _wait_for(lambda: _regions_done(store) >= 3, 90, "three regions written")
     finally:
@@ -193,7 +229,15 @@ def test_an_interrupted_run_resumes_without_recomputing_written_regions(scene, t
     try:
         from seamless_dask.cli import main
 
-        args = [str(scene), str(store), *OPTIONS, "--scheduler", "threads", "--resume", "--no-progress"]
+        args = [
+            str(scene),
+            str(store),
+            *OPTIONS,
+            "--scheduler",
+            "threads",
+            "--resume",
+            "--no-progress",
+        ]
         assert main(["segment", *args]) == 0
     finally:
         del os.environ["SEAMLESS_TILE_LOG"]
@@ -211,39 +255,59 @@ def test_an_interrupted_run_resumes_without_recomputing_written_regions(scene, t
 def test_chunk_rows_follow_keys_then_dependencies_then_dependents():
     from types import SimpleNamespace
 
-    from seamless_dask.cluster import chunk_rows
+    from seamless_dask.cluster.workers import chunk_rows
 
     def task(key, priority, *deps):
-        ts = SimpleNamespace(key=key, priority=(0, 0, priority), dependencies=list(deps), dependents=[])
+        ts = SimpleNamespace(
+            key=key, priority=(0, 0, priority), dependencies=list(deps), dependents=[]
+        )
         for d in deps:
             d.dependents.append(ts)
         return ts
 
     source = task("rechunk-a", 0)  # upstream of rows 1 and 2: goes with row 1
-    w1, w2 = task(("seamless-window-x", 0, 1, 0), 1, source), task(("seamless-window-x", 0, 2, 0), 2, source)
+    w1, w2 = (
+        task(("seamless-window-x", 0, 1, 0), 1, source),
+        task(("seamless-window-x", 0, 2, 0), 2, source),
+    )
     out1, out2 = task(("seamless-labels-x", 1, 0), 3, w1), task(("seamless-labels-x", 2, 0), 4, w2)
     write = task("store-map-y", 5, out1, out2)  # downstream of rows 1 and 2: after row 2
     model = task("TileInference-z", 6)  # in no row
     rows = chunk_rows([source, w1, w2, out1, out2, write, model])
-    assert [rows[t.key] for t in (source, w1, w2, out1, out2, write, model)] == [1, 1, 2, 1, 2, 2, None]
+    assert [rows[t.key] for t in (source, w1, w2, out1, out2, write, model)] == [
+        1,
+        1,
+        2,
+        1,
+        2,
+        2,
+        None,
+    ]
 
 
 def test_a_seamless_graph_is_scheduled_row_of_chunks_by_row_of_chunks():
     from distributed import LocalCluster
 
-    from seamless_dask.cluster import ensure_scheduler_plugins
+    from seamless_dask.cluster.workers import ensure_scheduler_plugins
 
     image = da.from_array(helpers.structured_image(3, 400, 400), chunks=(3, 100, 100))
     out = sd.segment(image, helpers.Brightness(), chunks=64, **TILE)
     with (
-        LocalCluster(n_workers=0, threads_per_worker=2, processes=False, dashboard_address=None) as cluster,
+        LocalCluster(
+            n_workers=0, threads_per_worker=2, processes=False, dashboard_address=None
+        ) as cluster,
         Client(cluster) as client,
     ):
         ensure_scheduler_plugins(client)
-        future = client.compute(out)  # no worker yet: the graph waits on the scheduler with its priorities
+        # no worker yet: the graph waits on the scheduler with its priorities
+        future = client.compute(out)
 
         def infer_tasks():
-            return [ts for key, ts in cluster.scheduler.tasks.items() if str(key[0]).startswith("seamless-infer-")]
+            return [
+                ts
+                for key, ts in cluster.scheduler.tasks.items()
+                if str(key[0]).startswith("seamless-infer-")
+            ]
 
         def settled():  # priorities are final once the scheduler has moved the tasks on from "released"
             tasks = infer_tasks()
@@ -255,37 +319,52 @@ def test_a_seamless_graph_is_scheduled_row_of_chunks_by_row_of_chunks():
         rows = [ts.key[-2] for ts in sorted(infer_tasks(), key=lambda ts: ts.priority)]
         cluster.scale(1)
         result = future.result()
-    assert len(set(rows)) > 3 and rows == sorted(rows)  # every row's model tasks before the next row's
-    np.testing.assert_array_equal(result, sd.segment(image, helpers.Brightness(), chunks=64, **TILE).compute())
+    # every row's model tasks before the next row's
+    assert len(set(rows)) > 3 and rows == sorted(rows)
+    np.testing.assert_array_equal(
+        result, sd.segment(image, helpers.Brightness(), chunks=64, **TILE).compute()
+    )
 
 
 def test_segment_under_a_users_client_registers_the_scheduler_plugins_or_warns(monkeypatch):
     from distributed import LocalCluster
 
-    from seamless_dask.cluster import ensure_scheduler_plugins
+    from seamless_dask.cluster.workers import ensure_scheduler_plugins
 
     image = da.from_array(helpers.structured_image(3, 100, 100), chunks=(3, 50, 50))
     with (
-        LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster,
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
         Client(cluster) as client,
     ):
         sd.segment(image, helpers.Brightness(), **TILE)
         assert {"seamless-row-order", "seamless-resource-routing"} <= set(cluster.scheduler.plugins)
     with (
-        LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster,
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
         Client(cluster) as client,
     ):
         register = client.register_plugin
 
-        def refuse(plugin, *args, **kwargs):  # a scheduler without the package cannot take our plugins
+        def refuse(
+            plugin, *args, **kwargs
+        ):  # a scheduler without the package cannot take our plugins
             if isinstance(plugin, SchedulerPlugin):
                 raise ModuleNotFoundError("No module named 'seamless_dask'")
             return register(plugin, *args, **kwargs)
 
         monkeypatch.setattr(client, "register_plugin", refuse)
-        with pytest.warns(RuntimeWarning, match="dask's order.*install seamless_dask where the scheduler runs"):
+        with pytest.warns(
+            RuntimeWarning, match="dask's order.*install seamless_dask where the scheduler runs"
+        ):
             out = sd.segment(image, helpers.Brightness(), **TILE)
-        np.testing.assert_array_equal(out.compute(), sd.segment(image, helpers.Brightness(), **TILE).compute())
+        np.testing.assert_array_equal(
+            out.compute(), sd.segment(image, helpers.Brightness(), **TILE).compute()
+        )
         client.__dict__.pop("_seamless_plugins")
-        with pytest.raises(ModuleNotFoundError):  # tasks that need a GPU cannot be routed without them: an error
+        with pytest.raises(
+            ModuleNotFoundError
+        ):  # tasks that need a GPU cannot be routed without them: an error
             ensure_scheduler_plugins(client, required=True)

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from seamless_dask import DimensionError, TileGrid, TilingError
 from seamless_dask import testing as helpers
-from seamless_dask.grid import AxisTiling
+from seamless_dask.tiling.grid import AxisTiling
 
 
 @st.composite
@@ -79,7 +79,10 @@ def test_window_and_tiles_touching_agree_with_brute_force():
     expected = [
         i
         for i, w in enumerate(grid.windows())
-        if w.y.start < ys.stop and w.y.stop > ys.start and w.x.start < xs.stop and w.x.stop > xs.start
+        if w.y.start < ys.stop
+        and w.y.stop > ys.start
+        and w.x.start < xs.stop
+        and w.x.stop > xs.start
     ]
     assert grid.tiles_touching(ys, xs) == expected
     assert grid.window(0) == (slice(0, 32), slice(0, 24))
@@ -103,7 +106,10 @@ def test_grid_is_a_value_and_tokenizes_deterministically():
 @pytest.mark.parametrize(
     ("kwargs", "words"),
     [
-        ({"tile": 64, "overlap": 64}, ["overlap must be smaller than tile_size", "overlap=64", "<= 63"]),
+        (
+            {"tile": 64, "overlap": 64},
+            ["overlap must be smaller than tile_size", "overlap=64", "<= 63"],
+        ),
         ({"tile": 64, "overlap": 100}, ["overlap must be smaller", "overlap=100"]),
         ({"tile": 0, "overlap": 0}, ["tile_size must be a positive", "(0, 0)"]),
         ({"tile": (64, -3), "overlap": 0}, ["tile_size must be a positive", "(64, -3)"]),

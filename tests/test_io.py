@@ -13,9 +13,11 @@ from rio_cogeo.cogeo import cog_validate
 import seamless_dask as sd
 from seamless_dask import io
 from seamless_dask import testing as helpers
-from seamless_dask.demo import write_scene_geotiff
+from seamless_dask.demo.scene import write_scene_geotiff
 
-DATA = Path(os.environ.get("SEAMLESS_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+DATA = Path(
+    os.environ.get("SEAMLESS_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+)
 needs_data = pytest.mark.skipif(
     not (DATA / "RGB.byte.tif").is_file(),
     reason=f"real rasters not found in {DATA} (../shared/data beside the repo, or set SEAMLESS_TEST_DATA)",
@@ -52,12 +54,15 @@ def test_real_raster_round_trips_through_zarr_and_cog(name, tmp_path):
     labels = _segment(image, model)
     assert model.tiles == 0  # lazy: nothing ran yet
     expected = labels.compute().values
-    assert model.tiles == _tiles_with_data(image, nodata)  # tiles with no data never reached the model
+    # tiles with no data never reached the model
+    assert model.tiles == _tiles_with_data(image, nodata)
     if nodata is None:
         assert labels.rio.nodata is None and expected.max() < 2
     else:
         assert labels.rio.nodata == 255
-        np.testing.assert_array_equal(expected == 255, (image.compute().values == nodata).all(axis=0))
+        np.testing.assert_array_equal(
+            expected == 255, (image.compute().values == nodata).all(axis=0)
+        )
 
     assert io.to_zarr(labels, tmp_path / "out.zarr") > 0
     back = xr.open_zarr(tmp_path / "out.zarr", decode_coords="all", mask_and_scale=False)["labels"]
@@ -73,9 +78,14 @@ def test_real_raster_round_trips_through_zarr_and_cog(name, tmp_path):
         assert src.crs == image.rio.crs and src.nodata == labels.rio.nodata
         assert src.transform.almost_equals(image.rio.transform())
         assert src.profile["tiled"] and src.compression is not None
-        assert bool(src.overviews(1)) == (min(height, width) > 512)  # internal overviews down to one block
+        # internal overviews down to one block
+        assert bool(src.overviews(1)) == (min(height, width) > 512)
         np.testing.assert_array_equal(src.read(1), expected)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.tif", "out.zarr"]  # no scratch files left
+    # no scratch files left
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "out.tif",
+        "out.zarr",
+    ]
 
 
 def _assert_same_geo(back: xr.DataArray, image: xr.DataArray, nodata) -> None:
@@ -126,7 +136,9 @@ def _scene(height=520, width=460) -> xr.DataArray:
     image = helpers.structured_image(3, height, width).astype(np.uint8)
     image[:, :40, :60] = 0
     data = xr.DataArray(
-        image, dims=("band", "y", "x"), coords={"y": 5000 - 10 * np.arange(height), "x": 300 + 10 * np.arange(width)}
+        image,
+        dims=("band", "y", "x"),
+        coords={"y": 5000 - 10 * np.arange(height), "x": 300 + 10 * np.arange(width)},
     )
     return data.rio.write_crs("EPSG:32631").rio.write_nodata(0).chunk({"y": 64, "x": 64})
 
@@ -157,7 +169,9 @@ def test_zarr_fill_value_is_nodata_and_empty_regions_read_as_nodata(tmp_path):
     assert v3.fill_value == 255 and v3.attrs["_FillValue"] == 255
 
 
-@pytest.mark.parametrize("overlap", [8, 1])  # 1: "trim" trusts no pixel of the overlap, done chunks run no tile
+@pytest.mark.parametrize(
+    "overlap", [8, 1]
+)  # 1: "trim" trusts no pixel of the overlap, done chunks run no tile
 def test_resume_writes_only_missing_regions_and_runs_only_the_tiles_they_need(tmp_path, overlap):
     model = helpers.Counting(helpers.Brightness())
     options = {"tile_size": 32, "overlap": overlap, "chunks": 96, "num_classes": 2, "nodata": None}
@@ -180,7 +194,9 @@ def test_resume_writes_only_missing_regions_and_runs_only_the_tiles_they_need(tm
     model.reset()
     again = sd.segment(_scene(), model, **options)
     assert io.to_zarr(again, store, resume=True) == 2
-    np.testing.assert_array_equal(xr.open_zarr(store, mask_and_scale=False)["labels"].compute().values, expected)
+    np.testing.assert_array_equal(
+        xr.open_zarr(store, mask_and_scale=False)["labels"].compute().values, expected
+    )
     assert io.is_complete(store)
     # Exactly the tiles the two regions need: their own, and those of done neighbours that reach into them.
     plan = sd.plan(expected.shape, tile_size=32, overlap=overlap, chunks=96)
@@ -196,7 +212,10 @@ def test_a_window_is_read_by_its_model_task_unless_the_model_needs_a_gpu_then_by
     for resources, reads in ((None, 0), ({"GPU": 1}, 4)):
         labels = _segment(image, helpers.Brightness(), chunks=384, resources=resources)
         graph = dict(labels.data.__dask_graph__())
-        assert sum(str(k[0]).startswith("seamless-window-") for k in graph if isinstance(k, tuple)) == reads
+        assert (
+            sum(str(k[0]).startswith("seamless-window-") for k in graph if isinstance(k, tuple))
+            == reads
+        )
         assert labels.data.numblocks == (2, 2)
 
 
@@ -209,16 +228,21 @@ def test_a_lazy_raster_is_read_window_by_window_and_never_sized_whole():
     assert image.chunks is None  # lazy, not dask: segment reads its own windows
     labels = _segment(image, helpers.Brightness(), chunks=300)
     graph = dict(labels.data.__dask_graph__())
-    sources = [v for k, v in graph.items() if isinstance(k, str) and k.startswith("seamless-source-")]
+    sources = [
+        v for k, v in graph.items() if isinstance(k, str) and k.startswith("seamless-source-")
+    ]
     assert len(sources) == 1
     value = sources[0].value if hasattr(sources[0], "value") else sources[0]
     assert sizeof(value) < 10_000
     np.testing.assert_array_equal(
-        labels.compute().values, _segment(image.load(), helpers.Brightness(), chunks=300).compute().values
+        labels.compute().values,
+        _segment(image.load(), helpers.Brightness(), chunks=300).compute().values,
     )
 
 
-def test_the_zarr_output_opens_in_gdal_with_its_crs_transform_and_nodata_and_in_xarray_as_integers(tmp_path):
+def test_the_zarr_output_opens_in_gdal_with_its_crs_transform_and_nodata_and_in_xarray_as_integers(
+    tmp_path,
+):
     scene = write_scene_geotiff(tmp_path / "scene.tif", size=300)
     labels = sd.segment(sd.open_raster(scene), helpers.Brightness(), tile_size=64, overlap=16)
     store = tmp_path / "labels.zarr"
@@ -231,5 +255,6 @@ def test_the_zarr_output_opens_in_gdal_with_its_crs_transform_and_nodata_and_in_
     back = sd.open_raster(store)
     assert back.dtype == np.uint8 and back.rio.crs == "EPSG:32631" and back.rio.nodata == 255
     np.testing.assert_array_equal(back.compute().values[0], labels.compute().values)
-    reopened = xr.open_zarr(store, decode_coords="all", mask_and_scale=False)["labels"]  # the guide's line
+    # the guide's line
+    reopened = xr.open_zarr(store, decode_coords="all", mask_and_scale=False)["labels"]
     assert reopened.dtype == np.uint8 and reopened.rio.crs == "EPSG:32631"

@@ -11,7 +11,7 @@ from sklearn import metrics as sk
 import seamless_dask as sd
 from seamless_dask import testing as helpers
 from seamless_dask.cli import main
-from seamless_dask.demo import write_scene_geotiff
+from seamless_dask.demo.scene import write_scene_geotiff
 from seamless_dask.exceptions import DimensionError, OptionError
 from seamless_dask.metrics import confusion_matrix, scores
 
@@ -20,7 +20,9 @@ RNG = np.random.default_rng(7)
 
 def _maps(shape=(301, 257), classes=5):
     truth = RNG.integers(0, classes, shape).astype(np.uint8)
-    prediction = np.where(RNG.random(shape) < 0.7, truth, RNG.integers(0, classes, shape)).astype(np.uint8)
+    prediction = np.where(RNG.random(shape) < 0.7, truth, RNG.integers(0, classes, shape)).astype(
+        np.uint8
+    )
     return prediction, truth
 
 
@@ -32,7 +34,9 @@ def test_the_blockwise_confusion_matrix_equals_scikit_learn_whatever_the_chunkin
     keep = (truth != 255) & (prediction != 254)
     expected = sk.confusion_matrix(truth[keep], prediction[keep], labels=range(5))
     lazy = da.from_array(prediction, chunks=chunks)
-    got = confusion_matrix(lazy, da.from_array(truth, chunks=(100, 100)), 5, ignore_index=255, nodata=254)
+    got = confusion_matrix(
+        lazy, da.from_array(truth, chunks=(100, 100)), 5, ignore_index=255, nodata=254
+    )
     np.testing.assert_array_equal(got, expected)
 
 
@@ -44,7 +48,9 @@ def test_scores_equal_scikit_learns_per_class_and_averaged():
     kw = {"labels": range(5), "average": None}
     np.testing.assert_allclose(result.iou, sk.jaccard_score(t, p, **kw))
     np.testing.assert_allclose(result.dice, sk.f1_score(t, p, **kw))
-    np.testing.assert_allclose(result.precision, sk.precision_score(t, p, zero_division=np.nan, **kw))
+    np.testing.assert_allclose(
+        result.precision, sk.precision_score(t, p, zero_division=np.nan, **kw)
+    )
     assert np.isnan(result.precision[4]) and result.iou[4] == 0
     np.testing.assert_allclose(result.recall, sk.recall_score(t, p, **kw))
     assert result.accuracy == pytest.approx(sk.accuracy_score(t, p))
@@ -72,7 +78,8 @@ def test_cli_evaluates_a_written_cog_against_label_raster_skipping_nodata(tmp_pa
     scene = write_scene_geotiff(tmp_path / "scene.tif", size=300)
     labels = sd.segment(sd.open_raster(scene), helpers.Brightness(), tile_size=64, overlap=16)
     sd.to_cog(labels, tmp_path / "pred.tif")
-    labels = labels.compute()  # in memory from here (array-expr arrays have no __array__, dask#11922)
+    # in memory from here (array-expr arrays have no __array__, dask#11922)
+    labels = labels.compute()
     truth = labels.values.copy()
     truth[truth == 255] = 0  # the truth has labels everywhere: the prediction's nodata is left out
     truth[:50, :] = 1 - truth[:50, :]  # the truth disagrees on the first 50 rows
@@ -81,12 +88,35 @@ def test_cli_evaluates_a_written_cog_against_label_raster_skipping_nodata(tmp_pa
     with rasterio.open(tmp_path / "truth.tif", "w", **profile) as out:
         out.write(truth, 1)
     assert (
-        main(["evaluate", str(tmp_path / "pred.tif"), str(tmp_path / "truth.tif"), "--num-classes", "2", "--json"]) == 0
+        main(
+            [
+                "evaluate",
+                str(tmp_path / "pred.tif"),
+                str(tmp_path / "truth.tif"),
+                "--num-classes",
+                "2",
+                "--json",
+            ]
+        )
+        == 0
     )
     printed = json.loads(capsys.readouterr().out)
     valid = labels.values != 255
     expected = sk.confusion_matrix(truth[valid], labels.values[valid], labels=[0, 1])
     assert printed["confusion_matrix"] == expected.tolist()
-    assert printed["accuracy"] == pytest.approx(sk.accuracy_score(truth[valid], labels.values[valid]))
-    assert main(["evaluate", str(tmp_path / "pred.tif"), str(tmp_path / "truth.tif"), "--num-classes", "2"]) == 0
+    assert printed["accuracy"] == pytest.approx(
+        sk.accuracy_score(truth[valid], labels.values[valid])
+    )
+    assert (
+        main(
+            [
+                "evaluate",
+                str(tmp_path / "pred.tif"),
+                str(tmp_path / "truth.tif"),
+                "--num-classes",
+                "2",
+            ]
+        )
+        == 0
+    )
     assert "mean" in capsys.readouterr().out

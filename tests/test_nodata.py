@@ -6,7 +6,7 @@ import xarray as xr
 
 import seamless_dask as sd
 from seamless_dask import testing as helpers
-from seamless_dask.grid import TileGrid
+from seamless_dask.tiling.grid import TileGrid
 
 
 def _bordered(height: int = 90, width: int = 110, nodata: float = 0) -> np.ndarray:
@@ -22,14 +22,19 @@ def test_empty_tiles_never_reach_the_model_and_nodata_comes_out(chunks):
     image = _bordered().astype(np.uint8)
     valid = (image != 0).any(axis=0)
     model = helpers.Counting(helpers.conv_net(bands=2, classes=3))
-    labels = sd.segment(image, model, tile_size=16, overlap=4, nodata=0, num_classes=3, chunks=chunks)
+    labels = sd.segment(
+        image, model, tile_size=16, overlap=4, nodata=0, num_classes=3, chunks=chunks
+    )
     expected = helpers.tiles_with_data(valid, 16, 4)
     assert model.tiles == expected < TileGrid(valid.shape, 16, 4).n_tiles
     assert labels.dtype == np.uint8
-    np.testing.assert_array_equal(labels == 255, ~valid)  # nodata exactly where every band is nodata
+    # nodata exactly where every band is nodata
+    np.testing.assert_array_equal(labels == 255, ~valid)
     assert labels[valid].max() < 3
 
-    probs = sd.segment(image, model, tile_size=16, overlap=4, nodata=0, output="probabilities", chunks=chunks)
+    probs = sd.segment(
+        image, model, tile_size=16, overlap=4, nodata=0, output="probabilities", chunks=chunks
+    )
     np.testing.assert_array_equal(np.isnan(probs).all(axis=0), ~valid)
     np.testing.assert_allclose(probs[:, valid].sum(axis=0), 1, atol=1e-5)
 
@@ -38,9 +43,13 @@ def test_nodata_results_do_not_depend_on_chunks():
     image = _bordered(nodata=-9999) / 255  # values in a model's usual range
     image[image < 0] = -9999
     net = helpers.conv_net(bands=2, classes=3)
-    one = sd.segment(image, net, tile_size=16, overlap=6, output="probabilities", nodata=-9999, chunks=1000)
+    one = sd.segment(
+        image, net, tile_size=16, overlap=6, output="probabilities", nodata=-9999, chunks=1000
+    )
     for chunks in (10, 31, (17, 44)):
-        out = sd.segment(image, net, tile_size=16, overlap=6, output="probabilities", nodata=-9999, chunks=chunks)
+        out = sd.segment(
+            image, net, tile_size=16, overlap=6, output="probabilities", nodata=-9999, chunks=chunks
+        )
         np.testing.assert_allclose(out, one, atol=1e-6, equal_nan=True)
 
 
@@ -68,10 +77,17 @@ def test_normalised_models_see_the_mean_where_a_band_has_no_data():
     image = np.full((2, 24, 24), 50.0, dtype=np.float32)
     image[1, :, :8] = -1  # nodata in one band only: the pixel stays valid
     out = sd.segment(
-        image, helpers.Identity(), tile_size=8, overlap=2, nodata=-1, normalize=((50, 10), (5, 5)), output="logits"
+        image,
+        helpers.Identity(),
+        tile_size=8,
+        overlap=2,
+        nodata=-1,
+        normalize=((50, 10), (5, 5)),
+        output="logits",
     )
     assert not np.isnan(out).any()
-    np.testing.assert_allclose(out[1, :, :8], 0, atol=1e-6)  # filled with the mean: 0 after normalisation
+    # filled with the mean: 0 after normalisation
+    np.testing.assert_allclose(out[1, :, :8], 0, atol=1e-6)
 
 
 def test_nodata_none_treats_every_value_as_data():
@@ -92,7 +108,12 @@ def test_nodata_is_read_from_the_dataarray():
 def test_labels_move_to_a_wider_dtype_when_the_classes_need_the_nodata_value():
     image = _bordered(30, 30).astype(np.uint8)
     wide = helpers.conv_net(bands=2, classes=256)
-    labels = sd.segment(xr.DataArray(image, dims=("band", "y", "x")).rio.write_nodata(0), wide, tile_size=16, overlap=4)
+    labels = sd.segment(
+        xr.DataArray(image, dims=("band", "y", "x")).rio.write_nodata(0),
+        wide,
+        tile_size=16,
+        overlap=4,
+    )
     assert labels.dtype == np.uint16 and labels.rio.nodata == 65535
     assert (labels.compute().values == 65535).sum() == (image == 0).all(axis=0).sum()
 

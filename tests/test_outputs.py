@@ -20,7 +20,7 @@ import seamless_dask as sd
 from seamless_dask import OptionError, RasterError, io
 from seamless_dask import testing as helpers
 from seamless_dask.cli import main
-from seamless_dask.demo import write_scene_geotiff
+from seamless_dask.demo.scene import write_scene_geotiff
 
 MODEL = "seamless_dask.testing:brightness"
 
@@ -32,7 +32,18 @@ def scene(tmp_path_factory):
 
 def cli(*args, scheduler="threads") -> int:
     where = ["--scheduler", scheduler] if scheduler else []
-    return main(["segment", *map(str, args), "--tile-size", "64", "--overlap", "16", "--no-progress", *where])
+    return main(
+        [
+            "segment",
+            *map(str, args),
+            "--tile-size",
+            "64",
+            "--overlap",
+            "16",
+            "--no-progress",
+            *where,
+        ]
+    )
 
 
 def error_line(capsys) -> str:
@@ -74,11 +85,16 @@ def started(scene, tmp_path):
         (["--weights", "trust"], "options.weights"),
         (["--normalize", "100/50"], "options.normalize"),
         (["--activation", "sigmoid"], "options.activation"),
-        (["--tile-size", "80", "--overlap", "32"], "options.tile_size"),  # same stride (48), same chunks
+        (
+            ["--tile-size", "80", "--overlap", "32"],
+            "options.tile_size",
+        ),  # same stride (48), same chunks
         (["--nodata", "none"], "options.nodata"),
     ],
 )
-def test_resume_refuses_another_model_or_options_and_lists_what_differs(scene, started, capsys, change, differs):
+def test_resume_refuses_another_model_or_options_and_lists_what_differs(
+    scene, started, capsys, change, differs
+):
     before = tree(started)
     args = ["--model", MODEL, "--chunks", "96", "--resume", *change]
     assert main(["segment", str(scene), str(started), "--tile-size", "64", "--overlap", "16", *args,
@@ -113,16 +129,25 @@ def test_resume_and_overwrite_together_are_a_usage_error(scene, started, capsys)
 
 
 def test_the_record_names_input_model_options_and_version(scene):
-    result = sd.segment(sd.open_raster(scene), "seamless_dask.testing:brightness", tile_size=64, overlap=16)
+    result = sd.segment(
+        sd.open_raster(scene), "seamless_dask.testing:brightness", tile_size=64, overlap=16
+    )
     job = json.loads(result.attrs["seamless_job"])
     assert job["input"]["path"] == os.path.realpath(scene) and job["input"]["crs"] == "EPSG:32631"
-    assert job["model"]["spec"] == "seamless_dask.testing:brightness" and "weights" not in job["model"]  # no parameters
+    # no parameters
+    assert (
+        job["model"]["spec"] == "seamless_dask.testing:brightness" and "weights" not in job["model"]
+    )
     assert job["options"]["tile_size"] == [64, 64] and job["options"]["classes"] == 2
     assert job["seamless_dask"] == sd.__version__
     net, other = helpers.conv_net(seed=0), helpers.conv_net(seed=1)
     image = xr.DataArray(helpers.structured_image(3, 50, 50), dims=("band", "y", "x"))
-    records = [json.loads(sd.segment(image, m, tile_size=32, overlap=8).attrs["seamless_job"]) for m in (net, other)]
-    assert records[0]["model"]["weights"] != records[1]["model"]["weights"]  # same class, other weights
+    records = [
+        json.loads(sd.segment(image, m, tile_size=32, overlap=8).attrs["seamless_job"])
+        for m in (net, other)
+    ]
+    # same class, other weights
+    assert records[0]["model"]["weights"] != records[1]["model"]["weights"]
 
 
 # ---- class 2: no output path may destroy an input
@@ -152,7 +177,9 @@ def test_output_may_not_be_the_input_even_through_a_symlink(scene, tmp_path, cap
 
 
 def test_a_zarr_input_cannot_be_overwritten_by_its_own_output(tmp_path, capsys):
-    xr.Dataset({"image": (("y", "x"), np.full((60, 60), 200, np.uint8))}).to_zarr(tmp_path / "in.zarr")
+    xr.Dataset({"image": (("y", "x"), np.full((60, 60), 200, np.uint8))}).to_zarr(
+        tmp_path / "in.zarr"
+    )
     before = tree(tmp_path / "in.zarr")
     assert cli(tmp_path / "in.zarr", tmp_path / "in.zarr", "--model", MODEL, "--overwrite") == 2
     assert "would destroy the INPUT" in error_line(capsys)
@@ -177,7 +204,16 @@ def test_overwrite_never_deletes_a_folder_seamless_dask_did_not_write(scene, tmp
     assert (tmp_path / "y.tif" / "keep").exists()
     # a store seamless_dask wrote is replaced
     assert cli(scene, tmp_path / "ok.zarr", "--model", MODEL) == 0
-    assert cli(scene, tmp_path / "ok.zarr", "--model", "seamless_dask.testing:other_model", "--overwrite") == 0
+    assert (
+        cli(
+            scene,
+            tmp_path / "ok.zarr",
+            "--model",
+            "seamless_dask.testing:other_model",
+            "--overwrite",
+        )
+        == 0
+    )
 
 
 # ---- class 3: concurrent runs
@@ -195,27 +231,47 @@ def slow_run(scene, target, log, sleep: float):
 
 def test_two_runs_on_one_target_the_second_is_refused_naming_the_first(scene, tmp_path, capsys):
     target = tmp_path / "o.tif"
-    first = slow_run(scene, target, tmp_path / "tiles.log", 0.2)  # seconds of work left when the second starts
+    # seconds of work left when the second starts
+    first = slow_run(scene, target, tmp_path / "tiles.log", 0.2)
     try:
-        assert cli(scene, target, "--model", "seamless_dask.testing:other_model", "--overwrite") == 2
+        assert (
+            cli(scene, target, "--model", "seamless_dask.testing:other_model", "--overwrite") == 2
+        )
         line = error_line(capsys)
-        assert "being written by another run" in line and f"pid {first.pid}" in line and socket.gethostname() in line
+        assert (
+            "being written by another run" in line
+            and f"pid {first.pid}" in line
+            and socket.gethostname() in line
+        )
         output, _ = first.communicate(timeout=120)
         assert first.returncode == 0, output.decode()
     finally:
         first.kill()
     with rasterio.open(target) as cog:  # the first run's labels, not the second's
         labels = cog.read(1)
-    expected = sd.segment(sd.open_raster(scene), helpers.Brightness(), tile_size=64, overlap=16).compute().values
+    expected = (
+        sd.segment(sd.open_raster(scene), helpers.Brightness(), tile_size=64, overlap=16)
+        .compute()
+        .values
+    )
     np.testing.assert_array_equal(labels, expected)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.tif", "tiles.log"]  # no claim, no scratch left
+    # no claim, no scratch left
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "o.tif",
+        "tiles.log",
+    ]
 
 
 def test_a_stale_claim_and_scratch_of_a_dead_run_are_cleared(scene, tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     target = tmp_path / "o.tif"
-    claim = {"run": "deadbeef0000", "host": socket.gethostname(), "pid": dead.pid, "started": "2026-11-21T00:00:00"}
+    claim = {
+        "run": "deadbeef0000",
+        "host": socket.gethostname(),
+        "pid": dead.pid,
+        "started": "2026-11-21T00:00:00",
+    }
     (tmp_path / "o.tif.seamless-lock").write_text(json.dumps(claim))
     (tmp_path / "o.tif.seamless-deadbeef0000.scratch.tif").write_bytes(b"half a scene")
     assert cli(scene, target, "--model", MODEL) == 0
@@ -247,7 +303,8 @@ def test_sigterm_cleans_up_as_sigint_does(scene, tmp_path):
         run.kill()
     assert run.returncode == 143, output.decode()
     assert "terminated" in output.decode()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiles.log"]  # no COG, no scratch, no claim
+    # no COG, no scratch, no claim
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiles.log"]
 
 
 # ---- class 4: remote outputs, against a real S3 API on loopback
@@ -288,9 +345,15 @@ def s3():
 
 
 def test_cli_writes_zarr_to_s3_and_resumes_it_there(scene, s3, capsys):
-    expected = sd.segment(sd.open_raster(scene), helpers.Brightness(), tile_size=64, overlap=16).compute().values
+    expected = (
+        sd.segment(sd.open_raster(scene), helpers.Brightness(), tile_size=64, overlap=16)
+        .compute()
+        .values
+    )
     # on the default local cluster: its worker processes write the regions to S3 themselves
-    assert cli(scene, "s3://bucket/labels.zarr", "--model", MODEL, "--chunks", "96", scheduler="") == 0
+    assert (
+        cli(scene, "s3://bucket/labels.zarr", "--model", MODEL, "--chunks", "96", scheduler="") == 0
+    )
     back = xr.open_zarr("s3://bucket/labels.zarr", mask_and_scale=False)["labels"]
     np.testing.assert_array_equal(back.compute().values, expected)
     assert io.is_complete("s3://bucket/labels.zarr")
@@ -309,7 +372,9 @@ def test_cli_writes_zarr_to_s3_and_resumes_it_there(scene, s3, capsys):
         == 2
     )
     assert "started by another job" in error_line(capsys)
-    assert cli(scene, "s3://bucket/labels.zarr", "--model", MODEL, "--chunks", "96", "--resume") == 0
+    assert (
+        cli(scene, "s3://bucket/labels.zarr", "--model", MODEL, "--chunks", "96", "--resume") == 0
+    )
     assert not s3.exists("bucket/labels.zarr.seamless-lock")
 
 
@@ -318,12 +383,24 @@ def test_cli_writes_a_cog_to_s3_whole_or_not_at_all(scene, s3, tmp_path, capsys)
     s3.get("bucket/labels.tif", str(tmp_path / "back.tif"))
     assert cog_validate(str(tmp_path / "back.tif"))[0]
     with rasterio.open(tmp_path / "back.tif") as cog, rasterio.open(scene) as src:
-        assert (cog.width, cog.height, cog.crs, cog.transform) == (src.width, src.height, src.crs, src.transform)
+        assert (cog.width, cog.height, cog.crs, cog.transform) == (
+            src.width,
+            src.height,
+            src.crs,
+            src.transform,
+        )
     assert cli(scene, "s3://bucket/labels.tif", "--model", MODEL) == 2
     assert "exists" in error_line(capsys)
     # a failing run leaves nothing at its target, and nothing beside it
     assert (
-        cli(scene, "s3://bucket/failed.tif", "--model", "seamless_dask.testing:raising_model", "--num-classes", "2")
+        cli(
+            scene,
+            "s3://bucket/failed.tif",
+            "--model",
+            "seamless_dask.testing:raising_model",
+            "--num-classes",
+            "2",
+        )
         == 1
     )
     assert not [p for p in s3.ls("bucket") if "failed" in p]
@@ -342,4 +419,6 @@ def test_to_zarr_on_memory_urls_honours_overwrite_and_resume():
     with pytest.raises(RasterError, match="started by another job"):
         sd.to_zarr(other, url, resume=True)
     assert sd.to_zarr(other, url, overwrite=True) == 4
-    np.testing.assert_array_equal(xr.open_zarr(url)["labels"].compute().values, other.compute().values)
+    np.testing.assert_array_equal(
+        xr.open_zarr(url)["labels"].compute().values, other.compute().values
+    )

@@ -10,6 +10,7 @@ from monai.networks.nets import BasicUNet
 import seamless_dask as sd
 from seamless_dask import ReceptiveFieldWarning, receptive_field
 from seamless_dask import testing as helpers
+from seamless_dask.model import receptive
 
 
 def conv_stack(kernels, bands=2, classes=3):
@@ -50,12 +51,15 @@ def test_trim_with_the_measured_overlap_equals_whole_image_inference_and_a_short
     with warnings.catch_warnings():
         warnings.simplefilter("error", ReceptiveFieldWarning)
         exact = sd.segment(image, net, tile_size=32, overlap=10, output="probabilities")
-        sd.segment(image, net, tile_size=32, overlap=4, weights="trust")  # smooth weights: no promise, no warning
+        # smooth weights: no promise, no warning
+        sd.segment(image, net, tile_size=32, overlap=4, weights="trust")
     np.testing.assert_allclose(exact, whole, atol=1e-5)
 
 
 def test_a_deep_monai_unet_at_a_small_tile_gets_the_advice_to_blend():
-    net = BasicUNet(spatial_dims=2, in_channels=1, out_channels=2, features=(4, 4, 8, 8, 16, 4)).eval()
+    net = BasicUNet(
+        spatial_dims=2, in_channels=1, out_channels=2, features=(4, 4, 8, 8, 16, 4)
+    ).eval()
     with pytest.warns(ReceptiveFieldWarning, match="or more.*weights='gaussian'"):
         sd.segment(helpers.structured_image(1, 96, 96), net, tile_size=32, overlap=8)
 
@@ -63,7 +67,9 @@ def test_a_deep_monai_unet_at_a_small_tile_gets_the_advice_to_blend():
 def test_the_users_model_is_not_called_by_the_check():
     counting = helpers.Counting(conv_stack([5, 5, 3]))
     with pytest.warns(ReceptiveFieldWarning):
-        sd.segment(helpers.structured_image(2, 70, 90), counting, tile_size=32, overlap=4, num_classes=3)
+        sd.segment(
+            helpers.structured_image(2, 70, 90), counting, tile_size=32, overlap=4, num_classes=3
+        )
     assert counting.tiles == sd.TileGrid((70, 90), 32, 4).n_tiles  # the check measured a copy
 
 
@@ -83,12 +89,18 @@ class FixedSize(torch.nn.Module):
 def test_the_check_probes_a_small_tile_first_and_the_tile_size_when_it_must():
     image = helpers.structured_image(2, 300, 300)
     with warnings.catch_warnings():
-        warnings.simplefilter("error", ReceptiveFieldWarning)  # radius 3 inside margins of 8: no warning
+        # radius 3 inside margins of 8: no warning
+        warnings.simplefilter("error", ReceptiveFieldWarning)
         sd.segment(image, conv_stack([7]), tile_size=128, overlap=16)
-    field = sd.receptive.check_overlap(conv_stack([7]), 2, (128, 128), (16, 16))
-    assert field.probe == (32, 32) and field.radius == (3, 3)  # margins of 8: a 32 px probe settles it
-    fixed = FixedSize(conv_stack([7]), 128)  # fails on the small probe: measured again at its tile size
-    assert sd.receptive.check_overlap(fixed, 2, (128, 128), (16, 16)).probe == (128, 128)
+    field = receptive.check_overlap(conv_stack([7]), 2, (128, 128), (16, 16))
+    # margins of 8: a 32 px probe settles it
+    assert field.probe == (32, 32) and field.radius == (
+        3,
+        3,
+    )
+    # fails on the small probe: measured again at its tile size
+    fixed = FixedSize(conv_stack([7]), 128)
+    assert receptive.check_overlap(fixed, 2, (128, 128), (16, 16)).probe == (128, 128)
     with pytest.warns(ReceptiveFieldWarning, match=r"overlap=6 for whole-image results"):
         sd.segment(image, fixed, tile_size=128, overlap=4)
     with warnings.catch_warnings():

@@ -11,7 +11,7 @@ from pyproj import Transformer
 
 import seamless_dask as sd
 from seamless_dask import testing as helpers
-from seamless_dask.demo import write_scene_geotiff
+from seamless_dask.demo.scene import write_scene_geotiff
 from seamless_dask.exceptions import OptionError
 
 TILE = {"tile_size": 32, "overlap": 8}
@@ -24,12 +24,17 @@ def _inside(geometry, shape):
 
 def test_a_polygon_region_runs_only_its_tiles_and_equals_the_whole_scene_inside():
     image = helpers.structured_image(3, 150, 170)
-    triangle = shapely.Polygon([(20, 10), (120, 40), (40, 130)])  # pixel coordinates: x = column, y = row
+    # pixel coordinates: x = column, y = row
+    triangle = shapely.Polygon([(20, 10), (120, 40), (40, 130)])
     whole = sd.segment(image, helpers.conv_net(), num_classes=4, **TILE)
     counting = helpers.Counting(helpers.conv_net())
     labels = sd.segment(image, counting, num_classes=4, region=triangle, chunks=50, **TILE)
     grid = sd.TileGrid(image.shape[1:], 32, 8)
-    touching = [w for w in grid.windows() if triangle.intersects(shapely.box(w.x.start, w.y.start, w.x.stop, w.y.stop))]
+    touching = [
+        w
+        for w in grid.windows()
+        if triangle.intersects(shapely.box(w.x.start, w.y.start, w.x.stop, w.y.stop))
+    ]
     assert counting.tiles == len(touching) < grid.n_tiles
     inside = _inside(triangle, image.shape[1:])
     np.testing.assert_array_equal(labels[inside], whole[inside])
@@ -38,7 +43,9 @@ def test_a_polygon_region_runs_only_its_tiles_and_equals_the_whole_scene_inside(
 
 def test_probabilities_outside_the_region_are_nan():
     image = helpers.structured_image(3, 90, 90)
-    probs = sd.segment(image, helpers.conv_net(), output="probabilities", region=shapely.box(0, 0, 40, 40), **TILE)
+    probs = sd.segment(
+        image, helpers.conv_net(), output="probabilities", region=shapely.box(0, 0, 40, 40), **TILE
+    )
     assert np.isnan(probs[:, 50:, :]).all() and np.isfinite(probs[:, :40, :40]).all()
 
 
@@ -47,22 +54,28 @@ def test_a_geojson_region_in_wgs84_is_reprojected_to_the_scene(tmp_path):
     to_wgs84 = Transformer.from_crs(scene.rio.crs, "EPSG:4326", always_xy=True)
     x, y = scene.x.values, scene.y.values  # a diamond in the scene's middle, as GeoJSON in lon/lat
     corners = [(x[128], y[40]), (x[220], y[128]), (x[128], y[220]), (x[40], y[128])]
-    geojson = {"type": "Polygon", "coordinates": [[to_wgs84.transform(*c) for c in [*corners, corners[0]]]]}
+    geojson = {
+        "type": "Polygon",
+        "coordinates": [[to_wgs84.transform(*c) for c in [*corners, corners[0]]]],
+    }
     model = helpers.Brightness()
-    labels = sd.segment(scene, model, region=geojson, region_crs="EPSG:4326", tile_size=64, overlap=16)
+    labels = sd.segment(
+        scene, model, region=geojson, region_crs="EPSG:4326", tile_size=64, overlap=16
+    )
     labels = labels.compute().values
     whole = sd.segment(scene, model, tile_size=64, overlap=16).compute().values
     diamond = shapely.Polygon([(128, 40), (220, 128), (128, 220), (40, 128)])  # the same, in pixels
-    core = _inside(diamond.buffer(-2), labels.shape)  # reprojection moves edges by a fraction of a pixel
+    # reprojection moves edges by a fraction of a pixel
+    core = _inside(diamond.buffer(-2), labels.shape)
     np.testing.assert_array_equal(labels[core], whole[core])
     assert (labels[~_inside(diamond.buffer(2), labels.shape)] == 255).all()
     assert "POLYGON" in labels_record(scene, model, geojson)
 
 
 def labels_record(scene, model, geojson):
-    return sd.segment(scene, model, region=geojson, region_crs="EPSG:4326", tile_size=64, overlap=16).attrs[
-        "seamless_job"
-    ]
+    return sd.segment(
+        scene, model, region=geojson, region_crs="EPSG:4326", tile_size=64, overlap=16
+    ).attrs["seamless_job"]
 
 
 class ReadLog:
@@ -84,9 +97,13 @@ def test_chunks_the_region_does_not_touch_are_never_read():
     image = helpers.structured_image(3, 300, 300)
     log = ReadLog()
     read = log.read
-    lazy = da.from_array(image, chunks=(3, 100, 100)).map_blocks(log, meta=np.empty((0, 0, 0), image.dtype))
+    lazy = da.from_array(image, chunks=(3, 100, 100)).map_blocks(
+        log, meta=np.empty((0, 0, 0), image.dtype)
+    )
     with dask.config.set(scheduler="threads"):
-        sd.segment(lazy, helpers.conv_net(), num_classes=4, region=shapely.box(5, 5, 60, 60), **TILE).compute()
+        sd.segment(
+            lazy, helpers.conv_net(), num_classes=4, region=shapely.box(5, 5, 60, 60), **TILE
+        ).compute()
     assert (2, 2) not in read and (0, 2) not in read and (2, 0) not in read
     assert (0, 0) in read
 
@@ -96,7 +113,13 @@ def test_bad_regions_are_refused_naming_the_rule_and_the_fix():
     with helpers.raises_mentioning(OptionError, ["outside the image", "x 100.0..120.0", "x 0..64"]):
         sd.segment(image, helpers.conv_net(), region=shapely.box(100, 0, 120, 10), **TILE)
     with helpers.raises_mentioning(OptionError, ["region_crs", "has none", "pixel coordinates"]):
-        sd.segment(image, helpers.conv_net(), region=shapely.box(0, 0, 10, 10), region_crs="EPSG:4326", **TILE)
+        sd.segment(
+            image,
+            helpers.conv_net(),
+            region=shapely.box(0, 0, 10, 10),
+            region_crs="EPSG:4326",
+            **TILE,
+        )
     with helpers.raises_mentioning(OptionError, ["area", "polygon"]):
         sd.segment(image, helpers.conv_net(), region=shapely.LineString([(0, 0), (10, 10)]), **TILE)
 
@@ -105,7 +128,9 @@ def test_bad_regions_are_refused_naming_the_rule_and_the_fix():
 def test_the_region_result_does_not_depend_on_the_chunking(chunks):
     image = helpers.structured_image(3, 130, 110)
     region = shapely.Polygon([(10, 5), (100, 60), (30, 120)])
-    expected = sd.segment(image, helpers.conv_net(), num_classes=4, region=region, chunks=1000, **TILE)
+    expected = sd.segment(
+        image, helpers.conv_net(), num_classes=4, region=region, chunks=1000, **TILE
+    )
     got = sd.segment(image, helpers.conv_net(), num_classes=4, region=region, chunks=chunks, **TILE)
     np.testing.assert_array_equal(got, expected)
 
@@ -122,9 +147,14 @@ def test_cli_region_from_a_geojson_file_and_tta(tmp_path):
     x, y = image.x.values, image.y.values
     square = {
         "type": "Polygon",
-        "coordinates": [[(x[10], y[10]), (x[90], y[10]), (x[90], y[90]), (x[10], y[90]), (x[10], y[10])]],
+        "coordinates": [
+            [(x[10], y[10]), (x[90], y[10]), (x[90], y[90]), (x[10], y[90]), (x[10], y[10])]
+        ],
     }
-    doc = {"type": "FeatureCollection", "features": [{"type": "Feature", "geometry": square, "properties": {}}]}
+    doc = {
+        "type": "FeatureCollection",
+        "features": [{"type": "Feature", "geometry": square, "properties": {}}],
+    }
     (tmp_path / "aoi.geojson").write_text(json.dumps(doc))
     args = [
         "segment",
@@ -134,10 +164,22 @@ def test_cli_region_from_a_geojson_file_and_tta(tmp_path):
         "seamless_dask.testing:brightness",
         "--no-progress",
     ]
-    args += ["--tile-size", "64", "--overlap", "16", "--region", str(tmp_path / "aoi.geojson"), "--region-crs"]
+    args += [
+        "--tile-size",
+        "64",
+        "--overlap",
+        "16",
+        "--region",
+        str(tmp_path / "aoi.geojson"),
+        "--region-crs",
+    ]
     assert main([*args, str(image.rio.crs), "--tta", "flips", "--scheduler", "threads"]) == 0
     with rasterio.open(tmp_path / "out.tif") as cog:
         written = cog.read(1)
-    whole = sd.segment(image, helpers.Brightness(), tile_size=64, overlap=16, tta="flips").compute().values
+    whole = (
+        sd.segment(image, helpers.Brightness(), tile_size=64, overlap=16, tta="flips")
+        .compute()
+        .values
+    )
     np.testing.assert_array_equal(written[12:88, 12:88], whole[12:88, 12:88])
     assert (written[100:, :] == 255).all() and (written[:, 100:] == 255).all()

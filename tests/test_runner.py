@@ -19,7 +19,13 @@ def test_module_scripted_file_callable_and_import_string_give_the_same_predictio
     expected = _predict(net)
     path = tmp_path / "net.pt"
     torch.jit.save(torch.jit.script(net), str(path))
-    for spec in (torch.jit.script(net), str(path), path, net.forward, "seamless_dask.testing:make_conv"):
+    for spec in (
+        torch.jit.script(net),
+        str(path),
+        path,
+        net.forward,
+        "seamless_dask.testing:make_conv",
+    ):
         np.testing.assert_allclose(_predict(spec), expected, rtol=1e-5, atol=1e-6)
 
 
@@ -29,7 +35,9 @@ def test_torch_export_program_with_dynamic_batch(tmp_path):
     program = torch.export.export(net, (torch.zeros(2, 3, 16, 16),), dynamic_shapes=({0: batch},))
     path = tmp_path / "net.pt2"
     torch.export.save(program, str(path))
-    np.testing.assert_allclose(_predict(str(path), trust_model=True), _predict(net), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        _predict(str(path), trust_model=True), _predict(net), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_softmax_default_sums_to_one_and_sigmoid_and_none_differ():
@@ -37,10 +45,14 @@ def test_softmax_default_sums_to_one_and_sigmoid_and_none_differ():
     probs = _predict(net)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
     raw = _predict(net, activation=None)
-    np.testing.assert_allclose(_predict(net, activation="sigmoid"), 1 / (1 + np.exp(-raw)), rtol=1e-5)
+    np.testing.assert_allclose(
+        _predict(net, activation="sigmoid"), 1 / (1 + np.exp(-raw)), rtol=1e-5
+    )
 
 
-@pytest.mark.parametrize("wrap", [helpers.DictOut, helpers.TupleOut, lambda m: lambda x: [m(x).numpy()]])
+@pytest.mark.parametrize(
+    "wrap", [helpers.DictOut, helpers.TupleOut, lambda m: lambda x: [m(x).numpy()]]
+)
 def test_dict_tuple_list_and_numpy_outputs_are_accepted(wrap):
     net = helpers.make_conv()
     np.testing.assert_allclose(_predict(wrap(net)), _predict(net), rtol=1e-6)
@@ -48,7 +60,9 @@ def test_dict_tuple_list_and_numpy_outputs_are_accepted(wrap):
 
 def test_normalize_is_applied_per_band_in_input_units():
     out = _predict(helpers.Identity(), activation=None, normalize=((1, 2, 3), (2, 4, 8)))
-    expected = (TILES - np.array([1, 2, 3]).reshape(1, 3, 1, 1)) / np.array([2, 4, 8]).reshape(1, 3, 1, 1)
+    expected = (TILES - np.array([1, 2, 3]).reshape(1, 3, 1, 1)) / np.array([2, 4, 8]).reshape(
+        1, 3, 1, 1
+    )
     np.testing.assert_allclose(out, expected, rtol=1e-6)
     RunnerConfig(normalize=(0.5, 0.25)).check_bands(7)  # one value for all bands
     with pytest.raises(OptionError, match="3 values but the image has 4 bands"):
@@ -113,7 +127,10 @@ def test_non_callable_model_is_a_type_error():
 @pytest.mark.parametrize(
     ("model", "words"),
     [
-        (helpers.Downsampling(), ["spatial size (8, 8) differs from its input tile (16, 16)", "interpolate"]),
+        (
+            helpers.Downsampling(),
+            ["spatial size (8, 8) differs from its input tile (16, 16)", "interpolate"],
+        ),
         (lambda x: x[:, 0], ["expected (3, classes, 16, 16)", "(N, 1, H, W)"]),
         (lambda x: {"logits": x}, ["without an 'out' entry", "['logits']"]),
         (lambda x: "seg", ["returned a str"]),
@@ -131,7 +148,9 @@ def test_model_errors_propagate_with_a_note_on_the_batch():
 
     with pytest.raises(RuntimeError, match="out of memory") as info:
         _predict(broken)
-    assert any("batch of shape (3, 3, 16, 16)" in note for note in getattr(info.value, "__notes__", []))
+    assert any(
+        "batch of shape (3, 3, 16, 16)" in note for note in getattr(info.value, "__notes__", [])
+    )
 
 
 @pytest.mark.parametrize(
@@ -168,7 +187,9 @@ def test_amp_is_checked_and_harmless_on_cpu():
     tiles = helpers.structured_image(3, 16, 16)[None].astype(np.float32)
     net = helpers.conv_net(bands=3, classes=2)
     plain = ModelRunner(net, RunnerConfig(device="cpu")).predict(tiles)
-    np.testing.assert_array_equal(ModelRunner(net, RunnerConfig(device="cpu", amp="bf16")).predict(tiles), plain)
+    np.testing.assert_array_equal(
+        ModelRunner(net, RunnerConfig(device="cpu", amp="bf16")).predict(tiles), plain
+    )
 
 
 @pytest.mark.gpu

@@ -12,9 +12,12 @@ def test_draws_are_seeded_by_epoch_and_index_and_start_anywhere_in_bounds():
     image = np.random.default_rng(0).integers(1, 255, (3, 300, 250), dtype=np.uint8)
     tiles = RandomTiles(TileDataset(image, tile_size=64, overlap=16), n=200, seed=3)
     windows = [tiles.window(i) for i in range(200)]
-    assert windows == [tiles.window(i) for i in range(200)]  # a draw depends on (seed, epoch, index) only
+    # a draw depends on (seed, epoch, index) only
+    assert windows == [tiles.window(i) for i in range(200)]
     origins = TileGrid((300, 250), 64, 16)
-    on_lattice = sum(w.y.start in origins.y.origins and w.x.start in origins.x.origins for _, w in windows)
+    on_lattice = sum(
+        w.y.start in origins.y.origins and w.x.start in origins.x.origins for _, w in windows
+    )
     assert on_lattice < 50  # not only lattice windows
     assert all(0 <= w.y.start <= 300 - 64 and 0 <= w.x.start <= 250 - 64 for _, w in windows)
     item = tiles[5]
@@ -35,9 +38,16 @@ def test_worker_processes_and_distributed_ranks_see_the_same_draws():
     image = np.random.default_rng(1).random((1, 200, 200)).astype(np.float32)
     tiles = RandomTiles(TileDataset(image, tile_size=32), n=24, seed=7)
     direct = [tiles[i]["window"] for i in range(24)]
-    loaded = [w for batch in DataLoader(tiles, batch_size=4, num_workers=2) for w in zip(*batch["window"], strict=True)]
+    loaded = [
+        w
+        for batch in DataLoader(tiles, batch_size=4, num_workers=2)
+        for w in zip(*batch["window"], strict=True)
+    ]
     assert [tuple(int(v) for v in w) for w in loaded] == [tuple(w) for w in direct]
-    shards = [list(DistributedSampler(tiles, num_replicas=2, rank=r, shuffle=True, seed=1)) for r in (0, 1)]
+    shards = [
+        list(DistributedSampler(tiles, num_replicas=2, rank=r, shuffle=True, seed=1))
+        for r in (0, 1)
+    ]
     assert sorted(shards[0] + shards[1]) == list(range(24)) and not set(shards[0]) & set(shards[1])
 
 

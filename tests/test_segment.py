@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 import seamless_dask as sd
 from seamless_dask import DimensionError, ModelOutputError, OptionError, TileGrid, WeightsError
 from seamless_dask import testing as helpers
-from seamless_dask.chunk_size import in_memory_chunk
+from seamless_dask.graph.chunk_size import in_memory_chunk
 
 NET = helpers.conv_net(bands=2, classes=3)
 WHOLE = 10**6  # one chunk: the in-memory reference
@@ -37,7 +37,8 @@ def test_i2_chunk_invariance_over_shapes_tiles_overlaps_and_chunkings(case, chun
     opts = {"tile_size": tile, "overlap": overlap}
     ref_probs = run(image, output="probabilities", chunks=WHOLE, **opts)
     ref_labels = run(image, output="labels", chunks=WHOLE, **opts)
-    lazy = da.from_array(image, chunks=(1, *input_chunks))  # bands split too: segment must rechunk them
+    # bands split too: segment must rechunk them
+    lazy = da.from_array(image, chunks=(1, *input_chunks))
     probs = run(lazy, output="probabilities", chunks=chunks, **opts).compute()
     labels = run(lazy, output="labels", chunks=chunks, **opts).compute()
     np.testing.assert_allclose(probs, ref_probs, atol=1e-5, rtol=0)
@@ -47,7 +48,15 @@ def test_i2_chunk_invariance_over_shapes_tiles_overlaps_and_chunkings(case, chun
 
 @pytest.mark.parametrize(
     ("shape", "chunks"),
-    [((61, 89), 1), ((61, 89), 7), ((61, 89), 23), ((61, 89), (11, 50)), ((5, 7), 3), ((127, 3), 2), ((97, 101), 40)],
+    [
+        ((61, 89), 1),
+        ((61, 89), 7),
+        ((61, 89), 23),
+        ((61, 89), (11, 50)),
+        ((5, 7), 3),
+        ((127, 3), 2),
+        ((97, 101), 40),
+    ],
 )
 def test_i2_awkward_cases_match_the_in_memory_path(shape, chunks):
     image = helpers.structured_image(2, *shape, seed=3)
@@ -62,7 +71,8 @@ def test_i3_every_tile_reaches_the_model_exactly_once_whatever_the_chunking(chun
     counting = helpers.Counting(NET)
     result = run(image, counting, tile_size=16, overlap=6, chunks=chunks)
     assert result.shape == (83, 71)
-    assert counting.tiles == TileGrid((83, 71), 16, 6).n_tiles == 8 * 7  # ceil((83-16)/10)+1 by ceil((71-16)/10)+1
+    # ceil((83-16)/10)+1 by ceil((71-16)/10)+1
+    assert counting.tiles == TileGrid((83, 71), 16, 6).n_tiles == 8 * 7
 
 
 def test_i3_a_small_window_of_the_lazy_result_runs_only_the_tiles_near_it():
@@ -86,7 +96,13 @@ def test_i5_identity_model_reconstructs_the_input():
     image = rng.uniform(0, 255, (3, 123, 157)).astype(np.float32)
     for weights in ("trust", "spline", "gaussian", "constant"):
         out = sd.segment(
-            image, helpers.Identity(), tile_size=32, overlap=12, output="logits", chunks=50, weights=weights
+            image,
+            helpers.Identity(),
+            tile_size=32,
+            overlap=12,
+            output="logits",
+            chunks=50,
+            weights=weights,
         )
         error = np.abs(out - image).max() / np.ptp(image)
         assert error <= 1e-6, (weights, error)
@@ -115,13 +131,19 @@ def _paths(image):
 
 def test_numpy_torch_dask_and_xarray_paths_agree():
     image = helpers.structured_image(2, 70, 90)
-    outs = {name: run(data, output="probabilities", tile_size=24, overlap=8) for name, data in _paths(image).items()}
+    outs = {
+        name: run(data, output="probabilities", tile_size=24, overlap=8)
+        for name, data in _paths(image).items()
+    }
     assert isinstance(outs["numpy"], np.ndarray)
     assert isinstance(outs["torch"], torch.Tensor)
     assert isinstance(outs["dask"], da.Array)
-    assert isinstance(outs["xarray"].data, da.Array) and isinstance(outs["xarray-dask"].data, da.Array)
+    assert isinstance(outs["xarray"].data, da.Array) and isinstance(
+        outs["xarray-dask"].data, da.Array
+    )
     for name, out in outs.items():
-        computed = out.compute() if hasattr(out, "compute") else out  # np.asarray does not compute array-expr
+        # np.asarray does not compute array-expr
+        computed = out.compute() if hasattr(out, "compute") else out
         np.testing.assert_allclose(np.asarray(computed), outs["numpy"], atol=1e-6, err_msg=name)
 
 
@@ -130,7 +152,12 @@ def test_xarray_output_keeps_coords_and_attrs():
     data = xr.DataArray(
         image,
         dims=("band", "y", "x"),
-        coords={"band": [1, 2], "y": np.arange(40) * -10.0 + 500, "x": np.arange(50) * 10.0, "spatial_ref": 0},
+        coords={
+            "band": [1, 2],
+            "y": np.arange(40) * -10.0 + 500,
+            "x": np.arange(50) * 10.0,
+            "spatial_ref": 0,
+        },
         attrs={"long_name": "scene", "_FillValue": 0, "source": "test"},
     )
     labels = run(data, tile_size=16, overlap=4)
@@ -151,12 +178,16 @@ def test_two_dimensional_inputs_are_single_band():
     image = helpers.structured_image(1, 40, 30)[0]
     net = helpers.conv_net(bands=1, classes=3)
     out = sd.segment(xr.DataArray(image, dims=("y", "x")), net, tile_size=16, overlap=4)
-    np.testing.assert_array_equal(out.compute().values, sd.segment(image, net, tile_size=16, overlap=4))
+    np.testing.assert_array_equal(
+        out.compute().values, sd.segment(image, net, tile_size=16, overlap=4)
+    )
 
 
 def test_probe_call_finds_the_classes_when_num_classes_is_omitted():
     counting = helpers.Counting(helpers.conv_net(bands=2, classes=5))
-    lazy = sd.segment(da.zeros((2, 50, 50), chunks=25), counting, tile_size=16, overlap=4, output="probabilities")
+    lazy = sd.segment(
+        da.zeros((2, 50, 50), chunks=25), counting, tile_size=16, overlap=4, output="probabilities"
+    )
     assert lazy.shape == (5, 50, 50) and counting.batches == [1]
 
 
@@ -164,7 +195,9 @@ def test_dict_and_tuple_output_models_segment_like_the_plain_model():
     image = helpers.structured_image(2, 50, 60)
     plain = run(image, tile_size=20, overlap=6, output="probabilities")
     for wrapped in (helpers.DictOut(NET), helpers.TupleOut(NET)):
-        np.testing.assert_allclose(run(image, wrapped, tile_size=20, overlap=6, output="probabilities"), plain)
+        np.testing.assert_allclose(
+            run(image, wrapped, tile_size=20, overlap=6, output="probabilities"), plain
+        )
 
 
 def test_labels_use_the_smallest_unsigned_dtype():
@@ -177,7 +210,9 @@ def test_labels_use_the_smallest_unsigned_dtype():
 def test_binary_sigmoid_model_labels_are_the_thresholded_probability():
     image = helpers.structured_image(2, 40, 40)
     one = helpers.conv_net(bands=2, classes=1)
-    probs = sd.segment(image, one, tile_size=16, overlap=4, activation="sigmoid", output="probabilities")
+    probs = sd.segment(
+        image, one, tile_size=16, overlap=4, activation="sigmoid", output="probabilities"
+    )
     labels = sd.segment(image, one, tile_size=16, overlap=4, activation="sigmoid")
     assert labels.dtype == np.uint8
     np.testing.assert_array_equal(labels, (probs[0] >= 0.5).astype(np.uint8))
@@ -189,14 +224,21 @@ def test_a_failing_model_fails_the_job_instead_of_leaving_zeros():
             raise RuntimeError("model exploded")
         return NET(x)
 
-    lazy = run(da.from_array(helpers.structured_image(2, 64, 64), chunks=32), flaky, tile_size=16, overlap=4)
+    lazy = run(
+        da.from_array(helpers.structured_image(2, 64, 64), chunks=32),
+        flaky,
+        tile_size=16,
+        overlap=4,
+    )
     with pytest.raises(RuntimeError, match="model exploded"):
         lazy.compute()
 
 
 def test_a_model_whose_channel_count_disagrees_with_num_classes_is_an_error():
     lazy = run(da.zeros((2, 30, 30), chunks=15), num_classes=4, tile_size=16, overlap=4)
-    with pytest.raises(ModelOutputError, match=r"returned 3 channels but 4 were expected.*num_classes"):
+    with pytest.raises(
+        ModelOutputError, match=r"returned 3 channels but 4 were expected.*num_classes"
+    ):
         lazy.compute()
 
 
@@ -220,7 +262,10 @@ def test_graph_keys_are_deterministic():
             ["got ('lat', 'lon')", "rename({'lat': 'y', 'lon': 'x'})"],
         ),
         # a leading time dim is mapped over (STAC stacks); any other fourth dim must be selected first
-        (xr.DataArray(np.zeros((2, 2, 8, 8)), dims=("level", "band", "y", "x")), ["4 dims", "isel("]),
+        (
+            xr.DataArray(np.zeros((2, 2, 8, 8)), dims=("level", "band", "y", "x")),
+            ["4 dims", "isel("],
+        ),
         (np.zeros((64, 64, 2)), ["channels-last", "np.moveaxis"]),
         (np.zeros((2, 2, 8, 8)), ["(H, W) or (bands, H, W)", "4 dims"]),
         (np.zeros((2, 0, 8)), ["empty", "(0, 8)"]),
@@ -261,13 +306,20 @@ def test_segment_runs_on_the_synchronous_scheduler_too():
 def test_tta_views_are_mapped_back_and_each_is_one_model_call():
     image = helpers.structured_image(2, 48, 48)
     identity = helpers.Counting(helpers.Identity())
-    out = sd.segment(image, identity, tile_size=16, overlap=4, output="logits", tta="d4", num_classes=2)
+    out = sd.segment(
+        image, identity, tile_size=16, overlap=4, output="logits", tta="d4", num_classes=2
+    )
     np.testing.assert_allclose(out, image, atol=1e-6)
     assert identity.tiles == 8 * TileGrid((48, 48), 16, 4).n_tiles
     # a model that is not flip-equivariant: "flips" is the mean of the four mirrored predictions
     x = torch.from_numpy(image)[None]
     views = [(), (3,), (2,), (2, 3)]
-    expected = sum(NET(x.flip(d) if d else x).softmax(1).flip(d) if d else NET(x).softmax(1) for d in views) / 4
+    expected = (
+        sum(
+            NET(x.flip(d) if d else x).softmax(1).flip(d) if d else NET(x).softmax(1) for d in views
+        )
+        / 4
+    )
     out = run(image, output="probabilities", tile_size=48, overlap=0, tta="flips")
     np.testing.assert_allclose(out, expected[0].detach().numpy(), atol=1e-5)
 
@@ -278,9 +330,13 @@ def test_tta_must_be_a_known_mode():
 
 
 def test_xarray_accessor_is_the_same_api():
-    image = xr.DataArray(helpers.structured_image(2, 40, 60), dims=("band", "y", "x")).chunk({"y": 20})
+    image = xr.DataArray(helpers.structured_image(2, 40, 60), dims=("band", "y", "x")).chunk(
+        {"y": 20}
+    )
     via_accessor = image.seamless.segment(NET, tile_size=16, overlap=4, num_classes=3)
-    np.testing.assert_array_equal(via_accessor.compute().values, run(image, tile_size=16, overlap=4).compute().values)
+    np.testing.assert_array_equal(
+        via_accessor.compute().values, run(image, tile_size=16, overlap=4).compute().values
+    )
     chunk_plan = image.seamless.plan(tile_size=16, overlap=4)
     assert chunk_plan.grid.shape == (40, 60) and chunk_plan.chunks[0] == (24, 16)
 
@@ -307,7 +363,11 @@ def test_i2_large_image_many_chunks_match_one_chunk():
     ref = run(image, output="probabilities", tile_size=128, overlap=32, chunks=WHOLE)
     for chunks in (100, 300, (250, 700)):
         out = run(
-            da.from_array(image, chunks=(2, 333, 257)), output="probabilities", tile_size=128, overlap=32, chunks=chunks
+            da.from_array(image, chunks=(2, 333, 257)),
+            output="probabilities",
+            tile_size=128,
+            overlap=32,
+            chunks=chunks,
         )
         np.testing.assert_allclose(out.compute(), ref, atol=1e-6)
 
@@ -320,10 +380,15 @@ def test_i6_trim_matches_whole_image_inference_when_the_margin_covers_the_recept
     net = helpers.conv_net(bands=3, classes=4)
     with torch.inference_mode():
         whole = net(torch.from_numpy(image)[None].float())[0].numpy()
-    trim = sd.segment(image, net, tile_size=32, overlap=8, output="logits", weights="trim", chunks=chunks)
+    trim = sd.segment(
+        image, net, tile_size=32, overlap=8, output="logits", weights="trim", chunks=chunks
+    )
     np.testing.assert_allclose(trim, whole, atol=2e-5)
-    trust = sd.segment(image, net, tile_size=32, overlap=8, output="logits", weights="trust", chunks=chunks)
-    assert np.abs(trust - whole).max() > 100 * np.abs(trim - whole).max()  # blending keeps edge errors
+    trust = sd.segment(
+        image, net, tile_size=32, overlap=8, output="logits", weights="trust", chunks=chunks
+    )
+    # blending keeps edge errors
+    assert np.abs(trust - whole).max() > 100 * np.abs(trim - whole).max()
 
 
 @pytest.mark.parametrize(
@@ -342,7 +407,9 @@ def test_in_memory_images_get_chunks_that_keep_every_core_busy(side, stride, bat
 
 def test_an_in_memory_image_is_split_so_that_cores_share_it_and_the_result_does_not_change():
     image = np.random.default_rng(0).random((3, 2048, 2048), dtype=np.float32) * 255
-    lazy = sd.segment(xr.DataArray(image, dims=("band", "y", "x")), helpers.Brightness(), tile_size=256)
+    lazy = sd.segment(
+        xr.DataArray(image, dims=("band", "y", "x")), helpers.Brightness(), tile_size=256
+    )
     assert lazy.data.numblocks == (3, 3)
     whole = sd.segment(image, helpers.Brightness(), tile_size=256, chunks=4096)
     np.testing.assert_array_equal(lazy.compute().values, whole)
@@ -357,7 +424,9 @@ def test_i4_a_chunk_holds_a_strip_of_sums_never_its_whole_accumulator():
 
     image = (helpers.structured_image(3, 1024, 1024) * 255).astype(np.uint8)
     options = {"tile_size": 64, "overlap": 16, "num_classes": 2}
-    lazy = sd.segment(da.from_array(image, chunks=(3, 1024, 1024)), helpers.Brightness(), chunks=1024, **options)
+    lazy = sd.segment(
+        da.from_array(image, chunks=(3, 1024, 1024)), helpers.Brightness(), chunks=1024, **options
+    )
     expected = sd.segment(image, helpers.Brightness(), chunks=192, **options)
     tracemalloc.start()
     try:
@@ -377,12 +446,27 @@ def test_halo_strips_hold_only_the_rows_and_columns_the_weights_reach(weights, r
     zero, half of it for "trim", whose margins are zero (the strips waiting a row of chunks are half as large).
     """
     image = helpers.structured_image(2, 120, 130, seed=5)
-    lazy = run(da.from_array(image, chunks=(2, 50, 50)), tile_size=48, overlap=16, weights=weights, chunks=64)
+    lazy = run(
+        da.from_array(image, chunks=(2, 50, 50)),
+        tile_size=48,
+        overlap=16,
+        weights=weights,
+        chunks=64,
+    )
     graph = dict(lazy.__dask_graph__())
     halos = sorted(k for k in graph if str(k[0]).startswith("seamless-halo-"))
-    assert [k[-2:] for k in halos] == [(0, 0), (0, 1), (1, 0)]  # the last row and column owe nothing
+    # the last row and column owe nothing
+    assert [k[-2:] for k in halos] == [
+        (0, 0),
+        (0, 1),
+        (1, 0),
+    ]
     parts = dask.get(graph, halos[0])
-    assert parts.bottom.shape[1] == rows and parts.right.shape[2] == rows and parts.corner.shape[1:] == (rows, rows)
+    assert (
+        parts.bottom.shape[1] == rows
+        and parts.right.shape[2] == rows
+        and parts.corner.shape[1:] == (rows, rows)
+    )
     reference = run(image, tile_size=48, overlap=16, weights=weights, chunks=WHOLE)
     np.testing.assert_array_equal(lazy.compute(), reference)
 
@@ -394,7 +478,7 @@ def test_model_tasks_side_by_side_share_the_batch():
     import threading
     import time
 
-    from seamless_dask.blend import ModelShare
+    from seamless_dask.blend.accumulate import ModelShare
 
     share = ModelShare()
     assert share.batch(8) == 8
@@ -402,8 +486,10 @@ def test_model_tasks_side_by_side_share_the_batch():
         assert share.batch(8) == 8
         with share.joined():
             assert share.batch(8) == 4 and share.batch(1) == 1
-        assert share.batch(8) == 4  # a task ended, the next one is on its way: no whole batch in between
-    assert share.running == 0 and share.batch(8) == 8  # idle: the next task alone takes a whole batch
+        # a task ended, the next one is on its way: no whole batch in between
+        assert share.batch(8) == 4
+    # idle: the next task alone takes a whole batch
+    assert share.running == 0 and share.batch(8) == 8
 
     calls: list[int] = []
     lock = threading.Lock()
@@ -420,7 +506,9 @@ def test_model_tasks_side_by_side_share_the_batch():
     with dask.config.set(scheduler="threads", num_workers=2):
         shared = sd.segment(da.from_array(image, chunks=(3, 200, 200)), Slow(), **options).compute()
     with dask.config.set(scheduler="synchronous"):
-        alone = sd.segment(da.from_array(image, chunks=(3, 200, 200)), helpers.Brightness(), **options).compute()
+        alone = sd.segment(
+            da.from_array(image, chunks=(3, 200, 200)), helpers.Brightness(), **options
+        ).compute()
     assert max(calls) == 8 and 4 in calls  # whole batches alone, halves side by side
     np.testing.assert_array_equal(shared, alone)
 
@@ -428,7 +516,8 @@ def test_model_tasks_side_by_side_share_the_batch():
 def test_an_image_in_memory_is_computed_with_one_malloc_arena_unless_told_not_to(monkeypatch):
     import importlib
 
-    front = importlib.import_module("seamless_dask.segment")  # the module, not the function of that name
+    # the module, not the function of that name
+    front = importlib.import_module("seamless_dask.segment")
 
     calls = []
     monkeypatch.setattr(front, "_one_malloc_arena", lambda: calls.append(1))
@@ -437,5 +526,6 @@ def test_an_image_in_memory_is_computed_with_one_malloc_arena_unless_told_not_to
     sd.segment(image, helpers.Brightness(), **options)
     with dask.config.set({"seamless_dask.one_malloc_arena": False}):
         sd.segment(image, helpers.Brightness(), **options)
-    sd.segment(da.from_array(image), helpers.Brightness(), **options)  # lazy: the caller computes it
+    # lazy: the caller computes it
+    sd.segment(da.from_array(image), helpers.Brightness(), **options)
     assert calls == [1]

@@ -9,7 +9,7 @@ import seamless_dask as sd
 from seamless_dask import TileBlender, TileGrid, TilingError
 from seamless_dask import testing as helpers
 from seamless_dask.exceptions import ModelOutputError
-from seamless_dask.weights import as_weights
+from seamless_dask.tiling.weights import as_weights
 
 NET = helpers.conv_net(bands=2, classes=3)
 
@@ -35,20 +35,32 @@ def test_on_the_lattice_the_rows_equal_segment(weights):
     grid = TileGrid((90, 77), 24, 8)
     blender = TileBlender((90, 77), grid, weights=weights)
     rows = list(blender.feed((w, predict(image, w)) for w in blender.order))
-    expected = sd.segment(image, NET, tile_size=24, overlap=8, weights=weights, output="probabilities")
-    np.testing.assert_allclose(stitch(rows, (90, 77), 3), expected, atol=5e-6, rtol=0)  # batch of 1 vs many
+    expected = sd.segment(
+        image, NET, tile_size=24, overlap=8, weights=weights, output="probabilities"
+    )
+    # batch of 1 vs many
+    np.testing.assert_allclose(stitch(rows, (90, 77), 3), expected, atol=5e-6, rtol=0)
     assert blender.max_open_rows <= 24 + 16  # rows in flight: about one tile row, never the image
     labels = TileBlender((90, 77), grid, weights=weights, output="labels")
     labelled = stitch(list(labels.feed((w, predict(image, w)) for w in grid.windows())), (90, 77))
-    assert (labelled == sd.segment(image, NET, tile_size=24, overlap=8, weights=weights)).mean() > 0.999
+    assert (
+        labelled == sd.segment(image, NET, tile_size=24, overlap=8, weights=weights)
+    ).mean() > 0.999
 
 
 def test_a_custom_layout_of_mixed_sizes_in_any_order_equals_a_direct_weighted_sum():
     rng = np.random.default_rng(0)
     shape = (70, 60)
-    boxes = [shapely.box(x, y, min(x + 30, 60), min(y + 25, 70)) for y in (0, 20, 45) for x in (0, 25, 40)]
+    boxes = [
+        shapely.box(x, y, min(x + 30, 60), min(y + 25, 70))
+        for y in (0, 20, 45)
+        for x in (0, 25, 40)
+    ]
     boxes.append(shapely.box(10, 10, 50, 50))  # a big tile in the middle
-    preds = {b.bounds: rng.random((2, int(b.bounds[3] - b.bounds[1]), int(b.bounds[2] - b.bounds[0]))) for b in boxes}
+    preds = {
+        b.bounds: rng.random((2, int(b.bounds[3] - b.bounds[1]), int(b.bounds[2] - b.bounds[0])))
+        for b in boxes
+    }
     expected_sum, expected_w = np.zeros((2, *shape)), np.zeros(shape)
     weights = as_weights("trust")
     for b in boxes:
@@ -67,7 +79,8 @@ def test_rows_are_given_back_as_soon_as_no_tile_can_touch_them():
     blender = TileBlender((100, 50), grid)
     first_row = [w for w in blender.order if w.y.start == 0]
     emitted = [part for w in first_row for part in blender.add(w, np.ones((1, 20, 20)))]
-    assert [(p.rows.start, p.rows.stop) for p in emitted] == [(0, 15)]  # the next tile row starts at 15
+    # the next tile row starts at 15
+    assert [(p.rows.start, p.rows.stop) for p in emitted] == [(0, 15)]
 
 
 def test_gaps_duplicates_foreign_windows_bad_shapes_and_nan_are_refused():

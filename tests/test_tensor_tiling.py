@@ -11,7 +11,8 @@ from seamless_dask import testing as helpers
 
 @pytest.mark.parametrize("weights", ["trim", "trust", "spline", "gaussian", "constant"])
 @pytest.mark.parametrize(
-    ("shape", "tile", "overlap"), [((83, 71), 16, 6), ((64, 96), (32, 24), (8, 12)), ((20, 9), 32, 4)]
+    ("shape", "tile", "overlap"),
+    [((83, 71), 16, 6), ((64, 96), (32, 24), (8, 12)), ((20, 9), 32, 4)],
 )
 def test_merge_of_the_model_on_split_tiles_equals_segment(weights, shape, tile, overlap):
     net = helpers.conv_net(bands=2, classes=3)
@@ -19,7 +20,9 @@ def test_merge_of_the_model_on_split_tiles_equals_segment(weights, shape, tile, 
     tiler = TensorTiler(shape, tile, overlap, weights=weights)
     with torch.no_grad():
         merged = tiler.merge(net(tiler.split(torch.from_numpy(image)[None])).softmax(dim=1))[0]
-    expected = sd.segment(image, net, tile_size=tile, overlap=overlap, weights=weights, output="probabilities")
+    expected = sd.segment(
+        image, net, tile_size=tile, overlap=overlap, weights=weights, output="probabilities"
+    )
     np.testing.assert_allclose(merged.numpy(), expected, atol=2e-6, rtol=0)
     labels = sd.segment(image, net, tile_size=tile, overlap=overlap, weights=weights)
     assert (merged.argmax(0).numpy() == labels).mean() > 0.999  # ties apart, the same classes
@@ -32,9 +35,12 @@ def test_a_batch_is_split_image_by_image_and_merged_back_in_order():
     assert tiles.shape == (3 * tiler.n_tiles, 2, 16, 16)
     grid = TileGrid((50, 40), 16, 4)
     window = grid.window(5)
-    torch.testing.assert_close(tiles[tiler.n_tiles + 5], x[1, :, window.y, window.x])  # image 1, tile 5
-    torch.testing.assert_close(tiler.merge(tiles), x)  # every weighting of the same value is that value
-    torch.testing.assert_close(tiler(tiles), tiles)  # blended-tiling's forward: blend overlaps, split again
+    # image 1, tile 5
+    torch.testing.assert_close(tiles[tiler.n_tiles + 5], x[1, :, window.y, window.x])
+    # every weighting of the same value is that value
+    torch.testing.assert_close(tiler.merge(tiles), x)
+    # blended-tiling's forward: blend overlaps, split again
+    torch.testing.assert_close(tiler(tiles), tiles)
 
 
 def test_split_and_merge_are_differentiable_gradcheck():
@@ -104,7 +110,9 @@ def test_the_quicklook_shows_the_tiles_and_their_cores(tmp_path):
 
     labels = np.zeros((60, 60), np.uint8)
     plain = np.asarray(Image.open(sd.quicklook(labels, tmp_path / "plain.png")))
-    drawn = np.asarray(Image.open(sd.quicklook(labels, tmp_path / "tiles.png", tiles=TileGrid((60, 60), 32, 8))))
+    drawn = np.asarray(
+        Image.open(sd.quicklook(labels, tmp_path / "tiles.png", tiles=TileGrid((60, 60), 32, 8)))
+    )
     assert plain.shape == drawn.shape
     red = (drawn[..., 0] == 255) & (drawn[..., 1] == 0) & (drawn[..., 2] == 0)
     yellow = (drawn[..., 0] == 255) & (drawn[..., 1] == 255) & (drawn[..., 2] == 0)

@@ -5,7 +5,7 @@ from hypothesis import strategies as st
 
 from seamless_dask import TileGrid, TileWeights, WeightsError
 from seamless_dask import testing as helpers
-from seamless_dask.weights import PROFILE_KINDS, as_weights, profile, triangle
+from seamless_dask.tiling.weights import PROFILE_KINDS, as_weights, profile, triangle
 
 
 @pytest.mark.parametrize("kind", PROFILE_KINDS)
@@ -49,13 +49,17 @@ def awkward_grids(draw):
 
 @given(awkward_grids(), st.sampled_from([*PROFILE_KINDS, "trust-plain"]))
 def test_i1_normalised_weights_are_a_partition_of_unity(grid, kind):
-    weights = TileWeights("trust", border_aware=False) if kind == "trust-plain" else TileWeights(kind)
+    weights = (
+        TileWeights("trust", border_aware=False) if kind == "trust-plain" else TileWeights(kind)
+    )
     total = np.zeros(grid.shape)
     per_tile = []
     for i, win in enumerate(grid.windows()):
         iy, ix = divmod(i, grid.x.n_tiles)
         overlap = (grid.y.overlap, grid.x.overlap)
-        w = weights.for_tile(grid.tile_shape, grid.y.edges(iy), grid.x.edges(ix), overlap).astype(np.float64)
+        w = weights.for_tile(grid.tile_shape, grid.y.edges(iy), grid.x.edges(ix), overlap).astype(
+            np.float64
+        )
         assert w.shape == grid.tile_shape and (w.min() > 0 or kind == "trim")
         total[win.y, win.x] += w
         per_tile.append((win, w))
@@ -72,7 +76,10 @@ def test_border_aware_maps_keep_full_trust_on_image_borders_only():
     top_left = w.for_tile((8, 8), (True, False), (True, False))
     assert inner[0, 0] < 0.1 and top_left[0, 0] == pytest.approx(1.0)
     assert top_left[-1, -1] == pytest.approx(inner[-1, -1])  # sides inside the image are unchanged
-    assert TileWeights("trust", border_aware=False).for_tile((8, 8), (True, True), (True, True))[0, 0] < 0.1
+    assert (
+        TileWeights("trust", border_aware=False).for_tile((8, 8), (True, True), (True, True))[0, 0]
+        < 0.1
+    )
 
 
 def test_custom_array_weights():
@@ -105,7 +112,9 @@ def test_weights_tokenize_by_value():
     from dask.base import tokenize
 
     assert tokenize(TileWeights("spline")) == tokenize(TileWeights("spline"))
-    assert tokenize(as_weights(np.ones((3, 3)))) != tokenize(as_weights(np.full((3, 3), 2.0) + np.eye(3)))
+    assert tokenize(as_weights(np.ones((3, 3)))) != tokenize(
+        as_weights(np.full((3, 3), 2.0) + np.eye(3))
+    )
 
 
 def test_trim_centres_abut_so_each_inner_pixel_takes_one_tile():
@@ -113,11 +122,14 @@ def test_trim_centres_abut_so_each_inner_pixel_takes_one_tile():
     total = np.zeros(grid.shape)
     for i, win in enumerate(grid.windows()):
         iy, ix = divmod(i, grid.x.n_tiles)
-        w = TileWeights("trim").for_tile(grid.tile_shape, grid.y.edges(iy), grid.x.edges(ix), (6, 6))
+        w = TileWeights("trim").for_tile(
+            grid.tile_shape, grid.y.edges(iy), grid.x.edges(ix), (6, 6)
+        )
         assert set(np.unique(w)) <= {0.0, 1.0}
         total[win.y, win.x] += w
     assert total.min() >= 1  # covered everywhere, the image border included
-    lattice = total[: grid.y.origins[-1] + 3, : grid.x.origins[-1] + 3]  # before the flush last tiles start
+    # before the flush last tiles start
+    lattice = total[: grid.y.origins[-1] + 3, : grid.x.origins[-1] + 3]
     assert (lattice == 1).all()  # one tile per pixel on the lattice
 
 
@@ -127,7 +139,9 @@ def test_trim_must_be_border_aware():
 
 
 @pytest.mark.parametrize("kind", [*PROFILE_KINDS, "array"])
-@pytest.mark.parametrize("edges", [((False, False), (False, False)), ((True, False), (False, True))])
+@pytest.mark.parametrize(
+    "edges", [((False, False), (False, False)), ((True, False), (False, True))]
+)
 def test_support_is_the_non_zero_box_of_the_map_and_flat_only_where_it_is_all_ones(kind, edges):
     rng = np.random.default_rng(1)
     weights = TileWeights(kind, array=rng.random((16, 12)) + 0.1 if kind == "array" else None)
@@ -153,7 +167,9 @@ def test_reach_is_how_far_past_the_next_tiles_origin_a_tiles_weights_are_not_zer
     assert TileWeights("trust").reach((ty, tx), overlap) == overlap
     array = np.ones((ty, tx))
     assert TileWeights("array", array=array).reach((ty, tx), overlap) == overlap
-    for axis, lap in enumerate(overlap):  # a trim tile's last non-zero pixel is `reach` past the next one's origin
+    for axis, lap in enumerate(
+        overlap
+    ):  # a trim tile's last non-zero pixel is `reach` past the next one's origin
         shape, laps = (ty, tx), [0, 0]
         laps[axis] = lap
         weights = TileWeights("trim").for_tile(shape, overlap=tuple(laps)).sum(axis=1 - axis)

@@ -1,11 +1,12 @@
-"""Rasters in and out: ``open_raster``, ``to_zarr`` (region writes, resumable), ``to_ome_zarr`` and ``to_cog``.
+"""Rasters in and out: ``open_raster``, ``to_zarr`` (region writes, resumable), ``to_ome_zarr`` and
+``to_cog``.
 
 Both writers turn a lazy result into one dask task per output chunk, so the pixels are computed and
 written on whichever scheduler is active (threads, processes or a ``distributed`` cluster) and never
-gathered in the client. Both write local paths and fsspec URLs, take an exclusive claim on their target
-while they write, and never replace or delete anything seamless_dask did not write (``_target.py``). One
-module per job, as odc-geo's ``cog/`` package: ``_open`` (reading; ``_slide`` and
-``_ngff`` for whole-slide files and OME-Zarr), ``_zarr``, ``_ome_zarr``, ``_cog``, ``_target``.
+gathered in the client. Both write local paths and fsspec URLs, take an exclusive claim on their
+target while they write, and never replace or delete anything seamless_dask did not write
+(``_target.py``). One module per job, as odc-geo's ``cog/`` package: ``_open`` (reading; ``_slide``
+and ``_ngff`` for whole-slide files and OME-Zarr), ``_zarr``, ``_ome_zarr``, ``_cog``, ``_target``.
 """
 
 from ._cog import discard_partial_cog, to_cog

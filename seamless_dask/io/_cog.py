@@ -1,5 +1,6 @@
-"""``to_cog``: chunks written by their own tasks into a scratch GeoTIFF, laid out as a COG, validated, then
-moved (or uploaded) into place in one step, so the target never holds a partial file.
+"""``to_cog``: chunks written by their own tasks into a scratch GeoTIFF, laid out as a COG,
+validated, then moved (or uploaded) into place in one step, so the target never holds a partial
+file.
 """
 
 from __future__ import annotations
@@ -16,15 +17,29 @@ import xarray as xr
 from dask.base import tokenize
 from dask.delayed import Delayed
 
-from .. import progress as bars
 from ..classes import classes_of
-from ..dask_compat import block_keys, graph_with
+from ..cluster import progress as bars
 from ..exceptions import RasterError
+from ..graph.layers import block_keys, graph_with
 from ._pam import check_sidecar, place_sidecar
-from ._target import ATOMIC_PUT_PROTOCOLS, SCRATCH_INFIX, Target, as_target, check_not_an_input, claim, run_id
+from ._target import (
+    ATOMIC_PUT_PROTOCOLS,
+    SCRATCH_INFIX,
+    Target,
+    as_target,
+    check_not_an_input,
+    claim,
+    run_id,
+)
 from ._zarr import as_result, inputs_of
 
-TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF, both byte orders
+# classic and BigTIFF, both byte orders
+TIFF_MAGIC = (
+    b"II*\x00",
+    b"MM\x00*",
+    b"II+\x00",
+    b"MM\x00+",
+)
 
 
 @overload
@@ -72,23 +87,27 @@ def to_cog(
     storage_options: dict | None = None,
     run: str | None = None,
 ) -> str | Delayed:
-    """Write a segmentation result as a Cloud-Optimized GeoTIFF of exactly its size, CRS, transform and nodata.
+    """Write a segmentation result as a Cloud-Optimized GeoTIFF of exactly its size, CRS, transform
+    and nodata.
 
-    Each chunk is computed and written by its own task into an uncompressed tiled GeoTIFF (a lock per file
-    serialises the writes, which are cheap next to inference); one last task lays it out as a COG with
-    ``rio_cogeo.cog_translate``, validates it and moves it to ``path`` in one step: until then ``path`` is never
-    a partial file. Scratch files are named after the run (``<path>.seamless-<run>.scratch.tif``), beside a
-    local ``path``, so two runs never share one; the workers must see that folder (one machine, or a shared
-    filesystem). For a URL the COG is written in this machine's temporary folder, validated, then uploaded:
-    object stores publish an upload whole or not at all; other filesystems get a scratch name and a rename.
+    Each chunk is computed and written by its own task into an uncompressed tiled GeoTIFF (a lock
+    per file serialises the writes, which are cheap next to inference); one last task lays it out as
+    a COG with ``rio_cogeo.cog_translate``, validates it and moves it to ``path`` in one step: until
+    then ``path`` is never a partial file. Scratch files are named after the run
+    (``<path>.seamless-<run>.scratch.tif``), beside a local ``path``, so two runs never share one;
+    the workers must see that folder (one machine, or a shared filesystem). For a URL the COG is
+    written in this machine's temporary folder, validated, then uploaded: object stores publish an
+    upload whole or not at all; other filesystems get a scratch name and a rename.
 
-    Why not odc-geo's ``save_cog_with_dask``: it pads the image to a multiple of 2^levels (a 718 x 791
-    scene came out 720 x 792), and GDAL's COG driver cannot be written window by window (rioxarray#410).
+    Why not odc-geo's ``save_cog_with_dask``: it pads the image to a multiple of 2^levels (a 718 x
+    791 scene came out 720 x 792), and GDAL's COG driver cannot be written window by window
+    (rioxarray#410).
 
     Parameters
     ----------
     result
-        A ``(y, x)`` labels or ``(class, y, x)`` DataArray, as :func:`~seamless_dask.segment` returns it.
+        A ``(y, x)`` labels or ``(class, y, x)`` DataArray, as :func:`~seamless_dask.segment`
+        returns it.
     path
         A local path or an fsspec URL (``s3://``, ``gs://``, ``az://``...).
     overwrite
@@ -98,10 +117,12 @@ def to_cog(
     blocksize
         Side of the COG's internal tiles, in pixels.
     overview_resampling
-        Resampling of the internal overviews; default ``nearest`` for labels, ``average`` for probabilities.
+        Resampling of the internal overviews; default ``nearest`` for labels, ``average`` for
+        probabilities.
     compute
-        ``True``: write now, under an exclusive claim on ``path`` (see :func:`seamless_dask.io.claim`).
-        ``False``: return a Delayed that writes when computed; the caller holds the claim.
+        ``True``: write now, under an exclusive claim on ``path`` (see
+        :func:`seamless_dask.io.claim`). ``False``: return a Delayed that writes when computed; the
+        caller holds the claim.
     progress
         A tile progress bar while writing (``compute=True``).
     storage_options
@@ -117,8 +138,8 @@ def to_cog(
     Raises
     ------
     RasterError
-        ``path`` exists without ``overwrite``, is not a TIFF file, is the result's input, or another run holds
-        it; or the written COG does not validate.
+        ``path`` exists without ``overwrite``, is not a TIFF file, is the result's input, or another
+        run holds it; or the written COG does not validate.
 
     Examples
     --------
@@ -161,8 +182,12 @@ def _cog_writes(result: Any, target: Target, run: str, options: _Layout) -> Dela
         _check_replaceable(target)
     check_sidecar(target)
     target.check_parent()
-    if result.rio.crs is None and "pixel_size" not in result.attrs:  # a slide has no CRS, a scene should
-        warnings.warn(f"writing {target.url!r} without a CRS: the result has none", UserWarning, stacklevel=3)
+    if (
+        result.rio.crs is None and "pixel_size" not in result.attrs
+    ):  # a slide has no CRS, a scene should
+        warnings.warn(
+            f"writing {target.url!r} without a CRS: the result has none", UserWarning, stacklevel=3
+        )
     resampling = resampling or ("nearest" if np.issubdtype(result.dtype, np.integer) else "average")
     scratch, partial = scratch_paths(target, run)
     os.makedirs(os.path.dirname(scratch), exist_ok=True)  # a remote target's local folder
@@ -170,7 +195,8 @@ def _cog_writes(result: Any, target: Target, run: str, options: _Layout) -> Dela
     array = result.data
     name = "seamless-cog-" + tokenize(array.name, target.url, run)
     offsets = [np.concatenate([[0], np.cumsum(c)]) for c in array.chunks[-2:]]
-    blocks = block_keys(array).reshape(array.numblocks[-2:])  # (y, x) labels, or (class, y, x) in one block
+    # (y, x) labels, or (class, y, x) in one block
+    blocks = block_keys(array).reshape(array.numblocks[-2:])
     layer: dict = {}
     lock = _file_lock(scratch)
     for j in range(len(offsets[0]) - 1):
@@ -196,14 +222,15 @@ def _check_replaceable(target: Target) -> None:
     if not is_file or head not in TIFF_MAGIC:
         what = "a GeoTIFF" if is_file else "a file"
         raise RasterError(
-            f"{target.url!r} exists and is not {what}: overwrite replaces only a TIFF that a run wrote; it is left "
+            f"{target.url!r} exists and is not {what}: overwrite replaces only a TIFF that a run "
+            f"wrote; it is left "
             "as it is: remove it yourself, or choose another output"
         )
 
 
 def scratch_paths(target: Target, run: str) -> tuple[str, str]:
-    """The local scratch GeoTIFF the workers write and the COG before it moves: beside a local target, in a
-    folder of this machine's temporary directory for a remote one.
+    """The local scratch GeoTIFF the workers write and the COG before it moves: beside a local
+    target, in a folder of this machine's temporary directory for a remote one.
     """
     if target.local:
         base = target.url + SCRATCH_INFIX + run
@@ -213,9 +240,12 @@ def scratch_paths(target: Target, run: str) -> tuple[str, str]:
     return base + ".scratch.tif", base + ".partial.tif"
 
 
-def discard_partial_cog(path: str | os.PathLike, *, run: str, storage_options: dict | None = None) -> None:
-    """Remove what an interrupted or failed ``to_cog`` of run ``run`` left (never ``path`` itself). Other runs'
-    leftovers are the claim's business (:func:`seamless_dask.io.claim` clears them when they are stale).
+def discard_partial_cog(
+    path: str | os.PathLike, *, run: str, storage_options: dict | None = None
+) -> None:
+    """Remove what an interrupted or failed ``to_cog`` of run ``run`` left (never ``path`` itself).
+    Other runs' leftovers are the claim's business (:func:`seamless_dask.io.claim` clears them when
+    they are stale).
     """
     target = as_target(path, storage_options)
     if target.local:
@@ -251,7 +281,8 @@ def _create_scratch(result: xr.DataArray, scratch: str) -> None:
         dst.update_tags(**{k: str(v) for k, v in result.attrs.items() if k.startswith("seamless_")})
         classes = classes_of(result.attrs, default=True)
         if classes is not None and result.ndim == 2 and result.dtype in (np.uint8, np.uint16):
-            dst.write_colormap(1, classes.colormap(nodata))  # GDAL's colour table: QGIS shows the classes
+            # GDAL's colour table: QGIS shows the classes
+            dst.write_colormap(1, classes.colormap(nodata))
 
 
 def _file_lock(path: str) -> Any:
@@ -278,7 +309,12 @@ def _write_window(scratch: str, block: np.ndarray, origin: tuple[int, int], lock
 
 
 def _finish_cog(
-    _written: list, scratch: str, partial: str, target: Target, run: str, layout: tuple[str, int, str, list[str]]
+    _written: list,
+    scratch: str,
+    partial: str,
+    target: Target,
+    run: str,
+    layout: tuple[str, int, str, list[str]],
 ) -> str:
     from rio_cogeo.cogeo import cog_translate, cog_validate
     from rio_cogeo.profiles import cog_profiles
@@ -309,8 +345,8 @@ def _finish_cog(
 
 
 def _upload(local: str, target: Target, run: str) -> None:
-    """Put ``local`` at ``target`` in one step: an object store's PUT shows the object whole or not at all;
-    elsewhere, upload under a scratch name, then rename.
+    """Put ``local`` at ``target`` in one step: an object store's PUT shows the object whole or not
+    at all; elsewhere, upload under a scratch name, then rename.
     """
     fs = target.fs
     if target.url.split("://", 1)[0] in ATOMIC_PUT_PROTOCOLS:

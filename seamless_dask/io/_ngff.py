@@ -1,10 +1,12 @@
-"""OME-Zarr (OME-NGFF 0.4 and 0.5) images: read one multiscale level lazily; the metadata a writer puts.
+"""OME-Zarr (OME-NGFF 0.4 and 0.5) images: read one multiscale level lazily; the metadata a writer
+puts.
 
-An OME-Zarr image is a zarr group whose attributes hold ``multiscales`` (0.4: at the top level; 0.5: under
-``ome``): the axes (``t``, ``c``, ``z``, ``y``, ``x``, with their types and units) and, per level, the array's
-path and its coordinate transformations (``scale`` and ``translation``: physical = index * scale +
-translation). Reading maps the channel axis to ``band``, ``t`` to ``time`` (``segment`` maps over it), drops
-``z``/``t`` when they hold one plane, and turns the scale into physical ``y``/``x`` coordinates.
+An OME-Zarr image is a zarr group whose attributes hold ``multiscales`` (0.4: at the top level; 0.5:
+under ``ome``): the axes (``t``, ``c``, ``z``, ``y``, ``x``, with their types and units) and, per
+level, the array's path and its coordinate transformations (``scale`` and ``translation``: physical
+= index * scale + translation). Reading maps the channel axis to ``band``, ``t`` to ``time``
+(``segment`` maps over it), drops ``z``/``t`` when they hold one plane, and turns the scale into
+physical ``y``/``x`` coordinates.
 """
 
 from __future__ import annotations
@@ -19,12 +21,23 @@ import xarray as xr
 from ..exceptions import RasterError
 
 NGFF_VERSIONS = {2: "0.4", 3: "0.5"}  # the NGFF version that goes with each zarr format
-UNITS = ("angstrom", "nanometer", "micrometer", "millimeter", "centimeter", "meter", "kilometer")  # NGFF's
+# NGFF's
+UNITS = (
+    "angstrom",
+    "nanometer",
+    "micrometer",
+    "millimeter",
+    "centimeter",
+    "meter",
+    "kilometer",
+)
 _DIM_OF_AXIS = {"t": "time", "c": "band", "z": "z", "y": "y", "x": "x"}
 
 
 def ngff_attrs(attrs: dict) -> tuple[str, dict] | None:
-    """``(version, ngff)`` of a group's attributes: 0.5 keeps them under ``ome``; ``None`` if not OME-Zarr."""
+    """``(version, ngff)`` of a group's attributes: 0.5 keeps them under ``ome``; ``None`` if not
+    OME-Zarr.
+    """
     ome = attrs.get("ome")
     if isinstance(ome, dict) and "multiscales" in ome:
         return str(ome.get("version", "0.5")), ome
@@ -44,8 +57,8 @@ def group_attrs(where: str, storage_options: dict | None = None) -> dict | None:
 
 
 def open_ome_zarr(where: str, attrs: dict, level: int, sides: tuple[int, int]) -> xr.DataArray:
-    """Level ``level`` of the OME-Zarr image at ``where`` (its group ``attrs``) as a lazy DataArray, read in
-    dask chunks of about ``sides`` (y, x) pixels rounded to the store's own chunks.
+    """Level ``level`` of the OME-Zarr image at ``where`` (its group ``attrs``) as a lazy DataArray,
+    read in dask chunks of about ``sides`` (y, x) pixels rounded to the store's own chunks.
     """
     import dask.array as da
     import zarr
@@ -58,7 +71,8 @@ def open_ome_zarr(where: str, attrs: dict, level: int, sides: tuple[int, int]) -
     datasets = multiscale["datasets"]
     if not 0 <= level < len(datasets):
         raise RasterError(
-            f"{where!r} has {len(datasets)} multiscale levels (0 to {len(datasets) - 1}), got level={level}: "
+            f"{where!r} has {len(datasets)} multiscale levels (0 to {len(datasets) - 1}), got "
+            f"level={level}: "
             "0 is the full resolution"
         )
     array = zarr.open_array(where, path=datasets[level]["path"], mode="r")
@@ -71,13 +85,21 @@ def open_ome_zarr(where: str, attrs: dict, level: int, sides: tuple[int, int]) -
         -1 if dim == "band" else (c * max(1, want[dim] // c) if dim in want else 1)
         for dim, c in zip(dims, array.chunks, strict=True)
     )
-    # from_array, not from_zarr: dask 2026.8's array-expr has no from_zarr; a zarr array pickles by its store
+    # from_array, not from_zarr: dask 2026.8's array-expr has no from_zarr; a zarr array pickles by
+    # its store
     lazy = da.from_array(
-        array, chunks=read, inline_array=True, lock=False, meta=np.empty((0,) * array.ndim, array.dtype)
+        array,
+        chunks=read,
+        inline_array=True,
+        lock=False,
+        meta=np.empty((0,) * array.ndim, array.dtype),
     )
     data = xr.DataArray(lazy, dims=dims)
     scale, translation = _transform(multiscale, datasets[level], len(names))
-    units = {_DIM_OF_AXIS.get(n, n): a.get("unit") for n, a in zip(names, _axes(multiscale), strict=False)}
+    units = {
+        _DIM_OF_AXIS.get(n, n): a.get("unit")
+        for n, a in zip(names, _axes(multiscale), strict=False)
+    }
     for dim in ("y", "x"):
         axis = dims.index(dim)
         coord = translation[axis] + scale[axis] * np.arange(array.shape[axis])
@@ -89,7 +111,9 @@ def open_ome_zarr(where: str, attrs: dict, level: int, sides: tuple[int, int]) -
             data.attrs["channel_labels"] = labels
     else:
         data = data.expand_dims(band=[1])
-    data = data.squeeze([d for d in ("time", "z") if d in data.dims and data.sizes[d] == 1], drop=True)
+    data = data.squeeze(
+        [d for d in ("time", "z") if d in data.dims and data.sizes[d] == 1], drop=True
+    )
     ordered = [d for d in ("time", "z") if d in data.dims] + ["band", "y", "x"]
     data = data.transpose(*ordered, *[d for d in data.dims if d not in ordered])
     y, x = dims.index("y"), dims.index("x")
@@ -106,17 +130,27 @@ def open_ome_zarr(where: str, attrs: dict, level: int, sides: tuple[int, int]) -
 
 
 def _class_attrs(attrs: dict, meta: dict) -> dict:
-    """A label image's classes: seamless_dask's attributes, else NGFF's ``image-label`` names and colours."""
+    """A label image's classes: seamless_dask's attributes, else NGFF's ``image-label`` names and
+    colours.
+    """
     from ..classes import COLORS_ATTR, NAMES_ATTR, as_classes
 
-    mine = {k: v for k, v in attrs.items() if k in (NAMES_ATTR, COLORS_ATTR, "flag_values", "flag_meanings")}
+    mine = {
+        k: v
+        for k, v in attrs.items()
+        if k in (NAMES_ATTR, COLORS_ATTR, "flag_values", "flag_meanings")
+    }
     label = meta.get("image-label") or {}
     if mine or not label.get("colors"):
         return mine
     values = sorted(int(c["label-value"]) for c in label["colors"] if c.get("label-value", -1) >= 0)
     count = values[-1] + 1 if values and values[-1] < 255 else len(values)
     colors = {int(c["label-value"]): c.get("rgba", [0, 0, 0, 255]) for c in label["colors"]}
-    names = {int(p["label-value"]): str(p.get("class", "")) for p in label.get("properties", []) if "class" in p}
+    names = {
+        int(p["label-value"]): str(p.get("class", ""))
+        for p in label.get("properties", [])
+        if "class" in p
+    }
     palette = [colors.get(i, [0, 0, 0, 255]) for i in range(count)]
     named = [names.get(i, f"class {i}") for i in range(count)] if names else None
     classes = as_classes(named, palette)
@@ -130,17 +164,28 @@ def _axes(multiscale: dict) -> list[dict]:
 def _axis_names(multiscale: dict, ndim: int, where: str) -> list[str]:
     names = [str(a["name"]).lower() for a in _axes(multiscale)] or ["t", "c", "z", "y", "x"][-ndim:]
     if len(names) != ndim:
-        raise RasterError(f"{where!r} names {len(names)} axes {names} for arrays of {ndim} dims: the metadata is wrong")
+        raise RasterError(
+            f"{where!r} names {len(names)} axes {names} for arrays of {ndim} dims: the metadata "
+            f"is wrong"
+        )
     return names
 
 
 def _transform(multiscale: dict, dataset: dict, ndim: int) -> tuple[np.ndarray, np.ndarray]:
-    """Scale and translation of one level, the multiscale-wide transformations applied after it (NGFF 0.4 §)."""
+    """Scale and translation of one level, the multiscale-wide transformations applied after it (NGFF
+    0.4 §).
+    """
     scale, translation = np.ones(ndim), np.zeros(ndim)
-    for transforms in (dataset.get("coordinateTransformations", []), multiscale.get("coordinateTransformations", [])):
+    for transforms in (
+        dataset.get("coordinateTransformations", []),
+        multiscale.get("coordinateTransformations", []),
+    ):
         for t in transforms:
             if t.get("type") == "scale" and "scale" in t:
-                scale, translation = scale * np.asarray(t["scale"], float), translation * np.asarray(t["scale"], float)
+                scale, translation = (
+                    scale * np.asarray(t["scale"], float),
+                    translation * np.asarray(t["scale"], float),
+                )
             elif t.get("type") == "translation" and "translation" in t:
                 translation = translation + np.asarray(t["translation"], float)
     return scale, translation
@@ -163,11 +208,12 @@ def multiscales(
     centre_shift: bool,
     version: str,
 ) -> dict:
-    """The ``multiscales`` entry of an image of ``dims`` (``y``, ``x`` last) with ``levels`` levels halving y/x.
+    """The ``multiscales`` entry of an image of ``dims`` (``y``, ``x`` last) with ``levels`` levels
+    halving y/x.
 
-    ``origin`` is the physical position of pixel (0, 0) of level 0; a level made by averaging 2**k pixels has
-    its first pixel's centre ``(2**k - 1) / 2`` level-0 pixels further on (``centre_shift``); one made by
-    taking every 2**k-th pixel keeps level 0's origin.
+    ``origin`` is the physical position of pixel (0, 0) of level 0; a level made by averaging 2**k
+    pixels has its first pixel's centre ``(2**k - 1) / 2`` level-0 pixels further on
+    (``centre_shift``); one made by taking every 2**k-th pixel keeps level 0's origin.
     """
     axes = []
     for dim in dims:
@@ -180,7 +226,9 @@ def multiscales(
         factor = 2**level
         scale = [1.0] * (len(dims) - 2) + [float(s) * factor for s in pixel_size]
         shift = [(factor - 1) / 2 * float(s) if centre_shift else 0.0 for s in pixel_size]
-        translation = [0.0] * (len(dims) - 2) + [float(o) + d for o, d in zip(origin, shift, strict=True)]
+        translation = [0.0] * (len(dims) - 2) + [
+            float(o) + d for o, d in zip(origin, shift, strict=True)
+        ]
         transforms: list[dict] = [{"type": "scale", "scale": scale}]
         if any(translation):
             transforms.append({"type": "translation", "translation": translation})
@@ -192,7 +240,9 @@ def multiscales(
 
 
 def physical(result: xr.DataArray) -> tuple[list[float], list[float], str | None]:
-    """Pixel size, origin and unit of the result's ``y``/``x`` coords (1 pixel, 0, none without coords)."""
+    """Pixel size, origin and unit of the result's ``y``/``x`` coords (1 pixel, 0, none without
+    coords).
+    """
     size, origin = [], []
     for dim in ("y", "x"):
         coord = result.coords.get(dim)
@@ -204,15 +254,26 @@ def physical(result: xr.DataArray) -> tuple[list[float], list[float], str | None
             size.append(float(values[1] - values[0]))
             origin.append(float(values[0]))
     unit = str(result.coords["x"].attrs.get("units")) if "x" in result.coords else ""
-    unit = {"µm": "micrometer", "um": "micrometer", "nm": "nanometer", "mm": "millimeter", "m": "meter"}.get(unit, unit)
+    unit = {
+        "µm": "micrometer",
+        "um": "micrometer",
+        "nm": "nanometer",
+        "mm": "millimeter",
+        "m": "meter",
+    }.get(unit, unit)
     return size, origin, unit if unit in UNITS else None
 
 
 def image_label(classes: Any, nodata: float | None, version: str, in_image: bool) -> dict:
-    """NGFF's ``image-label``: a colour and a name per class, nodata transparent; ``source`` inside an image."""
+    """NGFF's ``image-label``: a colour and a name per class, nodata transparent; ``source`` inside an
+    image.
+    """
     label: dict[str, Any] = {"version": version} if version == "0.4" else {}
     if classes is not None:
-        colors = [{"label-value": int(i), "rgba": [int(v) for v in c]} for i, c in enumerate(classes.colors)]
+        colors = [
+            {"label-value": int(i), "rgba": [int(v) for v in c]}
+            for i, c in enumerate(classes.colors)
+        ]
         properties = [{"label-value": i, "class": name} for i, name in enumerate(classes.names)]
         if nodata is not None and np.isfinite(nodata):
             colors.append({"label-value": int(nodata), "rgba": [0, 0, 0, 0]})
@@ -232,5 +293,6 @@ def mean2(block: np.ndarray) -> np.ndarray:
     padded[..., :h, :w] = block
     windows = padded.reshape(*block.shape[:-2], padded.shape[-2] // 2, 2, padded.shape[-1] // 2, 2)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a window of nodata only: NaN, as it should be
+        # a window of nodata only: NaN, as it should be
+        warnings.simplefilter("ignore", RuntimeWarning)
         return np.nanmean(windows, axis=(-3, -1)).astype(block.dtype)

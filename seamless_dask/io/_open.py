@@ -1,4 +1,6 @@
-"""Opening rasters lazily: ``open_raster`` (GeoTIFF/COG through rioxarray, zarr and netCDF through xarray)."""
+"""Opening rasters lazily: ``open_raster`` (GeoTIFF/COG through rioxarray, zarr and netCDF through
+xarray).
+"""
 
 from __future__ import annotations
 
@@ -15,8 +17,17 @@ from ._ngff import group_attrs, ngff_attrs, open_ome_zarr
 from ._slide import SLIDE_ENGINES, is_slide, open_slide
 
 NETCDF_SUFFIXES = (".nc", ".nc4", ".netcdf")
-READ_CHUNK = 2048  # a slide's or OME-Zarr's dask chunks (rounded to an OME-Zarr's own chunks), when not given
-BAND_DIMS = ("band", "bands", "channel", "channels", "c", "spectral_band")  # what a (band, y, x) variable may call it
+# a slide's or OME-Zarr's dask chunks (rounded to an OME-Zarr's own chunks), when not given
+READ_CHUNK = 2048
+# what a (band, y, x) variable may call it
+BAND_DIMS = (
+    "band",
+    "bands",
+    "channel",
+    "channels",
+    "c",
+    "spectral_band",
+)
 
 
 def open_raster(
@@ -28,31 +39,34 @@ def open_raster(
     level: int = 0,
     engine: str | None = None,
 ) -> xr.DataArray:
-    """Open a raster lazily as a ``(band, y, x)`` DataArray with its CRS, transform and nodata (``.rio``).
+    """Open a raster lazily as a ``(band, y, x)`` DataArray with its CRS, transform and nodata
+    (``.rio``).
 
     Parameters
     ----------
     path
-        A GeoTIFF, COG or anything GDAL reads (through rioxarray), a zarr store or a netCDF file (through
-        xarray). URLs GDAL understands (``/vsicurl/``, ``s3://``) pass through. Slides: an OME-Zarr image
-        (NGFF 0.4 or 0.5; a ``bioformats2raw`` layout opens its first image), or an OME-TIFF, SVS, NDPI, SCN or
-        BIF file through tifffile (MIRAX and VMS through OpenSlide), read window by window; their ``y``/``x``
-        coords are physical (``attrs["pixel_size"]`` and ``attrs["pixel_unit"]``, micrometres when the file
-        says), the channel axis is ``band``, and a ``t`` axis comes back as ``time``.
+        A GeoTIFF, COG or anything GDAL reads (through rioxarray), a zarr store or a netCDF file
+        (through xarray). URLs GDAL understands (``/vsicurl/``, ``s3://``) pass through. Slides: an
+        OME-Zarr image (NGFF 0.4 or 0.5; a ``bioformats2raw`` layout opens its first image), or an
+        OME-TIFF, SVS, NDPI, SCN or BIF file through tifffile (MIRAX and VMS through OpenSlide),
+        read window by window; their ``y``/``x`` coords are physical (``attrs["pixel_size"]`` and
+        ``attrs["pixel_unit"]``, micrometres when the file says), the channel axis is ``band``, and
+        a ``t`` axis comes back as ``time``.
     chunks
-        ``None`` (the default): lazily loaded, no dask yet; ``segment`` then reads each of its chunks'
-        windows once, straight from the file. Or pixels per dask chunk side (int or ``(y, x)``), or
-        ``"auto"``, for a dask-backed array (``segment`` rechunks it to its plan).
+        ``None`` (the default): lazily loaded, no dask yet; ``segment`` then reads each of its
+        chunks' windows once, straight from the file. Or pixels per dask chunk side (int or ``(y,
+        x)``), or ``"auto"``, for a dask-backed array (``segment`` rechunks it to its plan).
     bands
         1-based band numbers to keep, in order (GDAL's convention), e.g. ``[4, 3, 2]``.
     variable
         The data variable of a zarr or netCDF dataset holding several.
     level
-        The pyramid level to read: 0 (the default) is the full resolution; for a GeoTIFF, level ``k`` is its
-        ``k``-th overview; for a slide or OME-Zarr, its ``k``-th multiscale level.
+        The pyramid level to read: 0 (the default) is the full resolution; for a GeoTIFF, level
+        ``k`` is its ``k``-th overview; for a slide or OME-Zarr, its ``k``-th multiscale level.
     engine
-        The reader: ``None`` (by the file), ``"gdal"`` (rioxarray), ``"tifffile"`` (the default for OME-TIFF,
-        SVS, NDPI, SCN, BIF) or ``"openslide"`` (the default for MIRAX and VMS; any format OpenSlide reads, as RGB).
+        The reader: ``None`` (by the file), ``"gdal"`` (rioxarray), ``"tifffile"`` (the default for
+        OME-TIFF, SVS, NDPI, SCN, BIF) or ``"openslide"`` (the default for MIRAX and VMS; any format
+        OpenSlide reads, as RGB).
 
     Returns
     -------
@@ -63,8 +77,8 @@ def open_raster(
     Raises
     ------
     RasterError
-        The path does not exist or cannot be read; a dataset holds several variables and ``variable`` is not
-        given; ``bands`` are out of range; ``level`` is not one the file has.
+        The path does not exist or cannot be read; a dataset holds several variables and
+        ``variable`` is not given; ``bands`` are out of range; ``level`` is not one the file has.
     DimensionError
         The variable's first dim is not a band dim (a ``time`` stack: select one step, or give
         :func:`~seamless_dask.segment` the stack).
@@ -85,7 +99,10 @@ def open_raster(
     if local and not os.path.exists(where):
         raise RasterError(f"input raster {where!r} does not exist: check the path")
     if engine not in (None, "gdal", *SLIDE_ENGINES):
-        raise RasterError(f"engine must be one of {('gdal', *SLIDE_ENGINES)} or None (by the file), got {engine!r}")
+        raise RasterError(
+            f"engine must be one of {('gdal', *SLIDE_ENGINES)} or None (by the file), got "
+            f"{engine!r}"
+        )
     dask_chunks = _dask_chunks(chunks)
     zarr_store = is_zarr(where)
     image = _ngff_image(where) if zarr_store else None
@@ -98,19 +115,24 @@ def open_raster(
         data = _open_dataset_variable(where, dask_chunks, variable)
     else:
         data = _open_gdal(where, dask_chunks, level)
-    data.encoding["source"] = os.path.abspath(where) if local else where  # the job record's input identity
+    # the job record's input identity
+    data.encoding["source"] = os.path.abspath(where) if local else where
     return _select_bands(data, bands, where)
 
 
 def is_zarr(where: str | os.PathLike) -> bool:
-    """Whether ``where`` is a zarr store: named ``*.zarr``, or a folder holding zarr metadata (a group inside
-    one, such as an OME-Zarr's ``labels/tissue``).
+    """Whether ``where`` is a zarr store: named ``*.zarr``, or a folder holding zarr metadata (a
+    group inside one, such as an OME-Zarr's ``labels/tissue``).
     """
     where = os.fspath(where)
     if where.rstrip("/").endswith(".zarr"):
         return True
     metadata = ("zarr.json", ".zgroup", ".zarray")
-    return "://" not in where and os.path.isdir(where) and any(os.path.exists(os.path.join(where, m)) for m in metadata)
+    return (
+        "://" not in where
+        and os.path.isdir(where)
+        and any(os.path.exists(os.path.join(where, m)) for m in metadata)
+    )
 
 
 def _dask_chunks(chunks: int | tuple[int, int] | str | None) -> Any:
@@ -119,12 +141,16 @@ def _dask_chunks(chunks: int | tuple[int, int] | str | None) -> Any:
     if isinstance(chunks, int):
         chunks = (chunks, chunks)
     if isinstance(chunks, str) or len(chunks) != 2 or min(chunks) < 1:
-        raise RasterError(f"chunks must be a positive int, (y, x), 'auto' or None, got chunks={chunks!r}")
+        raise RasterError(
+            f"chunks must be a positive int, (y, x), 'auto' or None, got chunks={chunks!r}"
+        )
     return {"band": -1, "y": chunks[0], "x": chunks[1]}
 
 
 def _ngff_image(where: str) -> tuple[str, dict] | None:
-    """``(url, attributes)`` of the OME-Zarr image at ``where`` (or at its ``bioformats2raw`` layout's ``0/``)."""
+    """``(url, attributes)`` of the OME-Zarr image at ``where`` (or at its ``bioformats2raw`` layout's
+    ``0/``).
+    """
     attrs = group_attrs(where)
     if attrs is None:
         return None
@@ -143,7 +169,10 @@ def _read_sides(dask_chunks: Any) -> tuple[int, int]:
 
 def _check_base_level(where: str, level: int) -> None:
     if level != 0:
-        raise RasterError(f"{where!r} is not a multiscale (OME-Zarr) store: it has level 0 only, got level={level}")
+        raise RasterError(
+            f"{where!r} is not a multiscale (OME-Zarr) store: it has level 0 only, got "
+            f"level={level}"
+        )
 
 
 def _open_gdal(where: str, chunks: Any, level: int = 0) -> xr.DataArray:
@@ -155,11 +184,13 @@ def _open_gdal(where: str, chunks: Any, level: int = 0) -> xr.DataArray:
             count = len(src.overviews(1))
         if not 0 <= level <= count:
             raise RasterError(
-                f"{where!r} has {count} overviews, so levels 0 to {count}, got level={level}: 0 is the full resolution"
+                f"{where!r} has {count} overviews, so levels 0 to {count}, got level={level}: 0 "
+                f"is the full resolution"
             )
     try:
-        # lock=False: each dask task opens its own handle, so chunks are read in parallel. cache=False: a
-        # lazily loaded array must not keep what a task read (it would stay in memory with the graph).
+        # lock=False: each dask task opens its own handle, so chunks are read in parallel.
+        # cache=False: a lazily loaded array must not keep what a task read (it would stay in memory
+        # with the graph).
         data = rioxarray.open_rasterio(
             where,
             chunks=chunks,
@@ -171,17 +202,24 @@ def _open_gdal(where: str, chunks: Any, level: int = 0) -> xr.DataArray:
     except rasterio.errors.RasterioIOError as error:
         raise RasterError(f"cannot read {where!r} as a raster: {error}") from None
     if isinstance(data, list):
-        raise RasterError(f"{where!r} holds {len(data)} subdatasets: open one of them, e.g. 'NETCDF:{where}:name'")
+        raise RasterError(
+            f"{where!r} holds {len(data)} subdatasets: open one of them, e.g. 'NETCDF:{where}:name'"
+        )
     if isinstance(data, xr.Dataset):
-        raise RasterError(f"{where!r} holds several variables {list(data.data_vars)}: open one subdataset")
+        raise RasterError(
+            f"{where!r} holds several variables {list(data.data_vars)}: open one subdataset"
+        )
     data.name = data.name or Path(where).stem
     return data
 
 
-def _open_dataset_variable(where: str, chunks: dict | str | None, variable: str | None) -> xr.DataArray:
+def _open_dataset_variable(
+    where: str, chunks: dict | str | None, variable: str | None
+) -> xr.DataArray:
     import rioxarray  # noqa: F401  (registers .rio)
 
-    chunks = None if chunks is None else {}  # the store's own chunks; segment rechunks to the tile grid
+    # the store's own chunks; segment rechunks to the tile grid
+    chunks = None if chunks is None else {}
     try:
         if is_zarr(where):
             ds = xr.open_zarr(where, decode_coords="all", mask_and_scale=False, chunks=chunks)
@@ -191,7 +229,9 @@ def _open_dataset_variable(where: str, chunks: dict | str | None, variable: str 
         raise RasterError(f"cannot open {where!r} with xarray: {error}") from None
     names = [name for name, var in ds.data_vars.items() if {"y", "x"} <= set(map(str, var.dims))]
     if variable is None and len(names) != 1:
-        raise RasterError(f"{where!r} has image variables {names}: pick one with variable=<name> (--variable)")
+        raise RasterError(
+            f"{where!r} has image variables {names}: pick one with variable=<name> (--variable)"
+        )
     name = variable or names[0]
     if name not in ds.data_vars:
         raise RasterError(f"{where!r} has no variable {name!r}; it has {list(ds.data_vars)}")
@@ -203,8 +243,10 @@ def _open_dataset_variable(where: str, chunks: dict | str | None, variable: str 
         first = str(data.dims[0])
         if first.lower() not in BAND_DIMS:
             raise RasterError(
-                f"variable {name!r} of {where!r} has dims {tuple(map(str, data.dims))}, and {first!r} is not a band "
-                f"dim: select one {first} first, e.g. xr.open_zarr(...)[{name!r}].isel({first}=0), and segment that "
+                f"variable {name!r} of {where!r} has dims {tuple(map(str, data.dims))}, and "
+                f"{first!r} is not a band "
+                f"dim: select one {first} first, e.g. "
+                f"xr.open_zarr(...)[{name!r}].isel({first}=0), and segment that "
                 "(a band dim is named one of " + ", ".join(BAND_DIMS) + ")"
             )
         data = data.rename({data.dims[0]: "band"})
@@ -218,7 +260,8 @@ def _select_bands(data: xr.DataArray, bands: Sequence[int] | None, where: str) -
     wrong = [b for b in bands if not isinstance(b, (int, np.integer)) or not 1 <= b <= count]
     if wrong or not bands:
         raise RasterError(
-            f"bands must be 1-based band numbers between 1 and {count} for {where!r}, got {list(bands)}: "
+            f"bands must be 1-based band numbers between 1 and {count} for {where!r}, got "
+            f"{list(bands)}: "
             f"e.g. bands=[1, 2, 3]"
         )
     return data.isel(band=[b - 1 for b in bands])

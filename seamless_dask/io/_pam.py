@@ -1,9 +1,10 @@
 """A COG's class names: GDAL keeps a band's category names in a PAM sidecar, ``<file>.aux.xml``.
 
-GeoTIFF has a tag for the colour table (written inside the COG) but none for category names; GDAL, and so
-QGIS, reads them from the PAM file beside the raster. The sidecar seamless_dask writes says so in its own
-metadata domain: only such a sidecar is ever replaced or removed. A sidecar someone else left (QGIS writes
-statistics there) would describe the pixels being replaced, so a COG beside one is not overwritten.
+GeoTIFF has a tag for the colour table (written inside the COG) but none for category names; GDAL,
+and so QGIS, reads them from the PAM file beside the raster. The sidecar seamless_dask writes says
+so in its own metadata domain: only such a sidecar is ever replaced or removed. A sidecar someone
+else left (QGIS writes statistics there) would describe the pixels being replaced, so a COG beside
+one is not overwritten.
 """
 
 from __future__ import annotations
@@ -57,20 +58,26 @@ def is_ours(text: str) -> bool:
 
 
 def check_sidecar(target: Target) -> None:
-    """Refuse to write ``target`` beside a sidecar that seamless_dask did not write (it would go stale)."""
+    """Refuse to write ``target`` beside a sidecar that seamless_dask did not write (it would go
+    stale).
+    """
     where = sidecar_of(target)
     if not where.exists():
         return
     text = _read(where)
     if text is None or not is_ours(text):
         raise RasterError(
-            f"{where.url!r} exists and was not written by seamless_dask: GDAL and QGIS would read it as describing "
-            f"the new {target.url!r} (its statistics, categories), so nothing is written; remove it yourself"
+            f"{where.url!r} exists and was not written by seamless_dask: GDAL and QGIS would read "
+            f"it as describing "
+            f"the new {target.url!r} (its statistics, categories), so nothing is written; remove "
+            f"it yourself"
         )
 
 
 def place_sidecar(target: Target, names: Sequence[str]) -> None:
-    """Write the sidecar naming ``names``, or remove ours when there are none (after :func:`check_sidecar`)."""
+    """Write the sidecar naming ``names``, or remove ours when there are none (after
+    :func:`check_sidecar`).
+    """
     where = sidecar_of(target)
     if not names:
         if where.exists():
@@ -80,7 +87,9 @@ def place_sidecar(target: Target, names: Sequence[str]) -> None:
         return
     data = pam_xml(names)
     if where.local:
-        partial = target.sibling(SCRATCH_INFIX + "aux.xml.partial").url  # removed by the next claim if left
+        partial = target.sibling(
+            SCRATCH_INFIX + "aux.xml.partial"
+        ).url  # removed by the next claim if left
         with open(partial, "w", encoding="utf-8") as f:
             f.write(data)
         os.replace(partial, where.url)

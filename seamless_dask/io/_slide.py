@@ -1,9 +1,10 @@
-"""Whole-slide files (OME-TIFF, SVS, NDPI...) read lazily, window by window, through tifffile or OpenSlide.
+"""Whole-slide files (OME-TIFF, SVS, NDPI...) read lazily, window by window, through tifffile or
+OpenSlide.
 
-Each dask task reads its window from a per-process handle of the file (opened once per process, as GDAL's
-are for GeoTIFFs): tifffile's zarr view of one pyramid level, which decodes only the file's tiles the window
-touches, or OpenSlide's ``read_region``. The pixel size comes from the OME-XML (``PhysicalSizeX``), the
-Aperio description (``MPP``) or the TIFF resolution tags, in micrometres.
+Each dask task reads its window from a per-process handle of the file (opened once per process, as
+GDAL's are for GeoTIFFs): tifffile's zarr view of one pyramid level, which decodes only the file's
+tiles the window touches, or OpenSlide's ``read_region``. The pixel size comes from the OME-XML
+(``PhysicalSizeX``), the Aperio description (``MPP``) or the TIFF resolution tags, in micrometres.
 """
 
 from __future__ import annotations
@@ -19,11 +20,30 @@ import xarray as xr
 
 from ..exceptions import RasterError
 
-# What GDAL does not read as a whole-slide pyramid: tifffile reads these (OpenSlide when tifffile is missing).
-TIFFFILE_SUFFIXES = (".ome.tif", ".ome.tiff", ".ome.tf2", ".ome.tf8", ".ome.btf", ".svs", ".ndpi", ".scn", ".bif")
+# What GDAL does not read as a whole-slide pyramid: tifffile reads these (OpenSlide when tifffile is
+# missing).
+TIFFFILE_SUFFIXES = (
+    ".ome.tif",
+    ".ome.tiff",
+    ".ome.tf2",
+    ".ome.tf8",
+    ".ome.btf",
+    ".svs",
+    ".ndpi",
+    ".scn",
+    ".bif",
+)
 OPENSLIDE_SUFFIXES = (".mrxs", ".vms", ".vmu", ".svslide")
 SLIDE_ENGINES = ("tifffile", "openslide")
-_UM_PER = {"µm": 1.0, "um": 1.0, "micrometer": 1.0, "nm": 1e-3, "nanometer": 1e-3, "mm": 1e3, "millimeter": 1e3}
+_UM_PER = {
+    "µm": 1.0,
+    "um": 1.0,
+    "micrometer": 1.0,
+    "nm": 1e-3,
+    "nanometer": 1e-3,
+    "mm": 1e3,
+    "millimeter": 1e3,
+}
 
 
 def is_slide(where: str) -> bool:
@@ -33,7 +53,9 @@ def is_slide(where: str) -> bool:
 
 @dataclass(frozen=True)
 class SlideLevel:
-    """One pyramid level of a slide file as a picklable array: a task reads ``[y0:y1, x0:x1, ...]`` from it."""
+    """One pyramid level of a slide file as a picklable array: a task reads ``[y0:y1, x0:x1, ...]``
+    from it.
+    """
 
     path: str
     level: int
@@ -55,7 +77,8 @@ class SlideLevel:
             (round(xs[0] * down), round(ys[0] * down)), self.level, (xs[1] - xs[0], ys[1] - ys[0])
         )
         rgba = np.asarray(region)
-        # OpenSlide marks what lies outside the scanned area transparent: show it as the white of an empty slide
+        # OpenSlide marks what lies outside the scanned area transparent: show it as the white of an
+        # empty slide
         rgb = np.where(rgba[..., 3:] == 0, 255, rgba[..., :3]).astype(np.uint8)
         return rgb[(slice(None), slice(None), key[2])] if len(key) > 2 else rgb
 
@@ -75,8 +98,11 @@ def _openslide(path: str) -> Any:
     return openslide.OpenSlide(path)
 
 
-def open_slide(where: str, level: int, sides: tuple[int, int], engine: str | None = None) -> xr.DataArray:
-    """Level ``level`` of the slide at ``where`` as a lazy ``(band, y, x)`` DataArray, read by ``engine`` (one of
+def open_slide(
+    where: str, level: int, sides: tuple[int, int], engine: str | None = None
+) -> xr.DataArray:
+    """Level ``level`` of the slide at ``where`` as a lazy ``(band, y, x)`` DataArray, read by
+    ``engine`` (one of
     :data:`SLIDE_ENGINES`, or ``None``: by the file) in dask chunks of ``sides`` (y, x) pixels.
     """
     try:
@@ -85,13 +111,18 @@ def open_slide(where: str, level: int, sides: tuple[int, int], engine: str | Non
         tifffile = None  # type: ignore[assignment]
     if engine == "tifffile" and tifffile is None:
         raise RasterError("engine='tifffile' needs tifffile: pip install 'seamless_dask[slides]'")
-    if engine != "openslide" and tifffile is not None and not where.lower().endswith(OPENSLIDE_SUFFIXES):
+    if (
+        engine != "openslide"
+        and tifffile is not None
+        and not where.lower().endswith(OPENSLIDE_SUFFIXES)
+    ):
         return _open_tifffile(where, level, sides)
     try:
         import openslide  # noqa: F401
     except ImportError:
         raise RasterError(
-            f"{where!r} is a whole-slide file: reading it needs tifffile (pip install 'seamless_dask[slides]') or, "
+            f"{where!r} is a whole-slide file: reading it needs tifffile (pip install "
+            f"'seamless_dask[slides]') or, "
             "for MIRAX/VMS, OpenSlide (pip install openslide-python openslide-bin)"
         ) from None
     return _open_openslide(where, level, sides)
@@ -121,17 +152,22 @@ def _open_openslide(where: str, level: int, sides: tuple[int, int]) -> xr.DataAr
     slide = _openslide(where)
     _check_level(where, level, slide.level_count)
     width, height = slide.level_dimensions[level]
-    array = _lazy(SlideLevel(where, level, (height, width, 3), np.dtype("uint8"), "openslide"), sides, "YXS")
+    array = _lazy(
+        SlideLevel(where, level, (height, width, 3), np.dtype("uint8"), "openslide"), sides, "YXS"
+    )
     mpp = [slide.properties.get(f"openslide.mpp-{a}") for a in ("y", "x")]
     size = (float(mpp[0]), float(mpp[1])) if all(mpp) else None
     down = slide.level_downsamples[level]
-    return _as_image(array, "YXS", where, level=level, levels=slide.level_count, size=size, step=(down, down))
+    return _as_image(
+        array, "YXS", where, level=level, levels=slide.level_count, size=size, step=(down, down)
+    )
 
 
 def _check_level(where: str, level: int, count: int) -> None:
     if not 0 <= level < count:
         raise RasterError(
-            f"{where!r} has {count} pyramid levels (0 to {count - 1}), got level={level}: 0 is the full resolution"
+            f"{where!r} has {count} pyramid levels (0 to {count - 1}), got level={level}: 0 is "
+            f"the full resolution"
         )
 
 
@@ -153,13 +189,18 @@ def _as_image(
     size: tuple[float, float] | None,
     step: tuple[float, float],
 ) -> xr.DataArray:
-    """The file's axes (``YXS``, ``CYX``, ``TCZYX``...) as ``(time, z, band, y, x)`` dims, planes of one dropped."""
+    """The file's axes (``YXS``, ``CYX``, ``TCZYX``...) as ``(time, z, band, y, x)`` dims, planes of
+    one dropped.
+    """
     names = {"Y": "y", "X": "x", "S": "band", "C": "band", "T": "time", "Z": "z"}
     keep = [i for i, a in enumerate(axes) if array.shape[i] > 1 or a in "YX"]
     array = array[tuple(slice(None) if i in keep else 0 for i in range(len(axes)))]
     dims = [names.get(axes[i], axes[i].lower()) for i in keep]
     if dims.count("band") > 1:
-        raise RasterError(f"{where!r} has both samples and channels (axes {axes!r}): read it with tifffile yourself")
+        raise RasterError(
+            f"{where!r} has both samples and channels (axes {axes!r}): read it with tifffile "
+            f"yourself"
+        )
     data = xr.DataArray(array, dims=dims)
     if "band" not in dims:
         data = data.expand_dims(band=1)
@@ -169,7 +210,12 @@ def _as_image(
     pixel = (size[0] * step[0], size[1] * step[1]) if size else step
     for dim, px in zip(("y", "x"), pixel, strict=True):
         data = data.assign_coords({dim: (dim, px * np.arange(data.sizes[dim]), {"units": unit})})
-    data.attrs.update(pixel_size=[float(p) for p in pixel], pixel_unit=unit, slide_level=level, slide_levels=levels)
+    data.attrs.update(
+        pixel_size=[float(p) for p in pixel],
+        pixel_unit=unit,
+        slide_level=level,
+        slide_levels=levels,
+    )
     data.name = where.rstrip("/").rsplit("/", 1)[-1].split(".")[0]
     return data
 
@@ -193,7 +239,8 @@ def _tiff_pixel_size(tif: Any) -> tuple[float, float] | None:
         return float(found.group(1)), float(found.group(1))
     tags = page.tags
     if "XResolution" in tags and "YResolution" in tags and "ResolutionUnit" in tags:
-        per_unit = {2: 25400.0, 3: 10000.0}.get(int(tags["ResolutionUnit"].value))  # inch, centimetre in µm
+        # inch, centimetre in µm
+        per_unit = {2: 25400.0, 3: 10000.0}.get(int(tags["ResolutionUnit"].value))
         x, y = tags["XResolution"].value, tags["YResolution"].value
         if per_unit and x[0] and y[0]:
             return per_unit * y[1] / y[0], per_unit * x[1] / x[0]

@@ -1,15 +1,16 @@
-"""Where a writer writes: local paths and fsspec URLs, one claim per target, checks before anything is touched.
+"""Where a writer writes: local paths and fsspec URLs, one claim per target, checks before anything
+is touched.
 
-Every writer resolves its target to a :class:`Target` first; nothing is written or deleted before the
-checks here have passed:
+Every writer resolves its target to a :class:`Target` first; nothing is written or deleted before
+the checks here have passed:
 
-- a target that is (or resolves to, through symlinks) the run's input, or lies inside it or holds it, is
-  refused (:func:`check_not_an_input`);
-- an existing target is replaced only with ``overwrite`` and only when seamless_dask wrote it (the writers
-  ask :meth:`Target.exists` and check what is there);
-- a run takes an exclusive claim on its target (:func:`claim`): a second run on the same target is refused
-  with the first one's host, pid and start time; a claim whose process is gone is stale and is taken over,
-  together with the scratch files that dead run left.
+- a target that is (or resolves to, through symlinks) the run's input, or lies inside it or holds
+  it, is refused (:func:`check_not_an_input`);
+- an existing target is replaced only with ``overwrite`` and only when seamless_dask wrote it (the
+  writers ask :meth:`Target.exists` and check what is there);
+- a run takes an exclusive claim on its target (:func:`claim`): a second run on the same target is
+  refused with the first one's host, pid and start time; a claim whose process is gone is stale and
+  is taken over, together with the scratch files that dead run left.
 """
 
 from __future__ import annotations
@@ -27,14 +28,19 @@ from typing import Any
 from ..exceptions import OptionError, RasterError
 
 CLAIM_SUFFIX = ".seamless-lock"
-SCRATCH_INFIX = ".seamless-"  # every file a run leaves beside its target: <target>.seamless-<run>.<what>
-# Object stores publish an object whole or not at all: an upload that fails never shows at the target.
+SCRATCH_INFIX = (
+    ".seamless-"  # every file a run leaves beside its target: <target>.seamless-<run>.<what>
+)
+# Object stores publish an object whole or not at all: an upload that fails never shows at the
+# target.
 ATOMIC_PUT_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl"})
 
 
 @dataclass(frozen=True)
 class Target:
-    """One output location: a local path (absolute) or an fsspec URL (``s3://``, ``gs://``, ``memory://``...)."""
+    """One output location: a local path (absolute) or an fsspec URL (``s3://``, ``gs://``,
+    ``memory://``...).
+    """
 
     url: str
     storage_options: dict = field(default_factory=dict, compare=False)
@@ -48,7 +54,11 @@ class Target:
         """The fsspec filesystem holding the target (the local one for paths)."""
         import fsspec
 
-        return fsspec.url_to_fs(self.url, **self.storage_options)[0] if not self.local else fsspec.filesystem("file")
+        return (
+            fsspec.url_to_fs(self.url, **self.storage_options)[0]
+            if not self.local
+            else fsspec.filesystem("file")
+        )
 
     @property
     def path(self) -> str:
@@ -73,7 +83,8 @@ class Target:
         """A local target's folder must exist (a typo there would otherwise fail after the whole run)."""
         if self.local and not os.path.isdir(os.path.dirname(self.url)):
             raise RasterError(
-                f"the folder {os.path.dirname(self.url)!r} of output {self.url!r} does not exist: create it first"
+                f"the folder {os.path.dirname(self.url)!r} of output {self.url!r} does not exist: "
+                f"create it first"
             )
 
 
@@ -84,7 +95,9 @@ def as_target(where: str | os.PathLike, storage_options: dict | None = None) -> 
         url = url.removeprefix("file://")
     if "://" not in url:
         if storage_options:
-            raise OptionError(f"storage_options apply to URLs (s3://, gs://...), not to the local path {url!r}")
+            raise OptionError(
+                f"storage_options apply to URLs (s3://, gs://...), not to the local path {url!r}"
+            )
         return Target(os.path.abspath(url))
     return Target(url, dict(storage_options or {}))
 
@@ -102,9 +115,12 @@ def check_not_an_input(target: Target, inputs: dict[str, str], what: str = "OUTP
             continue
         theirs = input_location(location)
         if mine == theirs or _inside(mine, theirs) or _inside(theirs, mine):
-            relation = "is" if mine == theirs else ("lies inside" if _inside(mine, theirs) else "holds")
+            relation = (
+                "is" if mine == theirs else ("lies inside" if _inside(mine, theirs) else "holds")
+            )
             raise RasterError(
-                f"{what} {target.url!r} {relation} the {role} {location!r} (both resolve to {theirs!r}): writing it "
+                f"{what} {target.url!r} {relation} the {role} {location!r} (both resolve to "
+                f"{theirs!r}): writing it "
                 f"would destroy the {role}; choose another {what}"
             )
 
@@ -140,11 +156,11 @@ class Claim:
 def claim(target: Target, run: str | None = None) -> Iterator[Claim]:
     """Hold ``target`` for this run; refuse if another live run holds it.
 
-    On entry, a claim left by a process that no longer runs (on this host: its pid is gone) is taken over,
-    and the scratch files beside the target (``<target>.seamless-*``, which only a claim holder writes)
-    are removed. The claim file is removed on exit, however the run ends; a SIGKILL leaves it, and the
-    next run proves it stale as above. On another host's claim no such proof exists: the error says
-    which file to remove once that run is known to be gone.
+    On entry, a claim left by a process that no longer runs (on this host: its pid is gone) is taken
+    over, and the scratch files beside the target (``<target>.seamless-*``, which only a claim
+    holder writes) are removed. The claim file is removed on exit, however the run ends; a SIGKILL
+    leaves it, and the next run proves it stale as above. On another host's claim no such proof
+    exists: the error says which file to remove once that run is known to be gone.
     """
     target.check_parent()
     mine = Claim(
@@ -164,7 +180,9 @@ def claim(target: Target, run: str | None = None) -> Iterator[Claim]:
 
 
 def _acquire(mine: Claim) -> None:
-    record = json.dumps({"run": mine.run, "host": mine.host, "pid": mine.pid, "started": mine.started})
+    record = json.dumps(
+        {"run": mine.run, "host": mine.host, "pid": mine.pid, "started": mine.started}
+    )
     for _ in range(2):
         if _create_exclusive(mine.where, record):
             return
@@ -175,7 +193,8 @@ def _acquire(mine: Claim) -> None:
     holder = _read_claim(mine)
     who = holder.describe() if holder is not None else "a run whose claim file cannot be read"
     raise RasterError(
-        f"{mine.target.url!r} is being written by another run: {who}; wait for it to end, or, if that run is gone "
+        f"{mine.target.url!r} is being written by another run: {who}; wait for it to end, or, if "
+        f"that run is gone "
         f"(its machine was shut down), delete {mine.where.url!r} and rerun"
     )
 
@@ -189,7 +208,8 @@ def _create_exclusive(where: Target, record: str) -> bool:
         with os.fdopen(fd, "w") as f:
             f.write(record)
         return True
-    # Object stores have no portable exclusive create: check, then write (a narrow race, see docs/cluster.md).
+    # Object stores have no portable exclusive create: check, then write (a narrow race, see
+    # docs/cluster.md).
     if where.exists():
         return False
     where.fs.pipe_file(where.path, record.encode())
@@ -204,7 +224,13 @@ def _read_claim(mine: Claim) -> Claim | None:
                 found = json.load(f)
         else:
             found = json.loads(where.fs.cat_file(where.path))
-        return Claim(mine.target, str(found["run"]), str(found["host"]), int(found["pid"]), str(found["started"]))
+        return Claim(
+            mine.target,
+            str(found["run"]),
+            str(found["host"]),
+            int(found["pid"]),
+            str(found["started"]),
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

@@ -1,4 +1,6 @@
-"""``to_zarr``: one region write per chunk, a done-marker per region, resumable, only into stores it made."""
+"""``to_zarr``: one region write per chunk, a done-marker per region, resumable, only into stores it
+made.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +14,11 @@ import xarray as xr
 from dask.base import tokenize
 from dask.delayed import Delayed
 
-from .. import progress as bars
-from .. import record
-from ..dask_compat import block_keys, graph_with
+from ..cluster import progress as bars
 from ..exceptions import DimensionError, OptionError, RasterError
-from ..graph import RESUME_PLANS
+from ..graph import record
+from ..graph.build import resumed_array
+from ..graph.layers import block_keys, graph_with
 from ._target import Target, as_target, check_not_an_input, claim
 
 DONE = "_seamless/done"  # one uint8 per chunk region, 1 once written: the resume marker
@@ -62,34 +64,40 @@ def to_zarr(
     storage_options: dict | None = None,
     zarr_format: int = 2,
 ) -> int | Delayed:
-    """Write a segmentation result to a zarr store, one task per chunk, from wherever the chunk is computed.
+    """Write a segmentation result to a zarr store, one task per chunk, from wherever the chunk is
+    computed.
 
-    A template (coords, CRS, nodata as both zarr ``fill_value`` and CF ``_FillValue``, the job record) is
-    written first, then each chunk region by its own task, with no locks (zarr chunks equal the result's
-    chunks), and a done-marker per region. An existing store is never touched unless seamless_dask wrote it.
+    A template (coords, CRS, nodata as both zarr ``fill_value`` and CF ``_FillValue``, the job
+    record) is written first, then each chunk region by its own task, with no locks (zarr chunks
+    equal the result's chunks), and a done-marker per region. An existing store is never touched
+    unless seamless_dask wrote it.
 
     Parameters
     ----------
     result
-        A ``(y, x)`` labels or ``(class, y, x)`` DataArray, as :func:`~seamless_dask.segment` returns it.
+        A ``(y, x)`` labels or ``(class, y, x)`` DataArray, as :func:`~seamless_dask.segment`
+        returns it.
     store
-        A local path or an fsspec URL (``s3://bucket/labels.zarr``, ``gs://``, ``az://``, ``memory://``).
+        A local path or an fsspec URL (``s3://bucket/labels.zarr``, ``gs://``, ``az://``,
+        ``memory://``).
     resume
-        Keep the store that is there and compute only the regions whose marker is missing, after checking that
-        it was started by the same job (same input, model and options: the record ``segment`` attaches).
+        Keep the store that is there and compute only the regions whose marker is missing, after
+        checking that it was started by the same job (same input, model and options: the record
+        ``segment`` attaches).
     overwrite
         Replace the store, if it is one seamless_dask wrote.
     compute
-        ``True``: write now, on the active scheduler, under an exclusive claim on the store (a second writer
-        is refused). ``False``: return a Delayed that writes when computed; the caller then holds the target
-        (see :func:`seamless_dask.io.claim`).
+        ``True``: write now, on the active scheduler, under an exclusive claim on the store (a
+        second writer is refused). ``False``: return a Delayed that writes when computed; the caller
+        then holds the target (see :func:`seamless_dask.io.claim`).
     progress
         A tile progress bar while writing (``compute=True``).
     storage_options
         Options for the store's fsspec filesystem (credentials, endpoint).
     zarr_format
-        2 (default): what GDAL, and so QGIS, reads, with the CRS (a ``_CRS`` attribute), the geotransform (from
-        the ``x``/``y`` coordinates) and nodata (the ``fill_value``). 3 for zarr v3 readers.
+        2 (default): what GDAL, and so QGIS, reads, with the CRS (a ``_CRS`` attribute), the
+        geotransform (from the ``x``/``y`` coordinates) and nodata (the ``fill_value``). 3 for zarr
+        v3 readers.
 
     Returns
     -------
@@ -101,8 +109,9 @@ def to_zarr(
     OptionError
         ``resume`` and ``overwrite`` together, or an unknown ``zarr_format``.
     RasterError
-        The store exists without ``overwrite``/``resume``; it is not one seamless_dask wrote; it was started by
-        another job (the message lists what differs); or it is, holds or lies in the result's input.
+        The store exists without ``overwrite``/``resume``; it is not one seamless_dask wrote; it was
+        started by another job (the message lists what differs); or it is, holds or lies in the
+        result's input.
 
     Examples
     --------
@@ -118,28 +127,39 @@ def to_zarr(
     target = as_target(store, storage_options)
     if resume and overwrite:
         raise OptionError(
-            "resume=True continues the store that is there and overwrite=True replaces it: pass one of them "
+            "resume=True continues the store that is there and overwrite=True replaces it: pass "
+            "one of them "
             "(--resume or --overwrite)"
         )
     if zarr_format not in (2, 3):
-        raise OptionError(f"zarr_format must be 2 (GDAL, QGIS) or 3, got zarr_format={zarr_format!r}")
+        raise OptionError(
+            f"zarr_format must be 2 (GDAL, QGIS) or 3, got zarr_format={zarr_format!r}"
+        )
     if not compute:
         return _prepare(result, target, resume, overwrite, zarr_format)
     with claim(target):
-        written = bars.compute(_prepare(result, target, resume, overwrite, zarr_format), progress=progress)
+        written = bars.compute(
+            _prepare(result, target, resume, overwrite, zarr_format), progress=progress
+        )
         mark_complete(target.url, storage_options=target.storage_options)
     return written
 
 
-def _prepare(result: Any, target: Target, resume: bool, overwrite: bool, zarr_format: int = 2) -> Delayed:
+def _prepare(
+    result: Any, target: Target, resume: bool, overwrite: bool, zarr_format: int = 2
+) -> Delayed:
     result = as_result(result)
     check_not_an_input(target, inputs_of(result), "output")
     chunks = regular_chunks(result.data.chunks)
-    if chunks != result.data.chunks:  # a rechunk would give the result another name, and resume its plan
+    if (
+        chunks != result.data.chunks
+    ):  # a rechunk would give the result another name, and resume its plan
         result = result.chunk(dict(zip(result.dims, chunks, strict=True)))
     exists = target.exists()
     if exists and not (resume or overwrite):
-        raise RasterError(f"{target.url!r} exists: pass resume=True to finish it, or overwrite=True to replace it")
+        raise RasterError(
+            f"{target.url!r} exists: pass resume=True to finish it, or overwrite=True to replace it"
+        )
     found = our_store(target) if exists else {}
     if resume and exists:
         done = _check_resumable(target, result, chunks, found)
@@ -159,7 +179,9 @@ def _open_group(target: Target, mode: str) -> Any:
 def _open_array(target: Target, name: str, mode: str) -> Any:
     import zarr
 
-    return zarr.open_array(target.url, path=name, mode=mode, storage_options=target.storage_options or None)
+    return zarr.open_array(
+        target.url, path=name, mode=mode, storage_options=target.storage_options or None
+    )
 
 
 def mark_complete(path: str | os.PathLike, *, storage_options: dict | None = None) -> None:
@@ -167,19 +189,25 @@ def mark_complete(path: str | os.PathLike, *, storage_options: dict | None = Non
     target = as_target(path, storage_options)
     done = np.asarray(_open_array(target, DONE, "r")[...])
     if not done.all():
-        raise RasterError(f"{target.url!r} still misses {int((~done.astype(bool)).sum())} regions: resume it")
+        raise RasterError(
+            f"{target.url!r} still misses {int((~done.astype(bool)).sum())} regions: resume it"
+        )
     _open_group(target, "r+").attrs["seamless_complete"] = True
 
 
 def is_complete(path: str | os.PathLike, *, storage_options: dict | None = None) -> bool:
     """Whether a store written by :func:`to_zarr` holds every region."""
-    return bool(_open_group(as_target(path, storage_options), "r").attrs.get("seamless_complete", False))
+    return bool(
+        _open_group(as_target(path, storage_options), "r").attrs.get("seamless_complete", False)
+    )
 
 
 def as_result(result: Any) -> xr.DataArray:
     """``result`` checked to be a ``(y, x)`` or ``(class, y, x)`` DataArray, dask-backed and named."""
     if not isinstance(result, xr.DataArray):
-        raise DimensionError(f"expected the xarray.DataArray that segment() returns, got {type(result).__name__}")
+        raise DimensionError(
+            f"expected the xarray.DataArray that segment() returns, got {type(result).__name__}"
+        )
     if result.dims[-2:] != ("y", "x") or result.ndim not in (2, 3):
         raise DimensionError(f"expected dims ('y', 'x') or (class, 'y', 'x'), got {result.dims}")
     if result.chunks is None:
@@ -194,7 +222,9 @@ def job_of(result: xr.DataArray) -> dict[str, Any]:
 
 
 def inputs_of(result: xr.DataArray) -> dict[str, str]:
-    """``{"input": path or URL}`` of the raster a ``segment`` result was computed from (empty if unknown)."""
+    """``{"input": path or URL}`` of the raster a ``segment`` result was computed from (empty if
+    unknown).
+    """
     path = job_of(result).get("input", {}).get("path")
     return {"input": path} if path else {}
 
@@ -208,7 +238,8 @@ def our_store(target: Target) -> dict:
         attrs, reason = {}, f" ({type(error).__name__})"
     if LAYOUT not in attrs:
         raise RasterError(
-            f"{target.url!r} exists and is not a zarr store seamless_dask wrote{reason}: it is left as it is; "
+            f"{target.url!r} exists and is not a zarr store seamless_dask wrote{reason}: it is "
+            f"left as it is; "
             "remove it yourself, or choose another output"
         )
     return attrs
@@ -218,7 +249,8 @@ def regular_chunks(chunks: tuple[tuple[int, ...], ...]) -> tuple[tuple[int, ...]
     """Chunks on a regular grid that zarr can hold, as close to ``chunks`` as possible.
 
     segment's chunks are regular except that the last one may be longer (it holds the flush tile):
-    that chunk then covers two zarr chunks, still written by one task, so no zarr chunk has two writers.
+    that chunk then covers two zarr chunks, still written by one task, so no zarr chunk has two
+    writers.
     """
     out = []
     for axis in chunks:
@@ -235,29 +267,40 @@ def regular_chunks(chunks: tuple[tuple[int, ...], ...]) -> tuple[tuple[int, ...]
 def _write_template(
     result: xr.DataArray, target: Target, chunks: tuple[tuple[int, ...], ...], zarr_format: int = 2
 ) -> None:
-    """The store's metadata: written by xarray (its own encoding of attributes, fill value and dimension names) from
-    a one-pixel slice of ``result``, then grown to the full shape.
+    """The store's metadata: written by xarray (its own encoding of attributes, fill value and
+    dimension names) from a one-pixel slice of ``result``, then grown to the full shape.
 
-    Given the lazy result itself, xarray's ``to_zarr(compute=False)`` builds the store graph of every chunk (11.8 s
-    and 460 MB of client memory at 300,000 px); it stores no array-expr array at all.
+    Given the lazy result itself, xarray's ``to_zarr(compute=False)`` builds the store graph of
+    every chunk (11.8 s and 460 MB of client memory at 300,000 px); it stores no array-expr array at
+    all.
     """
     import zarr
 
     ydim, xdim = result.dims[-2:]
     nodata = result.attrs.get("_FillValue")
-    corner = np.full((*result.shape[:-2], 1, 1), 0 if nodata is None else nodata, dtype=result.dtype)
+    corner = np.full(
+        (*result.shape[:-2], 1, 1), 0 if nodata is None else nodata, dtype=result.dtype
+    )
     ds = result.isel({ydim: slice(0, 1), xdim: slice(0, 1)}).copy(data=corner).to_dataset()
     var = ds[result.name]
     var.encoding.update(chunks=tuple(axis[0] for axis in chunks))
-    if nodata is not None:  # in the encoding, as xarray wants it (it stays an attribute when read back)
+    if (
+        nodata is not None
+    ):  # in the encoding, as xarray wants it (it stays an attribute when read back)
         var.attrs.pop("_FillValue")
-        var.encoding.update(_FillValue=nodata, **({"fill_value": nodata} if zarr_format == 3 else {}))
+        var.encoding.update(
+            _FillValue=nodata, **({"fill_value": nodata} if zarr_format == 3 else {})
+        )
     coords = [name for name in ds.coords if {ydim, xdim} & set(ds[name].dims)]
     for name in coords:  # in one chunk each, as xarray writes them whole
         ds[name].encoding["chunks"] = tuple(result[name].shape)
-    if result.rio.crs is not None:  # GDAL's Zarr driver reads the CRS from here (and the transform from x/y)
+    if (
+        result.rio.crs is not None
+    ):  # GDAL's Zarr driver reads the CRS from here (and the transform from x/y)
         var.attrs["_CRS"] = {"wkt": result.rio.crs.to_wkt()}
-    options: dict[str, Any] = {"storage_options": target.storage_options} if target.storage_options else {}
+    options: dict[str, Any] = (
+        {"storage_options": target.storage_options} if target.storage_options else {}
+    )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
         # mode="w" replaces a store only after our_store said seamless_dask wrote it
@@ -268,18 +311,28 @@ def _write_template(
             sliced[name].resize(result[name].shape)
             sliced[name][...] = result[name].values
         zarr.consolidate_metadata(sliced.store)
-        # opened again: the group opened before consolidating would write the done array and attributes outside
-        # the consolidated metadata (tried: zarr v3 readers then lose a coordinate)
+        # opened again: the group opened before consolidating would write the done array and
+        # attributes outside the consolidated metadata (tried: zarr v3 readers then lose a
+        # coordinate)
         group = _open_group(target, "r+")
         grid = tuple(len(c) for c in chunks[-2:])
         group.create_array(DONE, shape=grid, chunks=(1, 1), dtype="uint8", fill_value=0)
         group.attrs.update(
-            {LAYOUT: _layout(result, chunks), "seamless_complete": False, record.ATTR: record.dumps(job_of(result))}
+            {
+                LAYOUT: _layout(result, chunks),
+                "seamless_complete": False,
+                record.ATTR: record.dumps(job_of(result)),
+            }
         )
 
 
 def _layout(result: xr.DataArray, chunks: tuple[tuple[int, ...], ...]) -> dict:
-    return {"name": str(result.name), "shape": list(result.shape), "dtype": str(result.dtype), "chunks": chunks}
+    return {
+        "name": str(result.name),
+        "shape": list(result.shape),
+        "dtype": str(result.dtype),
+        "chunks": chunks,
+    }
 
 
 def _check_resumable(
@@ -290,30 +343,36 @@ def _check_resumable(
 
 
 def check_same_job(target: Target, result: xr.DataArray, attrs: dict, expected: dict) -> None:
-    """Refuse to resume a store (``attrs``) of another layout than ``expected``, or started by another job."""
+    """Refuse to resume a store (``attrs``) of another layout than ``expected``, or started by another
+    job.
+    """
     found = attrs.get(LAYOUT)
     if found != json.loads(json.dumps(expected)):
         raise RasterError(
-            f"{target.url!r} was started for a result of another layout ({found}, now {expected}): resume with the "
+            f"{target.url!r} was started for a result of another layout ({found}, now "
+            f"{expected}): resume with the "
             "same image, model, tile size, overlap and chunks, or use overwrite=True"
         )
     if record.ATTR not in attrs:
         raise RasterError(
-            f"{target.url!r} has no job record (written by an older seamless_dask), so resuming it cannot be proven "
+            f"{target.url!r} has no job record (written by an older seamless_dask), so resuming "
+            f"it cannot be proven "
             "to finish the same job: use overwrite=True to write it anew"
         )
     changed = record.differences(json.loads(attrs[record.ATTR]), job_of(result))
     if changed:
         raise RasterError(
-            f"{target.url!r} was started by another job; resuming would mix two jobs' results. What differs "
-            f"(started -> now): {'; '.join(changed)}. Resume with the same input, model and options, or use "
+            f"{target.url!r} was started by another job; resuming would mix two jobs' results. "
+            f"What differs "
+            f"(started -> now): {'; '.join(changed)}. Resume with the same input, model and "
+            f"options, or use "
             "overwrite=True to write it anew"
         )
 
 
 def _zarr_writes(result: xr.DataArray, target: Target, done: np.ndarray) -> Delayed:
     """A Delayed that writes every region not ``done`` and returns how many it wrote."""
-    array = RESUME_PLANS.restricted(result.data, done) if done.any() else result.data
+    array = resumed_array(result.data, done)
     name = "seamless-zarr-" + tokenize(array.name, target.url, done)
     offsets = [np.concatenate([[0], np.cumsum(c)]) for c in array.chunks[-2:]]
     blocks = block_keys(array).reshape(array.numblocks[-2:])
@@ -333,7 +392,9 @@ def _zarr_writes(result: xr.DataArray, target: Target, done: np.ndarray) -> Dela
     return Delayed(total, graph_with(total, layer, [array]))
 
 
-def _write_region(target: Target, name: str, block: np.ndarray, region: tuple[slice, slice], index: tuple) -> int:
+def _write_region(
+    target: Target, name: str, block: np.ndarray, region: tuple[slice, slice], index: tuple
+) -> int:
     _open_array(target, name, "r+")[(Ellipsis, region[0], region[1])] = block
     # After the pixels: a marker never stands for a region that was not written.
     _open_array(target, DONE, "r+")[index] = 1

@@ -1,0 +1,122 @@
+"""How a chunk's blended sums become its output: probabilities, logits, the tiles' disagreement, or
+labels.
+
+:class:`Decision` is what the graph's tasks carry (:mod:`seamless_dask.blend.accumulate` decides a
+chunk a strip of rows at a time); every function here works pixel by pixel, so a strip's output
+equals the same rows of the whole's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from ..tiling.region import Region
+
+
+@dataclass(frozen=True)
+class Decision:
+    """How sums become the output (see :func:`decide`)."""
+
+    output: str
+    binary: bool
+    label_nodata: int | None = None
+
+    def __call__(self, sums: np.ndarray) -> np.ndarray:
+        """Decide ``sums`` (``(classes + 1, y, x)``: weighted sums, then the weight) into this output's
+        block.
+        """
+        return decide(sums, self.output, self.binary, self.label_nodata)
+
+
+def clip_to_region(
+    block: np.ndarray, region: Region, origin: tuple[int, int], decision: Decision
+) -> np.ndarray:
+    """``block`` with nodata on the pixels whose centre lies outside ``region`` (NaN for
+    probabilities).
+    """
+    inside = region.mask(*origin, block.shape[-2:])
+    if inside.all():
+        return block
+    block = block.copy()
+    block[..., ~inside] = np.nan if decision.label_nodata is None else decision.label_nodata
+    return block
+
+
+def decide(
+    sums: np.ndarray, output: str, binary: bool, label_nodata: int | None = None
+) -> np.ndarray:
+    """Normalise blended sums ``(classes + 1, h, w)`` and return the requested output.
+
+    ``"probabilities"`` and ``"logits"``: float32 ``(classes, h, w)``, NaN where no tile had data;
+    ``"uncertainty"``: float32 ``(2, h, w)``, the tiles' disagreement and the blend's entropy;
+    ``"labels"``: ``(h, w)`` class indices in :func:`label_dtype`, ``label_nodata`` where no tile
+    had data (pixels that are nodata in every band). ``binary`` (one sigmoid channel) labels p >=
+    0.5 as 1.
+    """
+    if output == "uncertainty":
+        return _uncertainty(sums, binary)
+    n_classes = sums.shape[0] - 1
+    if output == "labels":
+        if binary:
+            labels = (sums[0] >= 0.5 * sums[n_classes]).astype(np.uint8)
+        else:
+            labels = _argmax_classes(
+                sums[:n_classes], n_classes if label_nodata is None else n_classes + 1
+            )
+        if label_nodata is not None:
+            labels[sums[n_classes] == 0] = label_nodata
+        return labels
+    out = np.empty(sums[:n_classes].shape, np.float32)
+    with np.errstate(
+        invalid="ignore", divide="ignore"
+    ):  # divides in float64, writes float32: no temporary
+        return np.divide(sums[:n_classes], sums[n_classes], out=out, casting="unsafe")
+
+
+def _uncertainty(sums: np.ndarray, binary: bool) -> np.ndarray:
+    """``(2, h, w)`` float32 from sums of ``w * p``, ``w * p**2`` and ``w``: how much the tiles
+    covering each pixel disagree (their weighted variance, summed over classes) and the entropy of
+    the blend (nats).
+
+    One sigmoid channel counts as the two classes ``1 - p`` and ``p``. NaN where no tile had data.
+    """
+    n = (sums.shape[0] - 1) // 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = sums[:n] / sums[-1]
+        variance = np.clip(sums[n:-1] / sums[-1] - mean * mean, 0, None).sum(axis=0)
+        probs = np.concatenate([1 - mean, mean]) if binary else mean
+        entropy = -np.where(probs > 0, probs * np.log(probs), 0.0).sum(axis=0)
+    out = np.stack([variance * (2 if binary else 1), entropy]).astype(np.float32)
+    out[:, sums[-1] == 0] = np.nan
+    return out
+
+
+def _argmax_classes(scores: np.ndarray, n_values: int) -> np.ndarray:
+    """``np.argmax(scores, axis=0)`` (first class wins ties), one pass per class.
+
+    numpy's argmax over the leading axis of a ``(classes, h, w)`` array strides across memory: for
+    2 x 2048 x 2048 float64 it took 1.2 s, this 0.06 s.
+    """
+    best = scores[0].copy()
+    index = np.zeros(best.shape, dtype=label_dtype(n_values))
+    for c in range(1, len(scores)):
+        better = scores[c] > best
+        index[better] = c
+        np.maximum(best, scores[c], out=best)
+    return index
+
+
+def label_dtype(n_classes: int) -> np.dtype:
+    """The smallest unsigned integer dtype that holds values ``0 .. n_classes - 1``.
+
+    With a nodata value, ask for ``n_classes + 1`` values: nodata is the dtype's maximum (255 for
+    uint8).
+    """
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if n_classes - 1 <= np.iinfo(dtype).max:
+            return np.dtype(dtype)
+    return np.dtype(np.uint64)

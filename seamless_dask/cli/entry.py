@@ -1,0 +1,454 @@
+"""The ``seamless-dask`` command line: a thin front over the Python API.
+
+User mistakes end with a one-line error and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from ..exceptions import ModelError, SeamlessError, SeamlessWarning
+from ..options import ACTIVATIONS, AMP_MODES, OUTPUTS, TTA_MODES, WEIGHTS_KINDS
+from . import commands as handlers
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that the same clean-up runs as for Ctrl-C (SIGINT)."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``seamless-dask`` command line on ``argv`` (default: ``sys.argv[1:]``); return the exit
+    status.
+    """
+    arguments = parser()
+    args = arguments.parse_args(argv)
+    restore = _handle_sigterm()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", SeamlessWarning)
+            warnings.showwarning = _show_warning
+            args.run(args)
+    except ModelError as error:  # the model's code tried to exit: its fault, not the command line's
+        return _fail(error, 1)
+    except SeamlessError as error:
+        return _fail(error, 2)
+    except KeyboardInterrupt as interrupt:
+        what = "terminated" if isinstance(interrupt, Terminated) else "interrupted"
+        print(
+            f"seamless-dask: {what}; nothing incomplete was left at OUTPUT: rerun it (a .zarr: "
+            f"with --resume)",
+            file=sys.stderr,
+        )
+        return 143 if isinstance(interrupt, Terminated) else 130
+    except Exception as error:
+        if getattr(args, "debug", False):
+            raise
+        # Not ours: most often the model itself (wrong input size, out of memory). One line, then
+        # exit 1.
+        return _fail(error, 1, prefix=f"{type(error).__name__}: ")
+    finally:
+        restore()
+    return 0
+
+
+def _show_warning(  # noqa: PLR0917  (warnings.showwarning's own signature)
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """Our warnings as one line, ``seamless-dask: warning: ...``; others as Python shows them."""
+    if issubclass(category, SeamlessWarning):
+        print(f"seamless-dask: warning: {message}", file=sys.stderr)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno))
+
+
+def _handle_sigterm() -> Any:
+    """Turn SIGTERM (a cluster's or a scheduler's stop) into :class:`Terminated` while a command runs."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    return lambda: signal.signal(signal.SIGTERM, previous)
+
+
+def _fail(error: BaseException, status: int, prefix: str = "") -> int:
+    message = " ".join(str(error).split()) or type(error).__name__
+    notes = " ".join(getattr(error, "__notes__", []))
+    print(
+        f"seamless-dask: error: {prefix}{message}{' (' + notes + ')' if notes else ''}",
+        file=sys.stderr,
+    )
+    return status
+
+
+def parser() -> argparse.ArgumentParser:
+    """The ``seamless-dask`` argument parser, every command and flag (the docs' synopsis is checked against it)."""
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="seamless-dask", description="Seamless tiled segmentation of huge images."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    plan = commands.add_parser(
+        "plan", help="show the tile grid and chunk plan for an image size, reading no pixels"
+    )
+    plan.add_argument("height", type=int)
+    plan.add_argument("width", type=int)
+    plan.add_argument("--tile-size", type=int, default=256)
+    plan.add_argument("--overlap", type=int, default=64)
+    plan.add_argument("--chunks", type=int, default=2048, help="target pixels per chunk side")
+    plan.add_argument(
+        "--classes", type=int, default=2, help="model output channels, for the memory estimate"
+    )
+    plan.add_argument("--bands", type=int, default=3, help="input bands, for the memory estimate")
+    plan.add_argument("--dtype", default="uint8", help="input dtype, for the memory estimate")
+    plan.add_argument(
+        "--weights", default="trim", choices=WEIGHTS_KINDS, help="trust map, for the halo strips"
+    )
+    plan.add_argument(
+        "--gpu-workers", type=int, default=0, help="model workers, for the scheduler's load"
+    )
+    plan.add_argument(
+        "--tiles-per-second", type=float, default=100.0, help="one model worker's speed"
+    )
+    plan.set_defaults(run=handlers.plan)
+
+    _add_segment(commands)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="IoU, Dice, precision, recall of a class map against the truth"
+    )
+    evaluate.add_argument(
+        "prediction", metavar="PRED", help="a written class map (COG, GeoTIFF or zarr)"
+    )
+    evaluate.add_argument("truth", metavar="TRUTH", help="the reference labels, on the same grid")
+    evaluate.add_argument("--num-classes", type=int, required=True)
+    evaluate.add_argument(
+        "--ignore-index", type=int, default=None, help="a truth value to leave out"
+    )
+    evaluate.add_argument("--json", action="store_true", help="print the scores as JSON")
+    evaluate.set_defaults(run=handlers.evaluate)
+
+    k8s = commands.add_parser(
+        "k8s",
+        help="print Kubernetes manifests (dask operator) for a cluster of GPU workers, or a job on one",
+        description="Print a DaskCluster of GPU workers (kubectl apply -f -), or with --job INPUT OUTPUT ... a "
+        "DaskJob that starts the cluster, runs `seamless-dask segment` on it and tears it down; "
+        "then a "
+        "NetworkPolicy that lets only the cluster's own pods, its clients and the operator reach "
+        "it. Needs the "
+        "kubernetes extra: pip install 'seamless_dask[kubernetes]'.",
+    )
+    k8s.add_argument("--name", default="seamless", help="cluster name (a DNS label)")
+    k8s.add_argument("--image", default=None, help="the image built from deployment/Dockerfile")
+    k8s.add_argument("--gpu-workers", type=int, default=2, help="worker pods, one GPU each")
+    k8s.add_argument("--worker-threads", type=int, default=4, help="dask threads per worker")
+    k8s.add_argument("--worker-memory", default="32Gi")
+    k8s.add_argument("--worker-cpu", default="8")
+    k8s.add_argument(
+        "--node-selector", action="append", default=[], metavar="KEY=VALUE", help="GPU node label"
+    )
+    k8s.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="environment for all pods (no secrets)",
+    )
+    k8s.add_argument(
+        "--secret-env",
+        action="append",
+        default=[],
+        metavar="NAME=SECRET:KEY",
+        help="environment for all pods from key KEY of the Kubernetes Secret SECRET",
+    )
+    k8s.add_argument(
+        "--env-from-secret",
+        action="append",
+        default=[],
+        metavar="SECRET",
+        help="every key of SECRET as environment",
+    )
+    k8s.add_argument(
+        "--tls-secret",
+        metavar="SECRET",
+        help="a Secret with ca.crt, tls.crt, tls.key: the cluster speaks tls:// only",
+    )
+    k8s.add_argument(
+        "--client-label",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="label of pods (a notebook) the NetworkPolicy lets reach the cluster (default seamless-dask/client=true)",
+    )
+    k8s.add_argument(
+        "--job",
+        nargs=argparse.REMAINDER,
+        metavar="SEGMENT_ARGS",
+        help="INPUT OUTPUT --model SPEC ... (last)",
+    )
+    k8s.set_defaults(run=handlers.k8s)
+
+    demo = commands.add_parser(
+        "demo", help="segment a synthetic scene naively and seamlessly; write seams.png"
+    )
+    demo.add_argument("--out", default="demo-output")
+    demo.add_argument("--size", type=int, default=1024)
+    demo.set_defaults(run=handlers.demo)
+    return parser
+
+
+def _add_segment(commands: Any) -> None:
+    seg = commands.add_parser(
+        "segment",
+        help="segment a raster or slide into a COG (.tif), an OME-Zarr (.ome.zarr) or a zarr store (.zarr)",
+        description="Segment INPUT (GeoTIFF/COG, zarr, netCDF; slides: OME-Zarr, OME-TIFF, SVS, NDPI) with a model, "
+        "seamlessly, and write OUTPUT: a Cloud-Optimized GeoTIFF when it ends in .tif/.tiff, an "
+        "OME-Zarr pyramid "
+        "when it ends in .ome.zarr, a zarr store when it ends in .zarr. With --label-name, OUTPUT "
+        "is left out and "
+        "the labels go into INPUT's (an OME-Zarr's) labels/NAME group.",
+    )
+    seg.add_argument("input", metavar="INPUT")
+    seg.add_argument("output", metavar="OUTPUT", nargs="?")
+    seg.add_argument(
+        "--model", required=True, metavar="SPEC", help="'pkg.module:factory' or a TorchScript file"
+    )
+    seg.add_argument("--tile-size", type=int, default=256, metavar="N")
+    seg.add_argument("--overlap", type=int, default=64, metavar="N")
+    seg.add_argument("--batch-size", type=int, default=8, metavar="N")
+    seg.add_argument(
+        "--output", dest="kind", choices=[o for o in OUTPUTS if o != "logits"], default="labels"
+    )
+    seg.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    seg.add_argument(
+        "--chunks", type=int, default=None, metavar="N", help="pixels per chunk side (default 2048)"
+    )
+    seg.add_argument(
+        "--bands", type=_int_list, default=None, metavar="B,B,..", help="1-based bands, e.g. 3,2,1"
+    )
+    seg.add_argument(
+        "--level",
+        type=int,
+        default=0,
+        metavar="N",
+        help="INPUT's pyramid level (default 0: full size)",
+    )
+    seg.add_argument(
+        "--class-names", type=_names, default=None, metavar="A,B,..", help="one name per class"
+    )
+    seg.add_argument(
+        "--palette",
+        type=_names,
+        default=None,
+        metavar="#RGB,..",
+        help="one #rrggbb colour per class",
+    )
+    seg.add_argument(
+        "--label-name", default=None, metavar="NAME", help="write into INPUT's OME-Zarr labels/NAME"
+    )
+    seg.add_argument(
+        "--variable",
+        default=None,
+        metavar="NAME",
+        help="the variable of a zarr/netCDF INPUT to segment",
+    )
+    seg.add_argument(
+        "--normalize",
+        type=_normalize,
+        default=None,
+        metavar="MEAN/STD",
+        help="imagenet, or e.g. 123,116,103/58,57,57",
+    )
+    seg.add_argument(
+        "--activation", choices=[*(a for a in ACTIVATIONS if a), "none"], default="softmax"
+    )
+    seg.add_argument(
+        "--num-classes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="model outputs (default: probe once)",
+    )
+    seg.add_argument("--weights", default="trim", choices=WEIGHTS_KINDS)
+    seg.add_argument(
+        "--tta",
+        choices=[m for m in TTA_MODES if m],
+        default=None,
+        help="test-time augmentation views",
+    )
+    seg.add_argument(
+        "--head", default=None, help="another output of the model (a dict key such as aux)"
+    )
+    seg.add_argument(
+        "--amp", choices=[m for m in AMP_MODES if m], default=None, help="mixed precision on CUDA"
+    )
+    seg.add_argument(
+        "--region",
+        metavar="GEOJSON",
+        default=None,
+        help="segment only this area (default CRS EPSG:4326)",
+    )
+    seg.add_argument(
+        "--region-crs", metavar="CRS", default=None, help="the CRS of --region, e.g. EPSG:32631"
+    )
+    seg.add_argument(
+        "--nodata",
+        type=_nodata,
+        default="auto",
+        metavar="V",
+        help="auto (from INPUT), none, or a number",
+    )
+    seg.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="a dask scheduler, e.g. tcp://10.0.0.5:8786 or tls://...; or threads (no cluster); default: a local "
+        "cluster",
+    )
+    seg.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="seconds to reach --scheduler (default 30)",
+    )
+    seg.add_argument(
+        "--worker-wait",
+        type=float,
+        default=300.0,
+        metavar="S",
+        help="seconds to wait for a first worker to join",
+    )
+    seg.add_argument(
+        "--tls-ca-file", metavar="PEM", help="TLS: the CA of a tls:// cluster (or of the local one)"
+    )
+    seg.add_argument("--tls-cert", metavar="PEM", help="TLS: this client's certificate")
+    seg.add_argument("--tls-key", metavar="PEM", help="TLS: this client's private key")
+    seg.add_argument("--resume", action="store_true", help="finish an interrupted .zarr output")
+    seg.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    seg.add_argument(
+        "--quicklook", metavar="PNG", help="also write a quicklook PNG beside the input"
+    )
+    seg.add_argument("--no-progress", dest="progress", action="store_false")
+    seg.add_argument(
+        "--trust-model",
+        action="store_true",
+        help="load a torch.export .pt2 model file, which runs code as it loads (pickle): only files you trust",
+    )
+    seg.add_argument("--debug", action="store_true", help="show tracebacks")
+    seg.set_defaults(run=_segment)
+
+
+def _segment(args: argparse.Namespace) -> None:
+    from ..exceptions import OptionError
+    from .job import SegmentRequest, TLSFiles, run_segment
+
+    tls_args = (args.tls_ca_file, args.tls_cert, args.tls_key)
+    if any(tls_args) and not all(tls_args):
+        raise OptionError(
+            "TLS needs all of --tls-ca-file, --tls-cert and --tls-key, got only some of them"
+        )
+
+    if (args.output is None) == (args.label_name is None):
+        raise OptionError(
+            "give OUTPUT, or --label-name NAME to write the labels into INPUT's OME-Zarr "
+            "labels/NAME group, not both"
+            if args.output
+            else "OUTPUT is missing: give the file to write (.tif, .ome.zarr, .zarr), or --label-name NAME"
+        )
+    request = SegmentRequest(
+        source=args.input,
+        target=args.output or args.input,
+        label_name=args.label_name,
+        level=args.level,
+        class_names=args.class_names,
+        palette=args.palette,
+        model=args.model,
+        tile_size=args.tile_size,
+        overlap=args.overlap,
+        batch_size=args.batch_size,
+        output=args.kind,
+        device=args.device,
+        chunks=args.chunks,
+        bands=args.bands,
+        variable=args.variable,
+        normalize=args.normalize,
+        activation=None if args.activation == "none" else args.activation,
+        weights=args.weights,
+        tta=args.tta,
+        head=args.head,
+        amp=args.amp,
+        region=args.region,
+        region_crs=args.region_crs,
+        num_classes=args.num_classes,
+        nodata=args.nodata,
+        scheduler=args.scheduler,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        quicklook=args.quicklook,
+        progress=args.progress,
+        trust_model=args.trust_model,
+        tls=TLSFiles(*tls_args) if all(tls_args) else None,
+        connect_timeout=args.connect_timeout,
+        worker_wait=args.worker_wait,
+    )
+    print(run_segment(request).summary())
+
+
+def _names(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated names like background,tumour, got {text!r}"
+        )
+    return names
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated band numbers like 3,2,1, got {text!r}"
+        ) from None
+
+
+def _normalize(text: str) -> tuple[list[float], list[float]] | str:
+    if text == "imagenet":
+        return text
+    try:
+        mean, std = text.split("/")
+        return [float(v) for v in mean.split(",")], [float(v) for v in std.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected MEAN/STD like 123.7,116.3,103.5/58.4,57.1,57.4, got {text!r}"
+        ) from None
+
+
+def _nodata(text: str) -> float | str | None:
+    if text in ("auto", "none"):
+        return None if text == "none" else "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto, none or a number, got {text!r}") from None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,262 @@
+"""One whole job, raster file in, raster file out: what ``seamless-dask segment`` runs.
+
+Every check that can fail on user input runs before any pixel is computed, so a mistake costs
+seconds: paths (no output may be, hold or lie in an input or another output; an existing output is
+replaced only if seamless_dask wrote it), the model spec, the tiling, the scheduler (reached within
+a bounded time, with workers). The run holds an exclusive claim on its output, and reports it only
+once it is complete (a COG is moved into place after validation, a zarr store is marked complete
+after its last region).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..cluster.connect import TLSFiles, job_scheduler
+from ..exceptions import OptionError, RasterError
+from ..options import AMP, TTA, Activation, Output, WeightsKind
+
+COG_SUFFIXES = (".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class SegmentRequest:
+    """A segmentation job: source raster, model, tiling, output file and how to run it."""
+
+    source: str
+    target: str
+    model: str
+    label_name: str | None = (
+        None  # write into the source OME-Zarr's labels/<label_name>, target is the source
+    )
+    level: int = 0
+    class_names: list[str] | None = None
+    palette: list[str] | None = None
+    tile_size: int = 256
+    overlap: int = 64
+    batch_size: int = 8
+    output: Output = "labels"
+    device: str = "auto"
+    chunks: int | None = None
+    bands: list[int] | None = None
+    variable: str | None = None
+    normalize: tuple[Any, Any] | None = None
+    activation: Activation | None = "softmax"
+    weights: WeightsKind = "trim"
+    tta: TTA | None = None
+    head: str | None = None
+    amp: AMP | None = None
+    region: str | None = (
+        None  # a GeoJSON file; its CRS is region_crs, else the file's (RFC 7946: EPSG:4326)
+    )
+    region_crs: str | None = None
+    num_classes: int | None = None
+    nodata: float | str | None = "auto"
+    scheduler: str | None = None
+    resume: bool = False
+    overwrite: bool = False
+    quicklook: str | None = None
+    progress: bool = True
+    trust_model: bool = False
+    tls: TLSFiles | None = None
+    connect_timeout: float | None = (
+        None  # seconds to reach a scheduler; None: dask's distributed.comm.timeouts.connect
+    )
+    worker_wait: float = 300.0  # seconds to wait for a first worker on a scheduler that has none
+
+    @property
+    def kind(self) -> str:
+        """``"cog"``, ``"ome-zarr"`` or ``"zarr"``, from the target's suffix (``"labels"`` with a label
+        name).
+        """
+        target = self.target.rstrip("/").lower()
+        if self.label_name is not None:
+            return "labels"
+        if target.endswith(COG_SUFFIXES):
+            return "cog"
+        if target.endswith(".ome.zarr"):
+            return "ome-zarr"
+        if target.endswith(".zarr"):
+            return "zarr"
+        raise RasterError(
+            f"output {self.target!r} must end in .tif/.tiff (a Cloud-Optimized GeoTIFF), "
+            f".ome.zarr (an OME-Zarr "
+            "pyramid) or .zarr (a zarr store)"
+        )
+
+
+@dataclass
+class SegmentReport:
+    """What a job wrote."""
+
+    target: str
+    shape: tuple[int, ...]
+    dtype: str
+    nodata: Any
+    crs: Any
+    tiles: int | None  # None: not counted (--no-progress)
+    seconds: float
+    quicklook: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """One line saying what the run does, for the log."""
+        size = " x ".join(str(s) for s in self.shape)
+        line = (
+            f"wrote {self.target}: {size} {self.dtype}, nodata {self.nodata}, CRS {self.crs}; "
+            + (f"{self.tiles} tiles in " if self.tiles is not None else "in ")
+            + f"{self.seconds:.1f} s"
+        )
+        if self.quicklook:
+            line += f"; quicklook {self.quicklook}"
+        return "\n".join([line, *self.notes])
+
+
+def run_segment(request: SegmentRequest) -> SegmentReport:
+    """Check, open, segment, write and (optionally) draw a quicklook; return what was written."""
+    from .. import io
+    from ..model.runner import ModelRunner, RunnerConfig
+    from ..tiling.grid import TileGrid
+    from ..viz import quicklook as viz
+
+    start = time.perf_counter()
+    if request.label_name is None:
+        target = io.as_target(request.target)
+    else:  # INPUT's labels/NAME: checked to be an OME-Zarr image first
+        target = io.labels_target(io.as_target(request.source), request.label_name)
+    _check_paths(request, target)
+    # lazy: segment reads its own windows
+    image = io.open_raster(
+        request.source, bands=request.bands, variable=request.variable, level=request.level
+    )
+    # Mistakes in the model spec or the tiling fail now, before any cluster starts.
+    TileGrid((image.sizes["y"], image.sizes["x"]), request.tile_size, request.overlap)
+    ModelRunner(request.model, RunnerConfig(device="cpu", trust_model=request.trust_model)).check()
+    with io.claim(target) as held, job_scheduler(request):
+        result, tiles = _write(request, image, target, held.run)
+    report = SegmentReport(
+        target=request.target,
+        shape=tuple(result.shape),
+        dtype=str(result.dtype),
+        nodata=result.rio.nodata,
+        crs=result.rio.crs,
+        tiles=tiles,
+        seconds=time.perf_counter() - start,
+    )
+    if request.quicklook:
+        report.quicklook = str(viz.quicklook(target.url, request.quicklook, image=request.source))
+    return report
+
+
+def _write(request: SegmentRequest, image: Any, target: Any, run: str) -> tuple[Any, int | None]:
+    """Segment ``image`` and write it to ``target``, on the scheduler in use; the run holds the claim."""
+    from .. import io
+    from ..cluster import progress
+    from ..segment import segment
+
+    result = (
+        segment(  # inside: with a cluster, model tasks get its resources (GPU=1) when it has GPUs
+            image,
+            request.model,
+            tile_size=request.tile_size,
+            overlap=request.overlap,
+            batch_size=request.batch_size,
+            output=request.output,
+            device=request.device,
+            chunks=request.chunks,
+            normalize=request.normalize,
+            activation=request.activation,
+            weights=request.weights,
+            num_classes=request.num_classes,
+            nodata=request.nodata,
+            trust_model=request.trust_model,
+            tta=request.tta,
+            head=request.head,
+            amp=request.amp,
+            class_names=request.class_names,
+            palette=request.palette,
+            **_region_options(request),
+        )
+    )
+    resume, overwrite = request.resume, request.overwrite
+    writes: Any
+    if request.kind == "cog":
+        writes = io.to_cog(result, target.url, overwrite=request.overwrite, compute=False, run=run)
+    elif request.kind in ("ome-zarr", "labels"):
+        store = request.source if request.label_name else target.url
+        writes = io.to_ome_zarr(
+            result,
+            store,
+            label_name=request.label_name,
+            resume=resume,
+            overwrite=overwrite,
+            compute=False,
+        )
+    else:
+        writes = io.to_zarr(result, target.url, resume=resume, overwrite=overwrite, compute=False)
+    # the plan's count, one number a chunk; nothing at all is counted with --no-progress
+    tiles = sum(progress.tile_counts(writes).values()) if request.progress else None
+    try:
+        progress.compute(writes, progress=request.progress)
+    except BaseException:
+        if request.kind == "cog":
+            io.discard_partial_cog(target.url, run=run)
+        raise
+    if request.kind == "zarr":
+        io.mark_complete(target.url)
+    elif request.kind in ("ome-zarr", "labels"):
+        io.mark_ome_zarr_complete(target.url)
+    return result, tiles
+
+
+def _check_paths(request: SegmentRequest, target: Any) -> None:
+    """Refuse, before anything is opened, outputs that would destroy an input or each other."""
+    from .. import io
+
+    kind = request.kind
+    if request.resume and request.overwrite:
+        raise OptionError(
+            "--resume finishes the output that is there and --overwrite replaces it: pass one of "
+            "them"
+        )
+    if request.resume and kind == "cog":
+        raise OptionError(
+            f"--resume works with .zarr outputs, not {target.url!r}: write a .zarr, or drop "
+            f"--resume"
+        )
+    inputs = {"INPUT": request.source}
+    if os.path.isfile(request.model):
+        inputs["model file"] = request.model
+    # labels/NAME lies in INPUT by design: to_ome_zarr checks that nothing but that group is written
+    io.check_not_an_input(target, {} if kind == "labels" else inputs, "OUTPUT")
+    target.check_parent()
+    if target.exists() and not (request.overwrite or request.resume):
+        raise RasterError(
+            f"OUTPUT {target.url!r} exists: pass --overwrite to replace it, or --resume to finish "
+            f"a .zarr"
+        )
+    if request.quicklook:
+        if "://" in request.quicklook:
+            raise OptionError(
+                f"--quicklook writes a local PNG, got the URL {request.quicklook!r}: give a local "
+                f"path"
+            )
+        quick = io.as_target(request.quicklook)
+        io.check_not_an_input(quick, {**inputs, "OUTPUT": request.target}, "--quicklook")
+        if not os.path.isdir(os.path.dirname(quick.url)):
+            raise RasterError(
+                f"the folder of --quicklook {request.quicklook!r} does not exist: create it first"
+            )
+
+
+def _region_options(request: SegmentRequest) -> dict[str, Any]:
+    """``region``/``region_crs`` for ``segment`` from the request's GeoJSON file (read once, here)."""
+    if request.region is None:
+        return {}
+    from ..tiling.region import read_geojson
+
+    geometry, crs = read_geojson(request.region)
+    return {"region": geometry, "region_crs": request.region_crs or crs}

@@ -1,0 +1,144 @@
+"""Progress in tiles: how many grid tiles have been through the model, on any dask scheduler.
+
+``compute(obj, progress=True)`` runs a lazy ``segment`` result or a writer's Delayed with a tqdm bar
+counting tiles. Local schedulers (threads, processes) report each stage-1 task as it ends, through a
+dask callback. On a ``distributed`` cluster, the :class:`TileEvents` scheduler plugin (registered
+with the other scheduler plugins, see :func:`seamless_dask.cluster.ensure_scheduler_plugins`) logs
+an event each time a stage-1 task's result is in memory, and the client follows that topic: it also
+works in a notebook attached to a remote cluster. Stage-1 tasks fused with their output task count
+too (:func:`keys.inference_key`).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import Any
+
+import dask
+from dask.callbacks import Callback
+
+from ..graph import keys
+from ..graph.build import planned_tiles
+from . import waves
+
+
+def tile_counts(obj: Any) -> dict[Any, int]:
+    """``{stage-1 key: tiles it runs}`` for every seamless_dask inference task in ``obj``'s graph,
+    as the plan counts them (:func:`seamless_dask.graph.build.planned_tiles`): one entry a chunk.
+    """
+    return planned_tiles(obj)
+
+
+def compute(obj: Any, *, progress: bool = True, description: str = "tiles") -> Any:
+    """``dask.compute(obj)[0]`` for a writer's Delayed, with a progress bar in tiles when
+    ``progress`` and a terminal or notebook. On a distributed cluster it is submitted a band of
+    chunk rows at a time (:mod:`seamless_dask.cluster.waves`), so that the scheduler never holds the
+    whole scene's graph.
+    """
+    client = _client()
+    if client is None:
+        if not progress:
+            return dask.compute(obj)[0]
+        with _TileBar(tile_counts(obj), description):
+            return dask.compute(obj)[0]
+    if not progress:
+        return waves.compute(client, obj)
+    return _compute_distributed(client, obj, tile_counts(obj), description)
+
+
+def _client() -> Any:
+    """The distributed client dask computes on now (``None`` when dask's config names another
+    scheduler).
+    """
+    try:
+        from distributed import get_client
+
+        client = get_client()
+    except (ImportError, ValueError):
+        return None
+    return client if dask.base.get_scheduler() == client.get else None
+
+
+def _bar(total: int, description: str) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=total,
+        unit="tile",
+        desc=description,
+        file=sys.stderr,
+        dynamic_ncols=True,
+        mininterval=0.5,
+    )
+
+
+class _Counter:
+    """Advances a bar once per stage-1 key of ``counts``, by that key's tiles (twice-reported keys
+    once).
+    """
+
+    def __init__(self, counts: dict[Any, int], bar: Any) -> None:
+        self.counts, self.bar = counts, bar
+        self.seen: set[Any] = set()
+        self.lock = threading.Lock()
+
+    def all_done(self) -> None:
+        """The run succeeded: a graph of one chunk ran its tiles even if no key said so (dask fuses
+        its stage-1 task with the output task and what follows, name and all; with more chunks each
+        output block also waits for its neighbours' halos, so stage-1 tasks keep their names and are
+        counted one by one).
+        """
+        with self.lock:
+            if len(self.counts) == 1 and not self.seen:
+                self.bar.update(sum(self.counts.values()))
+                self.seen.update(self.counts)
+
+    def done(self, key: Any) -> None:
+        stage1 = keys.inference_key(key)
+        with self.lock:
+            if stage1 in self.counts and stage1 not in self.seen:
+                self.seen.add(stage1)
+                self.bar.update(self.counts[stage1])
+
+
+class _TileBar(Callback):
+    """A dask callback (local schedulers) that advances a bar by each stage-1 task's tile count."""
+
+    def __init__(self, counts: dict[Any, int], description: str) -> None:
+        super().__init__()
+        self.counts, self.description = counts, description
+        self.counter: _Counter | None = None
+
+    def _start(self, dsk: Any) -> None:
+        self.counter = _Counter(self.counts, _bar(sum(self.counts.values()), self.description))
+
+    def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
+        if self.counter is not None:
+            self.counter.done(key)
+
+    def _finish(self, dsk: Any, state: Any, errored: bool) -> None:
+        if self.counter is not None:
+            if not errored:
+                self.counter.all_done()
+            self.counter.bar.close()
+
+
+def _compute_distributed(client: Any, obj: Any, counts: dict[Any, int], description: str) -> Any:
+    """Compute on the cluster; the bar follows :class:`TileEvents` events for this graph's stage-1
+    keys.
+    """
+    with _bar(sum(counts.values()), description) as bar:
+        counter = _Counter(counts, bar)
+
+        def on_event(event: Any) -> None:
+            _, key = event
+            counter.done(tuple(key) if isinstance(key, list) else key)
+
+        client.subscribe_topic(keys.TILE_TOPIC, on_event)
+        try:
+            result = waves.compute(client, obj)
+            counter.all_done()
+            return result
+        finally:
+            client.unsubscribe_topic(keys.TILE_TOPIC)

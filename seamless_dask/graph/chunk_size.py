@@ -1,0 +1,74 @@
+"""How large a ``segment`` graph's chunks are: ``chunks=``, a dask image's own, 2048 px for a lazily
+read raster, a third of the side for an image in memory; and the most chunks one graph may have on
+dask's array-expr engine.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import dask.array as da
+import xarray as xr
+
+from ..exceptions import DimensionError
+from ..tiling.grid import ChunkPlan, Pair, TileGrid
+from .layers import array_expr
+
+DEFAULT_CHUNK = 2048
+IN_MEMORY_CHUNK = 1024
+# array-expr only: its graph holds about 12 kB per chunk in this process, 60,000 is 0.7 GB
+MAX_CHUNKS = 60_000
+
+
+def check_plannable(chunk_plan: ChunkPlan) -> None:
+    """On dask's array-expr engine, refuse before anything is built a scene whose graph would not
+    fit in this process: that engine takes a hand-built graph only as a whole dict
+    (:func:`dask_compat.new_array`), about 12 kB a chunk. The legacy engine makes a chunk's tasks
+    only when they are computed: no limit.
+    """
+    grid = chunk_plan.grid
+    n_chunks = (len(chunk_plan.y_bounds) - 1) * (len(chunk_plan.x_bounds) - 1)
+    if n_chunks <= MAX_CHUNKS or not array_expr():
+        return
+    h, w = grid.shape
+    # the lattice rounds chunks
+    side = math.sqrt(h * w / n_chunks) * math.sqrt(n_chunks / MAX_CHUNKS) * 1.05
+    fits = 1024 * math.ceil(side / 1024)
+    raise DimensionError(
+        f"the scene is {h} x {w} px in {n_chunks:,} chunks of the plan, more than the "
+        f"{MAX_CHUNKS:,} chunks one graph "
+        "is planned with on dask's array-expr engine (all its tasks held in this process before "
+        "any pixel is read): "
+        "use dask's default array engine (dask.config.set({'array.query-planning': False}) before "
+        "dask.array is "
+        f"imported), larger chunks (chunks={fits} fits), or segment it window by window, e.g. "
+        "segment(data[:, y0:y1, x0:x1], ...), each window written to its own region"
+    )
+
+
+def chunk_target(image: Any, chunks: Pair | None, batch_size: int, grid: TileGrid) -> Pair:
+    """Pixels per chunk side: ``chunks=``, else a dask image's own chunks, else 2048 for a lazily
+    read raster (fewer, larger windows read), else, for an image in memory, :func:`in_memory_chunk`
+    per axis.
+    """
+    if chunks is not None:
+        return chunks
+    if isinstance(image, da.Array):
+        return image.chunks[1][0], image.chunks[2][0]
+    if isinstance(image, xr.Variable):
+        return DEFAULT_CHUNK, DEFAULT_CHUNK
+    y, x = grid.y, grid.x
+    return in_memory_chunk(y.size, y.stride, batch_size), in_memory_chunk(
+        x.size, x.stride, batch_size
+    )
+
+
+def in_memory_chunk(side: int, stride: int, batch_size: int) -> int:
+    """Default chunk side for an image already in memory: at least three chunks per side up to 1024
+    px, so that every core has a chunk to work on while the others blend (one chunk for the whole
+    image runs one model call at a time: ``benchmarks/threads.py``), but never fewer tiles than two
+    batches.
+    """
+    two_batches = stride * math.ceil(math.sqrt(2 * batch_size))
+    return max(two_batches, min(IN_MEMORY_CHUNK, -(-side // 3)))

@@ -1,0 +1,221 @@
+"""Model specs and loading: what a user may give as a model, and how each process loads it, once.
+
+A model may be a ``torch.nn.Module``, a TorchScript module or file, a ``torch.export`` ``.pt2`` file
+(only with ``trust_model=True``: loading it unpickles), any callable taking an NCHW float32 batch,
+or an import string ``"pkg.module:factory"`` (the factory is called with no arguments; an attribute
+that already is a module is used as is). String specs are loaded once per process and device; an
+in-memory model reaches workers once, by token (:func:`register_model`, used by
+:func:`seamless_dask.cluster.shareable`). User code that calls ``sys.exit`` while loading is a
+:class:`~seamless_dask.exceptions.ModelError`, never the end of the run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dask.base import tokenize
+
+from ..exceptions import ModelError, ModelSpecError
+
+TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".torchscript", ".jit")
+
+_LOADED: dict[tuple[str, str, bool], Callable] = {}
+_LOAD_LOCK = threading.Lock()
+_REGISTERED: dict[
+    str, Any
+] = {}  # in-memory models sent to this process by token (see cluster.shareable)
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    """A model spec that is only a token: the model itself reached this process once, by
+    ``register_model``.
+    """
+
+    token: str
+    kind: str = "model"
+
+
+def register_model(token: str, model: Any) -> None:
+    """Make ``model`` available to runners in this process whose spec is ``RegisteredModel(token)``."""
+    _REGISTERED[token] = model
+
+
+def checked_spec(model: Any) -> Any:
+    """``model`` checked to be a spec ``ModelRunner`` can load, or a ModelSpecError naming the forms it
+    takes.
+    """
+    if isinstance(model, os.PathLike):
+        return os.fspath(model)
+    if isinstance(model, (str, RegisteredModel)) or callable(model):
+        return model
+    raise ModelSpecError(
+        f"model must be a torch.nn.Module, a TorchScript file, a callable or an import string "
+        f"'pkg.module:factory', got {type(model).__name__}"
+    )
+
+
+def spec_token(spec: Any) -> str:
+    """A short token for a model spec: the string, or an in-memory model's identity and parameter
+    versions.
+    """
+    return tokenize(_spec_identity(spec))
+
+
+def _spec_identity(spec: Any) -> tuple:
+    if isinstance(spec, str):
+        return ("str", spec)
+    if isinstance(spec, RegisteredModel):
+        return ("registered", spec.token)
+    # Identity plus parameter version counters: cheap, stable within a process, and it changes when
+    # the model is trained in place, unlike id() alone; hashing the weights would cost seconds for
+    # big models.
+    params = tuple(p._version for p in spec.parameters()) if hasattr(spec, "parameters") else ()
+    return (type(spec).__qualname__, id(spec), params)
+
+
+def exit_error(escape: SystemExit, where: str) -> ModelError:
+    """A ``sys.exit`` in user code, as an error: it must never end a run, least of all with status 0."""
+    return ModelError(
+        f"{where} called sys.exit({escape.code!r}) instead of raising an exception; seamless_dask "
+        f"stops the job "
+        "as failed: make the model raise an exception on bad input"
+    )
+
+
+def load(spec: Any, device: Any, trusted: bool = False) -> Callable:
+    """The model of ``spec`` on ``device``, in eval mode: a callable on NCHW float32 batches."""
+    if isinstance(spec, RegisteredModel):
+        if spec.token not in _REGISTERED:
+            raise ModelSpecError(
+                f"the {spec.kind} sent to the workers as {spec.token!r} is not on this worker: it "
+                f"was registered "
+                "on another cluster; call segment() again with this cluster's Client active"
+            )
+        return _prepare(_REGISTERED[spec.token], device)
+    if not isinstance(spec, str):
+        return _prepare(spec, device)
+    # trusted: an untrusted runner never gets what a trusted one loaded
+    key = (
+        spec,
+        str(device),
+        trusted,
+    )
+    with _LOAD_LOCK:
+        if key not in _LOADED:
+            _LOADED[key] = _load_string(spec, device, trusted)
+        return _LOADED[key]
+
+
+def _load_string(spec: str, device: Any, trusted: bool) -> Callable:
+    path = Path(spec)
+    if path.suffix.lower() == ".pt2":
+        if not trusted:
+            raise ModelSpecError(
+                f"{spec!r} is a torch.export file, and torch.export.load unpickles it, which runs "
+                f"any code the file "
+                "holds: pass trust_model=True (--trust-model) only for a file whose origin you "
+                "trust, or save the "
+                "model as TorchScript (torch.jit.save), which loads without running Python code"
+            )
+        return _load_exported(path, device)
+    if path.suffix.lower() in TORCHSCRIPT_SUFFIXES or path.is_file():
+        return _load_torchscript(path, device)
+    if ":" not in spec:
+        raise ModelSpecError(
+            f"model {spec!r} is neither an existing TorchScript file nor an import string: "
+            "use 'pkg.module:factory' or the path of a file saved with torch.jit.save"
+        )
+    return _prepare(_import_factory(spec), device)
+
+
+def _load_torchscript(path: Path, device: Any) -> Callable:
+    import torch
+
+    if not path.is_file():
+        raise ModelSpecError(f"model file {str(path)!r} does not exist: check the path")
+    try:
+        model = torch.jit.load(str(path), map_location=device)
+    except Exception as error:
+        raise ModelSpecError(
+            f"could not load {str(path)!r} as TorchScript ({type(error).__name__}): save the "
+            f"model with "
+            "torch.jit.save(torch.jit.script(model), path), or pass an import string "
+            "'pkg.module:factory'"
+        ) from error
+    return model.eval()
+
+
+def _load_exported(path: Path, device: Any) -> Callable:
+    """A ``torch.export`` program (``.pt2``); export it with a dynamic batch dimension."""
+    import torch
+
+    if not path.is_file():
+        raise ModelSpecError(f"model file {str(path)!r} does not exist: check the path")
+    try:
+        program = torch.export.load(str(path))
+    except Exception as error:
+        raise ModelSpecError(
+            f"could not load {str(path)!r} with torch.export.load ({type(error).__name__}: "
+            f"{error}): "
+            "save it with torch.export.save(torch.export.export(model, (example,)), path)"
+        ) from error
+    return program.module().to(device)
+
+
+def _import_factory(spec: str) -> Any:
+    module_name, _, attr_path = spec.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ModelSpecError(
+            f"cannot import module {module_name!r} of model spec {spec!r}: {error}; "
+            "install the package or add its folder to PYTHONPATH"
+        ) from error
+    except SystemExit as escape:
+        raise exit_error(
+            escape, f"importing module {module_name!r} of model spec {spec!r}"
+        ) from None
+    for name in attr_path.split("."):
+        if not hasattr(obj, name):
+            raise ModelSpecError(
+                f"module {module_name!r} has no attribute {attr_path!r} (model spec {spec!r})"
+            )
+        obj = getattr(obj, name)
+    if _is_module(obj):
+        return obj
+    if not callable(obj):
+        raise ModelSpecError(
+            f"model spec {spec!r} names a {type(obj).__name__}, not a model or a factory"
+        )
+    try:
+        built = obj()
+    except Exception as error:
+        raise ModelSpecError(
+            f"model factory {spec!r} raised {type(error).__name__}: {error}"
+        ) from error
+    except SystemExit as escape:
+        raise exit_error(escape, f"model factory {spec!r}") from None
+    if not callable(built):
+        raise ModelSpecError(
+            f"model factory {spec!r} returned a {type(built).__name__}, not a callable model"
+        )
+    return built
+
+
+def _is_module(obj: Any) -> bool:
+    import torch
+
+    return isinstance(obj, torch.nn.Module)
+
+
+def _prepare(model: Any, device: Any) -> Callable:
+    if _is_module(model):
+        return model.to(device).eval()
+    return model

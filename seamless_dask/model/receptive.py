@@ -1,0 +1,220 @@
+"""How far a model looks: its receptive field, measured, and the overlap that makes tiled inference
+exact.
+
+``"trim"`` weights give every pixel the prediction of the tile in which it lies at least ``overlap
+// 2`` from an edge (or on the image border). When that margin covers the model's receptive field,
+the tile saw everything a whole-image run would have, and the result equals whole-image inference;
+when it does not, pixels near the seams differ. :func:`receptive_field` measures the field as the
+gradient of one central output pixel with respect to the input (exact zeros outside the theoretical
+field for convolutions), and :func:`check_overlap` is what :func:`seamless_dask.segment` calls to
+warn when ``"trim"`` is not exact.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+import weakref
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from .outputs import segmentation_tensor
+
+
+class ReceptiveFieldWarning(UserWarning):
+    """``overlap // 2`` is smaller than the model's receptive field, with ``"trim"`` weights."""
+
+
+class ReceptiveField(NamedTuple):
+    """A model's receptive field around one output pixel, in input pixels on each side ``(y, x)``.
+
+    ``radius``: where the gradient is non-zero at all (a lower bound when ``bounded`` is False: it
+    reached the border of the largest input probed). ``effective``: where ``mass`` of the gradient's
+    magnitude lies, what the model mostly looks at. ``probe``: the input size measured on.
+    """
+
+    radius: tuple[int, int]
+    effective: tuple[int, int]
+    probe: tuple[int, int]
+    bounded: bool
+
+    @property
+    def exact_overlap(self) -> tuple[int, int]:
+        """The overlap whose ``"trim"`` margins (``overlap // 2``) cover ``radius``: whole-image
+        results.
+        """
+        return 2 * self.radius[0], 2 * self.radius[1]
+
+
+def receptive_field(
+    model: Any,
+    bands: int,
+    size: int = 64,
+    *,
+    max_size: int = 1024,
+    mass: float = 0.99,
+    device: str = "cpu",
+    seed: int = 0,
+) -> ReceptiveField:
+    """Measure ``model``'s receptive field from the input gradient of its centre output pixel.
+
+    Random inputs of ``size`` px a side (doubled, up to ``max_size``, while the gradient reaches the
+    border), two of them so that a ReLU that happens to be off does not hide a path. The model runs
+    in eval mode and its parameters' gradients are not touched.
+
+    Parameters
+    ----------
+    model
+        A ``torch.nn.Module`` (or TorchScript module) taking ``(N, bands, H, W)``; a dict with
+        ``"out"`` or a tuple output is read as :func:`seamless_dask.segment` reads it.
+    bands
+        Input channels.
+    size, max_size
+        First and largest probe size, in pixels (powers of two suit encoder-decoders).
+    mass
+        Fraction of the gradient's magnitude that the ``effective`` radius holds.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from seamless_dask import receptive_field
+    >>> conv = torch.nn.Conv2d
+    >>> net = torch.nn.Sequential(conv(1, 4, 5, padding=2), torch.nn.ReLU(), conv(4, 2, 3, padding=1))
+    >>> field = receptive_field(net, bands=1)
+    >>> field.radius, field.exact_overlap  # two convolutions, 5x5 then 3x3: 2 + 1 px each side
+    ((3, 3), (6, 6))
+    """
+    import torch
+
+    if not 0 < mass <= 1:
+        raise ValueError(f"mass is a fraction in (0, 1], got mass={mass}")
+    was_training = getattr(model, "training", False)
+    if hasattr(model, "eval"):
+        model.eval()
+    generator = torch.Generator().manual_seed(seed)
+    try:
+        while True:
+            grad = _centre_gradient(
+                model, torch.randn(2, bands, size, size, generator=generator).to(device)
+            )
+            radius, bounded = _radius(grad)
+            if bounded or size * 2 > max_size:
+                return ReceptiveField(radius, _effective(grad, mass), (size, size), bounded)
+            size *= 2
+    finally:
+        if was_training and hasattr(model, "train"):
+            model.train()
+
+
+def _centre_gradient(model: Any, x: Any) -> np.ndarray:
+    """``|d out[:, :, c, c] / d x|`` for a batch ``x``, summed over the batch and bands: ``(size,
+    size)``.
+    """
+    import torch
+
+    size = x.shape[-1]
+    x = x.requires_grad_(True)
+    out = segmentation_tensor(model(x))
+    (grad,) = torch.autograd.grad(out[:, :, size // 2, size // 2].sum(), x)
+    return grad.abs().sum(dim=(0, 1)).double().cpu().numpy()
+
+
+def _radius(grad: np.ndarray) -> tuple[tuple[int, int], bool]:
+    size, centre = grad.shape[0], grad.shape[0] // 2
+    rows, cols = np.nonzero(grad > grad.max() * 1e-12)
+    radius = (int(np.abs(rows - centre).max()), int(np.abs(cols - centre).max()))
+    bounded = rows.min() > 0 and cols.min() > 0 and rows.max() < size - 1 and cols.max() < size - 1
+    return radius, bool(bounded)
+
+
+def _effective(grad: np.ndarray, mass: float) -> tuple[int, int]:
+    centre, out = grad.shape[0] // 2, []
+    for profile in (grad.sum(axis=1), grad.sum(axis=0)):
+        total = profile.sum()
+        r = 0
+        while profile[max(0, centre - r) : centre + r + 1].sum() < mass * total:
+            r += 1
+        out.append(r)
+    return out[0], out[1]
+
+
+def _measure_copy(model: Any, bands: int, size: int) -> ReceptiveField | None:
+    """The field of a copy of ``model`` (a CPU module: the user's own object is never called by the
+    check; on a GPU, the model itself on its device), or None for a model that cannot be
+    differentiated.
+    """
+    import copy
+
+    import torch
+
+    if not isinstance(model, torch.nn.Module):
+        return None
+    try:
+        device = next(model.parameters()).device
+    except StopIteration:
+        device = torch.device("cpu")
+    try:
+        probe = copy.deepcopy(model) if device.type == "cpu" else model
+        return receptive_field(probe, bands, size=size, max_size=size, device=str(device))
+    except Exception:  # a model we cannot differentiate or copy is simply not checked
+        return None
+
+
+def _covers(margins: tuple[int, int], field: ReceptiveField) -> bool:
+    return field.bounded and all(m >= r for m, r in zip(margins, field.radius, strict=True))
+
+
+# model -> {(bands, tile): field}
+_MEASURED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def check_overlap(
+    model: Any, bands: int, tile: tuple[int, int], overlap: tuple[int, int]
+) -> ReceptiveField | None:
+    """Warn (:class:`ReceptiveFieldWarning`) when ``"trim"``'s margins ``overlap // 2`` miss the
+    model's field.
+
+    Measured once per model, bands, tile and overlap (a forward and a backward pass): first on a
+    probe just larger than the margins (a multiple of 32 px, so encoder-decoders take it), which
+    settles the usual case of a field inside them at a fraction of a tile's cost; then, when that
+    probe fails or the field reaches past the margins, on a tile-sized probe, for the message. A
+    model that cannot be differentiated (a callable on numpy, a frozen graph) is not checked.
+    Returns the field.
+    """
+    try:
+        cache = _MEASURED.setdefault(model, {})
+    except TypeError:  # not weak-referenceable
+        cache = {}
+    margins = (overlap[0] // 2, overlap[1] // 2)
+    key = (bands, tile, margins)
+    if key not in cache:
+        small = min(*tile, 32 * math.ceil((2 * max(margins) + 3) / 32))
+        field = _measure_copy(model, bands, small) if small < min(tile) else None
+        if field is None or not _covers(margins, field):
+            field = _measure_copy(model, bands, min(tile))
+        cache[key] = field
+    field = cache[key]
+    if field is None:
+        return None
+    if _covers(margins, field):
+        return field
+    reach = f"{field.radius[0]} x {field.radius[1]} px" + ("" if field.bounded else " or more")
+    wanted = field.exact_overlap
+    if field.bounded and all(w < t for w, t in zip(wanted, tile, strict=True)):
+        fix = (
+            f"use overlap={wanted if wanted[0] != wanted[1] else wanted[0]} for whole-image results"
+        )
+    else:
+        fix = "use a larger tile_size with overlap = 2 x the field, or weights='gaussian' to blend the seams"
+    warnings.warn(
+        f"the model's receptive field reaches {reach} (y x) from a pixel (effective "
+        f"{field.effective[0]} x "
+        f"{field.effective[1]} px), but weights='trim' trusts each tile up to overlap // 2 = "
+        f"{margins[0]} x "
+        f"{margins[1]} px from its edge: pixels near tile seams differ from whole-image "
+        f"inference; {fix}",
+        ReceptiveFieldWarning,
+        stacklevel=3,
+    )
+    return field

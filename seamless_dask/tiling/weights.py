@@ -1,0 +1,318 @@
+"""Trust maps: how much each pixel of a tile's prediction is trusted when tiles overlap.
+
+Pure numpy. A trust map is highest at the tile's centre, where the model saw the most context, and
+never zero, so a pixel covered by a single tile still gets that tile's prediction. Blending divides
+the weighted sum of overlapping predictions by the sum of the weights, so maps need no
+normalisation.
+
+Kinds (1-D profiles, combined by outer product):
+
+- ``"trust"``: the tent of seamless-seg, made symmetric: linear from ``2/(n + 1)`` just inside the
+  edges to 1 at the centre (seamless-seg's own tent leans half a pixel towards one side on even
+  sizes).
+- ``"spline"``: the second-order spline window of smooth-tiled-predictions.
+- ``"gaussian"``: MONAI's gaussian importance map, ``sigma`` a fraction of the tile size.
+- ``"constant"``: plain averaging.
+- ``"trim"``: the overlap-tile strategy of the U-Net paper: each tile is trusted only in its centre,
+  the tile minus ``overlap // 2`` pixels on each side (and fully on sides on the image border), so
+  every pixel takes the prediction of the tile in which it lies farthest from an edge. With the
+  global lattice the centres tile the image exactly. Zero in the margins, so it is always
+  border-aware.
+- an array of the tile's shape: any positive map of your own.
+
+Border-aware maps (the default) do not down-weight a tile side that lies on the image border: pixels
+there are as trustworthy as in a whole-image run, and keeping them high stops the flush last tile
+from being outvoted by the untrustworthy edge of its neighbour.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Any, Literal, NamedTuple, get_args
+
+import numpy as np
+
+from ..exceptions import WeightsError
+
+WeightsKind = Literal["trim", "trust", "spline", "gaussian", "constant"]
+WEIGHTS_KINDS: tuple[str, ...] = get_args(WeightsKind)  # the registry: one profile function a kind
+PROFILE_KINDS = WEIGHTS_KINDS
+Edges = tuple[bool, bool]
+
+
+@dataclass(frozen=True, eq=False)
+class TileWeights:
+    """A trust-map specification; ``for_tile`` gives the map of one tile.
+
+    Parameters
+    ----------
+    kind
+        One of ``"trim"`` (the default), ``"trust"``, ``"spline"``, ``"gaussian"``, ``"constant"``,
+        or ``"array"`` with ``array``.
+    sigma
+        Standard deviation of ``"gaussian"`` as a fraction of the tile size (MONAI's default,
+        0.125).
+    border_aware
+        Keep full trust on tile sides that lie on the image border.
+    array
+        A positive ``(tile_y, tile_x)`` map, for ``kind="array"``.
+
+    Raises
+    ------
+    WeightsError
+        An unknown kind, ``"trim"`` without ``border_aware``, ``sigma`` out of range, or an array
+        that is not positive and finite.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from seamless_dask import TileWeights
+    >>> TileWeights("trust", border_aware=False).for_tile((1, 5))[0].round(3)  # highest at the centre, never 0
+    array([0.333, 0.667, 1.   , 0.667, 0.333], dtype=float32)
+    >>> TileWeights("trim").for_tile((1, 8), overlap=(0, 4))[0]  # trusted only in the tile minus overlap // 2
+    array([0., 0., 1., 1., 1., 1., 0., 0.], dtype=float32)
+    """
+
+    kind: str = "trim"
+    sigma: float = 0.125
+    border_aware: bool = True
+    array: np.ndarray | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.kind == "array":
+            object.__setattr__(self, "array", _checked_array(self.array))
+        elif self.kind not in PROFILE_KINDS:
+            raise WeightsError(
+                f"unknown weights {self.kind!r}: use one of {PROFILE_KINDS} or a positive array "
+                f"of the tile's shape"
+            )
+        if self.kind == "trim" and not self.border_aware:
+            raise WeightsError(
+                "weights 'trim' are zero in a tile's margins, so they must keep full trust on the "
+                "image border: "
+                "drop border_aware=False, or use 'trust' for a map that is never zero"
+            )
+        if not 0 < self.sigma <= 10:
+            raise WeightsError(
+                f"sigma is a fraction of the tile size in (0, 10], got sigma={self.sigma}: use "
+                f"e.g. 0.125"
+            )
+
+    def __dask_tokenize__(self) -> tuple:
+        array = None if self.array is None else (self.array.shape, self.array.tobytes())
+        return ("seamless_dask.TileWeights", self.kind, self.sigma, self.border_aware, array)
+
+    def check_tile(self, tile: tuple[int, int]) -> None:
+        """Raise if a user array does not match the requested tile size."""
+        if self.array is not None and self.array.shape != tuple(tile):
+            raise WeightsError(
+                f"custom weights must have the tile's shape {tuple(tile)}, got {self.array.shape}: "
+                "build the array with the same tile_size you pass to segment"
+            )
+
+    def for_tile(
+        self,
+        shape: tuple[int, int],
+        edges_y: Edges = (False, False),
+        edges_x: Edges = (False, False),
+        overlap: tuple[int, int] = (0, 0),
+    ) -> np.ndarray:
+        """Trust map (float32, ``shape``) of a tile touching the image borders as
+        ``edges_y``/``edges_x`` say.
+
+        ``edges_*`` are ``(at_start, at_end)`` flags; they matter only when ``border_aware``.
+        ``overlap`` (pixels, per axis) sets the margins of ``"trim"``.
+        """
+        if self.array is not None:
+            return _centre_crop(self.array, shape)
+        return _profile_map(*self._profile_key(shape, edges_y, edges_x, overlap))
+
+    def support(
+        self,
+        shape: tuple[int, int],
+        edges_y: Edges = (False, False),
+        edges_x: Edges = (False, False),
+        overlap: tuple[int, int] = (0, 0),
+    ) -> Support:
+        """Where the map of :meth:`for_tile` is non-zero (a box), and whether it is 1 all over that
+        box.
+
+        Blending adds only inside the box, and skips the multiplication when the box is flat: for
+        ``"trim"`` that is ``(tile - overlap)**2`` plain additions per class instead of ``tile**2``
+        multiply-adds.
+        """
+        if self.array is not None:  # per tile on the blend's path: once per shape
+            cached: dict = self.__dict__.setdefault("_array_supports", {})
+            if tuple(shape) not in cached:
+                cached[tuple(shape)] = _support(_centre_crop(self.array, shape))
+            return cached[tuple(shape)]
+        return _profile_support(*self._profile_key(shape, edges_y, edges_x, overlap))
+
+    def reach(self, shape: tuple[int, int], overlap: tuple[int, int]) -> tuple[int, int]:
+        """How far, per axis, a tile's non-zero weights reach into the next tile's ``overlap``: the
+        width of the halo strips a chunk hands its neighbours (zero sums past it are never kept).
+
+        ``overlap`` for maps that are never zero; ``overlap // 2`` for ``"trim"``, whose margins are
+        zero. A tile reaching past its chunk never touches the image's far border (that tile is the
+        last chunk's), and border awareness raises only a map's near side, so the map of a tile
+        inside the image says it.
+        """
+        box = self.support(shape, overlap=overlap)
+        return overlap[0] - (shape[0] - box.rows.stop), overlap[1] - (shape[1] - box.cols.stop)
+
+    def _profile_key(
+        self, shape: tuple[int, int], edges_y: Edges, edges_x: Edges, overlap: tuple[int, int]
+    ) -> tuple[str, float, tuple[int, int], tuple[Edges, Edges], tuple[int, int]]:
+        """The arguments of the cached map builders: edges only when border-aware, overlap only for
+        "trim" (one cache entry per shape for the others).
+        """
+        edges = (edges_y, edges_x) if self.border_aware else ((False, False), (False, False))
+        trim_overlap = (overlap[0], overlap[1]) if self.kind == "trim" else (0, 0)
+        return self.kind, self.sigma, (shape[0], shape[1]), edges, trim_overlap
+
+
+def as_weights(weights: Any) -> TileWeights:
+    """Convert the ``weights=`` argument of ``segment`` to a :class:`TileWeights`."""
+    if isinstance(weights, TileWeights):
+        return weights
+    if isinstance(weights, str):
+        return TileWeights(kind=weights)
+    if hasattr(weights, "shape") and hasattr(weights, "__array__"):
+        return TileWeights(
+            kind="array", array=np.asarray(weights.cpu() if hasattr(weights, "cpu") else weights)
+        )
+    raise WeightsError(
+        f"weights must be one of {PROFILE_KINDS}, a TileWeights or a positive array of the tile's "
+        f"shape, "
+        f"got {type(weights).__name__}: use e.g. weights='trust'"
+    )
+
+
+def profile(kind: str, n: int, sigma: float = 0.125, overlap: int = 0) -> np.ndarray:
+    """1-D trust profile of ``n`` pixels (float64, peak 1; every value > 0 but in the margins of
+    ``"trim"``).
+    """
+    i = np.arange(n, dtype=np.float64)
+    if kind == "trim":
+        p = np.ones(n)
+        # central parts of consecutive tiles then abut
+        start, end = (
+            overlap // 2,
+            overlap - overlap // 2,
+        )
+        p[:start] = 0
+        p[n - end :] = 0
+        return p
+    if kind == "trust":
+        p = 1 - np.abs(i - (n - 1) / 2) / ((n + 1) / 2)
+    elif kind == "spline":
+        p = _spline(n)
+    elif kind == "gaussian":
+        p = np.exp(-0.5 * ((i - (n - 1) / 2) / (sigma * n)) ** 2)
+    else:
+        p = np.ones(n)
+    return p / p.max()
+
+
+@functools.lru_cache(maxsize=64)
+def _profile_map(
+    kind: str,
+    sigma: float,
+    shape: tuple[int, int],
+    edges: tuple[Edges, Edges],
+    overlap: tuple[int, int],
+) -> np.ndarray:
+    py = _flatten_borders(profile(kind, shape[0], sigma, overlap[0]), edges[0])
+    px = _flatten_borders(profile(kind, shape[1], sigma, overlap[1]), edges[1])
+    out = np.outer(py, px).astype(np.float32)
+    out.setflags(write=False)
+    return out
+
+
+class Support(NamedTuple):
+    """The non-zero box of a trust map (``rows``, ``cols``), its values there, and whether they are all
+    1.
+    """
+
+    rows: slice
+    cols: slice
+    values: np.ndarray
+    flat: bool
+
+
+def _support(weights: np.ndarray) -> Support:
+    rows, cols = np.flatnonzero(weights.any(axis=1)), np.flatnonzero(weights.any(axis=0))
+    box = slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
+    values = weights[box]
+    return Support(box[0], box[1], values, bool(np.all(values == 1)))
+
+
+@functools.lru_cache(maxsize=64)
+def _profile_support(
+    kind: str,
+    sigma: float,
+    shape: tuple[int, int],
+    edges: tuple[Edges, Edges],
+    overlap: tuple[int, int],
+) -> Support:
+    return _support(_profile_map(kind, sigma, shape, edges, overlap))
+
+
+def _flatten_borders(p: np.ndarray, edges: Edges) -> np.ndarray:
+    peak = int(np.argmax(p))
+    last_peak = len(p) - 1 - int(np.argmax(p[::-1]))  # plateaus ("trim") peak over a range
+    p = p.copy()
+    if edges[0]:
+        p[: peak + 1] = p[peak]
+    if edges[1]:
+        p[last_peak:] = p[peak]
+    return p
+
+
+def triangle(n: int) -> np.ndarray:
+    """scipy.signal.windows.triang, without scipy."""
+    k = np.arange(1, (n + 1) // 2 + 1, dtype=np.float64)
+    if n % 2 == 0:
+        half = (2 * k - 1) / n
+        return np.concatenate([half, half[::-1]])
+    half = 2 * k / (n + 1)
+    return np.concatenate([half, half[-2::-1]])
+
+
+def _spline(n: int) -> np.ndarray:
+    """Second-order spline window (Chevalier's smooth-tiled-predictions, power 2)."""
+    tri = triangle(n)
+    quarter = n // 4
+    inner = (np.arange(n) >= quarter) & (np.arange(n) < n - quarter)
+    outer = np.where(inner, 0.0, np.abs(2 * tri) ** 2 / 2)
+    middle = np.where(inner, 1 - np.abs(2 * (tri - 1)) ** 2 / 2, 0.0)
+    return np.maximum(outer + middle, np.finfo(np.float32).tiny)
+
+
+def _centre_crop(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    oy = (array.shape[0] - shape[0]) // 2
+    ox = (array.shape[1] - shape[1]) // 2
+    return array[oy : oy + shape[0], ox : ox + shape[1]]
+
+
+def _checked_array(array: Any) -> np.ndarray:
+    if array is None:
+        raise WeightsError(
+            "weights kind 'array' needs array=: pass a positive (tile_y, tile_x) array"
+        )
+    a = np.asarray(array, dtype=np.float64)
+    if a.ndim != 2:
+        raise WeightsError(
+            f"custom weights must be 2-D (tile_y, tile_x), got shape {a.shape}: drop extra axes"
+        )
+    if not np.all(np.isfinite(a)) or a.min() <= 0:
+        bad = np.unravel_index(np.argmin(np.where(np.isfinite(a), a, -np.inf)), a.shape)
+        raise WeightsError(
+            f"custom weights must be finite and > 0 everywhere (a pixel covered by one tile needs "
+            f"its trust), "
+            f"got {a[bad]} at {tuple(int(v) for v in bad)}: add a floor, e.g. np.maximum(w, 1e-3)"
+        )
+    out = (a / a.max()).astype(np.float32)
+    out.setflags(write=False)
+    return out
