@@ -292,9 +292,7 @@ def tiles_needed_on_resume(
     """
     y, x = [np.cumsum((0, *c)) for c in plan.chunks]
     regions = [(slice(y[j], y[j + 1]), slice(x[k], x[k + 1])) for j, k in missing]
-    trim = TileWeights("trim").for_tile(
-        plan.grid.tile_shape, overlap=(plan.grid.y.overlap, plan.grid.x.overlap)
-    )
+    trim = TileWeights("trim").for_tile(plan.grid.tile_shape, overlap=plan.grid.effective_overlap)
     end_y, end_x = (
         int(np.flatnonzero(trim.any(axis=1))[-1]) + 1,
         int(np.flatnonzero(trim.any(axis=0))[-1]) + 1,

@@ -85,7 +85,7 @@ class TileBlender:
                     f"the grid is for {layout.shape} but shape is {self.shape}: use one image size"
                 )
             boxes = [_box(window) for window in layout.windows()]
-            overlap = layout.overlap
+            overlap = layout.effective_overlap
         else:
             boxes = [_box(window) for window in layout]
         self.weights: TileWeights = as_weights(weights)

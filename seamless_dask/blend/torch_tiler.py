@@ -82,16 +82,20 @@ class TensorTiler(torch.nn.Module):
         self.register_buffer("row_index", torch.from_numpy(rows).long(), persistent=False)
         self.register_buffer("col_index", torch.from_numpy(cols).long(), persistent=False)
         self.register_buffer(
-            "tile_weights", torch.from_numpy(maps.astype(np.float32)), persistent=False
+            # float64: merge casts them to the tiles' dtype, so float64 tiles blend at float64
+            # accuracy and float32 ones exactly as before
+            "tile_weights",
+            torch.from_numpy(maps.astype(np.float64)),
+            persistent=False,
         )
-        total = self._merge_sums(self.tile_weights[None, :, :, None].double(), 1)[0, 0]
+        total = self._merge_sums(self.tile_weights[None, :, :, None], 1)[0, 0]
         if bool((total <= 0).any()):
             y, x = (int(v) for v in torch.nonzero(total <= 0)[0])
             raise DimensionError(
                 f"no tile gives weight to pixel ({y}, {x}) with weights {self.weights.kind!r}: "
                 "use a map that is positive everywhere, e.g. weights='trust'"
             )
-        self.register_buffer("weight_sum", total.float(), persistent=False)
+        self.register_buffer("weight_sum", total, persistent=False)
         # An image smaller than the tile: its one tile is centred in a zero-padded tile of the
         # requested size, as segment does (TilePadding), so a model trained on that size sees it;
         # merge crops it back.
@@ -105,7 +109,7 @@ class TensorTiler(torch.nn.Module):
     def _map(self, iy: int, ix: int) -> np.ndarray:
         grid = self.grid
         return self.weights.for_tile(
-            grid.tile_shape, grid.y.edges(iy), grid.x.edges(ix), grid.overlap
+            grid.tile_shape, grid.y.edges(iy), grid.x.edges(ix), grid.effective_overlap
         )
 
     @torch.jit.export

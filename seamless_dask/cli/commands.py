@@ -31,7 +31,7 @@ def plan(args: argparse.Namespace) -> None:
     grid = chunk_plan.grid
     hs, ws = chunk_plan.chunks
     rows, cols = chunk_plan.tiles_per_axis
-    (oy, ox), (h, w) = (grid.y.overlap, grid.x.overlap), (max(hs), max(ws))
+    (oy, ox), (h, w) = grid.effective_overlap, (max(hs), max(ws))
     window = (h + oy) * (w + ox) * args.bands * np.dtype(args.dtype).itemsize
     sums = (args.classes + 1) * 8 * grid.tile_shape[0] * (w + ox)
     labels = h * w * label_dtype(args.classes + 1).itemsize  # with a nodata value

@@ -111,7 +111,7 @@ def build_graph(image: Any, job: SegmentJob) -> SegmentGraph:
     check_nodata_fits(job.nodata, image.dtype)
     n_classes = job.num_classes or job.runner.probe(bands, job.tile_size)
     job = dataclasses.replace(job, num_classes=n_classes)
-    overlap = (grid.y.overlap, grid.x.overlap)
+    overlap = grid.effective_overlap
     if (
         job.weights.kind == "trim" and grid.n_tiles > 1
     ):  # "trim" is exact only when its margins cover the model's field
@@ -198,7 +198,7 @@ class InferencePlan:
         (:meth:`~seamless_dask.tiling.weights.TileWeights.reach`).
         """
         grid = self.chunk_plan.grid
-        return self.job.weights.reach(grid.tile_shape, (grid.y.overlap, grid.x.overlap))
+        return self.job.weights.reach(grid.tile_shape, grid.effective_overlap)
 
     @functools.cached_property
     def halos(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -245,7 +245,7 @@ class InferencePlan:
             # where a tile's weights end: its last row and column of non-zero weight, past its chunk
             # or not
             (lap_y, lap_x), (reach_y, reach_x) = (
-                (plan.grid.y.overlap, plan.grid.x.overlap),
+                plan.grid.effective_overlap,
                 self.reach,
             )
             end_y, end_x = th - (lap_y - reach_y), tw - (lap_x - reach_x)

@@ -203,6 +203,13 @@ class TileGrid:
         return self.y.tile, self.x.tile
 
     @property
+    def effective_overlap(self) -> Pair:
+        """The overlap tiles really have per axis: the requested one, 0 on an axis shorter than the
+        tile (its one tile is the whole axis). Trust maps take this one, as the graph does.
+        """
+        return self.y.overlap, self.x.overlap
+
+    @property
     def grid_shape(self) -> Pair:
         """Number of tiles along y and along x."""
         return self.y.n_tiles, self.x.n_tiles

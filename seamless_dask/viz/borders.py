@@ -69,7 +69,9 @@ def tile_boxes(grid: TileGrid, weights: Any = "trim") -> list[tuple[Box, Box]]:
     for i in range(grid.n_tiles):
         window, (iy, ix) = grid.window(i), divmod(i, grid.x.n_tiles)
         y0, x0 = window.y.start, window.x.start
-        support = spec.support(grid.tile_shape, grid.y.edges(iy), grid.x.edges(ix), grid.overlap)
+        support = spec.support(
+            grid.tile_shape, grid.y.edges(iy), grid.x.edges(ix), grid.effective_overlap
+        )
         core = (
             y0 + support.rows.start,
             y0 + support.rows.stop,
