@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-array-expr test-slow docs lint format bench-peers bench-threads bench-memory bench-plan bench-scaling bench-first-call clean
+.PHONY: install demo test test-quick test-array-expr test-slow docs lint format bench-peers bench-threads bench-memory bench-plan bench-scaling bench-first-call clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ test: $(STAMP)
 	$(PY) -m mypy seamless_dask tests/typing
 	$(PY) -m pytest
 	$(MAKE) test-array-expr
+
+# A contributor's quick loop: no process clusters, TLS or S3 servers (CI runs them, in `make test`).
+test-quick: $(STAMP)
+	$(PY) -m pytest -q -m "not slow and not gpu and not integration"
 
 # The whole suite again on dask's next array engine (array-expr): tests/test_array_expr.py and docs/guide.md say
 # what differs there (odc-stac 0.5.3 does not load on it; the legacy-default check is skipped).

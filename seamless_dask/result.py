@@ -79,20 +79,15 @@ def segment_dataarray(data: xr.DataArray, job: SegmentJob, recorder: JobRecorder
     else:
         image = bands_first.values if bands_first.variable._in_memory else bands_first.variable
     result, label_nodata, n_classes = build_graph(image, job)
-    dims = {"labels": ("y", "x"), "uncertainty": ("measure", "y", "x")}.get(
-        job.output, ("class", "y", "x")
-    )
+    kind = job.kind
     coords = {name: coord for name, coord in data.coords.items() if set(coord.dims) <= {"y", "x"}}
-    if job.output == "uncertainty":
-        coords["measure"] = np.array(["disagreement", "entropy"])
-    elif job.output != "labels":
-        coords["class"] = np.arange(result.shape[0])
+    coords.update(kind.band_coords(result.shape[0]))
     attrs = {
         key: value
         for key, value in data.attrs.items()
         if key not in DROPPED_ATTRS + INPUT_ONLY_ATTRS
     }
-    if recorder.classes is not None and job.output in ("labels", "probabilities", "logits"):
+    if recorder.classes is not None and kind.carries_classes:
         check_class_count(recorder.classes, n_classes)
         attrs.update(recorder.classes.attrs())
     attrs.update(
@@ -101,8 +96,8 @@ def segment_dataarray(data: xr.DataArray, job: SegmentJob, recorder: JobRecorder
         seamless_weights=job.weights.kind,
         seamless_job=recorder(n_classes),
     )
-    out = xr.DataArray(result, dims=dims, coords=coords, attrs=attrs, name=job.output)
-    return with_geo(out, data, label_nodata if job.output == "labels" else np.nan)
+    out = xr.DataArray(result, dims=kind.dims, coords=coords, attrs=attrs, name=job.output)
+    return with_geo(out, data, label_nodata if kind.is_labels else np.nan)
 
 
 def with_geo(out: xr.DataArray, source: xr.DataArray, nodata: float | None) -> xr.DataArray:

@@ -42,7 +42,7 @@ from .inputs import (
     time_steps,
 )
 from .model.runner import ModelRunner, RunnerConfig
-from .options import AMP, TTA, Activation, Output, SegmentOptions, WeightsKind
+from .options import AMP, TTA, Activation, Output, SegmentOptions, WeightsKind, output_kind
 from .result import JobRecorder, segment_dataarray
 from .tiling.grid import ChunkPlan, Pair, TileGrid, as_pair
 from .tiling.region import as_region
@@ -235,7 +235,7 @@ def segment(
         batch_size=batch_size,
         device=device_for(data, device),
         normalize=normalize_for(data, normalize),
-        activation=None if output == "logits" else activation,
+        activation=activation if output_kind(output).activated else None,
         tta=tta,
         amp=amp,
         trust_model=trust_model,

@@ -31,6 +31,30 @@ settings.register_profile(
 settings.load_profile("ci" if os.environ.get("CI") else "default")
 
 
+@pytest.fixture(scope="session")
+def write_scene(tmp_path_factory):
+    """``write_scene(size)``: the demo's georeferenced 3-band GeoTIFF of ``size`` px (UTM 31N, a
+    nodata border), written once a session per size.
+    """
+    from seamless_dask.demo import write_scene_geotiff
+
+    written: dict[int, Path] = {}
+
+    def write(size: int = 240) -> Path:
+        if size not in written:
+            folder = tmp_path_factory.mktemp(f"scene{size}")
+            written[size] = write_scene_geotiff(folder / "scene.tif", size=size)
+        return written[size]
+
+    return write
+
+
+@pytest.fixture(scope="session")
+def scene(write_scene):
+    """A 240 px demo scene (a module needing another size overrides ``scene`` with ``write_scene``)."""
+    return write_scene(240)
+
+
 def pytest_collection_modifyitems(config, items):
     try:
         import torch

@@ -207,3 +207,29 @@ def test_library_code_never_prints():
         if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "print"
     ]
     assert not printing, printing
+
+
+def test_no_module_branches_on_the_output_kind_by_name():
+    """One Output value (options.OutputKind) owns each kind's dims, dtype, bands and moments."""
+
+    def named_output(node: ast.AST) -> bool:
+        name = getattr(node, "id", None) or getattr(node, "attr", None)
+        return name == "output"
+
+    branches = [
+        f"{_name(p)}:{node.lineno}"
+        for p in MODULES
+        for node in ast.walk(ast.parse(p.read_text()))
+        if isinstance(node, ast.Compare)
+        and isinstance(node.ops[0], (ast.Eq, ast.NotEq))
+        and named_output(node.left)
+        and isinstance(node.comparators[0], ast.Constant)
+    ]
+    assert not branches, branches
+
+
+def test_every_output_kind_is_described_once():
+    from seamless_dask.options import OUTPUT_KINDS, OUTPUTS
+
+    assert tuple(OUTPUT_KINDS) == OUTPUTS
+    assert all(kind.name == name for name, kind in OUTPUT_KINDS.items())

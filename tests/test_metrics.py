@@ -6,7 +6,6 @@ import dask.array as da
 import numpy as np
 import pytest
 import rasterio
-from sklearn import metrics as sk
 
 import seamless_dask as sd
 from seamless_dask import testing as helpers
@@ -14,6 +13,8 @@ from seamless_dask.cli import main
 from seamless_dask.demo.scene import write_scene_geotiff
 from seamless_dask.exceptions import DimensionError, OptionError
 from seamless_dask.metrics import confusion_matrix, scores
+
+sk = pytest.importorskip("sklearn.metrics")  # the reference the metrics are checked against
 
 RNG = np.random.default_rng(7)
 

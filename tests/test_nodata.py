@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import support
 import xarray as xr
 
 import seamless_dask as sd
@@ -25,7 +26,7 @@ def test_empty_tiles_never_reach_the_model_and_nodata_comes_out(chunks):
     labels = sd.segment(
         image, model, tile_size=16, overlap=4, nodata=0, num_classes=3, chunks=chunks
     )
-    expected = helpers.tiles_with_data(valid, 16, 4)
+    expected = support.tiles_with_data(valid, 16, 4)
     assert model.tiles == expected < TileGrid(valid.shape, 16, 4).n_tiles
     assert labels.dtype == np.uint8
     # nodata exactly where every band is nodata

@@ -16,7 +16,6 @@ from seamless_dask import DimensionError, ModelOutputError, ModelSpecError, Opti
 from seamless_dask import testing as helpers
 from seamless_dask.cli import main
 from seamless_dask.cluster import wave_plan
-from seamless_dask.demo.scene import write_scene_geotiff
 from seamless_dask.graph.build import keys
 from seamless_dask.graph.chunk_size import MAX_CHUNKS
 from seamless_dask.graph.layers import ChunkLayer, array_expr
@@ -24,8 +23,8 @@ from seamless_dask.tiling.grid import ChunkTiles
 
 
 @pytest.fixture(scope="module")
-def scene(tmp_path_factory):
-    return write_scene_geotiff(tmp_path_factory.mktemp("scene") / "scene.tif", size=200)
+def scene(write_scene):
+    return write_scene(200)
 
 
 def cli(*args) -> int:

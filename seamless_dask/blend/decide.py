@@ -57,23 +57,27 @@ def decide(
     had data (pixels that are nodata in every band). ``binary`` (one sigmoid channel) labels p >=
     0.5 as 1.
     """
-    if output == "uncertainty":
-        return _uncertainty(sums, binary)
+    return _DECIDERS[output](sums, binary, label_nodata)
+
+
+def _labels(sums: np.ndarray, binary: bool, label_nodata: int | None) -> np.ndarray:
     n_classes = sums.shape[0] - 1
-    if output == "labels":
-        if binary:
-            labels = (sums[0] >= 0.5 * sums[n_classes]).astype(np.uint8)
-        else:
-            labels = _argmax_classes(
-                sums[:n_classes], n_classes if label_nodata is None else n_classes + 1
-            )
-        if label_nodata is not None:
-            labels[sums[n_classes] == 0] = label_nodata
-        return labels
+    if binary:
+        labels = (sums[0] >= 0.5 * sums[n_classes]).astype(np.uint8)
+    else:
+        labels = _argmax_classes(
+            sums[:n_classes], n_classes if label_nodata is None else n_classes + 1
+        )
+    if label_nodata is not None:
+        labels[sums[n_classes] == 0] = label_nodata
+    return labels
+
+
+def _normalised(sums: np.ndarray, binary: bool, label_nodata: int | None) -> np.ndarray:
+    n_classes = sums.shape[0] - 1
     out = np.empty(sums[:n_classes].shape, np.float32)
-    with np.errstate(
-        invalid="ignore", divide="ignore"
-    ):  # divides in float64, writes float32: no temporary
+    # divides in float64, writes float32: no temporary
+    with np.errstate(invalid="ignore", divide="ignore"):
         return np.divide(sums[:n_classes], sums[n_classes], out=out, casting="unsafe")
 
 
@@ -120,3 +124,12 @@ def label_dtype(n_classes: int) -> np.dtype:
         if n_classes - 1 <= np.iinfo(dtype).max:
             return np.dtype(dtype)
     return np.dtype(np.uint64)
+
+
+# One decider an output kind (seamless_dask.options.OUTPUT_KINDS names them).
+_DECIDERS = {
+    "labels": _labels,
+    "probabilities": _normalised,
+    "logits": _normalised,
+    "uncertainty": lambda sums, binary, _: _uncertainty(sums, binary),
+}

@@ -36,7 +36,7 @@ from ..exceptions import OptionError
 from ..inputs import check_nodata_fits
 from ..model import receptive
 from ..model.runner import ModelRunner
-from ..options import OUTPUTS, Output
+from ..options import Output, OutputKind, output_kind
 from ..tiling.grid import ChunkPlan, ChunkTiles, Pair, TileGrid
 from ..tiling.region import Region
 from ..tiling.weights import TileWeights
@@ -61,13 +61,14 @@ class SegmentJob:
     resources: tuple[tuple[str, float], ...] = ()
     region: Region | None = None  # only tiles touching it run; pixels outside it are nodata
 
+    @property
+    def kind(self) -> OutputKind:
+        """What the output is (:class:`~seamless_dask.options.OutputKind`); checks its name."""
+        return output_kind(self.output)
+
     def __post_init__(self) -> None:
-        if self.output not in OUTPUTS:
-            raise OptionError(
-                f"output must be one of {OUTPUTS}, got output={self.output!r}: use e.g. 'labels'"
-            )
         n = self.num_classes
-        if self.output == "uncertainty" and self.runner.config.activation is None:
+        if self.kind.needs_probabilities and self.runner.config.activation is None:
             raise OptionError(
                 "output='uncertainty' measures how much tiles disagree on probabilities, but "
                 "activation=None: "
@@ -124,7 +125,7 @@ def build_graph(image: Any, job: SegmentJob) -> SegmentGraph:
         job.nodata,
         overlap,
         model_tile=job.tile_size,
-        moments=2 if job.output == "uncertainty" else 1,
+        moments=job.kind.moments,
     )
     masked = (
         job.nodata is not None or np.issubdtype(image.dtype, np.floating) or job.region is not None
@@ -264,9 +265,7 @@ class InferencePlan:
         """
         job = self.job
         label_nodata = (
-            int(np.iinfo(self.label_dtype()).max)
-            if job.output == "labels" and self.masked
-            else None
+            int(np.iinfo(self.label_dtype()).max) if job.kind.is_labels and self.masked else None
         )
         return decide.Decision(job.output, job.binary, label_nodata)
 
@@ -286,7 +285,7 @@ class InferencePlan:
         """
         job, chunk_plan = self.job, self.chunk_plan
         labels, n_classes, label_nodata = (
-            job.output == "labels",
+            job.kind.is_labels,
             int(job.num_classes or 0),
             decision.label_nodata,
         )
@@ -302,7 +301,7 @@ class InferencePlan:
             return SegmentGraph(
                 new_array(graph, out, (hs, ws), self.label_dtype()), label_nodata, n_classes
             )
-        bands = 2 if job.output == "uncertainty" else n_classes  # disagreement, entropy
+        bands = job.kind.bands(n_classes)
         return SegmentGraph(new_array(graph, out, ((bands,), hs, ws), np.float32), None, n_classes)
 
 
@@ -323,7 +322,10 @@ class _Stage2:
     def keys_of(self, j: int, k: int) -> list:
         (halo_y, halo_x), (parts, out) = self.halos, self.names
         own = [(parts, j, k)] if halo_y[j] or halo_x[k] else []
-        return [*own, (out, j, k) if self.decision.output == "labels" else (out, 0, j, k)]
+        return [
+            *own,
+            (out, j, k) if output_kind(self.decision.output).is_labels else (out, 0, j, k),
+        ]
 
     def make(self, key: tuple) -> GraphNode:
         (parts, _), plan = self.names, self.plan
@@ -426,11 +428,18 @@ def planned_tiles(obj: Any) -> dict[Any, int]:
     graph = obj.__dask_graph__()
     layers = getattr(graph, "layers", None)
     counts: dict[Any, int] = {}
-    if layers is None:  # a flat dict (array-expr): its keys are listed already
-        for key in graph:
-            if keys.inference_key(key) == key and (count := TILE_COUNTS.counts.get(key[0])):
-                counts[key] = count(*key[-2:])
-        return counts
+    for name, layer in (layers or {"": graph}).items():
+        tiles_of = getattr(layer, "tiles_of", None)
+        if tiles_of is not None and str(name).startswith(keys.PREFIX):
+            ny, nx = layer.numblocks
+            counts.update({(name, j, k): tiles_of(j, k) for j in range(ny) for k in range(nx)})
+        elif not hasattr(layer, "is_materialized") or layer.is_materialized():
+            # listed already (dask's array-expr engine flattens our layers into one): look the
+            # model layers up by name
+            for key in layer:
+                if keys.inference_key(key) == key and (count := TILE_COUNTS.counts.get(key[0])):
+                    counts[key] = count(*key[-2:])
+    return counts
     for name, layer in layers.items():
         tiles_of = getattr(layer, "tiles_of", None)
         if tiles_of is None or not str(name).startswith(keys.PREFIX):

@@ -28,7 +28,7 @@ from seamless_dask.cluster.kube import (
 dask_kubernetes = pytest.importorskip("dask_kubernetes")
 jsonschema = pytest.importorskip("jsonschema")
 
-DEPLOYMENT = Path(__file__).parent.parent / "deployment"
+DEPLOYMENT = Path(__file__).parents[2] / "deployment"
 CHART = (
     Path(dask_kubernetes.__file__).parent
     / "operator"

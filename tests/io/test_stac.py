@@ -16,7 +16,7 @@ from seamless_dask.graph.layers import array_expr
 pytest.importorskip("odc.stac")
 pytest.importorskip("pystac")
 _spec = importlib.util.spec_from_file_location(
-    "stac_scene", Path(__file__).parent.parent / "examples/stac_scene.py"
+    "stac_scene", Path(__file__).parents[2] / "examples/stac_scene.py"
 )
 assert _spec is not None and _spec.loader is not None
 stac_scene = importlib.util.module_from_spec(_spec)

@@ -9,6 +9,7 @@ import dask
 import dask.array as da
 import numpy as np
 import pytest
+import support
 import torch
 import xarray as xr
 import zarr
@@ -18,7 +19,6 @@ import seamless_dask as sd
 from seamless_dask import io
 from seamless_dask import testing as helpers
 from seamless_dask.cluster.workers import local_cluster
-from seamless_dask.demo.scene import write_scene_geotiff
 
 TILE = {"tile_size": 32, "overlap": 8, "num_classes": 2}
 
@@ -111,7 +111,7 @@ def test_string_specs_load_once_per_worker_process_and_torch_gets_its_threads(
         ).compute()
         worker_pids = set(client.run(os.getpid).values())
         client.cluster.close()
-    loads, tiles = helpers.read_tile_log(log)
+    loads, tiles = support.read_tile_log(log)
     assert sum(tiles.values()) == sd.TileGrid((400, 400), 32, 8).n_tiles
     assert set(tiles) <= worker_pids and all(n == 1 for n in loads.values())  # one load per process
     np.testing.assert_array_equal(
@@ -122,7 +122,7 @@ def test_string_specs_load_once_per_worker_process_and_torch_gets_its_threads(
 # --------------------------------------------------------------------------------- real processes
 
 
-_python, _wait_for = helpers.python_process, helpers.wait_for
+_python, _wait_for = support.python_process, support.wait_for
 
 
 def _regions_done(store) -> int:
@@ -133,8 +133,8 @@ def _regions_done(store) -> int:
 
 
 @pytest.fixture(scope="module")
-def scene(tmp_path_factory):
-    return write_scene_geotiff(tmp_path_factory.mktemp("scene") / "scene.tif", size=480)
+def scene(write_scene):
+    return write_scene(480)
 
 
 def _expected_labels(scene) -> np.ndarray:
@@ -161,6 +161,7 @@ OPTIONS = [
 ]
 
 
+@pytest.mark.integration
 def test_killing_a_worker_mid_run_still_gives_the_full_output(scene, tmp_path):
     started = time.monotonic()
     env = {
@@ -210,6 +211,7 @@ def test_killing_a_worker_mid_run_still_gives_the_full_output(scene, tmp_path):
             process.wait()
 
 
+@pytest.mark.integration
 def test_an_interrupted_run_resumes_without_recomputing_written_regions(scene, tmp_path, capsys):
     log = tmp_path / "tiles.log"
     env = {**os.environ, "SEAMLESS_TILE_LOG": str(log), "SEAMLESS_TILE_SLEEP": "0.02"}
@@ -248,8 +250,8 @@ def test_an_interrupted_run_resumes_without_recomputing_written_regions(scene, t
     plan = sd.plan(back.shape, tile_size=64, overlap=16, chunks=96)
     missing = [(j, k) for j, k in zip(*np.nonzero(~done), strict=True)]
     valid = (sd.open_raster(scene).compute().values != 0).any(axis=0)
-    _, tiles = helpers.read_tile_log(tmp_path / "resume.log")
-    assert sum(tiles.values()) == helpers.tiles_needed_on_resume(plan, missing, valid)
+    _, tiles = support.read_tile_log(tmp_path / "resume.log")
+    assert sum(tiles.values()) == support.tiles_needed_on_resume(plan, missing, valid)
 
 
 def test_chunk_rows_follow_keys_then_dependencies_then_dependents():

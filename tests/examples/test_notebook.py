@@ -5,7 +5,7 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
-NOTEBOOK = Path(__file__).parents[1] / "examples" / "segment_a_scene.ipynb"
+NOTEBOOK = Path(__file__).parents[2] / "examples" / "segment_a_scene.ipynb"
 
 
 def test_the_notebook_is_committed_without_outputs():

@@ -17,7 +17,6 @@ import xarray as xr
 
 import seamless_dask as sd
 from seamless_dask import testing as helpers
-from seamless_dask.demo.scene import write_scene_geotiff
 from seamless_dask.graph.layers import array_expr
 
 SCRIPT = textwrap.dedent(
@@ -45,11 +44,6 @@ SCRIPT = textwrap.dedent(
     print(json.dumps(report))
     """
 )
-
-
-@pytest.fixture(scope="module")
-def scene(tmp_path_factory):
-    return write_scene_geotiff(tmp_path_factory.mktemp("scene") / "scene.tif", size=240)
 
 
 def test_segment_and_both_writers_give_the_same_pixels_on_array_expr(tmp_path, scene):

@@ -12,6 +12,7 @@ import sys
 import numpy as np
 import pytest
 import rasterio
+import support
 import xarray as xr
 import zarr
 from rio_cogeo.cogeo import cog_validate
@@ -23,11 +24,6 @@ from seamless_dask.cli import main
 from seamless_dask.demo.scene import write_scene_geotiff
 
 MODEL = "seamless_dask.testing:brightness"
-
-
-@pytest.fixture(scope="module")
-def scene(tmp_path_factory):
-    return write_scene_geotiff(tmp_path_factory.mktemp("scene") / "scene.tif", size=240)
 
 
 def cli(*args, scheduler="threads") -> int:
@@ -222,10 +218,10 @@ def test_overwrite_never_deletes_a_folder_seamless_dask_did_not_write(scene, tmp
 def slow_run(scene, target, log, sleep: float):
     """The CLI in its own process with a model that sleeps ``sleep`` s per tile; returns once tiles have run."""
     env = {**os.environ, "SEAMLESS_TILE_LOG": str(log), "SEAMLESS_TILE_SLEEP": str(sleep)}
-    run = helpers.python_process("-m", "seamless_dask.cli", "segment", str(scene), str(target), "--model",
+    run = support.python_process("-m", "seamless_dask.cli", "segment", str(scene), str(target), "--model",
                                  "seamless_dask.testing:logged_brightness", "--tile-size", "64", "--overlap", "16",
                                  "--scheduler", "threads", "--no-progress", env=env)  # fmt: skip
-    helpers.wait_for(lambda: sum(helpers.read_tile_log(log)[1].values()) > 0, 60, "the first tiles")
+    support.wait_for(lambda: sum(support.read_tile_log(log)[1].values()) > 0, 60, "the first tiles")
     return run
 
 
@@ -344,6 +340,7 @@ def s3():
         server.stop()
 
 
+@pytest.mark.integration
 def test_cli_writes_zarr_to_s3_and_resumes_it_there(scene, s3, capsys):
     expected = (
         sd.segment(sd.open_raster(scene), helpers.Brightness(), tile_size=64, overlap=16)
@@ -378,6 +375,7 @@ def test_cli_writes_zarr_to_s3_and_resumes_it_there(scene, s3, capsys):
     assert not s3.exists("bucket/labels.zarr.seamless-lock")
 
 
+@pytest.mark.integration
 def test_cli_writes_a_cog_to_s3_whole_or_not_at_all(scene, s3, tmp_path, capsys):
     assert cli(scene, "s3://bucket/labels.tif", "--model", MODEL) == 0
     s3.get("bucket/labels.tif", str(tmp_path / "back.tif"))

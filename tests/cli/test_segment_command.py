@@ -17,8 +17,8 @@ MODEL = "seamless_dask.testing:brightness"
 
 
 @pytest.fixture(scope="module")
-def scene(tmp_path_factory):
-    return write_scene_geotiff(tmp_path_factory.mktemp("scene") / "scene.tif", size=300)
+def scene(write_scene):
+    return write_scene(300)
 
 
 def segment(*args: str, scheduler: str = "threads") -> int:

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+import support
 import xarray as xr
 import zarr
 from rio_cogeo.cogeo import cog_validate
@@ -16,7 +17,7 @@ from seamless_dask import testing as helpers
 from seamless_dask.demo.scene import write_scene_geotiff
 
 DATA = Path(
-    os.environ.get("SEAMLESS_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+    os.environ.get("SEAMLESS_TEST_DATA", Path(__file__).resolve().parents[3] / "shared" / "data")
 )
 needs_data = pytest.mark.skipif(
     not (DATA / "RGB.byte.tif").is_file(),
@@ -40,7 +41,7 @@ def _segment(data, model, **options):
 def _tiles_with_data(image: xr.DataArray, nodata) -> int:
     pixels = image.compute().values
     valid = np.ones(pixels.shape[1:], bool) if nodata is None else (pixels != nodata).any(axis=0)
-    return helpers.tiles_with_data(valid, 128, 32)
+    return support.tiles_with_data(valid, 128, 32)
 
 
 @needs_data
@@ -200,7 +201,7 @@ def test_resume_writes_only_missing_regions_and_runs_only_the_tiles_they_need(tm
     assert io.is_complete(store)
     # Exactly the tiles the two regions need: their own, and those of done neighbours that reach into them.
     plan = sd.plan(expected.shape, tile_size=32, overlap=overlap, chunks=96)
-    assert model.tiles == helpers.tiles_needed_on_resume(plan, missing) < full / 4
+    assert model.tiles == support.tiles_needed_on_resume(plan, missing) < full / 4
     owned = sum(len(plan.owned(j, k)) for j, k in missing)
     assert (model.tiles == owned) == (overlap == 1)
 

@@ -13,6 +13,7 @@ import time
 import numpy as np
 import pytest
 import rasterio
+import support
 from distributed import Client
 from distributed.security import Security
 
@@ -20,15 +21,9 @@ import seamless_dask as sd
 from seamless_dask import testing as helpers
 from seamless_dask.cli import main
 from seamless_dask.cluster import progress
-from seamless_dask.demo.scene import write_scene_geotiff
 from seamless_dask.graph.layers import array_expr
 
 MODEL = "seamless_dask.testing:brightness"
-
-
-@pytest.fixture(scope="module")
-def scene(tmp_path_factory):
-    return write_scene_geotiff(tmp_path_factory.mktemp("scene") / "scene.tif", size=240)
 
 
 def cli(*args) -> int:
@@ -93,15 +88,16 @@ def test_a_scheduler_address_that_does_not_speak_dask_fails_in_bounded_time(
 
 
 def _dask_process(kind: str, *args: str, env=None):
-    return helpers.python_process("-m", f"distributed.cli.dask_{kind}", *args, env=env)
+    return support.python_process("-m", f"distributed.cli.dask_{kind}", *args, env=env)
 
 
+@pytest.mark.integration
 def test_a_scheduler_without_workers_warns_then_fails_after_the_wait(scene, tmp_path, capsys):
     file = tmp_path / "scheduler.json"
     scheduler = _dask_process("scheduler", "--host", "127.0.0.1", "--port", "0", "--scheduler-file", str(file),
                               "--no-dashboard")  # fmt: skip
     try:
-        helpers.wait_for(file.exists, 30, "the scheduler file")
+        support.wait_for(file.exists, 30, "the scheduler file")
         with Client(scheduler_file=str(file)) as client:
             address = client.scheduler.address
         assert (
@@ -192,6 +188,7 @@ def tls_files(tmp_path):
     return files
 
 
+@pytest.mark.integration
 def test_a_tls_cluster_of_real_processes_end_to_end(scene, tmp_path, tls_files, capsys):
     tls = ["--tls-ca-file", str(tls_files["ca"]), "--tls-cert", str(tls_files["cert"]), "--tls-key",
            str(tls_files["key"])]  # fmt: skip
@@ -201,7 +198,7 @@ def test_a_tls_cluster_of_real_processes_end_to_end(scene, tmp_path, tls_files, 
     worker = None
     try:
         # written, not only created
-        helpers.wait_for(lambda: _parses(file), 30, "the scheduler file")
+        support.wait_for(lambda: _parses(file), 30, "the scheduler file")
         address = json.loads(file.read_text())["address"]
         assert address.startswith("tls://")
         worker = _dask_process(
@@ -227,7 +224,7 @@ def test_a_tls_cluster_of_real_processes_end_to_end(scene, tmp_path, tls_files, 
                "DASK_DISTRIBUTED__COMM__TLS__CA_FILE": str(tls_files["ca"]),
                "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT": str(tls_files["cert"]),
                "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY": str(tls_files["key"])}  # fmt: skip
-        job = helpers.python_process("-m", "seamless_dask.cli", "segment", str(scene), str(tmp_path / "k.tif"),
+        job = support.python_process("-m", "seamless_dask.cli", "segment", str(scene), str(tmp_path / "k.tif"),
                                      "--model", MODEL, "--tile-size", "64", "--overlap", "16", "--scheduler",
                                      address, "--no-progress", env=env)  # fmt: skip
         output, _ = job.communicate(timeout=120)
@@ -254,6 +251,7 @@ def test_a_tls_cluster_of_real_processes_end_to_end(scene, tmp_path, tls_files, 
             process.wait()
 
 
+@pytest.mark.integration
 def test_the_local_cluster_speaks_tls_when_given_certificates(scene, tmp_path, tls_files):
     from seamless_dask.cluster.workers import local_cluster
 

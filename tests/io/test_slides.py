@@ -480,7 +480,7 @@ def test_the_slide_example_runs_end_to_end(tmp_path):
     from pathlib import Path
 
     spec = importlib.util.spec_from_file_location(
-        "slide_example", Path(__file__).parent.parent / "examples/slide.py"
+        "slide_example", Path(__file__).parents[2] / "examples/slide.py"
     )
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)

@@ -1,0 +1,93 @@
+"""Helpers of this suite only (a user's own tests need seamless_dask.testing: small models and
+assertions). Importable as ``support`` from every test: conftest.py puts tests/ on the path.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from seamless_dask import TileGrid, TileWeights
+from seamless_dask.tiling.grid import ChunkPlan, TileWindow
+
+
+def read_tile_log(
+    path: str | os.PathLike[str],
+) -> tuple[collections.Counter[int], collections.Counter[int]]:
+    """``(loads per pid, tiles per pid)`` from a SEAMLESS_TILE_LOG file."""
+    loads: collections.Counter[int] = collections.Counter()
+    tiles: collections.Counter[int] = collections.Counter()
+    if not os.path.exists(path):
+        return loads, tiles
+    with open(path) as f:
+        for line in f:
+            kind, pid, *n = line.split()
+            if kind == "load":
+                loads[int(pid)] += 1
+            else:
+                tiles[int(pid)] += int(n[0])
+    return loads, tiles
+
+
+def tiles_with_data(valid: np.ndarray, tile: int, overlap: int) -> int:
+    """How many tiles of the grid over ``valid`` (a ``(H, W)`` mask) hold at least one valid pixel."""
+    grid = TileGrid(valid.shape, tile, overlap)
+    return sum(bool(valid[w.y, w.x].any()) for w in grid.windows())
+
+
+def tiles_needed_on_resume(
+    plan: ChunkPlan, missing: Sequence[tuple[int, int]], valid: np.ndarray | None = None
+) -> int:
+    """Tiles a resumed write must run: those owned by the ``missing`` chunks ``[(j, k), ...]`` of
+    ``plan``, and those of finished chunks whose non-zero ``"trim"`` weights reach them; never a
+    tile with no valid pixel (``valid``).
+    """
+    y, x = [np.cumsum((0, *c)) for c in plan.chunks]
+    regions = [(slice(y[j], y[j + 1]), slice(x[k], x[k + 1])) for j, k in missing]
+    trim = TileWeights("trim").for_tile(plan.grid.tile_shape, overlap=plan.grid.effective_overlap)
+    end_y, end_x = (
+        int(np.flatnonzero(trim.any(axis=1))[-1]) + 1,
+        int(np.flatnonzero(trim.any(axis=0))[-1]) + 1,
+    )
+
+    def needed(i: int, w: TileWindow) -> bool:
+        if valid is not None and not valid[w.y, w.x].any():
+            return False
+        # where its weights end (a tile inside the image)
+        y1, x1 = (
+            w.y.start + end_y,
+            w.x.start + end_x,
+        )
+        reaches = any(
+            w.y.start < r.stop and r.start < y1 and w.x.start < c.stop and c.start < x1
+            for r, c in regions
+        )
+        return plan.owner(i) in missing or reaches
+
+    return sum(needed(i, w) for i, w in enumerate(plan.grid.windows()))
+
+
+def python_process(*args: str, **popen: Any) -> subprocess.Popen[bytes]:
+    """``python ARGS`` in a new process, stdout and stderr together."""
+    import sys
+
+    return subprocess.Popen(
+        [sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **popen
+    )
+
+
+def wait_for(condition: Callable[[], object], timeout: float, what: str) -> None:
+    """Poll ``condition`` every 0.1 s; raise an AssertionError naming ``what`` after ``timeout``
+    seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.1)
