@@ -23,9 +23,8 @@ from .exceptions import OptionError
 from .graph import record
 
 NAMES_ATTR = "class_names"
-COLORS_ATTR = (
-    "class_colors"  # "#rrggbb" strings: JSON, netCDF and GeoTIFF tags all hold a list of strings
-)
+# "#rrggbb" strings: JSON, netCDF and GeoTIFF tags all hold a list of strings
+COLORS_ATTR = "class_colors"
 _HEX = re.compile(r"^#?([0-9a-fA-F]{6})([0-9a-fA-F]{2})?$")
 
 

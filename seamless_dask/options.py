@@ -21,12 +21,15 @@ __all__ = [
     "ACTIVATIONS",
     "AMP",
     "AMP_MODES",
+    "OPTION_NAMES",
     "OUTPUTS",
     "OUTPUT_KINDS",
+    "SEGMENT_OPTIONS",
     "TTA",
     "TTA_MODES",
     "WEIGHTS_KINDS",
     "Activation",
+    "Option",
     "Output",
     "OutputKind",
     "SegmentOptions",
@@ -116,6 +119,62 @@ def output_kind(output: str) -> OutputKind:
         raise OptionError(
             f"output must be one of {OUTPUTS}, got output={output!r}: use e.g. 'labels'"
         ) from None
+
+
+@dataclass(frozen=True)
+class Option:
+    """One keyword option of :func:`~seamless_dask.segment`: its name, default and help, written once.
+
+    ``segment``'s signature, :class:`SegmentOptions`, the job request of the command line and the
+    ``seamless-dask segment`` flags (``--tile-size`` for ``tile_size``) are derived from or checked
+    against :data:`SEGMENT_OPTIONS` (tests/test_options.py). ``on_cli`` is false for options a
+    command line cannot give (a dict of worker resources).
+    """
+
+    name: str
+    default: Any
+    help: str
+    metavar: str | None = None
+    choices: tuple[Any, ...] | None = None
+    on_cli: bool = True
+
+    @property
+    def flag(self) -> str:
+        """The command line's flag: ``--tile-size`` for ``tile_size``."""
+        return "--" + self.name.replace("_", "-")
+
+
+SEGMENT_OPTIONS: tuple[Option, ...] = (
+    Option("tile_size", 256, "tile side in pixels the model sees (int, or (y, x))", "N"),
+    Option("overlap", 64, "pixels neighbouring tiles share (int, or (y, x))", "N"),
+    Option("batch_size", 8, "tiles per model call (never changes a pixel)", "N"),
+    Option("output", "labels", "what the result holds", choices=OUTPUTS),
+    Option("weights", "trim", "the trust map that blends the overlaps", choices=WEIGHTS_KINDS),
+    Option("device", "auto", "auto, cpu, cuda or cuda:N"),
+    Option("normalize", None, "imagenet, or per-band mean/std: 123,116,103/58,57,57", "MEAN/STD"),
+    Option("activation", "softmax", "applied to the model's output", choices=ACTIVATIONS),
+    Option("num_classes", None, "the model's outputs (default: probe it once)", "N"),
+    Option("chunks", None, "pixels per chunk side (default 2048)", "N"),
+    Option("tta", None, "test-time augmentation views", choices=TTA_MODES),
+    Option("amp", None, "mixed precision on CUDA", choices=AMP_MODES),
+    Option("nodata", "auto", "auto (from the input), none, or a number", "V"),
+    Option("resources", "auto", "worker resources of model tasks", on_cli=False),
+    Option(
+        "trust_model",
+        False,
+        "load a torch.export .pt2 model file, which runs code as it loads (pickle): only files "
+        "you trust",
+    ),
+    Option("head", None, "another output of the model (a dict key such as aux)", "KEY"),
+    Option("bands", None, "the bands to segment (1-based on the command line: 3,2,1)", "B,B,.."),
+    Option(
+        "region", None, "segment only this area (a GeoJSON file; default CRS EPSG:4326)", "FILE"
+    ),
+    Option("region_crs", None, "the CRS of the region, e.g. EPSG:32631", "CRS"),
+    Option("class_names", None, "one name per class", "A,B,.."),
+    Option("palette", None, "one #rrggbb colour per class", "#RGB,.."),
+)
+OPTION_NAMES: tuple[str, ...] = tuple(option.name for option in SEGMENT_OPTIONS)
 
 
 class SegmentOptions(TypedDict, total=False):

@@ -77,9 +77,8 @@ def test_a_model_returning_nan_fails_the_job_naming_the_tile_instead_of_giving_c
 
 def test_a_model_returning_nan_only_where_there_is_no_data_is_fine():
     image = np.full((1, 70, 70), 100, np.float32)
-    image[0, :5, :5] = (
-        250  # nodata: the model sees them filled with 100, so make them a nodata value
-    )
+    # nodata: the model sees them filled with 100, so make them a nodata value
+    image[0, :5, :5] = 250
     out = sd.segment(
         image, helpers.Brightness(), tile_size=32, overlap=8, nodata=250.0, num_classes=2
     )

@@ -99,7 +99,7 @@ class TensorTiler(torch.nn.Module):
         # An image smaller than the tile: its one tile is centred in a zero-padded tile of the
         # requested size, as segment does (TilePadding), so a model trained on that size sees it;
         # merge crops it back.
-        padding = TilePadding.to_fit((th, tw), self.grid.tile, np.zeros(1))
+        padding = TilePadding.to_fit((th, tw), self.grid.tile_size, np.zeros(1))
         (self.pad_top, self.pad_left), (self.pad_bottom, self.pad_right) = (
             padding.before,
             padding.after,

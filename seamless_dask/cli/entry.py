@@ -12,7 +12,13 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from ..exceptions import ModelError, SeamlessError, SeamlessWarning
-from ..options import ACTIVATIONS, AMP_MODES, OUTPUTS, TTA_MODES, WEIGHTS_KINDS
+from ..options import (
+    ACTIVATIONS,
+    OUTPUTS,
+    SEGMENT_OPTIONS,
+    WEIGHTS_KINDS,
+    Option,
+)
 from . import commands as handlers
 
 
@@ -226,39 +232,19 @@ def _add_segment(commands: Any) -> None:
         "the labels go into INPUT's (an OME-Zarr's) labels/NAME group.",
     )
     seg.add_argument("input", metavar="INPUT")
-    seg.add_argument("output", metavar="OUTPUT", nargs="?")
+    seg.add_argument("target", metavar="OUTPUT", nargs="?")
     seg.add_argument(
         "--model", required=True, metavar="SPEC", help="'pkg.module:factory' or a TorchScript file"
     )
-    seg.add_argument("--tile-size", type=int, default=256, metavar="N")
-    seg.add_argument("--overlap", type=int, default=64, metavar="N")
-    seg.add_argument("--batch-size", type=int, default=8, metavar="N")
-    seg.add_argument(
-        "--output", dest="kind", choices=[o for o in OUTPUTS if o != "logits"], default="labels"
-    )
-    seg.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    seg.add_argument(
-        "--chunks", type=int, default=None, metavar="N", help="pixels per chunk side (default 2048)"
-    )
-    seg.add_argument(
-        "--bands", type=_int_list, default=None, metavar="B,B,..", help="1-based bands, e.g. 3,2,1"
-    )
+    for option in SEGMENT_OPTIONS:  # segment's own options, flag by flag: one list, options.py
+        if option.on_cli:
+            _add_option(seg, option)
     seg.add_argument(
         "--level",
         type=int,
         default=0,
         metavar="N",
         help="INPUT's pyramid level (default 0: full size)",
-    )
-    seg.add_argument(
-        "--class-names", type=_names, default=None, metavar="A,B,..", help="one name per class"
-    )
-    seg.add_argument(
-        "--palette",
-        type=_names,
-        default=None,
-        metavar="#RGB,..",
-        help="one #rrggbb colour per class",
     )
     seg.add_argument(
         "--label-name", default=None, metavar="NAME", help="write into INPUT's OME-Zarr labels/NAME"
@@ -268,52 +254,6 @@ def _add_segment(commands: Any) -> None:
         default=None,
         metavar="NAME",
         help="the variable of a zarr/netCDF INPUT to segment",
-    )
-    seg.add_argument(
-        "--normalize",
-        type=_normalize,
-        default=None,
-        metavar="MEAN/STD",
-        help="imagenet, or e.g. 123,116,103/58,57,57",
-    )
-    seg.add_argument(
-        "--activation", choices=[*(a for a in ACTIVATIONS if a), "none"], default="softmax"
-    )
-    seg.add_argument(
-        "--num-classes",
-        type=int,
-        default=None,
-        metavar="N",
-        help="model outputs (default: probe once)",
-    )
-    seg.add_argument("--weights", default="trim", choices=WEIGHTS_KINDS)
-    seg.add_argument(
-        "--tta",
-        choices=[m for m in TTA_MODES if m],
-        default=None,
-        help="test-time augmentation views",
-    )
-    seg.add_argument(
-        "--head", default=None, help="another output of the model (a dict key such as aux)"
-    )
-    seg.add_argument(
-        "--amp", choices=[m for m in AMP_MODES if m], default=None, help="mixed precision on CUDA"
-    )
-    seg.add_argument(
-        "--region",
-        metavar="GEOJSON",
-        default=None,
-        help="segment only this area (default CRS EPSG:4326)",
-    )
-    seg.add_argument(
-        "--region-crs", metavar="CRS", default=None, help="the CRS of --region, e.g. EPSG:32631"
-    )
-    seg.add_argument(
-        "--nodata",
-        type=_nodata,
-        default="auto",
-        metavar="V",
-        help="auto (from INPUT), none, or a number",
     )
     seg.add_argument(
         "--scheduler",
@@ -346,13 +286,27 @@ def _add_segment(commands: Any) -> None:
         "--quicklook", metavar="PNG", help="also write a quicklook PNG beside the input"
     )
     seg.add_argument("--no-progress", dest="progress", action="store_false")
-    seg.add_argument(
-        "--trust-model",
-        action="store_true",
-        help="load a torch.export .pt2 model file, which runs code as it loads (pickle): only files you trust",
-    )
     seg.add_argument("--debug", action="store_true", help="show tracebacks")
     seg.set_defaults(run=_segment)
+
+
+def _add_option(parser: Any, option: Option) -> None:
+    """``option``'s flag, with its default and help from the one list."""
+    if isinstance(option.default, bool):
+        parser.add_argument(option.flag, action="store_true", help=option.help)
+        return
+    choices = _CLI_CHOICES.get(option.name) or (
+        [c for c in option.choices if c is not None] if option.choices else None
+    )
+    default = "none" if option.name == "activation" and option.default is None else option.default
+    parser.add_argument(
+        option.flag,
+        type=_CLI_TYPES.get(option.name),
+        default=default,
+        choices=choices,
+        metavar=None if choices else option.metavar,
+        help=f"{option.help} (default {default})",
+    )
 
 
 def _segment(args: argparse.Namespace) -> None:
@@ -365,48 +319,32 @@ def _segment(args: argparse.Namespace) -> None:
             "TLS needs all of --tls-ca-file, --tls-cert and --tls-key, got only some of them"
         )
 
-    if (args.output is None) == (args.label_name is None):
+    if (args.target is None) == (args.label_name is None):
         raise OptionError(
             "give OUTPUT, or --label-name NAME to write the labels into INPUT's OME-Zarr "
             "labels/NAME group, not both"
-            if args.output
+            if args.target
             else "OUTPUT is missing: give the file to write (.tif, .ome.zarr, .zarr), or --label-name NAME"
         )
+    options = {o.name: getattr(args, o.name) for o in SEGMENT_OPTIONS if o.on_cli}
+    if options["activation"] == "none":
+        options["activation"] = None
     request = SegmentRequest(
         source=args.input,
-        target=args.output or args.input,
+        target=args.target or args.input,
         label_name=args.label_name,
         level=args.level,
-        class_names=args.class_names,
-        palette=args.palette,
         model=args.model,
-        tile_size=args.tile_size,
-        overlap=args.overlap,
-        batch_size=args.batch_size,
-        output=args.kind,
-        device=args.device,
-        chunks=args.chunks,
-        bands=args.bands,
         variable=args.variable,
-        normalize=args.normalize,
-        activation=None if args.activation == "none" else args.activation,
-        weights=args.weights,
-        tta=args.tta,
-        head=args.head,
-        amp=args.amp,
-        region=args.region,
-        region_crs=args.region_crs,
-        num_classes=args.num_classes,
-        nodata=args.nodata,
         scheduler=args.scheduler,
         resume=args.resume,
         overwrite=args.overwrite,
         quicklook=args.quicklook,
         progress=args.progress,
-        trust_model=args.trust_model,
         tls=TLSFiles(*tls_args) if all(tls_args) else None,
         connect_timeout=args.connect_timeout,
         worker_wait=args.worker_wait,
+        **options,
     )
     print(run_segment(request).summary())
 
@@ -448,6 +386,26 @@ def _nodata(text: str) -> float | str | None:
         return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected auto, none or a number, got {text!r}") from None
+
+
+# How the command line writes the options whose values are not plain strings.
+_CLI_TYPES: dict[str, Any] = {
+    "tile_size": int,
+    "overlap": int,
+    "batch_size": int,
+    "num_classes": int,
+    "chunks": int,
+    "normalize": _normalize,
+    "nodata": _nodata,
+    "bands": _int_list,
+    "class_names": _names,
+    "palette": _names,
+}
+# Choices as a command line spells them: no logits to a file, and "none" for no activation.
+_CLI_CHOICES: dict[str, list[str]] = {
+    "output": [o for o in OUTPUTS if o != "logits"],
+    "activation": [*(a for a in ACTIVATIONS if a), "none"],
+}
 
 
 if __name__ == "__main__":

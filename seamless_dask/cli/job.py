@@ -17,7 +17,9 @@ from typing import Any
 
 from ..cluster.connect import TLSFiles, job_scheduler
 from ..exceptions import OptionError, RasterError
-from ..options import AMP, TTA, Activation, Output, WeightsKind
+from ..options import AMP, SEGMENT_OPTIONS, TTA, Activation, Output, WeightsKind
+
+REGION_OPTIONS = ("region", "region_crs")  # a GeoJSON file and its CRS, read by the job
 
 COG_SUFFIXES = (".tif", ".tiff")
 
@@ -29,9 +31,8 @@ class SegmentRequest:
     source: str
     target: str
     model: str
-    label_name: str | None = (
-        None  # write into the source OME-Zarr's labels/<label_name>, target is the source
-    )
+    # write into the source OME-Zarr's labels/<label_name>, target is the source
+    label_name: str | None = None
     level: int = 0
     class_names: list[str] | None = None
     palette: list[str] | None = None
@@ -49,9 +50,8 @@ class SegmentRequest:
     tta: TTA | None = None
     head: str | None = None
     amp: AMP | None = None
-    region: str | None = (
-        None  # a GeoJSON file; its CRS is region_crs, else the file's (RFC 7946: EPSG:4326)
-    )
+    # a GeoJSON file; its CRS is region_crs, else the file's (RFC 7946: EPSG:4326)
+    region: str | None = None
     region_crs: str | None = None
     num_classes: int | None = None
     nodata: float | str | None = "auto"
@@ -62,13 +62,17 @@ class SegmentRequest:
     progress: bool = True
     trust_model: bool = False
     tls: TLSFiles | None = None
-    connect_timeout: float | None = (
-        None  # seconds to reach a scheduler; None: dask's distributed.comm.timeouts.connect
-    )
+    # seconds to reach a scheduler; None: dask's distributed.comm.timeouts.connect
+    connect_timeout: float | None = None
     worker_wait: float = 300.0  # seconds to wait for a first worker on a scheduler that has none
 
+    def segment_options(self) -> dict[str, Any]:
+        """The options of ``segment`` this request sets (the region is read by the job)."""
+        names = [o.name for o in SEGMENT_OPTIONS if o.on_cli and o.name not in REGION_OPTIONS]
+        return {name: getattr(self, name) for name in names}
+
     @property
-    def kind(self) -> str:
+    def target_format(self) -> str:
         """``"cog"``, ``"ome-zarr"`` or ``"zarr"``, from the target's suffix (``"labels"`` with a label
         name).
         """
@@ -161,31 +165,15 @@ def _write(request: SegmentRequest, image: Any, target: Any, run: str) -> tuple[
         segment(  # inside: with a cluster, model tasks get its resources (GPU=1) when it has GPUs
             image,
             request.model,
-            tile_size=request.tile_size,
-            overlap=request.overlap,
-            batch_size=request.batch_size,
-            output=request.output,
-            device=request.device,
-            chunks=request.chunks,
-            normalize=request.normalize,
-            activation=request.activation,
-            weights=request.weights,
-            num_classes=request.num_classes,
-            nodata=request.nodata,
-            trust_model=request.trust_model,
-            tta=request.tta,
-            head=request.head,
-            amp=request.amp,
-            class_names=request.class_names,
-            palette=request.palette,
+            **request.segment_options(),
             **_region_options(request),
         )
     )
     resume, overwrite = request.resume, request.overwrite
     writes: Any
-    if request.kind == "cog":
+    if request.target_format == "cog":
         writes = io.to_cog(result, target.url, overwrite=request.overwrite, compute=False, run=run)
-    elif request.kind in ("ome-zarr", "labels"):
+    elif request.target_format in ("ome-zarr", "labels"):
         store = request.source if request.label_name else target.url
         writes = io.to_ome_zarr(
             result,
@@ -202,12 +190,12 @@ def _write(request: SegmentRequest, image: Any, target: Any, run: str) -> tuple[
     try:
         progress.compute(writes, progress=request.progress)
     except BaseException:
-        if request.kind == "cog":
+        if request.target_format == "cog":
             io.discard_partial_cog(target.url, run=run)
         raise
-    if request.kind == "zarr":
+    if request.target_format == "zarr":
         io.mark_complete(target.url)
-    elif request.kind in ("ome-zarr", "labels"):
+    elif request.target_format in ("ome-zarr", "labels"):
         io.mark_ome_zarr_complete(target.url)
     return result, tiles
 
@@ -216,7 +204,7 @@ def _check_paths(request: SegmentRequest, target: Any) -> None:
     """Refuse, before anything is opened, outputs that would destroy an input or each other."""
     from .. import io
 
-    kind = request.kind
+    kind = request.target_format
     if request.resume and request.overwrite:
         raise OptionError(
             "--resume finishes the output that is there and --overwrite replaces it: pass one of "

@@ -25,9 +25,9 @@ from dask.highlevelgraph import HighLevelGraph
 from ..graph import keys
 from ..graph.layers import GraphNode, array_expr, fused, task_nodes
 
-RECENT = (
-    8  # waves whose released keys are remembered, to tell when a task is about to run a second time
-)
+# waves whose released keys are remembered, to tell when a task is about to run a second time
+
+RECENT = 8
 # Chunk rows past a wave's last before the waves after it can need none of its tasks: a chunk's
 # output reads the halos of the row above (the tile overlap is less than a chunk), the model task
 # the input rows beside its own.

@@ -31,9 +31,8 @@ from ._target import Target, as_target, check_not_an_input, claim
 from ._zarr import LAYOUT, as_result, check_same_job, inputs_of, job_of, our_store, regular_chunks
 
 Resampling = Literal["auto", "nearest", "mean"]
-TOP_LEVEL_SIDE = (
-    512  # the default pyramid halves until a level is at most this long: a viewer's overview
-)
+# the default pyramid halves until a level is at most this long: a viewer's overview
+TOP_LEVEL_SIDE = 512
 DONE_GROUP = "_seamless/done"  # one uint8 array per level, one value per chunk, 1 once written
 
 
@@ -432,9 +431,8 @@ def _write_block(
 ) -> int:
     group = _open(target)
     group[str(level)][(Ellipsis, region[0], region[1])] = block
-    group[f"{DONE_GROUP}/{level}"][index] = (
-        1  # after the pixels: a marker never stands for a missing chunk
-    )
+    # after the pixels: a marker never stands for a missing chunk
+    group[f"{DONE_GROUP}/{level}"][index] = 1
     return 1
 
 

@@ -28,9 +28,8 @@ from typing import Any
 from ..exceptions import OptionError, RasterError
 
 CLAIM_SUFFIX = ".seamless-lock"
-SCRATCH_INFIX = (
-    ".seamless-"  # every file a run leaves beside its target: <target>.seamless-<run>.<what>
-)
+# every file a run leaves beside its target: <target>.seamless-<run>.<what>
+SCRATCH_INFIX = ".seamless-"
 # Object stores publish an object whole or not at all: an upload that fails never shows at the
 # target.
 ATOMIC_PUT_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl"})

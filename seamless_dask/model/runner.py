@@ -85,12 +85,10 @@ class RunnerConfig:
     activation: Activation | None = "softmax"
     tta: TTA | None = None
     amp: AMP | None = None
-    trust_model: bool = (
-        False  # load model files that run code when loaded (torch.export .pt2: pickle)
-    )
-    head: str | int | None = (
-        None  # which output of a model with several (torchvision's "aux"); None: "out"/first
-    )
+    # load model files that run code when loaded (torch.export .pt2: pickle)
+    trust_model: bool = False
+    # which output of a model with several (torchvision's "aux"); None: "out"/first
+    head: str | int | None = None
 
     def __post_init__(self) -> None:
         if (

@@ -18,6 +18,7 @@ import bisect
 import functools
 import itertools
 import math
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from numbers import Integral, Real
@@ -67,9 +68,8 @@ class ChunkTiles:
     rows: tuple[tuple[int, int, tuple[bool, bool]], ...]
     cols: tuple[tuple[int, int, tuple[bool, bool]], ...]
     n_x: int  # tiles per grid row: grid index = row * n_x + column
-    keep: frozenset[int] | None = (
-        None  # the grid indices a region or a resume keeps; None: every one
-    )
+    # the grid indices a region or a resume keeps; None: every one
+    keep: frozenset[int] | None = None
 
     def __iter__(self) -> Iterator[LocalTile]:
         for iy, y, edges_y in self.rows:
@@ -154,10 +154,11 @@ class TileGrid:
     ----------
     shape
         Image size ``(height, width)`` in pixels.
-    tile
-        Tile size in pixels, an int or ``(y, x)``.
+    tile_size
+        Tile size in pixels, an int or ``(y, x)``, as ``segment`` takes it.
     overlap
-        Overlap between neighbouring tiles in pixels, an int or ``(y, x)``; ``0 <= overlap < tile``.
+        Overlap between neighbouring tiles in pixels, an int or ``(y, x)``;
+        ``0 <= overlap < tile_size``.
 
     Raises
     ------
@@ -167,7 +168,7 @@ class TileGrid:
     Examples
     --------
     >>> from seamless_dask import TileGrid
-    >>> grid = TileGrid((1000, 700), tile=256, overlap=64)
+    >>> grid = TileGrid((1000, 700), tile_size=256, overlap=64)
     >>> grid.grid_shape, grid.n_tiles
     ((5, 4), 20)
     >>> grid.window(3)  # the last tile of the first row is flush with the right border
@@ -177,25 +178,41 @@ class TileGrid:
     """
 
     shape: Pair
-    tile: Pair
+    tile_size: Pair
     overlap: Pair
     y: AxisTiling = field(repr=False, compare=False)
     x: AxisTiling = field(repr=False, compare=False)
 
-    def __init__(self, shape: int | Pair, tile: int | Pair, overlap: int | Pair) -> None:
+    def __init__(
+        self,
+        shape: int | Pair,
+        tile_size: int | Pair | None = None,
+        overlap: int | Pair = 0,
+        *,
+        tile: int | Pair | None = None,
+    ) -> None:
+        if tile is not None:  # its name before 0.2
+            warnings.warn(
+                "TileGrid(tile=...) is now TileGrid(tile_size=...), as segment names it",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            tile_size = tile
+        if tile_size is None:
+            raise TypeError("TileGrid needs tile_size: e.g. TileGrid((1000, 700), 256, 64)")
         shape_, tile_, overlap_ = (
             as_pair(shape, "shape"),
-            as_pair(tile, "tile_size"),
+            as_pair(tile_size, "tile_size"),
             as_pair(overlap, "overlap"),
         )
         _check_tiling(shape_, tile_, overlap_)
-        for name, value in (("shape", shape_), ("tile", tile_), ("overlap", overlap_)):
+        for name, value in (("shape", shape_), ("tile_size", tile_), ("overlap", overlap_)):
             object.__setattr__(self, name, value)
         object.__setattr__(self, "y", AxisTiling.build(shape_[0], tile_[0], overlap_[0]))
         object.__setattr__(self, "x", AxisTiling.build(shape_[1], tile_[1], overlap_[1]))
 
     def __dask_tokenize__(self) -> tuple:
-        return ("seamless_dask.TileGrid", self.shape, self.tile, self.overlap)
+        return ("seamless_dask.TileGrid", self.shape, self.tile_size, self.overlap)
 
     @property
     def tile_shape(self) -> Pair:

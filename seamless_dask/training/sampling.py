@@ -76,9 +76,8 @@ class RandomTiles:
         self.class_weights = (
             None if class_weights is None else np.asarray(class_weights, np.float64)
         )
-        self._cells: np.ndarray | None = (
-            None  # per lattice cell: scene, y0, y1, x0, x1, cumulative weight
-        )
+        # per lattice cell: scene, y0, y1, x0, x1, cumulative weight
+        self._cells: np.ndarray | None = None
 
     def __len__(self) -> int:
         return self.n

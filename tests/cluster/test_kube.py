@@ -141,7 +141,7 @@ def test_job_spec_is_a_valid_daskjob_running_the_cli_against_its_own_cluster():
     assert pod["restartPolicy"] == "Never"
     # the arguments are the CLI's own: they parse
     parsed = cli.parser().parse_args(args[1:])
-    assert (parsed.input, parsed.output, parsed.model) == (
+    assert (parsed.input, parsed.target, parsed.model) == (
         segment_args[0],
         segment_args[1],
         "my_models:build",

@@ -292,9 +292,8 @@ def test_a_resumed_pyramid_writes_only_what_is_missing_and_refuses_another_job(l
     sd.to_ome_zarr(labels, out, levels=3)
     before = {k: zarr.open_group(str(out))[k][...] for k in "012"}
     group = zarr.open_group(str(out), mode="r+")
-    group["_seamless/done/0"][1, 1] = (
-        0  # a crash after one level-0 region and the level-1 chunk above it
-    )
+    # a crash after one level-0 region and the level-1 chunk above it
+    group["_seamless/done/0"][1, 1] = 0
     group["_seamless/done/1"][1, 1] = 0
     group["0"][288:, 288:] = 0
     group["1"][288:, 288:] = 0
