@@ -297,9 +297,9 @@ def _compute_here(array: da.Array) -> np.ndarray:
     threads).
 
     glibc gives each thread that allocates a heap arena of its own, and each arena keeps the
-    high-water mark of the model activations freed in it: with one arena for the process, the 2048
-    px U-Net of ``benchmarks/peers.py`` peaked at 880-918 MiB instead of 1,001-1,042 MiB, and was
-    not slower. It is set once, for the arenas made afterwards, on Linux;
+    high-water mark of the model activations freed in it: one arena for the process lowers the
+    peak of an image in memory without slowing it (``benchmarks/peers.py``; the figures are in
+    docs/benchmarks.md). It is set once, for the arenas made afterwards, on Linux;
     ``dask.config.set({"seamless_dask.one_malloc_arena": False})`` leaves this process's allocator
     alone.
     """

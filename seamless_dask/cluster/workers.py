@@ -62,9 +62,9 @@ def configure_process(
 ) -> None:
     """Set up a process that runs seamless_dask tasks: torch's thread count and GDAL's block cache.
 
-    GDAL caches decoded raster blocks up to 5 % of the machine's memory by default (1.2 GB here), in
-    every worker process; seamless_dask reads each block once, so the cache only grows RSS with the
-    image (measured: 2.44 -> 1.54 GB for a worker segmenting a 20000 px COG with 128 MB).
+    GDAL caches decoded raster blocks up to 5 % of the machine's memory by default, in every worker
+    process; seamless_dask reads each block once, so a larger cache only grows RSS with the image
+    (docs/benchmarks.md, "Memory figures once quoted in docstrings").
     """
     if torch_threads:
         import torch
@@ -83,8 +83,7 @@ def _fixed_mmap_threshold(threshold: int = 2**20) -> None:
     """Ask glibc to give every allocation of ``threshold`` bytes or more its own mapping, returned
     to the system when freed. By default glibc raises that threshold after the first large free, and
     then keeps the chunk-sized arrays of later tasks in heap arenas that never shrink: RSS grows
-    with the image (measured on a 20000 px scene, threaded: 1.94 GB peak by default, 1.45 GB with
-    this).
+    with the image (docs/benchmarks.md, "Memory figures once quoted in docstrings").
     """
     m_mmap_threshold = -3
     set_malloc_option(m_mmap_threshold, threshold)

@@ -42,8 +42,8 @@ class Source:
     """The image as one value of the graph: a numpy array, or a lazily loaded variable.
 
     Wrapped so that a distributed worker never measures a lazy variable with ``dask.sizeof`` (which
-    reads every pixel: 4.5 GB for a 40000 px scene), and so that tokenizing it never hashes or loads
-    all its pixels (``tokenize(variable)`` read a 20000 px scene into the client: 2.7 GB).
+    reads every pixel), and so that tokenizing it never hashes or loads all its pixels
+    (``tokenize(variable)`` reads the whole scene into the client).
     """
 
     def __init__(self, pixels: Any) -> None:

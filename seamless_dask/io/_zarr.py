@@ -271,8 +271,8 @@ def _write_template(
     dimension names) from a one-pixel slice of ``result``, then grown to the full shape.
 
     Given the lazy result itself, xarray's ``to_zarr(compute=False)`` builds the store graph of
-    every chunk (11.8 s and 460 MB of client memory at 300,000 px); it stores no array-expr array at
-    all.
+    every chunk, at a client cost that grows with the scene (``benchmarks/plan_scale.py --write``);
+    it stores no array-expr array at all.
     """
     import zarr
 
