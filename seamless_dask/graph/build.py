@@ -41,7 +41,7 @@ from ..tiling.grid import ChunkPlan, ChunkTiles, Pair, TileGrid
 from ..tiling.region import Region
 from ..tiling.weights import TileWeights
 from . import keys
-from .chunk_size import check_plannable, chunk_target
+from .chunk_size import check_plannable, check_tile_fits, chunk_target
 from .layers import ChunkLayer, GraphNode, NamedGraph, graph_with, new_array, ref, task
 from .windows import Windows, extended_windows
 
@@ -108,6 +108,7 @@ def build_graph(image: Any, job: SegmentJob) -> SegmentGraph:
         chunk_target(image, job.chunks, job.runner.config.batch_size, grid)
     )
     check_plannable(chunk_plan)
+    check_tile_fits(bands, (height, width), job.tile_size, job.runner.config.batch_size)
     job.runner.config.check_bands(bands)
     check_nodata_fits(job.nodata, image.dtype)
     n_classes = job.num_classes or job.runner.probe(bands, job.tile_size)

@@ -6,12 +6,13 @@ dask's array-expr engine.
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import dask.array as da
 import xarray as xr
 
-from ..exceptions import DimensionError
+from ..exceptions import DimensionError, OptionError
 from ..tiling.grid import ChunkPlan, Pair, TileGrid
 from .layers import array_expr
 
@@ -19,6 +20,39 @@ DEFAULT_CHUNK = 2048
 IN_MEMORY_CHUNK = 1024
 # array-expr only: its graph holds about 12 kB per chunk in this process, 60,000 is 0.7 GB
 MAX_CHUNKS = 60_000
+
+
+def machine_memory() -> int:
+    """The physical memory of this machine in bytes (0 where the OS does not say)."""
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def check_tile_fits(bands: int, image: Pair, tile_size: Pair, batch_size: int) -> None:
+    """Refuse, before the model is probed or any tile allocated, a tile whose batch cannot fit.
+
+    Every tile is given to the model at ``tile_size`` (an image thinner than the tile is padded to
+    it, :class:`~seamless_dask.blend.tiles.TilePadding`), so a batch holds ``batch_size x bands x
+    tile_size`` float32 pixels before the model's own activations, which are many times that. A
+    batch over a quarter of this machine's memory cannot run; the message names the tile that fits
+    the image.
+    """
+    th, tw = tile_size
+    need = batch_size * bands * th * tw * 4
+    memory = machine_memory()
+    if not memory or need <= memory // 4:
+        return
+    h, w = image
+    fits = (min(th, 32 * math.ceil(h / 32)), min(tw, 32 * math.ceil(w / 32)))
+    raise OptionError(
+        f"tile_size={th if th == tw else (th, tw)} makes every batch of {batch_size} tiles "
+        f"{need / 2**30:,.1f} GiB of float32 input ({bands} bands; a {h} x {w} px image is padded "
+        f"to the tile), more than a quarter of this machine's {memory / 2**30:.0f} GiB, before the "
+        f"model's activations: use a smaller tile_size (--tile-size), e.g. "
+        f"{fits[0] if fits[0] == fits[1] else fits} for this image, or a smaller batch_size"
+    )
 
 
 def check_plannable(chunk_plan: ChunkPlan) -> None:
