@@ -6,6 +6,7 @@ from typing import Any
 
 import xarray as xr
 
+from .model.loading import ModelSpec
 from .segment import DEFAULT_CHUNK, plan, segment
 from .tiling.grid import ChunkPlan, Pair
 
@@ -19,7 +20,7 @@ class SeamlessAccessor:
     def __init__(self, data: xr.DataArray) -> None:
         self._data = data
 
-    def segment(self, model: Any, **options: Any) -> xr.DataArray:
+    def segment(self, model: ModelSpec, **options: Any) -> xr.DataArray:
         """See :func:`seamless_dask.segment`."""
         return segment(self._data, model, **options)
 

@@ -41,6 +41,7 @@ from .inputs import (
     time_slices,
     time_steps,
 )
+from .model.loading import ModelSpec
 from .model.runner import ModelRunner, RunnerConfig
 from .options import AMP, TTA, Activation, Output, SegmentOptions, WeightsKind, output_kind
 from .result import JobRecorder, segment_dataarray
@@ -54,26 +55,30 @@ if TYPE_CHECKING:
 
 
 @overload
-def segment(data: np.ndarray, model: Any, **options: Unpack[SegmentOptions]) -> np.ndarray: ...
+def segment(
+    data: np.ndarray, model: ModelSpec, **options: Unpack[SegmentOptions]
+) -> np.ndarray: ...
 
 
 @overload
 def segment(
-    data: xr.DataArray | xr.Dataset, model: Any, **options: Unpack[SegmentOptions]
+    data: xr.DataArray | xr.Dataset, model: ModelSpec, **options: Unpack[SegmentOptions]
 ) -> xr.DataArray: ...
 
 
 @overload
-def segment(data: da.Array, model: Any, **options: Unpack[SegmentOptions]) -> da.Array: ...
+def segment(data: da.Array, model: ModelSpec, **options: Unpack[SegmentOptions]) -> da.Array: ...
 
 
 @overload
-def segment(data: torch.Tensor, model: Any, **options: Unpack[SegmentOptions]) -> torch.Tensor: ...
+def segment(
+    data: torch.Tensor, model: ModelSpec, **options: Unpack[SegmentOptions]
+) -> torch.Tensor: ...
 
 
 def segment(
     data: Any,
-    model: Any,
+    model: ModelSpec,
     *,
     tile_size: int | Pair = 256,
     overlap: int | Pair = 64,

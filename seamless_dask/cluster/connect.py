@@ -10,9 +10,13 @@ import os
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..exceptions import ClusterWarning, OptionError
+
+if TYPE_CHECKING:
+    from distributed import Client
+
 
 LOCAL_SCHEDULERS = ("threads", "processes", "synchronous")
 
@@ -152,7 +156,7 @@ def probe_scheduler(address: str, security: Any, timeout: float) -> None:
         )
 
 
-def wait_for_workers(client: Any, address: str, wait: float) -> None:
+def wait_for_workers(client: Client, address: str, wait: float) -> None:
     """Return once the scheduler has a worker; warn at once if it has none, fail after ``wait``
     seconds.
     """

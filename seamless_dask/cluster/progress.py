@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dask
 from dask.callbacks import Callback
@@ -21,6 +21,9 @@ from dask.callbacks import Callback
 from ..graph import keys
 from ..graph.build import planned_tiles
 from . import waves
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 
 def tile_counts(obj: Any) -> dict[Any, int]:
@@ -47,7 +50,7 @@ def compute(obj: Any, *, progress: bool = True, description: str = "tiles") -> A
     return _compute_distributed(client, obj, tile_counts(obj), description)
 
 
-def _client() -> Any:
+def _client() -> Client | None:
     """The distributed client dask computes on now (``None`` when dask's config names another
     scheduler).
     """
@@ -124,7 +127,7 @@ class _TileBar(Callback):
             self.counter.bar.close()
 
 
-def _compute_distributed(client: Any, obj: Any, counts: dict[Any, int], description: str) -> Any:
+def _compute_distributed(client: Client, obj: Any, counts: dict[Any, int], description: str) -> Any:
     """Compute on the cluster; the bar follows :class:`TileEvents` events for this graph's stage-1
     keys.
     """

@@ -18,13 +18,17 @@ import time
 import warnings
 from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dask
 from dask.delayed import Delayed
 
 from ..graph.layers import GraphNode
 from .wave_plan import LazyWaves, WavePlan, lazy_waves, plan_waves
+
+if TYPE_CHECKING:
+    from distributed import Client
+
 
 WAVES_IN_FLIGHT = 2
 STRAGGLER_TIMEOUT = 300.0  # seconds a failed write waits for its tasks still running on workers
@@ -33,7 +37,7 @@ CONFIG = "seamless_dask.wave_chunks"
 OLD_CONFIG = "seamless_dask.band_chunks"  # its name before 0.2, still read
 
 
-def chunks_per_wave(client: Any) -> int:
+def chunks_per_wave(client: Client) -> int:
     """The config's ``seamless_dask.wave_chunks``, else twice the cluster's threads (at least 4)."""
     configured = dask.config.get(CONFIG, None)
     if configured is None:
@@ -43,7 +47,7 @@ def chunks_per_wave(client: Any) -> int:
     return max(4, 2 * sum(client.nthreads().values()))
 
 
-def compute(client: Any, obj: Any) -> Any:
+def compute(client: Client, obj: Any) -> Any:
     """``obj`` computed on ``client``: a writer's Delayed wave by wave, anything else (or a graph
     with no chunk rows) in one submission.
     """
@@ -76,7 +80,7 @@ def _plan(write: Delayed, chunks: int) -> WavePlan | LazyWaves | None:
     return plan if plan is not None and len(plan.waves) > WAVES_IN_FLIGHT else None
 
 
-def _run(client: Any, plan: WavePlan | LazyWaves) -> Any:
+def _run(client: Client, plan: WavePlan | LazyWaves) -> Any:
     held: dict[Hashable, Any] = {}
     in_flight: list[
         tuple[list[Any], set[Hashable]]
@@ -105,7 +109,7 @@ def _run(client: Any, plan: WavePlan | LazyWaves) -> Any:
         raise
 
 
-def _wait_for_stragglers(client: Any, ours: set, timeout: float = STRAGGLER_TIMEOUT) -> None:
+def _wait_for_stragglers(client: Client, ours: set, timeout: float = STRAGGLER_TIMEOUT) -> None:
     """After a failure, wait until no task of ours still runs on a worker: a cancelled task that was
     running finishes (a thread cannot be stopped), and a write it makes after the caller let go of
     the target could land in the next job's output.
@@ -132,7 +136,7 @@ def _executing(dask_worker: Any) -> list[Hashable]:
     return [ts.key for ts in dask_worker.state.executing]
 
 
-def _collect(client: Any, futures: list[Any], results: dict[Hashable, Any]) -> None:
+def _collect(client: Client, futures: list[Any], results: dict[Hashable, Any]) -> None:
     """Wait for a wave's writes (raising the first failure) and keep what each returned: one request
     to the scheduler a wave, not one a write.
     """

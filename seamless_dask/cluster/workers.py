@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from distributed import SchedulerPlugin, WorkerPlugin
 
@@ -22,8 +22,11 @@ from ..graph import keys
 from ..model.loading import RegisteredModel, register_model, spec_token
 from ..model.runner import ModelRunner
 
+if TYPE_CHECKING:
+    from distributed import Client
 
-def current_client() -> Any:
+
+def current_client() -> Client | None:
     """The active ``distributed.Client``, or ``None`` (no distributed, or none made)."""
     try:
         from distributed import get_client
@@ -33,7 +36,7 @@ def current_client() -> Any:
         return None
 
 
-def cluster_has_gpus(client: Any = None) -> bool:
+def cluster_has_gpus(client: Client | None = None) -> bool:
     """Whether a worker of the active cluster advertises a ``GPU`` resource."""
     client = client or current_client()
     if client is None:
@@ -225,7 +228,7 @@ def _or_first(row: int | None) -> int:
 
 
 def setup_workers(
-    client: Any, *, torch_threads: int | None = None, gdal_cache_mb: int | None = GDAL_CACHE_MB
+    client: Client, *, torch_threads: int | None = None, gdal_cache_mb: int | None = GDAL_CACHE_MB
 ) -> None:
     """Register :class:`WorkerSetup` on ``client``'s workers (those that join later get it too) and
     :class:`ResourceRouting` and :class:`RowOrder` on its scheduler (which must be able to import
@@ -235,7 +238,7 @@ def setup_workers(
     ensure_scheduler_plugins(client)
 
 
-def ensure_scheduler_plugins(client: Any, *, required: bool = True) -> None:
+def ensure_scheduler_plugins(client: Client, *, required: bool = True) -> None:
     """Register :class:`ResourceRouting`, :class:`RowOrder` and :class:`TileEvents` on ``client``'s
     scheduler, once per client.
 
@@ -271,7 +274,7 @@ def ensure_scheduler_plugins(client: Any, *, required: bool = True) -> None:
         _registered(client).add(plugin.name)
 
 
-def shareable(runner: ModelRunner, client: Any = None) -> ModelRunner:
+def shareable(runner: ModelRunner, client: Client | None = None) -> ModelRunner:
     """``runner`` with an in-memory model replaced by a token, the model sent to the workers once.
 
     Without a client, or for string specs (import strings and files, which workers load themselves,
@@ -290,7 +293,7 @@ def shareable(runner: ModelRunner, client: Any = None) -> ModelRunner:
     return ModelRunner(RegisteredModel(token, type(runner.spec).__name__), runner.config)
 
 
-def _registered(client: Any) -> set[str]:
+def _registered(client: Client) -> set[str]:
     names: set[str] = client.__dict__.setdefault("_seamless_plugins", set())
     return names
 

@@ -17,11 +17,20 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from dask.base import tokenize
 
 from ..exceptions import ModelError, ModelSpecError
+
+if TYPE_CHECKING:
+    import torch
+
+# What a user may give as a model: a module or any callable of a batch of tiles (N, bands, h, w)
+# returning predictions (N, classes, h, w), a tuple or a dict of them; or where to load one from.
+ModelSpec: TypeAlias = (
+    "torch.nn.Module | Callable[[torch.Tensor], Any] | str | os.PathLike[str] | RegisteredModel"
+)
 
 TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".torchscript", ".jit")
 

@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .loading import ModelSpec
 from .outputs import segmentation_tensor
 
 
@@ -48,7 +49,7 @@ class ReceptiveField(NamedTuple):
 
 
 def receptive_field(
-    model: Any,
+    model: ModelSpec,
     bands: int,
     size: int = 64,
     *,

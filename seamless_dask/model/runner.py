@@ -17,7 +17,7 @@ import numpy as np
 
 from ..exceptions import OptionError
 from ..options import ACTIVATIONS, AMP, TTA, TTA_MODES, Activation
-from .loading import RegisteredModel, checked_spec, exit_error, load, spec_token
+from .loading import ModelSpec, RegisteredModel, checked_spec, exit_error, load, spec_token
 from .outputs import VIEWS, activate, check_output, segmentation_tensor, unview, view
 
 # autocast on CUDA; CPU runs float32
@@ -178,7 +178,7 @@ class ModelRunner:
     (2, 2, 8, 8)
     """
 
-    def __init__(self, model: Any, config: RunnerConfig | None = None) -> None:
+    def __init__(self, model: ModelSpec, config: RunnerConfig | None = None) -> None:
         self.spec = checked_spec(model)
         self.config = config or RunnerConfig()
         self._model: Callable | None = None

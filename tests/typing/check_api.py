@@ -26,3 +26,9 @@ def check(image: np.ndarray, lazy: da.Array, model: torch.nn.Module, output: Out
     assert_type(sd.to_cog(labels, "labels.tif", compute=False), Delayed)
     now: Literal[False] = False
     assert_type(sd.to_cog(labels, "labels.tif", compute=now), Delayed)
+
+
+def check_models_are_modules_or_callables_of_tensors(image: np.ndarray) -> None:
+    sd.segment(image, lambda x: x)  # a callable of a batch of tiles
+    sd.segment(image, "pkg.models:build")  # an import string, or a file's path
+    sd.segment(image, 42)  # type: ignore[call-overload]  # not a model: mypy says so
