@@ -31,7 +31,7 @@ MAY_IMPORT = {
     "segment": {"tiling", "model", "graph", "cluster", "inputs", "classes", "result"},
     "viz": {"tiling", "classes", "io"},
     "training": {"tiling", "blend", "model", "inputs", "io"},
-    "accessor": {"segment", "tiling"},
+    "accessor": {"segment", "tiling", "model"},
     "demo": {"segment", "viz"},
 }
 EVERYWHERE = {"exceptions", "options"}

@@ -35,7 +35,7 @@ from .tiles import TilePadding, checked_finite, mask_nodata, tile_pixels
 if TYPE_CHECKING:
     from ..model.runner import ModelRunner
     from ..tiling.grid import LocalTile
-    from ..tiling.weights import TileWeights
+    from ..tiling.weights import Support, TileWeights
 
 
 class HaloParts(NamedTuple):
@@ -312,23 +312,50 @@ def settle_rows(
 def _add_tile(
     acc: np.ndarray, pred: np.ndarray, t: LocalTile, inference: TileInference, valid: Any
 ) -> None:
-    """``acc += weight * pred`` and ``acc[-1] += weight`` over the tile, only where its weight is
-    non-zero; ``acc`` holds the rows from the tile's top (:class:`_Rows`), ``valid`` the chunk's.
+    """Stage 1's tile: ``acc`` holds the rows from the tile's top (:class:`_Rows`), ``valid`` the
+    chunk's.
     """
     support = inference.weights.support(
         inference.tile_shape, t.edges_y, t.edges_x, inference.overlap
     )
-    cols = slice(t.x + support.cols.start, t.x + support.cols.stop)
-    pred = pred[:, support.rows, support.cols]
-    n = len(pred)
+    add_weighted(acc, pred, support, (0, t.x), valid, valid_at=(t.y, t.x))
+
+
+def add_weighted(
+    sums: np.ndarray,
+    prediction: np.ndarray,
+    support: Support,
+    at: tuple[int, int],
+    valid: Any = None,
+    *,
+    valid_at: tuple[int, int] = (0, 0),
+) -> None:
+    """The one accumulation kernel of the overlap-add (stage 1 and :class:`~.stream.TileBlender`
+    use it): ``sums[:-1] += weight * prediction`` and ``sums[-1] += weight`` for a tile whose
+    top-left lies at ``at`` in ``sums``, only where its trust map (``support``, the map's non-zero
+    box) is non-zero; ``valid`` (a 0/1 mask whose ``valid_at`` is the tile's top-left) takes
+    nodata pixels out of the weight. ``sums`` is float64 ``(classes + 1, rows, cols)``.
+    """
+    (y, x), n = at, len(prediction)
+    rows = slice(y + support.rows.start, y + support.rows.stop)
+    cols = slice(x + support.cols.start, x + support.cols.stop)
+    pred = prediction[:, support.rows, support.cols]
     if valid is None and support.flat:  # "trim" inside the image's data: plain additions
-        acc[:n, support.rows, cols] += pred
-        acc[n, support.rows, cols] += 1.0
+        sums[:n, rows, cols] += pred
+        sums[n, rows, cols] += 1.0
         return
-    rows = slice(t.y + support.rows.start, t.y + support.rows.stop)
-    w = support.values if valid is None else support.values * valid[rows, cols]
-    acc[:n, support.rows, cols] += pred * w
-    acc[n, support.rows, cols] += w
+    w = support.values
+    if valid is not None:
+        vy, vx = valid_at
+        w = (
+            w
+            * valid[
+                vy + support.rows.start : vy + support.rows.stop,
+                vx + support.cols.start : vx + support.cols.stop,
+            ]
+        )
+    sums[:n, rows, cols] += pred * w
+    sums[n, rows, cols] += w
 
 
 class Settled(NamedTuple):

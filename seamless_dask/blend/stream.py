@@ -21,6 +21,7 @@ import numpy as np
 from ..exceptions import DimensionError, ModelOutputError, TilingError
 from ..tiling.grid import Pair, TileGrid, TileWindow, as_pair
 from ..tiling.weights import TileWeights, as_weights
+from .accumulate import add_weighted
 from .decide import decide
 
 Box = tuple[int, int, int, int]  # y0, y1, x0, x1
@@ -127,10 +128,10 @@ class TileBlender:
         acc = self._open(box, pred.shape[0])
         edges_y = (box[0] == 0, box[1] == self.shape[0])
         edges_x = (box[2] == 0, box[3] == self.shape[1])
-        w = self.weights.for_tile((height, width), edges_y, edges_x, self.overlap)
-        rows, cols = slice(box[0] - self._top, box[1] - self._top), slice(box[2], box[3])
-        acc[:-1, rows, cols] += pred * w
-        acc[-1, rows, cols] += w
+        support = self.weights.support((height, width), edges_y, edges_x, self.overlap)
+        add_weighted(
+            acc, pred.astype(np.float64, copy=False), support, (box[0] - self._top, box[2])
+        )
         self._pending[box] = True
         while self._starts and self._pending[self._starts[0][1]]:
             heapq.heappop(self._starts)
