@@ -1,20 +1,99 @@
-"""Input coercion, once, at the boundary: whatever ``segment`` is given becomes ``(bands, H, W)``
-pixels, and the options that depend on the input (its nodata value, the device, the workers'
-resources) become plain values. Inner code takes only these.
+"""Input coercion, once, at the boundary: whatever ``segment`` is given becomes one value,
+:class:`SegmentInput` (:func:`as_input`): the data and its kind, and every option that depends on the
+input (its nodata value, the normalisation, the device, the region in its pixels, the classes)
+resolved. Inner code takes only that value, and ``(bands, H, W)`` pixels from it.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import dask.array as da
 import numpy as np
 import xarray as xr
 
 from .blend.tiles import representable
+from .classes import Classes, as_classes
 from .exceptions import DimensionError, OptionError
+from .tiling.region import Region, as_region
+
+InputKind = Literal["dataarray", "tensor", "dask", "numpy"]
+
+
+@dataclass(frozen=True)
+class SegmentInput:
+    """What ``segment`` was given, as the one value every later step takes.
+
+    ``data`` is the caller's value (an odc-stac ``Dataset`` already a ``(band, y, x)`` DataArray),
+    ``kind`` which of the four kinds of input it is (the result is of the same kind); ``nodata``,
+    ``normalize``, ``device``, ``region`` (in the image's pixels) and ``classes`` are the options
+    that depend on the input, resolved once.
+    """
+
+    data: Any
+    kind: InputKind
+    nodata: float | None
+    normalize: Any
+    device: str
+    region: Region | None
+    classes: Classes | None
+
+    @property
+    def steps(self) -> str | None:
+        """The leading dim segmented step by step (a STAC cube's ``time``), or ``None``."""
+        return time_steps(self.data) if self.kind == "dataarray" else None
+
+    def pixels(self) -> Any:
+        """``(bands, H, W)`` pixels of a numpy, dask or tensor input (a tensor as numpy, on the CPU)."""
+        if self.kind == "tensor":
+            return bands_first(self.data.detach().cpu().numpy(), "tensor")
+        return bands_first(self.data, "dask array" if self.kind == "dask" else "array")
+
+
+def as_input(
+    data: Any,
+    *,
+    bands: Sequence[Any] | None = None,
+    nodata: float | str | None = "auto",
+    normalize: Any = None,
+    device: str = "auto",
+    region: Any = None,
+    region_crs: Any = None,
+    class_names: Sequence[str] | None = None,
+    palette: Any = None,
+) -> SegmentInput:
+    """``data`` and the options that depend on it, checked and resolved once (see
+    :func:`seamless_dask.segment` for each option); an input of no known kind is refused first.
+    """
+    data = stac_image(data, bands)
+    return SegmentInput(
+        data=data,
+        kind=input_kind(data),
+        nodata=nodata_for(data, nodata),
+        normalize=normalize_for(data, normalize),
+        device=device_for(data, device),
+        region=as_region(region, data, region_crs),
+        classes=as_classes(class_names, palette),
+    )
+
+
+def input_kind(data: Any) -> InputKind:
+    """Which of the four kinds ``segment`` takes ``data`` is, or a DimensionError saying them."""
+    if isinstance(data, xr.DataArray):
+        return "dataarray"
+    if is_tensor(data):
+        return "tensor"
+    if isinstance(data, da.Array):
+        return "dask"
+    if isinstance(data, np.ndarray):
+        return "numpy"
+    raise DimensionError(
+        f"data must be an xarray.DataArray, a numpy array, a dask array or a torch tensor, got "
+        f"{type(data).__name__}: open rasters with seamless_dask.open_raster(path)"
+    )
 
 
 def resources_for(

@@ -18,7 +18,6 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from .classes import as_classes
 from .cluster.workers import (
     cluster_has_gpus,
     current_client,
@@ -26,27 +25,14 @@ from .cluster.workers import (
     set_malloc_option,
     shareable,
 )
-from .exceptions import DimensionError
 from .graph.build import SegmentJob, build_graph
 from .graph.chunk_size import DEFAULT_CHUNK
-from .inputs import (
-    bands_first,
-    device_for,
-    is_tensor,
-    nodata_for,
-    normalize_for,
-    resources_for,
-    stac_image,
-    stacked_steps,
-    time_slices,
-    time_steps,
-)
+from .inputs import SegmentInput, as_input, resources_for, stacked_steps, time_slices
 from .model.loading import ModelSpec
 from .model.runner import ModelRunner, RunnerConfig
 from .options import AMP, TTA, Activation, Output, SegmentOptions, WeightsKind, output_kind
 from .result import JobRecorder, segment_dataarray
 from .tiling.grid import ChunkPlan, Pair, TileGrid, as_pair
-from .tiling.region import as_region
 from .tiling.weights import TileWeights, as_weights
 
 if TYPE_CHECKING:
@@ -234,12 +220,21 @@ def segment(
     >>> bool((window.values == whole[:100, :100]).all())
     True
     """
-    data = stac_image(data, bands)
-    classes = as_classes(class_names, palette)
+    given = as_input(
+        data,
+        bands=bands,
+        nodata=nodata,
+        normalize=normalize,
+        device=device,
+        region=region,
+        region_crs=region_crs,
+        class_names=class_names,
+        palette=palette,
+    )
     config = RunnerConfig(
         batch_size=batch_size,
-        device=device_for(data, device),
-        normalize=normalize_for(data, normalize),
+        device=given.device,
+        normalize=given.normalize,
         activation=activation if output_kind(output).activated else None,
         tta=tta,
         amp=amp,
@@ -263,38 +258,39 @@ def segment(
         output=output,
         num_classes=num_classes,
         chunks=None if chunks is None else as_pair(chunks, "chunks"),
-        nodata=nodata_for(data, nodata),
+        nodata=given.nodata,
         resources=resources_for(config.device, resources, cluster_has_gpus=gpus),
-        region=as_region(region, data, region_crs),
+        region=given.region,
     )
 
     if client is not None:  # resource routing and row order on the scheduler (once per client)
         ensure_scheduler_plugins(client, required=bool(job.resources))
-    if isinstance(data, xr.DataArray):
-        steps = time_steps(data)
+    return _run(given, model, job)
+
+
+def _run(given: SegmentInput, model: ModelSpec, job: SegmentJob) -> Any:
+    """The result of ``job`` on ``given``, of the input's kind: a lazy DataArray (a time stack
+    step by step) or dask array, a computed numpy array or tensor (on the input's device).
+    """
+    data = given.data
+    if given.kind == "dataarray":
+        steps = given.steps
         if steps is not None:  # one lazy result per step, stacked again
             per_step = [
-                segment_dataarray(d, job, JobRecorder(d, model, job, classes))
+                segment_dataarray(d, job, JobRecorder(d, model, job, given.classes))
                 for d in time_slices(data, steps)
             ]
             return stacked_steps(per_step, data[steps])
-        return segment_dataarray(data, job, JobRecorder(data, model, job, classes))
-    if is_tensor(data):
-        result = _compute_here(
-            build_graph(bands_first(data.detach().cpu().numpy(), "tensor"), job).array
-        )
+        return segment_dataarray(data, job, JobRecorder(data, model, job, given.classes))
+    array = build_graph(given.pixels(), job).array
+    if given.kind == "dask":
+        return array
+    result = _compute_here(array)
+    if given.kind == "tensor":
         import torch
 
         return torch.from_numpy(result).to(data.device)
-    if isinstance(data, da.Array):
-        return build_graph(bands_first(data, "dask array"), job).array
-    if isinstance(data, np.ndarray):
-        return _compute_here(build_graph(bands_first(data, "array"), job).array)
-    raise DimensionError(
-        f"data must be an xarray.DataArray, a numpy array, a dask array or a torch tensor, got "
-        f"{type(data).__name__}: "
-        "open rasters with seamless_dask.open_raster(path)"
-    )
+    return result
 
 
 def _compute_here(array: da.Array) -> np.ndarray:

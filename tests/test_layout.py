@@ -22,7 +22,7 @@ MAY_IMPORT = {
     "model": {"tiling"},
     "blend": {"tiling", "model"},
     "classes": {"graph"},  # the job record's class count
-    "inputs": {"blend"},
+    "inputs": {"blend", "tiling", "classes"},
     "graph": {"tiling", "blend", "model", "inputs", "classes"},
     "cluster": {"graph", "model"},
     "io": {"graph", "cluster", "classes"},
