@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/memory_scale.py [--sizes 10000 40000 100000] [--data /tmp/seamless-bench] [--whole]
 
-Each size: a 3-wave uint8 tiled, deflate-compressed GeoTIFF is made on local disk (once; reused on later runs;
+Each size: a 3-band uint8 tiled, deflate-compressed GeoTIFF is made on local disk (once; reused on later runs;
 no overviews, which the read path never touches), then segmented by the CLI as a user runs it against a cluster
 (``seamless-dask segment ... --scheduler tcp://...``) with a cheap model (a 1x1 conv, so that the pipeline,
 not the model, is what is measured) to a labels zarr. The cluster is real: a ``dask scheduler`` process and a
@@ -36,7 +36,7 @@ TILE, OVERLAP = 512, 64
 
 
 def cheap_model():
-    """'memory_scale:cheap_model': a 1x1 conv, 3 waves to 2 classes, inputs scaled from 0-255."""
+    """'memory_scale:cheap_model': a 1x1 conv, 3 bands to 2 classes, inputs scaled from 0-255."""
     import torch
 
     torch.manual_seed(0)
@@ -45,7 +45,7 @@ def cheap_model():
 
 
 def make_cog(path: Path, size: int) -> Path:
-    """A 3-wave uint8 tiled GeoTIFF of ``size`` px square, written block by block (never whole in memory)."""
+    """A 3-band uint8 tiled GeoTIFF of ``size`` px square, written block by block (never whole in memory)."""
     import rasterio
     from rasterio.transform import from_origin
     from rasterio.windows import Window

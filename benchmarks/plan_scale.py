@@ -9,6 +9,10 @@ a 5 x 5 model (tile 256, overlap 64), then one 1000 x 1000 px window computed. R
 graph), the window's seconds and the peak RSS after it (a chunk's float64 accumulator is most of that). A
 size the client refuses prints the refusal.
 
+``--progress``: what the tile bar's count costs the client on a zarr write's graph
+(``progress.tile_counts``): one entry a chunk, from the plan, never a task made or read, so its cost grows
+with the chunks, not the tiles (``--chunks 4096`` for the issue's figures). It runs on earlier commits too.
+
 ``--write``: what a cluster write costs the client before and as it runs, without a cluster: the zarr store's
 template (``to_zarr(compute=False)``), then every wave planned, lazily (``wave_plan.lazy_waves``, as
 ``waves.compute`` does) and, up to 300,000 px, from the whole graph (``plan_waves``) for comparison.
@@ -62,7 +66,7 @@ def one_write(size: int, planner: str) -> str:
     from seamless_dask.testing import Brightness
 
     image = xr.DataArray(
-        da.zeros((3, size, size), dtype="uint8", chunks=(3, 2048, 2048)), dims=("wave", "y", "x")
+        da.zeros((3, size, size), dtype="uint8", chunks=(3, 2048, 2048)), dims=("band", "y", "x")
     )
     labels = sd.segment(image, Brightness(), tile_size=256, overlap=64, num_classes=2)
     start = time.perf_counter()
@@ -84,6 +88,37 @@ def one_write(size: int, planner: str) -> str:
     )
 
 
+def one_progress(size: int, chunks: int) -> str:
+    """One ``--progress`` row, measured in this process."""
+    import dask.array as da
+    import xarray as xr
+
+    import seamless_dask as sd
+    from seamless_dask.testing import Brightness
+
+    try:
+        from seamless_dask.cluster import progress
+    except ImportError:  # before the house was regrouped
+        from seamless_dask import progress  # type: ignore[no-redef]
+
+    image = xr.DataArray(
+        da.zeros((3, size, size), dtype="uint8", chunks=(3, chunks, chunks)),
+        dims=("band", "y", "x"),
+    )
+    labels = sd.segment(
+        image, Brightness(), tile_size=256, overlap=64, num_classes=2, chunks=chunks
+    )
+    writes = sd.to_zarr(labels, "memory://progress.zarr", compute=False)
+    before = _rss()
+    start = time.perf_counter()
+    counts = progress.tile_counts(writes)
+    seconds = time.perf_counter() - start
+    return (
+        f"| {size:,} | {chunks} | {len(counts):,} | {sum(counts.values()):,} | {seconds:.3f} | "
+        f"{_rss() - before:.0f} |"
+    )
+
+
 def _rss() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -96,11 +131,18 @@ def main() -> None:
     parser.add_argument(
         "--write", action="store_true", help="a zarr write's template and wave planning"
     )
+    parser.add_argument(
+        "--progress", action="store_true", help="the tile bar's count on a write's graph"
+    )
     parser.add_argument("--one", type=int, nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--one-progress", type=int, nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--one-write", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         print(one(*args.one))
+        return
+    if args.one_progress:
+        print(one_progress(*args.one_progress))
         return
     if args.one_write:
         print(one_write(int(args.one_write[0]), args.one_write[1]))
@@ -110,6 +152,21 @@ def main() -> None:
     )
     if args.write:
         _write_table(args.sizes)
+        return
+    if args.progress:
+        print("| scene (px) | chunks | entries | tiles | tile_counts (s) | RSS added (MB) |")
+        print("|---|---|---|---|---|---|")
+        for size in args.sizes:
+            for chunks in args.chunks:
+                row = subprocess.run(
+                    [sys.executable, __file__, "--one-progress", str(size), str(chunks)],
+                    check=False,
+                    capture_output=True,
+                    text=True,
+                )
+                print(
+                    row.stdout.strip() or f"| {size:,} | {chunks} | failed: {row.stderr[-200:]} |"
+                )
         return
     print(
         "| scene (px) | chunks | segment returns (s) | peak RSS then (MB) | 1000 px window (s) | peak RSS (MB) |"

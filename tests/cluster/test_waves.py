@@ -67,7 +67,7 @@ def cluster():
 
 
 def _scene(height, width=320):
-    return xr.DataArray(helpers.structured_image(3, height, width), dims=("wave", "y", "x"))
+    return xr.DataArray(helpers.structured_image(3, height, width), dims=("band", "y", "x"))
 
 
 def _write(result, store, wave_chunks, plugin, **options):
