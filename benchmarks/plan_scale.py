@@ -154,36 +154,29 @@ def main() -> None:
         _write_table(args.sizes)
         return
     if args.progress:
-        print("| scene (px) | chunks | entries | tiles | tile_counts (s) | RSS added (MB) |")
-        print("|---|---|---|---|---|---|")
-        for size in args.sizes:
-            for chunks in args.chunks:
-                row = subprocess.run(
-                    [sys.executable, __file__, "--one-progress", str(size), str(chunks)],
-                    check=False,
-                    capture_output=True,
-                    text=True,
-                )
-                print(
-                    row.stdout.strip() or f"| {size:,} | {chunks} | failed: {row.stderr[-200:]} |"
-                )
+        header = "| scene (px) | chunks | entries | tiles | tile_counts (s) | RSS added (MB) |"
+        _table(header, "--one-progress", args.sizes, args.chunks)
         return
-    print(
-        "| scene (px) | chunks | segment returns (s) | peak RSS then (MB) | 1000 px window (s) | peak RSS (MB) |"
+    header = (
+        "| scene (px) | chunks | segment returns (s) | peak RSS then (MB) | 1000 px window (s) | "
+        "peak RSS (MB) |"
     )
-    print("|---|---|---|---|---|---|")
-    for size in args.sizes:
-        for chunks in args.chunks:
+    _table(header, "--one", args.sizes, args.chunks)
+
+
+def _table(header: str, flag: str, sizes: list[int], chunk_sizes: list[int]) -> None:
+    """The table under ``header``: a row a size and chunk size, each from a fresh process."""
+    print(header)
+    print("|---" * (header.count("|") - 1) + "|")
+    for size in sizes:
+        for chunks in chunk_sizes:
             row = subprocess.run(
-                [sys.executable, __file__, "--one", str(size), str(chunks)],
+                [sys.executable, __file__, flag, str(size), str(chunks)],
                 check=False,
                 capture_output=True,
                 text=True,
             )
-            print(
-                row.stdout.strip()
-                or f"| {size:,} | {chunks} | failed: {row.stderr.strip()[-200:]} | | | |"
-            )
+            print(row.stdout.strip() or f"| {size:,} | {chunks} | failed: {row.stderr[-200:]} |")
 
 
 def _write_table(sizes: list[int]) -> None:

@@ -91,3 +91,23 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str) -> None
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.1)
+
+
+def segment_cli(*args: Any, scheduler: str | None = "threads", progress: bool = True) -> int:
+    """``seamless-dask segment ARGS`` with the suite's small tiles (64 px, overlap 16), on dask's
+    threads unless ``scheduler`` names another (``None``: the CLI's default, a local cluster).
+    """
+    from seamless_dask.cli import main
+
+    where = ["--scheduler", scheduler] if scheduler else []
+    quiet = [] if progress else ["--no-progress"]
+    command = ["segment", *map(str, args), "--tile-size", "64", "--overlap", "16"]
+    return main([*command, *quiet, *where])
+
+
+def error_line(capsys: Any) -> str:
+    """The last line on stderr, which must be the CLI's one-line error, with no traceback above."""
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and err[-1].startswith("seamless-dask: error: "), err
+    assert not any("Traceback" in line for line in err)
+    return err[-1]

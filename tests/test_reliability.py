@@ -7,6 +7,7 @@ Each test names the class of defect it holds (see docs/cluster.md, "Reliability 
 import numpy as np
 import pytest
 import rasterio
+import support
 import torch
 import xarray as xr
 from rasterio.transform import from_origin
@@ -28,18 +29,7 @@ def scene(write_scene):
 
 
 def cli(*args) -> int:
-    return main(
-        [
-            "segment",
-            *map(str, args),
-            "--tile-size",
-            "64",
-            "--overlap",
-            "16",
-            "--scheduler",
-            "threads",
-        ]
-    )
+    return support.segment_cli(*args)
 
 
 def last_line(capsys) -> str:

@@ -5,6 +5,7 @@ import distributed  # noqa: F401  (its config defaults)
 import numpy as np
 import pytest
 import rasterio
+import support
 import xarray as xr
 from PIL import Image
 from rio_cogeo.cogeo import cog_validate
@@ -23,8 +24,7 @@ def scene(write_scene):
 
 def segment(*args: str, scheduler: str = "threads") -> int:
     """The CLI with small tiles; on dask's threads unless ``scheduler`` says otherwise (default: a cluster)."""
-    where = ["--scheduler", scheduler] if scheduler else []
-    return main(["segment", *map(str, args), "--tile-size", "64", "--overlap", "16", *where])
+    return support.segment_cli(*args, scheduler=scheduler or None)
 
 
 def one_line_error(capsys, *words: str) -> str:

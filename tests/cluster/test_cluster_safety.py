@@ -19,7 +19,6 @@ from distributed.security import Security
 
 import seamless_dask as sd
 from seamless_dask import testing as helpers
-from seamless_dask.cli import main
 from seamless_dask.cluster import progress
 from seamless_dask.graph.layers import array_expr
 
@@ -27,14 +26,10 @@ MODEL = "seamless_dask.testing:brightness"
 
 
 def cli(*args) -> int:
-    return main(["segment", *map(str, args), "--tile-size", "64", "--overlap", "16"])
+    return support.segment_cli(*args, scheduler=None)
 
 
-def error_line(capsys) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err and err[-1].startswith("seamless-dask: error: "), err
-    assert not any("Traceback" in line for line in err)
-    return err[-1]
+error_line = support.error_line
 
 
 # ---- class 8: schedulers that do not answer, answer in another protocol, or have no workers

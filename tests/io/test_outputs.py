@@ -27,25 +27,10 @@ MODEL = "seamless_dask.testing:brightness"
 
 
 def cli(*args, scheduler="threads") -> int:
-    where = ["--scheduler", scheduler] if scheduler else []
-    return main(
-        [
-            "segment",
-            *map(str, args),
-            "--tile-size",
-            "64",
-            "--overlap",
-            "16",
-            "--no-progress",
-            *where,
-        ]
-    )
+    return support.segment_cli(*args, scheduler=scheduler, progress=False)
 
 
-def error_line(capsys) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err and err[-1].startswith("seamless-dask: error: "), err
-    return err[-1]
+error_line = support.error_line
 
 
 def tree(path) -> dict:
