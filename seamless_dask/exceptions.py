@@ -17,6 +17,10 @@ class SeamlessWarning(UserWarning):
     """Base class of the warnings seamless_dask gives (the CLI prints them as one line each)."""
 
 
+class IgnoreIndexWarning(SeamlessWarning):
+    """``ignore_index`` matched no pixel of the truth: most often a value the truth does not use."""
+
+
 class ClusterWarning(SeamlessWarning):
     """The cluster cannot run the job yet (no worker connected); it waits, and says how long."""
 

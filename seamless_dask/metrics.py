@@ -10,6 +10,7 @@ scikit-learn compute them from theirs: a class absent from both truth and predic
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from .exceptions import DimensionError, OptionError
+from .exceptions import DimensionError, IgnoreIndexWarning, OptionError
 from .graph.layers import rechunk
 
 
@@ -77,6 +78,7 @@ def confusion_matrix(
     skip = tuple(
         v for v in (_nodata_of(prediction, nodata), _nodata_of(truth, nodata)) if v is not None
     )
+    check_same_grid(prediction, truth)
     pred, true = _as_dask(prediction, "prediction"), _as_dask(truth, "truth")
     if pred.shape != true.shape:
         raise DimensionError(
@@ -92,11 +94,28 @@ def confusion_matrix(
         ignore=ignore_index,
         skip=skip,
         new_axis=[2, 3],
-        chunks=((1,) * pred.numblocks[0], (1,) * pred.numblocks[1], (num_classes,), (num_classes,)),
+        # a row more than the classes: its first cell counts the pixels ignore_index left out
+        chunks=(
+            (1,) * pred.numblocks[0],
+            (1,) * pred.numblocks[1],
+            (num_classes + 1,),
+            (num_classes,),
+        ),
         dtype=np.int64,
         meta=np.empty((0, 0, 0, 0), np.int64),
     )
-    return np.asarray(per_block.sum(axis=(0, 1)).compute())
+    counts = np.asarray(per_block.sum(axis=(0, 1)).compute())
+    if ignore_index is not None and not counts[num_classes, 0]:
+        # the command line refuses it (seamless-dask evaluate --ignore-index); here a script may
+        # pass its usual value for maps that happen to be fully labelled
+        warnings.warn(
+            f"ignore_index={ignore_index} matches no pixel of the truth, so it left nothing out: "
+            "pass the value the truth uses for unlabelled pixels (often 255, or 0 for background), "
+            "or leave ignore_index out",
+            IgnoreIndexWarning,
+            stacklevel=2,
+        )
+    return counts[:num_classes]
 
 
 @dataclass(frozen=True)
@@ -229,8 +248,10 @@ def _block_confusion(
     skip: tuple[float, ...],
 ) -> np.ndarray:
     keep = np.ones(pred.shape, bool)
+    ignored = 0
     if ignore is not None:
         keep &= true != ignore
+        ignored = int(pred.size - keep.sum())
     for value in skip:
         keep &= (pred != value) & (true != value)
     p, t = pred[keep], true[keep]
@@ -244,8 +265,48 @@ def _block_confusion(
             )
     counts = np.bincount(
         t.astype(np.int64) * num_classes + p.astype(np.int64), minlength=num_classes**2
+    ).reshape(num_classes, num_classes)
+    extra = np.zeros((1, num_classes), np.int64)
+    extra[0, 0] = ignored
+    return np.concatenate([counts, extra]).reshape(1, 1, num_classes + 1, num_classes)
+
+
+def check_same_grid(prediction: Any, truth: Any) -> None:
+    """Refuse maps that do not lie on one grid: another CRS, or another transform (a shift, another
+    pixel size), which a comparison by pixel index would silently misread. Only DataArrays carry a
+    grid (their ``.rio`` CRS and transform); arrays are compared as they are.
+    """
+    grids = [_grid(data) for data in (prediction, truth)]
+    if None in grids:
+        return
+    (pred_crs, pred_transform), (true_crs, true_transform) = grids  # type: ignore[misc]
+    fix = (
+        "put the truth on the prediction's grid first, e.g. "
+        f"gdalwarp -t_srs {pred_crs} -tr {pred_transform.a} {abs(pred_transform.e)} "
+        f"-tap -r near TRUTH truth_on_grid.tif (or truth.rio.reproject_match(prediction, "
+        "resampling=Resampling.nearest))"
     )
-    return counts.reshape(1, 1, num_classes, num_classes)
+    if pred_crs is not None and true_crs is not None and pred_crs != true_crs:
+        raise DimensionError(
+            f"prediction and truth are in different CRSs ({pred_crs} and {true_crs}): "
+            f"their pixels are not the same places; {fix}"
+        )
+    if not pred_transform.almost_equals(true_transform, precision=1e-9 * abs(pred_transform.a)):
+        dx = (true_transform.c - pred_transform.c) / pred_transform.a
+        dy = (true_transform.f - pred_transform.f) / pred_transform.e
+        raise DimensionError(
+            f"prediction and truth lie on different grids: the truth's origin is {dy:+.6g} rows and "
+            f"{dx:+.6g} columns from the prediction's, its pixels "
+            f"{true_transform.a:g} x {abs(true_transform.e):g} against "
+            f"{pred_transform.a:g} x {abs(pred_transform.e):g}; {fix}"
+        )
+
+
+def _grid(data: Any) -> tuple[Any, Any] | None:
+    """``(crs, transform)`` of a DataArray that has coordinates, else ``None``."""
+    if not isinstance(data, xr.DataArray) or not {"x", "y"} <= set(data.coords):
+        return None
+    return data.rio.crs, data.rio.transform(recalc=True)
 
 
 def _as_dask(data: Any, name: str) -> da.Array:

@@ -121,3 +121,65 @@ def test_cli_evaluates_a_written_cog_against_label_raster_skipping_nodata(tmp_pa
         == 0
     )
     assert "mean" in capsys.readouterr().out
+
+
+def _truth_beside(pred_path, path, *, shift=(0, 0), crs=None, values=None):
+    """A truth raster with the prediction's pixels, moved by ``shift`` pixels or put in ``crs``."""
+    with rasterio.open(pred_path) as pred:
+        profile = {**pred.profile, "driver": "GTiff", "nodata": None}
+        data = pred.read(1) if values is None else values
+    transform = profile["transform"]
+    profile["transform"] = transform * rasterio.Affine.translation(shift[1], shift[0])
+    if crs is not None:
+        profile["crs"] = crs
+    with rasterio.open(path, "w", **profile) as out:
+        out.write(np.where(data == 255, 0, data).astype(profile["dtype"]), 1)
+    return path
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("evaluate")
+    scene = write_scene_geotiff(folder / "scene.tif", size=200)
+    labels = sd.segment(sd.open_raster(scene), helpers.Brightness(), tile_size=64, overlap=16)
+    sd.to_cog(labels, folder / "pred.tif")
+    return folder / "pred.tif"
+
+
+def _evaluate(pred, truth, *extra):
+    return main(["evaluate", str(pred), str(truth), "--num-classes", "2", *map(str, extra)])
+
+
+def test_evaluate_refuses_a_truth_shifted_by_100_px_naming_the_offset(written, tmp_path, capsys):
+    truth = _truth_beside(written, tmp_path / "t.tif", shift=(0, 100))
+    assert _evaluate(written, truth) == 2
+    err = capsys.readouterr().err.strip()
+    assert "different grids" in err and "+100 columns" in err and "gdalwarp" in err
+    assert err.count("\n") == 0
+
+
+def test_evaluate_refuses_a_truth_in_another_crs(written, tmp_path, capsys):
+    truth = _truth_beside(written, tmp_path / "t.tif", crs="EPSG:32632")
+    assert _evaluate(written, truth) == 2
+    err = capsys.readouterr().err
+    assert "different CRSs" in err and "EPSG:32632" in err
+
+
+def test_evaluate_on_the_same_grid_still_scores(written, tmp_path, capsys):
+    truth = _truth_beside(written, tmp_path / "t.tif")
+    assert _evaluate(written, truth, "--json") == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"] == pytest.approx(1.0)
+
+
+def test_evaluate_refuses_an_ignore_index_that_matches_no_pixel(written, tmp_path, capsys):
+    truth = _truth_beside(written, tmp_path / "t.tif")
+    assert _evaluate(written, truth, "--ignore-index", "99") == 2
+    err = capsys.readouterr().err
+    assert "--ignore-index 99 matches no pixel of the truth" in err
+
+
+def test_the_api_warns_of_an_unused_ignore_index_and_still_scores():
+    truth = np.array([[0, 1], [1, 0]])
+    with pytest.warns(sd.exceptions.IgnoreIndexWarning, match="ignore_index=99"):
+        matrix = confusion_matrix(truth, truth, 2, ignore_index=99)
+    assert matrix.trace() == 4

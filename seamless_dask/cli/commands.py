@@ -87,14 +87,21 @@ def plan(args: argparse.Namespace) -> None:
 def evaluate(args: argparse.Namespace) -> None:
     """Print the scores of a written class map against reference labels."""
     import json
+    import warnings
 
+    from ..exceptions import IgnoreIndexWarning, OptionError
     from ..io import open_raster
     from ..metrics import scores
 
     prediction, truth = (
         open_raster(path, chunks=2048).isel(band=0) for path in (args.prediction, args.truth)
     )
-    result = scores(prediction, truth, args.num_classes, ignore_index=args.ignore_index)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", IgnoreIndexWarning)  # a value typed for this file: refuse it
+        try:
+            result = scores(prediction, truth, args.num_classes, ignore_index=args.ignore_index)
+        except IgnoreIndexWarning as unused:
+            raise OptionError(str(unused).replace("ignore_index=", "--ignore-index ")) from None
     print(json.dumps(result.to_dict(), indent=1) if args.json else result.table())
 
 
