@@ -122,25 +122,49 @@ def _geometry(region: Any) -> BaseGeometry:
             f"{type(region).__name__}: "
             "e.g. region=shapely.box(xmin, ymin, xmax, ymax)"
         )
+    if not geometry.is_valid:
+        from shapely.validation import explain_validity
+
+        # mending it would change the area segmented without a word: the user decides
+        raise OptionError(
+            f"the region is not a valid polygon ({explain_validity(geometry)}; a ring that crosses "
+            "itself, say): mend it first, e.g. shapely.make_valid(geometry), or in a GIS"
+        )
     if geometry.is_empty or geometry.area == 0:
         raise OptionError(
             f"region must have an area, got {geometry.geom_type} of area 0: give a polygon"
         )
-    return shapely.make_valid(geometry)
+    return geometry
 
 
 def _reprojected(geometry: BaseGeometry, source: Any, target: Any) -> BaseGeometry:
-    from pyproj import Transformer
+    from pyproj import CRS, Transformer
 
     def plain(crs: Any) -> Any:  # a rasterio CRS to what pyproj reads
         return crs.to_wkt() if hasattr(crs, "to_wkt") else crs
 
-    transformer = Transformer.from_crs(plain(source), plain(target), always_xy=True)
+    x0, y0, x1, y1 = geometry.bounds
+    source_crs = CRS.from_user_input(plain(source))
+    if source_crs.is_geographic and not (-360 <= x0 <= x1 <= 360 and -90 <= y0 <= y1 <= 90):
+        target_name = CRS.from_user_input(plain(target)).to_string()
+        raise OptionError(
+            f"the region was read in {source_crs.to_string()} (longitude, latitude; GeoJSON's "
+            f"default), but its coordinates x {x0:.6g}..{x1:.6g}, y {y0:.6g}..{y1:.6g} are not "
+            f"degrees: if they are in the image's CRS, say so with region_crs={target_name!r} "
+            f"(--region-crs {target_name})"
+        )
+    transformer = Transformer.from_crs(source_crs, plain(target), always_xy=True)
     # edges curve when reprojected
     dense = shapely.segmentize(geometry, max_segment_length=_segment_length(geometry))
-    return shapely.transform(
+    moved = shapely.transform(
         dense, lambda xy: np.column_stack(transformer.transform(xy[:, 0], xy[:, 1]))
     )
+    if not np.isfinite(moved.bounds).all():
+        raise OptionError(
+            f"the region (x {x0:.6g}..{x1:.6g}, y {y0:.6g}..{y1:.6g} in {source_crs.to_string()}) "
+            "does not project into the image's CRS: check region_crs (--region-crs)"
+        )
+    return moved
 
 
 def _segment_length(geometry: BaseGeometry) -> float:
@@ -154,8 +178,7 @@ def _checked(region: Region, shape: tuple[int, ...]) -> Region:
         x0, y0, x1, y1 = (round(v, 1) for v in region.geometry.bounds)
         raise OptionError(
             f"the region lies outside the image: its pixel bounds are x {x0}..{x1}, y {y0}..{y1}, "
-            f"the image's "
-            f"x 0..{width}, y 0..{height}: check region_crs (GeoJSON is EPSG:4326) and the "
-            f"input's CRS"
+            f"the image's x 0..{width}, y 0..{height}: check region_crs (--region-crs; GeoJSON "
+            "is EPSG:4326 unless it says otherwise) against the input's CRS"
         )
     return region

@@ -183,3 +183,34 @@ def test_cli_region_from_a_geojson_file_and_tta(tmp_path):
     )
     np.testing.assert_array_equal(written[12:88, 12:88], whole[12:88, 12:88])
     assert (written[100:, :] == 255).all() and (written[:, 100:] == 255).all()
+
+
+def test_a_geojson_in_the_images_crs_without_region_crs_names_the_flag(tmp_path, capsys):
+    """The field case: a polygon in UTM metres read as GeoJSON's default lon/lat."""
+    import json
+
+    from seamless_dask.cli import main
+
+    scene = write_scene_geotiff(tmp_path / "scene.tif", size=128)
+    image = sd.open_raster(scene)
+    x, y = image.x.values, image.y.values
+    ring = [(x[10], y[10]), (x[90], y[10]), (x[90], y[90]), (x[10], y[90]), (x[10], y[10])]
+    (tmp_path / "utm.geojson").write_text(json.dumps({"type": "Polygon", "coordinates": [ring]}))
+    args = ["segment", str(scene), str(tmp_path / "o.tif"), "--model",
+            "seamless_dask.testing:brightness", "--tile-size", "64", "--overlap", "16",
+            "--region", str(tmp_path / "utm.geojson"), "--scheduler", "threads", "--no-progress"]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0, err  # one line, no GEOS or affine text above it
+    for words in ("EPSG:4326", "not degrees", "--region-crs EPSG:32631"):
+        assert words in err, err
+    assert main([*args, "--region-crs", "EPSG:32631"]) == 0  # the flag it names is the fix
+
+
+def test_a_self_intersecting_region_is_named_so_not_mended_silently():
+    image = helpers.structured_image(3, 64, 64)
+    bowtie = shapely.Polygon([(0, 0), (40, 40), (40, 0), (0, 40)])
+    with helpers.raises_mentioning(
+        OptionError, ["not a valid polygon", "Self-intersection", "make_valid"]
+    ):
+        sd.segment(image, helpers.conv_net(), region=bowtie, **TILE)
