@@ -111,3 +111,16 @@ def error_line(capsys: Any) -> str:
     assert err and err[-1].startswith("seamless-dask: error: "), err
     assert not any("Traceback" in line for line in err)
     return err[-1]
+
+
+class DieOnSetup:
+    """A worker plugin that ends its worker's process in ``setup`` where ``SEAMLESS_DIE_ON_PLUGIN``
+    is set: a worker lost in the middle of a plugin's broadcast, on purpose.
+    """
+
+    name = "seamless-test-die-on-setup"
+
+    def setup(self, worker: Any) -> None:
+        if os.environ.get("SEAMLESS_DIE_ON_PLUGIN"):
+            os._exit(9)
+        worker.seamless_test_plugin = True

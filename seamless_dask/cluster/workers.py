@@ -13,6 +13,7 @@ worker.
 from __future__ import annotations
 
 import os
+import time
 import warnings
 from typing import TYPE_CHECKING, Any
 
@@ -234,8 +235,37 @@ def setup_workers(
     :class:`ResourceRouting` and :class:`RowOrder` on its scheduler (which must be able to import
     seamless_dask).
     """
-    client.register_plugin(WorkerSetup(torch_threads, gdal_cache_mb))
+    register_worker_plugin(client, WorkerSetup(torch_threads, gdal_cache_mb))
     ensure_scheduler_plugins(client)
+
+
+WORKER_LOSS_RETRIES = 3  # broadcasts of a worker plugin tried again when a worker is lost in one
+
+
+def register_worker_plugin(client: Client, plugin: WorkerPlugin, name: str | None = None) -> None:
+    """Register a worker plugin on every worker, now and joining later, whatever workers are lost
+    meanwhile.
+
+    The scheduler keeps the plugin before it sends it to its workers, and a worker lost during the
+    sending makes the whole registration raise (a spot worker taken back as the job starts). That
+    is no reason to fail the job: the broadcast is sent again, to the workers alive then (a worker
+    that has the plugin sets it up again, as dask does for a plugin of the same name), and if
+    workers keep vanishing, the scheduler's registry decides: a plugin it holds reaches every worker
+    that joins. Only a scheduler that cannot be reached fails it.
+    """
+    name = name or getattr(plugin, "name", None) or type(plugin).__name__
+    for attempt in range(WORKER_LOSS_RETRIES):
+        try:
+            client.register_plugin(plugin, name=name)
+            return
+        except (OSError, TimeoutError):  # CommClosedError is an OSError
+            time.sleep(0.2 * (attempt + 1))
+
+    def holds(dask_scheduler: Any, name: str) -> bool:  # sent by value: no import on the scheduler
+        return name in dask_scheduler.worker_plugins
+
+    if not client.run_on_scheduler(holds, name=name):
+        client.register_plugin(plugin, name=name)  # raises what it meets
 
 
 def ensure_scheduler_plugins(client: Client, *, required: bool = True) -> None:
@@ -288,7 +318,7 @@ def shareable(runner: ModelRunner, client: Client | None = None) -> ModelRunner:
     register_model(token, runner.spec)
     plugin = ModelPlugin(token, runner.spec)
     if plugin.name not in _registered(client):
-        client.register_plugin(plugin, name=plugin.name)
+        register_worker_plugin(client, plugin, plugin.name)
         _registered(client).add(plugin.name)
     return ModelRunner(RegisteredModel(token, type(runner.spec).__name__), runner.config)
 
