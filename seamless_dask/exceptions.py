@@ -13,6 +13,12 @@ class SeamlessError(Exception):
     """Base class of every error raised by seamless_dask."""
 
 
+class ClusterError(SeamlessError, RuntimeError):
+    """The cluster could not finish the job: its scheduler is gone, or no worker came in time. The
+    message says whether and how the job can be resumed.
+    """
+
+
 class SeamlessWarning(UserWarning):
     """Base class of the warnings seamless_dask gives (the CLI prints them as one line each)."""
 

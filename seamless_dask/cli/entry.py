@@ -11,7 +11,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from ..exceptions import ModelError, SeamlessError, SeamlessWarning
+from ..exceptions import ClusterError, ModelError, SeamlessError, SeamlessWarning
 from ..options import (
     ACTIVATIONS,
     OUTPUTS,
@@ -37,6 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = parser()
     args = arguments.parse_args(argv)
     restore = _handle_sigterm()
+    quiet = _quiet_distributed(getattr(args, "debug", False))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("always", SeamlessWarning)
@@ -44,6 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.run(args)
     except ModelError as error:  # the model's code tried to exit: its fault, not the command line's
         return _fail(error, 1)
+    except ClusterError as error:  # the cluster, not the command: resumable, the message says how
+        return _fail(error, 3)
     except SeamlessError as error:
         return _fail(error, 2)
     except KeyboardInterrupt as interrupt:
@@ -62,7 +65,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(error, 1, prefix=f"{type(error).__name__}: ")
     finally:
         restore()
+        quiet()
     return 0
+
+
+def _quiet_distributed(debug: bool) -> Any:
+    """Keep distributed's own log lines (reconnect attempts, their tracebacks) off the terminal for
+    the run, unless ``--debug``: what went wrong is said in our one line. Returns the undo.
+    """
+    import logging
+
+    import distributed  # noqa: F401  (its logging set up first, levels and all)
+
+    names = [
+        name
+        for name in ("distributed", "tornado", *logging.root.manager.loggerDict)
+        if name.split(".")[0] in ("distributed", "tornado")
+    ]
+    loggers = [logging.getLogger(name) for name in dict.fromkeys(names)]
+    levels = [logger.level for logger in loggers]
+    if not debug:
+        for logger in loggers:
+            logger.setLevel(logging.CRITICAL)
+
+    def undo() -> None:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+    return undo
 
 
 def _show_warning(  # noqa: PLR0917  (warnings.showwarning's own signature)

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..exceptions import ClusterWarning, OptionError
+from ..exceptions import ClusterError, ClusterWarning, OptionError
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -96,9 +96,37 @@ def job_scheduler(request: Any) -> Iterator[Any]:
         )
     probe_scheduler(address, security, timeout)
     with Client(address, security=security, timeout=timeout) as client:
-        wait_for_workers(client, address, request.worker_wait)
-        setup_workers(client)
-        yield client
+        try:
+            wait_for_workers(client, address, request.worker_wait)
+            setup_workers(client)
+            yield client
+        except Exception as error:
+            if scheduler_lost(client, error):
+                raise ClusterError(lost_scheduler_message(address, request)) from None
+            raise
+
+
+def scheduler_lost(client: Client, error: BaseException) -> bool:
+    """Whether ``error`` says that ``client`` lost its scheduler (its connection closed, or its
+    futures cancelled for that reason), rather than that a task failed.
+    """
+    text = f"{type(error).__name__}: {error}"
+    if "scheduler-connection-lost" in text or isinstance(error, OSError):
+        return True
+    return getattr(client, "status", "running") not in ("running", "connecting", "newly-created")
+
+
+def lost_scheduler_message(address: str, request: Any) -> str:
+    """One line: which scheduler was lost, and how to finish the job."""
+    target = str(getattr(request, "target", "OUTPUT"))
+    if target.rstrip("/").endswith(".zarr"):
+        again = (
+            "what was written is kept: once a scheduler is up, run the same command with --resume "
+            "(and --scheduler ADDRESS of the new one) to finish it"
+        )
+    else:
+        again = "nothing incomplete was left at OUTPUT: run the same command again once a scheduler is up"
+    return f"lost the dask scheduler at {address}: the job stopped; {again}"
 
 
 def probe_scheduler(address: str, security: Any, timeout: float) -> None:

@@ -370,3 +370,62 @@ def test_segment_under_a_users_client_registers_the_scheduler_plugins_or_warns(m
             ModuleNotFoundError
         ):  # tasks that need a GPU cannot be routed without them: an error
             ensure_scheduler_plugins(client, required=True)
+
+
+def _cluster(tmp_path, env, name):
+    """A real ``dask scheduler`` and one worker, as processes; ``(scheduler, worker, address)``."""
+    sched_file = tmp_path / f"{name}.json"
+    common = ["--scheduler-file", str(sched_file), "--no-dashboard"]
+    scheduler = _python("-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port",
+                        "0", *common, env=env)  # fmt: skip
+    _wait_for(sched_file.exists, 30, "the scheduler file")
+    worker = _python("-m", "distributed.cli.dask_worker", *common, "--nthreads", "2",
+                     "--no-nanny", "--host", "127.0.0.1", env=env)  # fmt: skip
+    with Client(scheduler_file=str(sched_file)) as client:
+        client.wait_for_workers(1, timeout=60)
+        return scheduler, worker, client.scheduler.address
+
+
+@pytest.mark.integration
+def test_a_lost_scheduler_ends_the_job_in_one_line_and_resume_on_a_new_one_finishes_it(
+    scene, tmp_path
+):
+    env = {
+        **os.environ,
+        "SEAMLESS_TILE_LOG": str(tmp_path / "t.log"),
+        "SEAMLESS_TILE_SLEEP": "0.03",
+    }
+    store = tmp_path / "out.zarr"
+    processes = []
+    try:
+        scheduler, worker, address = _cluster(tmp_path, env, "first")
+        processes += [scheduler, worker]
+        cli = _python(*CLI, str(scene), str(store), *OPTIONS, "--scheduler", address,
+                      "--no-progress", env=env)  # fmt: skip
+        processes.append(cli)
+        _wait_for(lambda: _regions_done(store) >= 1, 90, "a region written")
+        scheduler.send_signal(signal.SIGKILL)
+        lost_at = time.monotonic()
+        output, _ = cli.communicate(timeout=180)
+        took = time.monotonic() - lost_at
+        text = output.decode()
+        last = text.strip().splitlines()[-1]
+        assert cli.returncode == 3, text
+        assert address in last and "--resume" in last and last.startswith("seamless-dask: error:")
+        assert "Traceback" not in text, text
+        print(f"the lost scheduler was named {took:.1f} s after it was killed")
+
+        scheduler, worker, address = _cluster(tmp_path, env, "second")
+        processes += [scheduler, worker]
+        again = _python(*CLI, str(scene), str(store), *OPTIONS, "--scheduler", address, "--resume",
+                        "--no-progress", env=env)  # fmt: skip
+        processes.append(again)
+        output, _ = again.communicate(timeout=180)
+        assert again.returncode == 0, output.decode()
+        back = xr.open_zarr(store, mask_and_scale=False)["labels"].compute().values
+        np.testing.assert_array_equal(back, _expected_labels(scene))
+        assert io.is_complete(store)
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait()
