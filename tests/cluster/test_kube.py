@@ -77,7 +77,11 @@ def validate(resource):
         from kubernetes.client import ApiClient
 
         api = ApiClient()
-        model = api.deserialize(json.dumps(resource), "V1NetworkPolicy", "application/json")
+        try:  # kubernetes 37: (text, type, content type)
+            model = api.deserialize(json.dumps(resource), "V1NetworkPolicy", "application/json")
+        except TypeError:  # kubernetes <= 36: (a response with .data, type)
+            response = type("Response", (), {"data": json.dumps(resource)})()
+            model = api.deserialize(response, "V1NetworkPolicy")
         assert api.sanitize_for_serialization(model) == resource, (
             "a field the NetworkPolicy model does not know"
         )
