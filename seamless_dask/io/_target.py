@@ -79,11 +79,36 @@ class Target:
         return Target(self.url.rstrip("/") + suffix, self.storage_options)
 
     def check_parent(self) -> None:
-        """A local target's folder must exist (a typo there would otherwise fail after the whole run)."""
-        if self.local and not os.path.isdir(os.path.dirname(self.url)):
+        """A target's folder must exist, a remote one's bucket be there and answer, before any tile
+        runs: a typo, a missing bucket or wrong credentials would otherwise fail after the whole run.
+        """
+        if self.local:
+            if not os.path.isdir(os.path.dirname(self.url)):
+                raise RasterError(
+                    f"the folder {os.path.dirname(self.url)!r} of output {self.url!r} does not "
+                    f"exist: create it first"
+                )
+            return
+        protocol = self.url.split("://", 1)[0]
+        if protocol == "memory":
+            return
+        bucket = self.path.strip("/").split("/", 1)[0]
+        try:
+            # info, not exists: exists answers False for an endpoint that does not answer
+            self.fs.info(bucket)
+            found = True
+        except FileNotFoundError:
+            found = False
+        except Exception as error:  # credentials, endpoint, network: say which, before any tile
             raise RasterError(
-                f"the folder {os.path.dirname(self.url)!r} of output {self.url!r} does not exist: "
-                f"create it first"
+                f"cannot reach the bucket {bucket!r} of output {self.url!r} "
+                f"({type(error).__name__}: {str(error)[:200]}): check the credentials and endpoint "
+                "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, or storage_options)"
+            ) from None
+        if not found:
+            raise RasterError(
+                f"the bucket {bucket!r} of output {self.url!r} does not exist (or these "
+                f"credentials cannot see it): create it first, or check the URL"
             )
 
 

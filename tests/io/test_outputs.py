@@ -405,3 +405,35 @@ def test_to_zarr_on_memory_urls_honours_overwrite_and_resume():
     np.testing.assert_array_equal(
         xr.open_zarr(url)["labels"].compute().values, other.compute().values
     )
+
+
+@pytest.mark.integration
+def test_a_missing_bucket_is_refused_before_any_tile_runs(scene, s3, tmp_path, capsys):
+    log = tmp_path / "tiles.log"
+    os.environ["SEAMLESS_TILE_LOG"] = str(log)
+    try:
+        code = cli(scene, "s3://no-such-bucket/labels.zarr", "--model",
+                   "seamless_dask.testing:logged_brightness")  # fmt: skip
+    finally:
+        del os.environ["SEAMLESS_TILE_LOG"]
+    assert code == 2
+    line = error_line(capsys)
+    assert "the bucket 'no-such-bucket'" in line and "does not exist" in line
+    assert not log.exists() or "tiles" not in log.read_text()  # no tile ran
+    assert not s3.exists("no-such-bucket")
+
+
+@pytest.mark.integration
+def test_an_object_store_that_does_not_answer_is_named_before_any_tile_runs(scene, s3, capsys):
+    import s3fs
+
+    saved = os.environ["AWS_ENDPOINT_URL"]
+    os.environ["AWS_ENDPOINT_URL"] = "http://127.0.0.1:9"  # discard: nothing answers there
+    s3fs.S3FileSystem.clear_instance_cache()  # fsspec keeps filesystems by their arguments
+    try:
+        code = cli(scene, "s3://bucket/elsewhere.zarr", "--model", MODEL)
+    finally:
+        os.environ["AWS_ENDPOINT_URL"] = saved
+        s3fs.S3FileSystem.clear_instance_cache()
+    assert code == 2
+    assert "cannot reach the bucket 'bucket'" in error_line(capsys)
