@@ -188,7 +188,7 @@ def _write(request: SegmentRequest, image: Any, target: Any, run: str) -> tuple[
     # the plan's count, one number a chunk; nothing at all is counted with --no-progress
     tiles = sum(progress.tile_counts(writes).values()) if request.progress else None
     try:
-        progress.compute(writes, progress=request.progress)
+        progress.compute(writes, progress=request.progress, worker_wait=request.worker_wait)
     except BaseException:
         if request.target_format == "cog":
             io.discard_partial_cog(target.url, run=run)

@@ -33,11 +33,18 @@ def tile_counts(obj: Any) -> dict[Any, int]:
     return planned_tiles(obj)
 
 
-def compute(obj: Any, *, progress: bool = True, description: str = "tiles") -> Any:
+def compute(
+    obj: Any,
+    *,
+    progress: bool = True,
+    description: str = "tiles",
+    worker_wait: float | None = None,
+) -> Any:
     """``dask.compute(obj)[0]`` for a writer's Delayed, with a progress bar in tiles when
-    ``progress`` and a terminal or notebook. On a distributed cluster it is submitted a band of
+    ``progress`` and a terminal or notebook. On a distributed cluster it is submitted a wave of
     chunk rows at a time (:mod:`seamless_dask.cluster.waves`), so that the scheduler never holds the
-    whole scene's graph.
+    whole scene's graph, and a cluster left without workers is waited for ``worker_wait`` seconds
+    (default: dask's ``seamless_dask.worker_wait``, 300) before the job ends with a ClusterError.
     """
     client = _client()
     if client is None:
@@ -46,8 +53,8 @@ def compute(obj: Any, *, progress: bool = True, description: str = "tiles") -> A
         with _TileBar(tile_counts(obj), description):
             return dask.compute(obj)[0]
     if not progress:
-        return waves.compute(client, obj)
-    return _compute_distributed(client, obj, tile_counts(obj), description)
+        return waves.compute(client, obj, worker_wait=worker_wait)
+    return _compute_distributed(client, obj, tile_counts(obj), description, worker_wait)
 
 
 def _client() -> Client | None:
@@ -127,7 +134,13 @@ class _TileBar(Callback):
             self.counter.bar.close()
 
 
-def _compute_distributed(client: Client, obj: Any, counts: dict[Any, int], description: str) -> Any:
+def _compute_distributed(
+    client: Client,
+    obj: Any,
+    counts: dict[Any, int],
+    description: str,
+    worker_wait: float | None = None,
+) -> Any:
     """Compute on the cluster; the bar follows :class:`TileEvents` events for this graph's stage-1
     keys.
     """
@@ -140,7 +153,7 @@ def _compute_distributed(client: Client, obj: Any, counts: dict[Any, int], descr
 
         client.subscribe_topic(keys.TILE_TOPIC, on_event)
         try:
-            result = waves.compute(client, obj)
+            result = waves.compute(client, obj, worker_wait=worker_wait)
             counter.all_done()
             return result
         finally:

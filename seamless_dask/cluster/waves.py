@@ -24,6 +24,7 @@ import dask
 from dask.delayed import Delayed
 
 from ..graph.layers import GraphNode
+from .watch import WorkerWatch
 from .wave_plan import LazyWaves, WavePlan, lazy_waves, plan_waves
 
 if TYPE_CHECKING:
@@ -47,10 +48,16 @@ def chunks_per_wave(client: Client) -> int:
     return max(4, 2 * sum(client.nthreads().values()))
 
 
-def compute(client: Client, obj: Any) -> Any:
+def compute(client: Client, obj: Any, *, worker_wait: float | None = None) -> Any:
     """``obj`` computed on ``client``: a writer's Delayed wave by wave, anything else (or a graph
-    with no chunk rows) in one submission.
+    with no chunk rows) in one submission. A cluster left without workers is said so, and waited
+    for ``worker_wait`` seconds (:class:`~.watch.WorkerWatch`).
     """
+    with WorkerWatch(client, worker_wait):
+        return _compute(client, obj)
+
+
+def _compute(client: Client, obj: Any) -> Any:
     # an array comes back whole
     plan = _plan(obj, chunks_per_wave(client)) if isinstance(obj, Delayed) else None
     if plan is not None:

@@ -402,8 +402,9 @@ def test_a_lost_scheduler_ends_the_job_in_one_line_and_resume_on_a_new_one_finis
     try:
         scheduler, worker, address = _cluster(tmp_path, env, "first")
         processes += [scheduler, worker]
+        # the reconnect window is the connect timeout: 5 s here, dask's 30 s by default
         cli = _python(*CLI, str(scene), str(store), *OPTIONS, "--scheduler", address,
-                      "--no-progress", env=env)  # fmt: skip
+                      "--connect-timeout", "5", "--no-progress", env=env)  # fmt: skip
         processes.append(cli)
         _wait_for(lambda: _regions_done(store) >= 1, 90, "a region written")
         scheduler.send_signal(signal.SIGKILL)
@@ -416,6 +417,7 @@ def test_a_lost_scheduler_ends_the_job_in_one_line_and_resume_on_a_new_one_finis
         assert address in last and "--resume" in last and last.startswith("seamless-dask: error:")
         assert "Traceback" not in text, text
         print(f"the lost scheduler was named {took:.1f} s after it was killed")
+        assert took < 30  # bounded by --connect-timeout
 
         scheduler, worker, address = _cluster(tmp_path, env, "second")
         processes += [scheduler, worker]
@@ -427,6 +429,53 @@ def test_a_lost_scheduler_ends_the_job_in_one_line_and_resume_on_a_new_one_finis
         back = xr.open_zarr(store, mask_and_scale=False)["labels"].compute().values
         np.testing.assert_array_equal(back, _expected_labels(scene))
         assert io.is_complete(store)
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(array_expr(), reason="the cluster's workers, not the graph: engine-agnostic")
+@pytest.mark.parametrize("comes_back", [False, True], ids=["none-comes", "one-comes-back"])
+def test_a_job_left_without_workers_says_so_and_waits_for_one(scene, tmp_path, comes_back):
+    env = {
+        **os.environ,
+        "SEAMLESS_TILE_LOG": str(tmp_path / "t.log"),
+        "SEAMLESS_TILE_SLEEP": "0.03",
+    }
+    store = tmp_path / "out.zarr"
+    processes = []
+    try:
+        scheduler, worker, address = _cluster(tmp_path, env, "alone")
+        processes += [scheduler, worker]
+        cli = _python(*CLI, str(scene), str(store), *OPTIONS, "--scheduler", address,
+                      "--worker-wait", "12", "--no-progress", env=env)  # fmt: skip
+        processes.append(cli)
+        _wait_for(lambda: _regions_done(store) >= 1, 90, "a region written")
+        worker.send_signal(signal.SIGKILL)
+        lost_at = time.monotonic()
+        if comes_back:
+            time.sleep(8)  # past the warning, within the wait
+            processes.append(_python("-m", "distributed.cli.dask_worker", "--scheduler-file",
+                                     str(tmp_path / "alone.json"), "--nthreads", "2", "--no-nanny",
+                                     "--host", "127.0.0.1", "--no-dashboard", env=env))  # fmt: skip
+        output, _ = cli.communicate(timeout=180)
+        text = output.decode()
+        assert "no worker is connected to the scheduler" in text and "waits up to 12 s" in text, (
+            text
+        )
+        assert "Traceback" not in text, text
+        if comes_back:
+            assert cli.returncode == 0, text
+            assert "a worker joined" in text
+            back = xr.open_zarr(store, mask_and_scale=False)["labels"].compute().values
+            np.testing.assert_array_equal(back, _expected_labels(scene))
+        else:
+            last = text.strip().splitlines()[-1]
+            assert cli.returncode == 3, text
+            assert "no worker was connected" in last and "--resume" in last, last
+            assert time.monotonic() - lost_at < 60
     finally:
         for process in processes:
             process.kill()
