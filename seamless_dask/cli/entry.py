@@ -293,14 +293,14 @@ def _add_segment(commands: Any) -> None:
     )
     seg.add_argument(
         "--connect-timeout",
-        type=float,
+        type=_seconds,
         default=None,
         metavar="S",
         help="seconds to reach --scheduler (default 30)",
     )
     seg.add_argument(
         "--worker-wait",
-        type=float,
+        type=_seconds,
         default=300.0,
         metavar="S",
         help="seconds to wait for a first worker to join",
@@ -356,6 +356,11 @@ def _segment(args: argparse.Namespace) -> None:
             if args.target
             else "OUTPUT is missing: give the file to write (.tif, .ome.zarr, .zarr), or --label-name NAME"
         )
+    if args.region_crs is not None and args.region is None:
+        raise OptionError(
+            "--region-crs says in which CRS --region's file is, and no --region was given: add "
+            "--region FILE, or leave --region-crs out"
+        )
     options = {o.name: getattr(args, o.name) for o in SEGMENT_OPTIONS if o.on_cli}
     if options["activation"] == "none":
         options["activation"] = None
@@ -377,6 +382,16 @@ def _segment(args: argparse.Namespace) -> None:
         **options,
     )
     print(run_segment(request).summary())
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value >= 0:  # NaN too
+        raise argparse.ArgumentTypeError(f"seconds must be 0 or more, got {text}")
+    return value
 
 
 def _names(text: str) -> list[str]:

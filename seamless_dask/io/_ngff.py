@@ -75,7 +75,14 @@ def open_ome_zarr(where: str, attrs: dict, level: int, sides: tuple[int, int]) -
             f"level={level}: "
             "0 is the full resolution"
         )
-    array = zarr.open_array(where, path=datasets[level]["path"], mode="r")
+    try:
+        array = zarr.open_array(where, path=datasets[level]["path"], mode="r")
+    except (FileNotFoundError, KeyError, ValueError) as error:  # zarr's ArrayNotFoundError too
+        raise RasterError(
+            f"{where!r} lists multiscale level {level} at {datasets[level]['path']!r}, and there "
+            f"is no readable array there ({type(error).__name__}): the OME-Zarr is incomplete; "
+            "write it again, or open another level"
+        ) from None
     names = _axis_names(multiscale, array.ndim, where)
     dims = [_DIM_OF_AXIS.get(name, name) for name in names]
     if not {"y", "x"} <= set(dims):

@@ -114,6 +114,11 @@ def open_raster(
         _check_base_level(where, level)
         data = _open_dataset_variable(where, dask_chunks, variable)
     else:
+        if variable is not None:
+            raise RasterError(
+                f"variable={variable!r} picks a variable of a zarr or netCDF dataset, and "
+                f"{where!r} is a raster of bands: leave variable (--variable) out, or use bands"
+            )
         data = _open_gdal(where, dask_chunks, level)
     # the job record's input identity
     data.encoding["source"] = os.path.abspath(where) if local else where
@@ -263,5 +268,11 @@ def _select_bands(data: xr.DataArray, bands: Sequence[int] | None, where: str) -
             f"bands must be 1-based band numbers between 1 and {count} for {where!r}, got "
             f"{list(bands)}: "
             f"e.g. bands=[1, 2, 3]"
+        )
+    if len(set(bands)) != len(bands):
+        repeated = sorted({b for b in bands if list(bands).count(b) > 1})
+        raise RasterError(
+            f"bands {list(bands)} repeat band {repeated[0]}: each band is given once (a model "
+            "that wants a band twice can copy it itself)"
         )
     return data.isel(band=[b - 1 for b in bands])

@@ -178,8 +178,18 @@ def _load_exported(path: Path, device: Any) -> Callable:
     return program.module().to(device)
 
 
-def _import_factory(spec: str) -> Any:
+def _split_spec(spec: str) -> tuple[str, str]:
     module_name, _, attr_path = spec.partition(":")
+    if not module_name.strip() or not attr_path.strip():
+        raise ModelSpecError(
+            f"model spec {spec!r} names no module or no factory: write 'package.module:factory' "
+            "(a function returning the model), or give a TorchScript file's path"
+        )
+    return module_name, attr_path
+
+
+def _import_factory(spec: str) -> Any:
+    module_name, attr_path = _split_spec(spec)
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as error:

@@ -96,8 +96,20 @@ def read_geojson(path: str) -> tuple[BaseGeometry, str]:
     """
     import json
 
-    with open(path) as f:
-        doc = json.load(f)
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+    except FileNotFoundError:
+        raise OptionError(
+            f"--region {path!r} does not exist: give the GeoJSON file's path"
+        ) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise OptionError(
+            f"--region {path!r} is not GeoJSON ({error}): give a GeoJSON Polygon, MultiPolygon or "
+            "Feature(s)"
+        ) from None
+    if not isinstance(doc, dict):
+        raise OptionError(f"--region {path!r} holds a {type(doc).__name__}, not a GeoJSON object")
     features = doc.get("features", [doc] if doc.get("type") == "Feature" else [{"geometry": doc}])
     geometries = [
         geometry_of(feature["geometry"]) for feature in features if feature.get("geometry")
@@ -143,8 +155,16 @@ def _reprojected(geometry: BaseGeometry, source: Any, target: Any) -> BaseGeomet
     def plain(crs: Any) -> Any:  # a rasterio CRS to what pyproj reads
         return crs.to_wkt() if hasattr(crs, "to_wkt") else crs
 
+    from pyproj.exceptions import CRSError
+
     x0, y0, x1, y1 = geometry.bounds
-    source_crs = CRS.from_user_input(plain(source))
+    try:
+        source_crs = CRS.from_user_input(plain(source))
+    except CRSError as error:
+        raise OptionError(
+            f"region_crs={source!r} is not a CRS pyproj knows ({error}): give e.g. "
+            "'EPSG:32631' (--region-crs EPSG:32631)"
+        ) from None
     if source_crs.is_geographic and not (-360 <= x0 <= x1 <= 360 and -90 <= y0 <= y1 <= 90):
         target_name = CRS.from_user_input(plain(target)).to_string()
         raise OptionError(
