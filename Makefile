@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-quick test-array-expr test-slow docs lint format bench-peers bench-threads bench-memory bench-plan bench-scaling bench-first-call clean
+.PHONY: install demo test test-quick test-chaos test-array-expr test-slow docs lint format bench-peers bench-threads bench-memory bench-plan bench-scaling bench-first-call clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ test: $(STAMP)
 # A contributor's quick loop: no process clusters, TLS or S3 servers (CI runs them, in `make test`).
 test-quick: $(STAMP)
 	$(PY) -m pytest -q -m "not slow and not gpu and not integration"
+
+# The cluster's faults against real processes (about 4 minutes; CI runs it): a worker SIGKILLed at a
+# dozen moments of a job, a worker lost in a plugin's broadcast, every worker lost, the scheduler lost.
+test-chaos: $(STAMP)
+	$(PY) -m pytest -q -s -p no:cacheprovider -m chaos tests/cluster
 
 # The whole suite again on dask's next array engine (array-expr): tests/test_array_expr.py and docs/guide.md say
 # what differs there (odc-stac 0.5.3 does not load on it; the legacy-default check is skipped).

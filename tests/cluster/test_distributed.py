@@ -387,6 +387,7 @@ def _cluster(tmp_path, env, name):
         return scheduler, worker, client.scheduler.address
 
 
+@pytest.mark.chaos  # the cluster's faults: make test-chaos, which CI runs
 @pytest.mark.integration
 @pytest.mark.skipif(array_expr(), reason="the CLI's handling of a lost scheduler: engine-agnostic")
 def test_a_lost_scheduler_ends_the_job_in_one_line_and_resume_on_a_new_one_finishes_it(
@@ -435,6 +436,7 @@ def test_a_lost_scheduler_ends_the_job_in_one_line_and_resume_on_a_new_one_finis
             process.wait()
 
 
+@pytest.mark.chaos  # the cluster's faults: make test-chaos, which CI runs
 @pytest.mark.integration
 @pytest.mark.skipif(array_expr(), reason="the cluster's workers, not the graph: engine-agnostic")
 @pytest.mark.parametrize("comes_back", [False, True], ids=["none-comes", "one-comes-back"])

@@ -13,7 +13,10 @@ from seamless_dask.cluster.workers import register_worker_plugin
 from seamless_dask.graph.layers import array_expr
 
 # plugins and the scheduler's registry know nothing of dask's array engines: run once, on the legacy one
-pytestmark = pytest.mark.skipif(array_expr(), reason="engine-agnostic; run on the legacy engine")
+pytestmark = [
+    pytest.mark.chaos,  # the cluster's faults: make test-chaos, which CI runs
+    pytest.mark.skipif(array_expr(), reason="engine-agnostic; run on the legacy engine"),
+]
 
 
 class _DieOnSetup(support.DieOnSetup, WorkerPlugin):
