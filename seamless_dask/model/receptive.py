@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ..tiling.weights import TileWeights
 from .loading import ModelSpec
 from .outputs import segmentation_tensor
 
@@ -187,7 +188,7 @@ def check_overlap(
         cache = _MEASURED.setdefault(model, {})
     except TypeError:  # not weak-referenceable
         cache = {}
-    margins = (overlap[0] // 2, overlap[1] // 2)
+    margins = TileWeights("trim").margins(tile, overlap)  # the registry's rule: overlap // 2
     key = (bands, tile, margins)
     if key not in cache:
         small = min(*tile, 32 * math.ceil((2 * max(margins) + 3) / 32))

@@ -161,6 +161,15 @@ class TileWeights:
         box = self.support(shape, overlap=overlap)
         return overlap[0] - (shape[0] - box.rows.stop), overlap[1] - (shape[1] - box.cols.stop)
 
+    def margins(self, shape: tuple[int, int], overlap: tuple[int, int]) -> tuple[int, int]:
+        """How many pixels from a tile's edge (one not on the image's border) its weights are zero,
+        per axis: ``overlap // 2`` for ``"trim"``, 0 for maps that are never zero. The pixels a
+        tile is trusted on start there, so a model whose receptive field fits in these margins
+        gives whole-image results (:mod:`seamless_dask.model.receptive` checks it).
+        """
+        box = self.support(shape, overlap=overlap)
+        return box.rows.start, box.cols.start
+
     def _profile_key(
         self, shape: tuple[int, int], edges_y: Edges, edges_x: Edges, overlap: tuple[int, int]
     ) -> tuple[str, float, tuple[int, int], tuple[Edges, Edges], tuple[int, int]]:

@@ -175,3 +175,18 @@ def test_reach_is_how_far_past_the_next_tiles_origin_a_tiles_weights_are_not_zer
         weights = TileWeights("trim").for_tile(shape, overlap=tuple(laps)).sum(axis=1 - axis)
         last = int(np.flatnonzero(weights)[-1])
         assert last + 1 - (shape[axis] - lap) == TileWeights("trim").reach(shape, overlap)[axis]
+
+
+@pytest.mark.parametrize("kind", ["trim", "trust", "spline", "gaussian", "constant"])
+@pytest.mark.parametrize(
+    ("tile", "overlap"), [((64, 64), (0, 0)), ((64, 48), (9, 7)), ((33, 33), (32, 1))]
+)
+def test_the_margins_a_map_leaves_untrusted_are_the_registrys_one_rule(kind, tile, overlap):
+    """The receptive-field check and the halo strips read one rule: trim trusts a tile from
+    overlap // 2 of its low edge to (overlap + 1) // 2 of its high edge, so it reaches overlap // 2
+    past the next tile's origin; the other maps trust it all and reach the whole overlap.
+    """
+    weights = TileWeights(kind)
+    expected = (overlap[0] // 2, overlap[1] // 2) if kind == "trim" else (0, 0)
+    assert weights.margins(tile, overlap) == expected
+    assert weights.reach(tile, overlap) == (expected if kind == "trim" else overlap)
