@@ -19,6 +19,10 @@ class ClusterError(SeamlessError, RuntimeError):
     """
 
 
+class StorageError(SeamlessError, OSError):
+    """The store written to stopped answering mid-write; the message says how to finish the job."""
+
+
 class SeamlessWarning(UserWarning):
     """Base class of the warnings seamless_dask gives (the CLI prints them as one line each)."""
 

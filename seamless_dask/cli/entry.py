@@ -11,7 +11,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from ..exceptions import ClusterError, ModelError, SeamlessError, SeamlessWarning
+from ..exceptions import ClusterError, ModelError, SeamlessError, SeamlessWarning, StorageError
 from ..options import (
     ACTIVATIONS,
     OUTPUTS,
@@ -45,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.run(args)
     except ModelError as error:  # the model's code tried to exit: its fault, not the command line's
         return _fail(error, 1)
-    except ClusterError as error:  # the cluster, not the command: resumable, the message says how
+    except (ClusterError, StorageError) as error:  # the cluster or the store: resumable, says how
         return _fail(error, 3)
     except SeamlessError as error:
         return _fail(error, 2)

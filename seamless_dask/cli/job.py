@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..cluster.connect import TLSFiles, job_scheduler
-from ..exceptions import OptionError, RasterError
+from ..exceptions import OptionError, RasterError, StorageError
 from ..options import AMP, SEGMENT_OPTIONS, TTA, Activation, Output, WeightsKind
 
 REGION_OPTIONS = ("region", "region_crs")  # a GeoJSON file and its CRS, read by the job
@@ -139,8 +139,13 @@ def run_segment(request: SegmentRequest) -> SegmentReport:
     # Mistakes in the model spec or the tiling fail now, before any cluster starts.
     TileGrid((image.sizes["y"], image.sizes["x"]), request.tile_size, request.overlap)
     ModelRunner(request.model, RunnerConfig(device="cpu", trust_model=request.trust_model)).check()
-    with io.claim(target) as held, job_scheduler(request):
-        result, tiles = _write(request, image, target, held.run)
+    try:
+        with io.claim(target) as held, job_scheduler(request):
+            result, tiles = _write(request, image, target, held.run)
+    except Exception as error:
+        if target.local or not _lost_connection(error):
+            raise
+        raise StorageError(_lost_store_message(request, error)) from None
     report = SegmentReport(
         target=request.target,
         shape=tuple(result.shape),
@@ -153,6 +158,30 @@ def run_segment(request: SegmentRequest) -> SegmentReport:
     if request.quicklook:
         report.quicklook = str(viz.quicklook(target.url, request.quicklook, image=request.source))
     return report
+
+
+def _lost_connection(error: BaseException) -> bool:
+    """Whether ``error`` (or what caused it) is a store that stopped answering, not a refusal."""
+    seen: BaseException | None = error
+    while seen is not None:
+        name = type(seen).__name__
+        if "Connection" in name or "Endpoint" in name or isinstance(seen, ConnectionError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _lost_store_message(request: SegmentRequest, error: BaseException) -> str:
+    """One line: which store went away, and how to finish the job once it answers again."""
+    again = (
+        "what was written is kept: run the same command with --resume once it answers"
+        if request.target_format in ("zarr", "ome-zarr", "labels")
+        else "nothing incomplete was published: run the same command again once it answers"
+    )
+    return (
+        f"the store of {request.target!r} stopped answering mid-write ({type(error).__name__}: "
+        f"{str(error)[:160]}): {again}"
+    )
 
 
 def _write(request: SegmentRequest, image: Any, target: Any, run: str) -> tuple[Any, int | None]:
