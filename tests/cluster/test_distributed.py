@@ -387,27 +387,33 @@ def _cluster(tmp_path, env, name):
         return scheduler, worker, client.scheduler.address
 
 
+def _slow_env(folder) -> dict:
+    return {**os.environ, "SEAMLESS_TILE_LOG": str(folder / "t.log"), "SEAMLESS_TILE_SLEEP": "0.03"}
+
+
+def _job_under_way(folder, env, name, scene, store, processes, *extra):
+    """A cluster of processes and a CLI job on it that has written a region: the moment to strike."""
+    scheduler, worker, address = _cluster(folder, env, name)
+    processes += [scheduler, worker]
+    cli = _python(*CLI, str(scene), str(store), *OPTIONS, "--scheduler", address, *extra,
+                  "--no-progress", env=env)  # fmt: skip
+    processes.append(cli)
+    _wait_for(lambda: _regions_done(store) >= 1, 90, "a region written")
+    return scheduler, worker, address, cli
+
+
 @pytest.mark.chaos  # the cluster's faults: make test-chaos, which CI runs
 @pytest.mark.integration
 @pytest.mark.skipif(array_expr(), reason="the CLI's handling of a lost scheduler: engine-agnostic")
 def test_a_lost_scheduler_ends_the_job_in_one_line_and_resume_on_a_new_one_finishes_it(
     scene, tmp_path
 ):
-    env = {
-        **os.environ,
-        "SEAMLESS_TILE_LOG": str(tmp_path / "t.log"),
-        "SEAMLESS_TILE_SLEEP": "0.03",
-    }
-    store = tmp_path / "out.zarr"
-    processes = []
+    env, store, processes = _slow_env(tmp_path), tmp_path / "out.zarr", []
     try:
-        scheduler, worker, address = _cluster(tmp_path, env, "first")
-        processes += [scheduler, worker]
         # the reconnect window is the connect timeout: 5 s here, dask's 30 s by default
-        cli = _python(*CLI, str(scene), str(store), *OPTIONS, "--scheduler", address,
-                      "--connect-timeout", "5", "--no-progress", env=env)  # fmt: skip
-        processes.append(cli)
-        _wait_for(lambda: _regions_done(store) >= 1, 90, "a region written")
+        scheduler, worker, address, cli = _job_under_way(
+            tmp_path, env, "first", scene, store, processes, "--connect-timeout", "5"
+        )
         scheduler.send_signal(signal.SIGKILL)
         lost_at = time.monotonic()
         output, _ = cli.communicate(timeout=180)
@@ -441,20 +447,11 @@ def test_a_lost_scheduler_ends_the_job_in_one_line_and_resume_on_a_new_one_finis
 @pytest.mark.skipif(array_expr(), reason="the cluster's workers, not the graph: engine-agnostic")
 @pytest.mark.parametrize("comes_back", [False, True], ids=["none-comes", "one-comes-back"])
 def test_a_job_left_without_workers_says_so_and_waits_for_one(scene, tmp_path, comes_back):
-    env = {
-        **os.environ,
-        "SEAMLESS_TILE_LOG": str(tmp_path / "t.log"),
-        "SEAMLESS_TILE_SLEEP": "0.03",
-    }
-    store = tmp_path / "out.zarr"
-    processes = []
+    env, store, processes = _slow_env(tmp_path), tmp_path / "out.zarr", []
     try:
-        scheduler, worker, address = _cluster(tmp_path, env, "alone")
-        processes += [scheduler, worker]
-        cli = _python(*CLI, str(scene), str(store), *OPTIONS, "--scheduler", address,
-                      "--worker-wait", "12", "--no-progress", env=env)  # fmt: skip
-        processes.append(cli)
-        _wait_for(lambda: _regions_done(store) >= 1, 90, "a region written")
+        _, worker, _, cli = _job_under_way(
+            tmp_path, env, "alone", scene, store, processes, "--worker-wait", "12"
+        )
         worker.send_signal(signal.SIGKILL)
         lost_at = time.monotonic()
         if comes_back:

@@ -27,8 +27,9 @@ def _dask(kind, *args, env=None):
     return support.python_process("-m", f"distributed.cli.dask_{kind}", *args, env=env)
 
 
-@pytest.mark.integration
-def test_a_worker_lost_during_a_plugins_broadcast_does_not_fail_the_registration(tmp_path):
+@pytest.fixture
+def marked_cluster(tmp_path):
+    """A scheduler and two workers, as processes; the second dies in the plugin's setup."""
     file = tmp_path / "scheduler.json"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     scheduler = _dask("scheduler", "--host", "127.0.0.1", "--port", "0", "--scheduler-file", str(file),
@@ -40,16 +41,7 @@ def test_a_worker_lost_during_a_plugins_broadcast_does_not_fail_the_registration
         support.wait_for(file.exists, 30, "the scheduler file")
         with Client(scheduler_file=str(file), timeout=30) as client:
             client.wait_for_workers(2, timeout=60)
-            with pytest.raises(OSError):  # what dask itself does: the whole registration raises
-                client.register_plugin(_DieOnSetup(), name="plain")
-            client.wait_for_workers(1, timeout=30)
-            workers.append(_dask("worker", *common, env=env))  # a replacement joins
-            register_worker_plugin(client, _DieOnSetup())  # ours: the dying worker is gone by now
-            client.wait_for_workers(2, timeout=60)
-            has = client.run(
-                lambda dask_worker: getattr(dask_worker, "seamless_test_plugin", False)
-            )
-            assert len(has) == 2 and all(has.values()), has  # the survivor and the replacement
+            yield client, lambda: workers.append(_dask("worker", *common, env=env))
     finally:
         for process in [*workers, scheduler]:
             process.kill()
@@ -57,24 +49,21 @@ def test_a_worker_lost_during_a_plugins_broadcast_does_not_fail_the_registration
 
 
 @pytest.mark.integration
-def test_registration_survives_a_worker_dying_inside_it(tmp_path):
-    file = tmp_path / "scheduler.json"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    scheduler = _dask("scheduler", "--host", "127.0.0.1", "--port", "0", "--scheduler-file", str(file),
-                      "--no-dashboard", env=env)  # fmt: skip
-    common = ["--scheduler-file", str(file), "--nthreads", "1", "--no-nanny", "--no-dashboard"]
-    workers = [_dask("worker", *common, env=env),
-               _dask("worker", *common, env={**env, "SEAMLESS_DIE_ON_PLUGIN": "1"})]  # fmt: skip
-    try:
-        support.wait_for(file.exists, 30, "the scheduler file")
-        with Client(scheduler_file=str(file), timeout=30) as client:
-            client.wait_for_workers(2, timeout=60)
-            register_worker_plugin(client, _DieOnSetup())  # the marked worker dies in its setup
-            has = client.run(
-                lambda dask_worker: getattr(dask_worker, "seamless_test_plugin", False)
-            )
-            assert list(has.values()) == [True], has  # the survivor has it; the job goes on
-    finally:
-        for process in [*workers, scheduler]:
-            process.kill()
-            process.wait()
+def test_a_worker_lost_during_a_plugins_broadcast_does_not_fail_the_registration(marked_cluster):
+    client, add_worker = marked_cluster
+    with pytest.raises(OSError):  # what dask itself does: the whole registration raises
+        client.register_plugin(_DieOnSetup(), name="plain")
+    client.wait_for_workers(1, timeout=30)
+    add_worker()  # a replacement joins
+    register_worker_plugin(client, _DieOnSetup())  # ours: the dying worker is gone by now
+    client.wait_for_workers(2, timeout=60)
+    has = client.run(lambda dask_worker: getattr(dask_worker, "seamless_test_plugin", False))
+    assert len(has) == 2 and all(has.values()), has  # the survivor and the replacement
+
+
+@pytest.mark.integration
+def test_registration_survives_a_worker_dying_inside_it(marked_cluster):
+    client, _ = marked_cluster
+    register_worker_plugin(client, _DieOnSetup())  # the marked worker dies in its setup
+    has = client.run(lambda dask_worker: getattr(dask_worker, "seamless_test_plugin", False))
+    assert list(has.values()) == [True], has  # the survivor has it; the job goes on
