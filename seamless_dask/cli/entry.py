@@ -38,6 +38,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = arguments.parse_args(argv)
     restore = _handle_sigterm()
     quiet = _quiet_distributed(getattr(args, "debug", False))
+    if argv is None and not getattr(args, "debug", False):
+        # the program itself (not a caller's main([...])): libraries' coroutines left unawaited by
+        # a failed remote write print "Exception ignored in ..." tracebacks as the interpreter
+        # exits, after our one line; they say nothing the line did not
+        sys.unraisablehook = _ignore_unraisable
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("always", SeamlessWarning)
@@ -67,6 +72,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         restore()
         quiet()
     return 0
+
+
+def _ignore_unraisable(unraisable: Any) -> None:
+    """Drop an exception Python cannot raise anywhere (see ``main``)."""
 
 
 def _quiet_distributed(debug: bool) -> Any:
