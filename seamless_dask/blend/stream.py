@@ -129,9 +129,8 @@ class TileBlender:
         edges_y = (box[0] == 0, box[1] == self.shape[0])
         edges_x = (box[2] == 0, box[3] == self.shape[1])
         support = self.weights.support((height, width), edges_y, edges_x, self.overlap)
-        add_weighted(
-            acc, pred.astype(np.float64, copy=False), support, (box[0] - self._top, box[2])
-        )
+        # into the float64 sums as the prediction comes: no float64 copy of the tile
+        add_weighted(acc, pred, support, (box[0] - self._top, box[2]))
         self._pending[box] = True
         while self._starts and self._pending[self._starts[0][1]]:
             heapq.heappop(self._starts)

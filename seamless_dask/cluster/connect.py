@@ -110,8 +110,11 @@ def scheduler_lost(client: Client, error: BaseException) -> bool:
     """Whether ``error`` says that ``client`` lost its scheduler (its connection closed, or its
     futures cancelled for that reason), rather than that a task failed.
     """
+    from distributed.comm.core import CommClosedError
+
+    # a task's own OSError (a disk full on a worker) is not a lost scheduler: only a closed comm is
     text = f"{type(error).__name__}: {error}"
-    if "scheduler-connection-lost" in text or isinstance(error, OSError):
+    if "scheduler-connection-lost" in text or isinstance(error, CommClosedError):
         return True
     return getattr(client, "status", "running") not in ("running", "connecting", "newly-created")
 
