@@ -32,11 +32,14 @@ test: $(STAMP)
 test-quick: $(STAMP)
 	$(PY) -m pytest -q -m "not slow and not gpu and not integration"
 
-# The cluster's faults against real processes (about 4 minutes; CI runs it): a worker SIGKILLed at a
-# dozen moments of a job, a worker lost in a plugin's broadcast, every worker lost, the scheduler lost,
-# an object store stopped mid-write.
+# The cluster's faults against real processes (about 7 minutes; CI runs it): a worker SIGKILLed at a
+# dozen moments of a job, a worker cut off or slowed on a network of namespaces, a worker lost in a
+# plugin's broadcast, every worker lost, the scheduler lost, an object store stopped mid-write; the
+# killed and cut-off workers again on dask's array-expr engine.
 test-chaos: $(STAMP)
 	$(PY) -m pytest -q -s -p no:cacheprovider -m chaos tests
+	DASK_ARRAY__QUERY_PLANNING=True $(PY) -m pytest -q -s -p no:cacheprovider -m chaos \
+		tests/cluster/test_chaos.py tests/cluster/test_partition.py
 
 # The whole suite again on dask's next array engine (array-expr): tests/test_array_expr.py and docs/guide.md say
 # what differs there (odc-stac 0.5.3 does not load on it; the legacy-default check is skipped).

@@ -143,9 +143,10 @@ def run_segment(request: SegmentRequest) -> SegmentReport:
         with io.claim(target) as held, job_scheduler(request):
             result, tiles = _write(request, image, target, held.run)
     except Exception as error:
-        if target.local or not _lost_connection(error):
+        failure = None if target.local else _store_failure(error)
+        if failure is None:
             raise
-        raise StorageError(_lost_store_message(request, error)) from None
+        raise StorageError(_lost_store_message(request, error, failure)) from None
     report = SegmentReport(
         target=request.target,
         shape=tuple(result.shape),
@@ -160,26 +161,32 @@ def run_segment(request: SegmentRequest) -> SegmentReport:
     return report
 
 
-def _lost_connection(error: BaseException) -> bool:
-    """Whether ``error`` (or what caused it) is a store that stopped answering, not a refusal."""
+def _store_failure(error: BaseException) -> str | None:
+    """How the store failed the write, if ``error`` (or what caused it) is the store's fault and not a
+    refusal: it stopped answering, or it kept answering server errors (5xx) past its retries.
+    """
     seen: BaseException | None = error
     while seen is not None:
         name = type(seen).__name__
         if "Connection" in name or "Endpoint" in name or isinstance(seen, ConnectionError):
-            return True
+            return "stopped answering"
+        response = getattr(seen, "response", None)
+        status = (response or {}).get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        if status >= 500 or "reached max retries" in str(seen):
+            return "kept answering server errors past its retries"
         seen = seen.__cause__ or seen.__context__
-    return False
+    return None
 
 
-def _lost_store_message(request: SegmentRequest, error: BaseException) -> str:
-    """One line: which store went away, and how to finish the job once it answers again."""
+def _lost_store_message(request: SegmentRequest, error: BaseException, failure: str) -> str:
+    """One line: which store failed, and how to finish the job once it answers again."""
     again = (
         "what was written is kept: run the same command with --resume once it answers"
         if request.target_format in ("zarr", "ome-zarr", "labels")
         else "nothing incomplete was published: run the same command again once it answers"
     )
     return (
-        f"the store of {request.target!r} stopped answering mid-write ({type(error).__name__}: "
+        f"the store of {request.target!r} {failure} mid-write ({type(error).__name__}: "
         f"{str(error)[:160]}): {again}"
     )
 

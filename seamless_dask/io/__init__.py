@@ -14,11 +14,12 @@ from ._ome_zarr import labels_target, mark_ome_zarr_complete, to_ome_zarr
 from ._open import is_zarr, open_raster
 from ._pam import category_names
 from ._slide import is_slide as read_by_level
-from ._target import Claim, Target, as_target, check_not_an_input, claim
+from ._target import S3_RETRIES, Claim, Target, as_target, check_not_an_input, claim
 from ._zarr import DONE, is_complete, mark_complete, to_zarr
 
 __all__ = [
     "DONE",
+    "S3_RETRIES",
     "Claim",
     "Target",
     "as_target",

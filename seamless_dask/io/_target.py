@@ -123,7 +123,27 @@ def as_target(where: str | os.PathLike, storage_options: dict | None = None) -> 
                 f"storage_options apply to URLs (s3://, gs://...), not to the local path {url!r}"
             )
         return Target(os.path.abspath(url))
-    return Target(url, dict(storage_options or {}))
+    return Target(url, with_retries(url, storage_options or {}))
+
+
+# botocore's "standard" mode retries 500, 502, 503, 504 and throttling answers with jittered
+# exponential backoff (at most 20 s a wait); its default ("legacy", 5 attempts) gives up on an object
+# store's brief brown-out. gcsfs and adlfs retry 5xx answers on their own.
+S3_RETRIES = {"max_attempts": 10, "mode": "standard"}
+
+
+def with_retries(url: str, storage_options: dict) -> dict:
+    """``storage_options`` for ``url`` with the object store's retries configured where the caller set
+    none: ``s3://`` gets :data:`S3_RETRIES` as botocore's ``config_kwargs["retries"]``, unless the
+    environment sets botocore's own (``AWS_MAX_ATTEMPTS``, ``AWS_RETRY_MODE``).
+    """
+    options = dict(storage_options)
+    configured = "AWS_MAX_ATTEMPTS" in os.environ or "AWS_RETRY_MODE" in os.environ
+    if url.split("://", 1)[0] in ("s3", "s3a") and not configured:
+        config = dict(options.get("config_kwargs") or {})
+        config.setdefault("retries", dict(S3_RETRIES))
+        options["config_kwargs"] = config
+    return options
 
 
 def input_location(where: str | os.PathLike) -> str:

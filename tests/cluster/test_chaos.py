@@ -20,12 +20,10 @@ from distributed import Client
 import seamless_dask as sd
 from seamless_dask import io
 from seamless_dask import testing as helpers
-from seamless_dask.graph.layers import array_expr
 
 pytestmark = [
     pytest.mark.chaos,
     pytest.mark.integration,
-    pytest.mark.skipif(array_expr(), reason="the cluster's fault tolerance: engine-agnostic"),
 ]
 
 OPTIONS = ["--model", "seamless_dask.testing:logged_brightness", "--tile-size", "64", "--overlap",

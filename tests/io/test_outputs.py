@@ -437,3 +437,20 @@ def test_an_object_store_that_does_not_answer_is_named_before_any_tile_runs(scen
         s3fs.S3FileSystem.clear_instance_cache()
     assert code == 2
     assert "cannot reach the bucket 'bucket'" in error_line(capsys)
+
+
+def test_an_s3_target_retries_server_errors_unless_the_caller_or_environment_says_otherwise(
+    monkeypatch,
+):
+    # botocore's default ("legacy", 5 attempts) gives up on a brief brown-out; the package asks for
+    # its "standard" mode, 10 attempts (tests/io/test_remote_faults.py: five 500s running, retried)
+    for name in ("AWS_MAX_ATTEMPTS", "AWS_RETRY_MODE"):
+        monkeypatch.delenv(name, raising=False)
+    options = io.as_target("s3://bucket/x.zarr", {"anon": False}).storage_options
+    assert options == {"anon": False, "config_kwargs": {"retries": io.S3_RETRIES}}
+    assert options["config_kwargs"]["retries"]["mode"] == "standard"
+    own = {"config_kwargs": {"retries": {"max_attempts": 2}, "read_timeout": 5}}
+    assert io.as_target("s3://bucket/x.zarr", own).storage_options == own
+    assert io.as_target("gs://bucket/x.zarr").storage_options == {}  # gcsfs retries on its own
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "3")
+    assert io.as_target("s3://bucket/x.zarr").storage_options == {}  # botocore reads the variable
