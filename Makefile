@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-quick test-chaos test-array-expr test-slow docs lint format bench-peers bench-threads bench-memory bench-plan bench-scaling bench-first-call clean
+.PHONY: install demo test test-quick test-chaos test-array-expr test-lowest test-slow docs lint format bench-peers bench-threads bench-memory bench-plan bench-scaling bench-first-call clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,17 @@ test-chaos: $(STAMP)
 # what differs there (odc-stac 0.5.3 does not load on it; the legacy-default check is skipped).
 test-array-expr: $(STAMP)
 	DASK_ARRAY__QUERY_PLANNING=True $(PY) -m pytest -p no:cacheprovider -q
+
+# The suite on the lowest versions pyproject.toml allows (constraints-lowest.txt), in a venv of its own:
+# every declared bound is true (CI runs it after make test).
+LOWEST_VENV ?= .venv-lowest
+test-lowest: pyproject.toml constraints-lowest.txt
+	$(PYTHON) -m venv $(LOWEST_VENV)
+	$(LOWEST_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LOWEST_VENV)/bin/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(LOWEST_VENV)/bin/python -m pip install --quiet -e ".[test]" -c constraints-lowest.txt
+	$(LOWEST_VENV)/bin/python -m pip list --format=freeze | grep -i -E '^(dask|distributed|xarray|zarr|numpy|rasterio)=='
+	$(LOWEST_VENV)/bin/python -m pytest -q -p no:cacheprovider
 
 # The documentation site (docs/ and the API reference from the docstrings) into site/; any warning fails it.
 docs: $(STAMP)

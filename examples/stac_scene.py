@@ -37,7 +37,7 @@ def write_item(
         geometry = {"type": "Polygon", "coordinates": [[[west, south], [east, south], [east, north], [west, north],
                                                         [west, south]]]}  # fmt: skip
         item = pystac.Item("scene", geometry, [west, south, east, north], datetime.datetime(2026, 11, 21,
-                           tzinfo=datetime.timezone.utc), {})  # fmt: skip
+                           tzinfo=datetime.UTC), {})  # fmt: skip
         for band, name in enumerate(names, start=1):
             path = folder / f"{name}.tif"
             cog_translate(src, str(path), cog_profiles.get("deflate"), indexes=[band], quiet=True)

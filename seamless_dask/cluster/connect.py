@@ -156,14 +156,7 @@ def probe_scheduler(address: str, security: Any, timeout: float) -> None:
 
     try:
         answer = asyncio.run(bounded())
-    except (
-        OSError,
-        TimeoutError,
-        asyncio.TimeoutError,
-        MemoryError,
-        ValueError,
-        TypeError,
-    ) as error:
+    except (OSError, TimeoutError, MemoryError, ValueError, TypeError) as error:
         why = (
             f"{type(error).__name__}: {' '.join(str(error).split())}"
             if str(error)
@@ -201,7 +194,7 @@ def wait_for_workers(client: Client, address: str, wait: float) -> None:
     )
     try:
         client.wait_for_workers(1, timeout=wait)
-    except (TimeoutError, asyncio.TimeoutError):
+    except TimeoutError:
         raise OptionError(
             f"no worker joined the scheduler at {address!r} within {wait:g} s: start workers "
             f"(dask worker {address}), "

@@ -212,7 +212,7 @@ def claim(target: Target, run: str | None = None) -> Iterator[Claim]:
         run or run_id(),
         socket.gethostname(),
         os.getpid(),
-        datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     )
     _acquire(mine)
     try:

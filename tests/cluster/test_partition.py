@@ -88,12 +88,15 @@ class Network:
         kernel has it, else (a kernel built without sch_netem, as on this project's CI machines) a
         token bucket at 256 kbit/s that holds a message of 64 KiB for 2 s; says which.
         """
-        devices = ((self.switch, self.port(name)), (f"{self.tag}-{name}", f"v{self.tag}{HOSTS[name]}"))
+        devices = (
+            (self.switch, self.port(name)),
+            (f"{self.tag}-{name}", f"v{self.tag}{HOSTS[name]}"),
+        )
         shapes = (["netem", "delay", "2000ms"],
                   ["tbf", "rate", "256kbit", "burst", "16kb", "latency", "60s"])  # fmt: skip
         for shape in shapes:
             done = [subprocess.run(["tc", "-n", space, "qdisc", "add", "dev", device, "root", *shape],
-                                   capture_output=True, timeout=30).returncode == 0
+                                   capture_output=True, timeout=30, check=False).returncode == 0
                     for space, device in devices]  # fmt: skip
             if all(done):
                 return " ".join(shape)
@@ -101,7 +104,9 @@ class Network:
 
     def close(self) -> None:
         for space in reversed(self.spaces):
-            subprocess.run(["ip", "netns", "del", space], capture_output=True, timeout=30)
+            subprocess.run(
+                ["ip", "netns", "del", space], capture_output=True, timeout=30, check=False
+            )
 
 
 @pytest.fixture
@@ -137,15 +142,11 @@ class PartitionedJob:
             "DASK_DISTRIBUTED__SCHEDULER__WORKER_TTL": "10s",
         }
         self.scheduler_address = f"tcp://{network.address('scheduler')}:8786"
-        self.processes = [
-            network.start("scheduler", "-m", "distributed.cli.dask_scheduler", "--host",
-                          network.address("scheduler"), "--port", "8786", "--no-dashboard",
-                          env=self.env)  # fmt: skip
-        ]
+        scheduler = ["-m", "distributed.cli.dask_scheduler", "--host", network.address("scheduler"),
+                     "--port", "8786", "--no-dashboard"]  # fmt: skip
+        self.processes = [network.start("scheduler", *scheduler, env=self.env)]
         for name in ("worker-a", "worker-b"):
-            self.processes.append(
-                network.start(name, *self._worker(name), env=self.env)
-            )
+            self.processes.append(network.start(name, *self._worker(name), env=self.env))
         waited = network.start("client", "-c", "from distributed import Client; "
                                f"Client('{self.scheduler_address}', timeout=60)"
                                ".wait_for_workers(2, timeout=60)", env=self.env)  # fmt: skip
@@ -203,7 +204,9 @@ def test_a_worker_cut_off_mid_run_changes_nothing_when_it_comes_back(network, ex
     try:
         store = tmp_path / "cut.zarr"
         job = cluster.run(scene, store)
-        support.wait_for(lambda: store.exists() and _regions_done(store) >= 2, 120, "the first writes")
+        support.wait_for(
+            lambda: store.exists() and _regions_done(store) >= 2, 120, "the first writes"
+        )
         network.cut("worker-a")
         cut_at = time.monotonic()
         _finish(job, store, labels)
@@ -225,13 +228,17 @@ def test_a_worker_cut_off_mid_run_changes_nothing_when_it_comes_back(network, ex
         cluster.close()
 
 
-def test_a_worker_slowed_by_seconds_of_delay_leaves_the_output_identical(network, expected, tmp_path):
+def test_a_worker_slowed_by_seconds_of_delay_leaves_the_output_identical(
+    network, expected, tmp_path
+):
     scene, labels = expected
     cluster = PartitionedJob(network, tmp_path)
     try:
         store = tmp_path / "slow.zarr"
         job = cluster.run(scene, store)
-        support.wait_for(lambda: store.exists() and _regions_done(store) >= 1, 120, "the first write")
+        support.wait_for(
+            lambda: store.exists() and _regions_done(store) >= 1, 120, "the first write"
+        )
         how = network.slow("worker-b")
         took = _finish(job, store, labels)
         print(f"worker-b's link slowed ({how}); the job finished {took:.1f} s later")

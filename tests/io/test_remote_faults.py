@@ -130,7 +130,9 @@ def _flaky_moto(port: int):
                 seen[path] = seen.get(path, 0) + 1
                 if seen[path] <= state["times"]:
                     state["500"] += 1
-                    return error(environ, start_response, "500 Internal Server Error", "InternalError")
+                    return error(
+                        environ, start_response, "500 Internal Server Error", "InternalError"
+                    )
             if failing and every and state["count"] % every == 0:
                 state["503"] += 1
                 return error(environ, start_response, "503 Slow Down", "SlowDown")

@@ -1,13 +1,12 @@
 """Checked by mypy in `make test`, never run: the public API's overloads give each input its own result type."""
 
-from typing import Literal
+from typing import Literal, assert_type
 
 import dask.array as da
 import numpy as np
 import torch
 import xarray as xr
 from dask.delayed import Delayed
-from typing_extensions import assert_type
 
 import seamless_dask as sd
 from seamless_dask.options import Output
