@@ -41,7 +41,7 @@ from ..tiling.grid import ChunkPlan, ChunkTiles, Pair, TileGrid
 from ..tiling.region import Region
 from ..tiling.weights import TileWeights
 from . import keys
-from .chunk_size import check_plannable, check_tile_fits, chunk_target
+from .chunk_size import check_chunk_fits, check_plannable, check_tile_fits, chunk_target
 from .layers import ChunkLayer, GraphNode, NamedGraph, graph_with, new_array, ref, task
 from .windows import Windows, extended_windows
 
@@ -113,6 +113,7 @@ def build_graph(image: Any, job: SegmentJob) -> SegmentGraph:
     check_nodata_fits(job.nodata, image.dtype)
     n_classes = job.num_classes or job.runner.probe(bands, job.tile_size)
     job = dataclasses.replace(job, num_classes=n_classes)
+    check_chunk_fits(bands, chunk_plan, n_classes * job.kind.moments)
     overlap = grid.effective_overlap
     if (
         job.weights.kind == "trim" and grid.n_tiles > 1

@@ -55,6 +55,30 @@ def check_tile_fits(bands: int, image: Pair, tile_size: Pair, batch_size: int) -
     )
 
 
+def check_chunk_fits(bands: int, chunk_plan: ChunkPlan, channels: int) -> None:
+    """Refuse, before any window is read, chunks whose task cannot fit in memory.
+
+    A chunk's task holds its window (the chunk and the halo of its tiles, up to a tile beyond each
+    side) as float32 input, ``bands`` deep, and the weighted sums it blends into as float64,
+    ``channels`` + 1 deep (the classes and the weight). Over a quarter of this machine's memory for the
+    largest chunk, it cannot run beside the model; the message names a chunk side that fits.
+    """
+    (rows, cols), (th, tw) = chunk_plan.chunks, chunk_plan.grid.tile_shape
+    cy, cx = max(rows), max(cols)
+    per_px = 4 * bands + 8 * (channels + 1)
+    need = (cy + th) * (cx + tw) * per_px
+    memory = machine_memory()
+    if not memory or need <= memory // 4:
+        return
+    side = max(256, int(math.sqrt(memory // 4 / per_px)) - max(th, tw)) // 256 * 256
+    raise OptionError(
+        f"chunks of {cy} x {cx} px make every chunk's task hold {need / 2**30:,.1f} GiB (its window "
+        f"of {cy + th} x {cx + tw} px: float32 input, {bands} deep; float64 sums, {channels + 1} deep), "
+        f"more than a quarter of this machine's {memory / 2**30:.0f} GiB: use smaller chunks "
+        f"(--chunks / chunks=), e.g. {side}"
+    )
+
+
 def check_plannable(chunk_plan: ChunkPlan) -> None:
     """On dask's array-expr engine, refuse before anything is built a scene whose graph would not
     fit in this process: that engine takes a hand-built graph only as a whole dict

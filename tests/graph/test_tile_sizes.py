@@ -1,4 +1,5 @@
-"""A tile that cannot fit is refused before the model is probed or any tile is allocated."""
+"""A tile or a chunk that cannot fit is refused before the model is probed or any tile or window
+is allocated."""
 
 import numpy as np
 import pytest
@@ -45,3 +46,26 @@ def test_the_command_line_says_it_in_one_line(write_scene, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "--tile-size" in err[0]
     assert not (tmp_path / "o.zarr").exists()
+
+
+def test_chunks_too_large_for_memory_are_refused_naming_the_option_and_a_size_that_fits(
+    write_scene, tmp_path, monkeypatch
+):
+    # a 300,000 px VRT read lazily: --chunks 100000 is 10^10 px a chunk, 260 GiB of window and sums
+    from seamless_dask.graph import chunk_size
+
+    monkeypatch.setattr(chunk_size, "machine_memory", lambda: 16 * 2**30)
+    scene = write_scene(128)
+    vrt = tmp_path / "big.vrt"
+    vrt.write_text(f"""<VRTDataset rasterXSize="300000" rasterYSize="300000">
+  <VRTRasterBand dataType="Byte" band="1"><SimpleSource><SourceFilename relativeToVRT="0">{scene}</SourceFilename>
+  <SourceBand>1</SourceBand></SimpleSource></VRTRasterBand></VRTDataset>""")  # fmt: skip
+    image = sd.open_raster(vrt)
+    model = helpers.Counting(helpers.Brightness())
+    words = ["chunks of 100032 x 100032 px", "GiB", "--chunks", "16 GiB", "e.g. 12288"]
+    with helpers.raises_mentioning(OptionError, words):
+        sd.segment(image, model, tile_size=64, overlap=16, chunks=100_000, num_classes=2)
+    assert model.tiles == 0
+    # the size it names plans (lazily: nothing runs)
+    assert sd.segment(image, model, tile_size=64, overlap=16, chunks=12288, num_classes=2).shape
+    assert model.tiles == 0
