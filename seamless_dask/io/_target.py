@@ -94,11 +94,7 @@ class Target:
             return
         bucket = self.path.strip("/").split("/", 1)[0]
         try:
-            # info, not exists: exists answers False for an endpoint that does not answer
-            self.fs.info(bucket)
-            found = True
-        except FileNotFoundError:
-            found = False
+            found = _bucket_found(self.fs, bucket)
         except Exception as error:  # credentials, endpoint, network: say which, before any tile
             raise RasterError(
                 f"cannot reach the bucket {bucket!r} of output {self.url!r} "
@@ -110,6 +106,22 @@ class Target:
                 f"the bucket {bucket!r} of output {self.url!r} does not exist (or these "
                 f"credentials cannot see it): create it first, or check the URL"
             )
+
+
+def _bucket_found(fs: Any, bucket: str) -> bool:
+    """Whether ``bucket`` is there: info, not exists (exists answers False for an endpoint that does not
+    answer); an empty bucket, which older s3fs (2025.7 and before) says info cannot find, lists as empty.
+    """
+    try:
+        fs.info(bucket)
+        return True
+    except FileNotFoundError:
+        pass
+    try:
+        fs.ls(bucket)
+        return True
+    except FileNotFoundError:
+        return False
 
 
 def as_target(where: str | os.PathLike, storage_options: dict | None = None) -> Target:
