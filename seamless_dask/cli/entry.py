@@ -45,7 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.unraisablehook = _ignore_unraisable
     try:
         with warnings.catch_warnings():
-            if not getattr(args, "debug", False):  # libraries' notes to their developers, not to users
+            if not getattr(
+                args, "debug", False
+            ):  # libraries' notes to their developers, not to users
                 for category in (DeprecationWarning, PendingDeprecationWarning, FutureWarning):
                     warnings.simplefilter("ignore", category)
             warnings.simplefilter("always", SeamlessWarning)
