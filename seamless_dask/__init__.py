@@ -23,6 +23,7 @@ from .exceptions import (
 from .io import open_raster, to_cog, to_ome_zarr, to_zarr
 from .model.receptive import ReceptiveField, ReceptiveFieldWarning, receptive_field
 from .model.runner import ModelRunner, RunnerConfig
+from .objects import instances, object_table, polygons, to_vector
 from .segment import plan, segment
 from .tiling.grid import ChunkPlan, TileGrid, TileWindow
 from .tiling.weights import TileWeights
@@ -58,15 +59,19 @@ __all__ = [
     "WeightsError",
     "colorize",
     "draw_tile_borders",
+    "instances",
     "metrics",
+    "object_table",
     "open_raster",
     "plan",
+    "polygons",
     "progress",
     "quicklook",
     "receptive_field",
     "segment",
     "to_cog",
     "to_ome_zarr",
+    "to_vector",
     "to_zarr",
     "with_classes",
 ]

@@ -105,6 +105,26 @@ def evaluate(args: argparse.Namespace) -> None:
     print(json.dumps(result.to_dict(), indent=1) if args.json else result.table())
 
 
+def vectorize(args: argparse.Namespace) -> None:
+    """Write every object of a written class map as a polygon, with its class, in the map's CRS."""
+    import os
+
+    from ..exceptions import RasterError
+    from ..io import open_raster
+    from ..objects import polygons, to_vector
+
+    if os.path.abspath(args.target) == os.path.abspath(args.labels):
+        raise RasterError(f"OUT {args.target!r} is LABELS: writing it would destroy LABELS")
+    if os.path.exists(args.target) and not args.overwrite:
+        raise RasterError(f"{args.target!r} exists: pass --overwrite to replace it")
+    labels = open_raster(args.labels, chunks=2048).isel(band=0)
+    frame = polygons(labels, connectivity=args.connectivity, classes=args.classes)
+    if os.path.exists(args.target):
+        os.remove(args.target)
+    to_vector(frame, args.target)
+    print(f"{len(frame):,} objects -> {args.target} ({frame.crs or 'no CRS'})")
+
+
 def k8s(args: argparse.Namespace) -> None:
     """Print the Kubernetes manifests of a GPU dask cluster (or of a job on one)."""
     from ..cluster.kube import (

@@ -195,6 +195,8 @@ def parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="print the scores as JSON")
     evaluate.set_defaults(run=handlers.evaluate)
 
+    _add_vectorize(commands)
+
     k8s = commands.add_parser(
         "k8s",
         help="print Kubernetes manifests (dask operator) for a cluster of GPU workers, or a job on one",
@@ -262,6 +264,26 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--size", type=int, default=1024)
     demo.set_defaults(run=handlers.demo)
     return parser
+
+
+def _add_vectorize(commands: Any) -> None:
+    vectorize = commands.add_parser(
+        "vectorize",
+        help="every object of a class map as a polygon: GeoParquet, GeoPackage, FlatGeobuf",
+    )
+    vectorize.add_argument("labels", metavar="LABELS", help="a class map (COG, GeoTIFF or zarr)")
+    vectorize.add_argument("target", metavar="OUT", help="OUT.parquet, OUT.gpkg or OUT.fgb")
+    vectorize.add_argument(
+        "--connectivity", type=int, default=1, choices=(1, 2), help="2: corners join objects too"
+    )
+    vectorize.add_argument(
+        "--classes",
+        type=_int_list,
+        default=None,
+        help="the classes to vectorize (default: all but 0)",
+    )
+    vectorize.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    vectorize.set_defaults(run=handlers.vectorize)
 
 
 def _add_segment(commands: Any) -> None:

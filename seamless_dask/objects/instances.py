@@ -1,0 +1,326 @@
+"""Objects from a class map: one id per connected region of one class, unique over the scene, the same
+for every chunking, lazily.
+
+Why not dask-image's ``ndmeasure.label``: it labels one foreground (not one class at a time, so touching
+objects of two classes would merge), and its global relabelling costs far more than the labelling
+(docs/objects.md has the figures). Here each chunk is labelled by ``scipy.ndimage.label``, class by class;
+what crosses a chunk border is matched on the border's two rows (or columns) only, so the merge grows
+with the chunks' faces, not with the scene:
+
+1. per chunk, a small task: the chunk labelled, each piece of an object named by its first pixel in
+   the scene (1 + its row-major index: unique over the scene, whatever the chunking), and the chunk's
+   four edges kept (piece ids and classes);
+2. one task over all edges: the pairs of pieces that touch across a border, same class, and their
+   components (``scipy.sparse.csgraph``): every piece of a component takes its smallest id;
+3. per chunk: the chunk labelled again (cheaper than holding every chunk's ids until step 2 ends) and
+   the few pieces that cross a border renamed.
+
+An object's id is thus 1 + the row-major index of its first pixel in the scene: unique, the same for every
+chunking (bit for bit), not contiguous (docs/objects.md: renumbering). The class map's blocks are read by
+steps 1 and 3 only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+import xarray as xr
+from scipy import ndimage, sparse
+from scipy.sparse import csgraph
+
+from ..exceptions import OptionError, RasterError
+
+UINT32_MAX = int(np.iinfo(np.uint32).max)
+DEFAULT_CHUNK = 2048  # for a class map in memory: what a chunk of a lazily read raster is
+
+
+@dataclass(frozen=True)
+class LabelRule:
+    """What makes an object: the classes that form objects and how pixels connect."""
+
+    classes: tuple[int, ...] | None  # None: every class but 0 (the background) and nodata
+    nodata: int | None
+    connectivity: int  # 1: edge neighbours (4 in 2-D); 2: edges and corners (8)
+
+    def label(
+        self, block: np.ndarray, origin: tuple[int, int], width: int, dtype: Any
+    ) -> np.ndarray:
+        """The pieces of ``block`` (whose first pixel is ``origin`` of a scene ``width`` px wide),
+        each named 1 + the scene's row-major index of its first pixel; 0 where no object is.
+        """
+        structure = ndimage.generate_binary_structure(2, self.connectivity)
+        ids = np.zeros(block.shape, dtype)
+        for value in self.values(block):
+            found, n = ndimage.label(block == value, structure=structure)
+            if not n:
+                continue
+            # scipy numbers regions in scan order: where the running maximum grows, a region starts
+            flat = found.ravel()
+            firsts = np.flatnonzero(np.diff(np.maximum.accumulate(flat), prepend=0))
+            rows, cols = np.divmod(firsts, block.shape[1])
+            names = np.zeros(n + 1, dtype)
+            names[1:] = (origin[0] + rows).astype(dtype) * width + origin[1] + cols + 1
+            ids += names[found]
+        return ids
+
+    def values(self, block: np.ndarray) -> list[Any]:
+        """The classes of ``block`` whose regions are objects."""
+        present = np.unique(block)
+        if self.classes is not None:
+            return [v for v in present if v in self.classes]
+        return [v for v in present if v != 0 and (self.nodata is None or v != self.nodata)]
+
+
+def instances(
+    labels: Any,
+    *,
+    connectivity: int = 1,
+    classes: list[int] | tuple[int, ...] | None = None,
+    nodata: int | None = None,
+) -> xr.DataArray:
+    """Object ids of a class map, lazily: one id per connected region of one class, 0 for background.
+
+    Parameters
+    ----------
+    labels
+        A class map ``(y, x)`` of integers (or booleans): any :func:`seamless_dask.segment` result, a
+        label raster, a zarr variable, a numpy array. Its chunks are kept (an array in memory is cut
+        into 2048 px chunks).
+    connectivity
+        1: pixels that share an edge are one object (4-connectivity, ``scipy.ndimage.label``'s
+        default, ``rasterio.features.shapes``' ``connectivity=4``); 2: corners too (8).
+    classes
+        The classes whose regions are objects; ``None``: every class but 0, which is background by the
+        field's convention, and the map's nodata. Objects of different classes that touch stay apart.
+    nodata
+        The map's nodata value, if its ``rio.nodata`` / ``_FillValue`` does not say it: never an object.
+
+    Returns
+    -------
+    xarray.DataArray
+        ``uint32`` ids (``uint64`` when the scene has more pixels than ``uint32`` holds), the map's
+        coords, CRS and transform, ``attrs["object_classes"]`` and ``attrs["connectivity"]``. An object's
+        id is 1 + the row-major index of its first pixel: the same for every chunking, and the objects
+        are ``scipy.ndimage.label``'s of each class on the whole map.
+
+    Examples
+    --------
+    >>> import numpy as np, seamless_dask as sd
+    >>> labels = np.array([[1, 1, 0, 2], [0, 1, 0, 2], [2, 0, 0, 0]])
+    >>> sd.instances(labels).values  # each object's id: 1 + the index of its first pixel
+    array([[1, 1, 0, 4],
+           [0, 1, 0, 4],
+           [9, 0, 0, 0]], dtype=uint32)
+    """
+    array = _as_label_map(labels)
+    rule = LabelRule(_classes(classes), _nodata(array, nodata), _connectivity(connectivity))
+    ids = label_array(array.data, rule)
+    out = xr.DataArray(ids, dims=array.dims, coords=array.coords, name="instances")
+    out.attrs.update(
+        object_classes=list(rule.classes) if rule.classes is not None else "all but 0 and nodata",
+        connectivity=rule.connectivity,
+        long_name="object id (0: no object)",
+    )
+    if array.rio.crs is not None:
+        out = out.rio.write_crs(array.rio.crs)
+    if "x" in array.coords and "y" in array.coords:
+        out = out.rio.write_transform(array.rio.transform(recalc=False))
+    for key in ("pixel_size", "pixel_unit"):
+        if key in array.attrs:
+            out.attrs[key] = array.attrs[key]
+    return out.rio.write_nodata(0, encoded=False)
+
+
+def label_array(data: Any, rule: LabelRule) -> da.Array:
+    """The three steps of the module's docstring over a 2-D dask (or numpy) array of classes."""
+    data = data if isinstance(data, da.Array) else da.from_array(np.asarray(data), DEFAULT_CHUNK)
+    dtype = np.uint32 if data.size < UINT32_MAX else np.uint64
+    width = data.shape[1]
+    starts = [np.concatenate([[0], np.cumsum(c)[:-1]]).astype(int) for c in data.chunks]
+    blocks = data.to_delayed()
+    origin = [
+        [(int(starts[0][i]), int(starts[1][j])) for j in range(len(row))]
+        for i, row in enumerate(blocks)
+    ]
+    edges = [
+        [
+            dask.delayed(_edges)(block, rule, origin[i][j], width, dtype)
+            for j, block in enumerate(row)
+        ]
+        for i, row in enumerate(blocks)
+    ]
+    merge = dask.delayed(_merge)(edges, rule.connectivity, dtype)
+    rows = []
+    for i, row in enumerate(blocks):
+        cells = []
+        for j, block in enumerate(row):
+            task = dask.delayed(_relabel)(
+                block, merge, rule, origin=origin[i][j], width=width, dtype=dtype
+            )
+            cells.append(da.from_delayed(task, (data.chunks[0][i], data.chunks[1][j]), dtype))
+        rows.append(cells)
+    return da.block(rows)
+
+
+@dataclass(frozen=True)
+class Edges:
+    """What step 2 needs of one chunk: its four edges' piece ids and classes."""
+
+    ids: dict[str, np.ndarray]  # "top", "bottom", "left", "right"
+    classes: dict[str, np.ndarray]
+
+
+def _sides(array: np.ndarray) -> dict[str, np.ndarray]:
+    return {"top": array[0], "bottom": array[-1], "left": array[:, 0], "right": array[:, -1]}
+
+
+def _edges(
+    block: np.ndarray, rule: LabelRule, origin: tuple[int, int], width: int, dtype: Any
+) -> Edges:
+    block = np.asarray(block)
+    ids = rule.label(block, origin, width, dtype)
+    return Edges(
+        {k: v.copy() for k, v in _sides(ids).items()},
+        {k: v.copy() for k, v in _sides(block).items()},
+    )
+
+
+@dataclass(frozen=True)
+class Merge:
+    """Step 2's answer: the pieces that touch another chunk's, and their object's id."""
+
+    keys: np.ndarray  # sorted piece ids
+    values: np.ndarray  # the smallest piece id of each one's object
+
+
+def _merge(edges: list[list[Edges]], connectivity: int, dtype: Any) -> Merge:
+    pairs = [*_across(edges, connectivity, "rows"), *_across(edges, connectivity, "cols")]
+    if not pairs:
+        return Merge(np.zeros(0, dtype), np.zeros(0, dtype))
+    a, b = np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs])
+    keys, inverse = np.unique(np.concatenate([a, b]), return_inverse=True)
+    n = len(keys)
+    graph = sparse.coo_matrix((np.ones(len(a)), (inverse[: len(a)], inverse[len(a) :])), (n, n))
+    _, component = csgraph.connected_components(graph, directed=False)
+    smallest = np.full(component.max() + 1, np.iinfo(dtype).max, dtype)
+    np.minimum.at(smallest, component, keys)
+    return Merge(keys, smallest[component])
+
+
+def _across(
+    edges: list[list[Edges]], connectivity: int, axis: str
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The piece pairs that touch across each border between chunk rows (``"rows"``) or columns: the
+    scene-long strip of the last row of pieces above and the first row below, shifted by one either
+    way for corners (connectivity 2), same class and both objects.
+    """
+    n_rows, n_cols = len(edges), len(edges[0])
+    borders = range(n_rows - 1) if axis == "rows" else range(n_cols - 1)
+    first, second = ("bottom", "top") if axis == "rows" else ("right", "left")
+    for k in borders:
+        line = (
+            [(k, j) for j in range(n_cols)] if axis == "rows" else [(i, k) for i in range(n_rows)]
+        )
+        after = [(i + 1, j) if axis == "rows" else (i, j + 1) for i, j in line]
+        up, up_class = _strip(edges, line, first)
+        down, down_class = _strip(edges, after, second)
+        for shift in (0,) if connectivity == 1 else (-1, 0, 1):
+            b, cb = (
+                _shifted(down, shift),
+                _shifted(down_class, shift),
+            )  # up[k] beside down[k - shift]
+            touch = (up > 0) & (b > 0) & (up_class == cb)
+            if touch.any():
+                yield up[touch], b[touch]
+
+
+def _strip(
+    edges: list[list[Edges]], cells: list[tuple[int, int]], side: str
+) -> tuple[np.ndarray, np.ndarray]:
+    ids = np.concatenate([edges[i][j].ids[side] for i, j in cells])
+    return ids, np.concatenate([edges[i][j].classes[side] for i, j in cells])
+
+
+def _shifted(strip: np.ndarray, shift: int) -> np.ndarray:
+    """``strip`` moved by ``shift`` places, the places left empty 0 (never an object)."""
+    if shift == 0:
+        return strip
+    out = np.zeros_like(strip)
+    if shift > 0:
+        out[shift:] = strip[:-shift]
+    else:
+        out[:shift] = strip[-shift:]
+    return out
+
+
+def _relabel(
+    block: np.ndarray,
+    merge: Merge,
+    rule: LabelRule,
+    *,
+    origin: tuple[int, int],
+    width: int,
+    dtype: Any,
+) -> np.ndarray:
+    ids = rule.label(np.asarray(block), origin, width, dtype)
+    if len(merge.keys):
+        where = np.minimum(np.searchsorted(merge.keys, ids), len(merge.keys) - 1)
+        hit = (merge.keys[where] == ids) & (ids > 0)
+        ids[hit] = merge.values[where[hit]]
+    return ids
+
+
+def _as_label_map(labels: Any) -> xr.DataArray:
+    if not isinstance(labels, xr.DataArray):
+        labels = labels if isinstance(labels, da.Array) else np.asarray(labels)
+    if not isinstance(labels, xr.DataArray):
+        dims = ("y", "x") if labels.ndim == 2 else tuple(f"dim_{k}" for k in range(labels.ndim))
+        labels = xr.DataArray(labels, dims=dims)
+    array = labels
+    if "band" in array.dims and array.sizes["band"] == 1:
+        array = array.squeeze("band", drop=True)
+    if array.ndim != 2:
+        raise RasterError(
+            f"instances takes a class map of dims (y, x); got dims {array.dims} of shape "
+            f"{array.shape}: select one band or plane first (e.g. .isel(band=0))"
+        )
+    if array.dtype == bool:
+        return array.astype(np.uint8)
+    if not np.issubdtype(array.dtype, np.integer):
+        raise RasterError(
+            f"instances takes integer class labels; got {array.dtype}: a probability map is not a class "
+            "map: take its argmax (segment's default output) or threshold it, e.g. (probabilities > 0.5)"
+        )
+    return array
+
+
+def _classes(classes: Any) -> tuple[int, ...] | None:
+    if classes is None:
+        return None
+    picked = tuple(int(c) for c in np.atleast_1d(classes))
+    if not picked:
+        raise OptionError(
+            "classes=[] forms no object: name at least one class, or pass None for all but 0"
+        )
+    return picked
+
+
+def _nodata(array: xr.DataArray, nodata: int | None) -> int | None:
+    if nodata is not None:
+        return int(nodata)
+    found = array.rio.nodata if array.rio.nodata is not None else array.attrs.get("_FillValue")
+    return None if found is None or np.isnan(float(found)) else int(found)
+
+
+def _connectivity(connectivity: int) -> int:
+    if connectivity not in (1, 2):
+        raise OptionError(
+            f"connectivity={connectivity!r}: 1 joins pixels that share an edge (4 neighbours), 2 also "
+            "those that share a corner (8 neighbours)"
+        )
+    return connectivity

@@ -1,0 +1,142 @@
+"""Polygons and the object table, merged across chunk borders: the objects of
+``rasterio.features.shapes`` on the whole map, areas that add up to the pixels, holes kept, no sliver;
+GeoParquet, GeoPackage and FlatGeobuf that pyogrio reads back with the CRS and class names; the table
+against scipy's measurements.
+"""
+
+import dask.array as da
+import numpy as np
+import pytest
+import xarray as xr
+from affine import Affine
+from rasterio import features
+from scipy import ndimage
+from test_instances import class_map
+
+import seamless_dask as sd
+from seamless_dask.exceptions import OptionError
+
+geopandas = pytest.importorskip("geopandas")
+TRANSFORM = Affine(10.0, 0.0, 500_000.0, 0.0, -10.0, 4_200_000.0)  # 10 m pixels, UTM
+
+
+def georeferenced(labels, chunks):
+    h, w = labels.shape
+    array = xr.DataArray(
+        da.from_array(labels, chunks),
+        dims=("y", "x"),
+        coords={
+            "y": TRANSFORM.f + TRANSFORM.e * (np.arange(h) + 0.5),
+            "x": TRANSFORM.c + TRANSFORM.a * (np.arange(w) + 0.5),
+        },
+    )
+    return array.rio.write_crs("EPSG:32633").rio.write_transform(TRANSFORM)
+
+
+@pytest.mark.parametrize("chunks", [(160, 150), (64, 64), (23, 41)])
+@pytest.mark.parametrize("connectivity", [1, 2])
+def test_polygons_are_rasterios_shapes_of_the_whole_map_with_areas_that_add_up(
+    chunks, connectivity
+):
+    labels = class_map(5, (160, 150), smooth=2.5)
+    frame = sd.polygons(georeferenced(labels, chunks), connectivity=connectivity)
+    whole = list(features.shapes(labels, mask=labels > 0, connectivity=4 * connectivity,
+                                 transform=TRANSFORM))  # fmt: skip
+    assert len(frame) == len(whole)
+    assert frame.crs.to_epsg() == 32633 and frame.geometry.is_valid.all()
+    for value in (1, 2):
+        mine = frame[frame["class"] == value]
+        assert mine.area.sum() == pytest.approx((labels == value).sum() * 100.0, rel=1e-12)
+        assert mine["area_px"].sum() == (labels == value).sum()
+    if connectivity == 1:
+        assert (frame.geometry.geom_type == "Polygon").all()
+    # no sliver, no overlap: the polygons tile the objects' pixels exactly
+    assert frame.union_all().area == pytest.approx(frame.area.sum(), rel=1e-12)
+
+
+def test_a_ring_across_four_chunks_keeps_its_hole_and_is_one_polygon():
+    labels = np.zeros((40, 40), "uint8")
+    labels[8:32, 8:32] = 1
+    labels[14:26, 14:26] = 0  # the hole, centred on the corner of four chunks
+    labels[18:22, 18:22] = 2  # an island of another class in the hole
+    frame = sd.polygons(georeferenced(labels, 20))
+    ring = frame[frame["class"] == 1].geometry.iloc[0]
+    assert len(frame[frame["class"] == 1]) == 1 and len(ring.interiors) == 1
+    assert ring.area == pytest.approx((24 * 24 - 12 * 12) * 100.0)
+
+
+def test_the_ids_are_those_of_instances_and_class_names_travel():
+    labels = class_map(6, (80, 90))
+    array = georeferenced(labels, 32)
+    array.attrs["class_names"] = ["background", "field", "forest"]
+    frame = sd.polygons(array)
+    ids = sd.instances(array).values
+    assert set(frame["id"]) == set(np.unique(ids[ids > 0]))
+    assert set(frame["class_name"]) == {"field", "forest"}
+
+
+def test_vectors_open_in_gdal_with_their_crs_and_classes(tmp_path):
+    pyogrio = pytest.importorskip("pyogrio")
+    labels = class_map(7, (60, 70))
+    array = georeferenced(labels, 25)
+    array.attrs["class_names"] = ["background", "field", "forest"]
+    frame = sd.polygons(array)
+    for suffix in ("parquet", "gpkg", "fgb"):
+        path = sd.to_vector(frame, tmp_path / f"objects.{suffix}")
+        back = geopandas.read_parquet(path) if suffix == "parquet" else pyogrio.read_dataframe(path)
+        assert len(back) == len(frame) and back.crs.to_epsg() == 32633
+        assert sorted(set(back["class_name"])) == ["field", "forest"]
+        assert back.area.sum() == pytest.approx(frame.area.sum())
+    with pytest.raises(OptionError, match=r"\.parquet.*\.gpkg.*\.fgb"):
+        sd.to_vector(frame, tmp_path / "objects.shp")
+
+
+def test_the_object_table_agrees_with_scipys_measurements():
+    labels = class_map(8, (90, 100))
+    image = np.random.default_rng(8).normal(size=(2, 90, 100))
+    table = sd.object_table(georeferenced(labels, 30), image=image)
+    assert hasattr(table, "dask")  # lazy: a dask DataFrame
+    table = table.compute().sort_index()
+    ids = sd.instances(labels).values
+    index = np.unique(ids[ids > 0])
+    assert list(table.index) == list(index)
+    counts = ndimage.sum_labels(np.ones_like(ids), ids, index)
+    np.testing.assert_array_equal(table["area_px"], counts)
+    np.testing.assert_allclose(table["area"], counts * 100.0)
+    rows, cols = np.array(ndimage.center_of_mass(np.ones_like(ids), ids, index)).T
+    np.testing.assert_allclose(table["x"], TRANSFORM.c + 10.0 * (cols + 0.5))
+    np.testing.assert_allclose(table["y"], TRANSFORM.f - 10.0 * (rows + 0.5))
+    np.testing.assert_allclose(table["mean_0"], ndimage.mean(image[0], ids, index))
+    boxes = ndimage.find_objects(
+        np.searchsorted(index, ids) + 1 - (ids == 0) * (np.searchsorted(index, ids) + 1)
+    )
+    first = boxes[0]
+    assert table["xmin"].iloc[0] == TRANSFORM.c + 10.0 * first[1].start
+    assert table["ymax"].iloc[0] == TRANSFORM.f - 10.0 * first[0].start
+    np.testing.assert_array_equal(table["class"], [labels.ravel()[i - 1] for i in index])
+
+
+def test_an_empty_scene_gives_an_empty_table_and_no_polygon():
+    empty = georeferenced(np.zeros((50, 50), "uint8"), 20)
+    assert len(sd.object_table(empty).compute()) == 0
+    assert len(sd.polygons(empty)) == 0
+
+
+def test_the_cli_vectorizes_a_written_class_map(write_scene, tmp_path, capsys):
+    pyogrio = pytest.importorskip("pyogrio")
+    from seamless_dask.cli import main
+
+    scene = write_scene(128)
+    labels = tmp_path / "labels.tif"
+    assert main(["segment", str(scene), str(labels), "--model", "seamless_dask.testing:brightness",
+                 "--tile-size", "64", "--overlap", "16", "--scheduler", "threads",
+                 "--no-progress"]) == 0  # fmt: skip
+    out = tmp_path / "objects.gpkg"
+    assert main(["vectorize", str(labels), str(out)]) == 0
+    back = pyogrio.read_dataframe(out)
+    written = sd.open_raster(labels).isel(band=0).values
+    whole = list(features.shapes(written, mask=written == 1, connectivity=4))
+    assert len(back) == len(whole) and back.crs == sd.open_raster(labels).rio.crs
+    assert main(["vectorize", str(labels), str(out)]) == 2  # exists
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["vectorize", str(labels), str(labels)]) == 2
