@@ -26,7 +26,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
@@ -137,34 +136,61 @@ def instances(
 
 
 def label_array(data: Any, rule: LabelRule) -> da.Array:
-    """The three steps of the module's docstring over a 2-D dask (or numpy) array of classes."""
+    """The three steps of the module's docstring over a 2-D dask (or numpy) array of classes, as
+    blockwise steps (both of dask's array engines take them): a chunk learns where it lies from the
+    blocks of two ``arange`` arrays beside it.
+    """
     data = data if isinstance(data, da.Array) else da.from_array(np.asarray(data), DEFAULT_CHUNK)
-    dtype = np.uint32 if data.size < UINT32_MAX else np.uint64
+    dtype = np.dtype(np.uint32 if data.size < UINT32_MAX else np.uint64)
     width = data.shape[1]
-    starts = [np.concatenate([[0], np.cumsum(c)[:-1]]).astype(int) for c in data.chunks]
-    blocks = data.to_delayed()
-    origin = [
-        [(int(starts[0][i]), int(starts[1][j])) for j in range(len(row))]
-        for i, row in enumerate(blocks)
-    ]
-    edges = [
-        [
-            dask.delayed(_edges)(block, rule, origin[i][j], width, dtype)
-            for j, block in enumerate(row)
-        ]
-        for i, row in enumerate(blocks)
-    ]
-    merge = dask.delayed(_merge)(edges, rule.connectivity, dtype)
-    rows = []
-    for i, row in enumerate(blocks):
-        cells = []
-        for j, block in enumerate(row):
-            task = dask.delayed(_relabel)(
-                block, merge, rule, origin=origin[i][j], width=width, dtype=dtype
-            )
-            cells.append(da.from_delayed(task, (data.chunks[0][i], data.chunks[1][j]), dtype))
-        rows.append(cells)
-    return da.block(rows)
+    rows, cols = (da.arange(n, chunks=c) for n, c in zip(data.shape, data.chunks, strict=True))
+    place = {"rule": rule, "width": width, "ids": dtype}
+    edges = da.blockwise(
+        _edges_block, "ij", data, "ij", rows, "i", cols, "j", **place,
+        dtype=object, adjust_chunks={"i": 1, "j": 1}, meta=np.empty((0, 0), object),
+    )  # fmt: skip
+    merge = edges.rechunk(edges.shape).map_blocks(
+        _merge_block, rule.connectivity, dtype,
+        chunks=((1,), (1,)), dtype=object, meta=np.empty((0, 0), object),
+    )  # fmt: skip
+    return da.blockwise(
+        _relabel_block, "ij", data, "ij", merge, "kl", rows, "i", cols, "j", **place,
+        dtype=dtype, concatenate=True, meta=np.empty((0, 0), dtype),
+    )  # fmt: skip
+
+
+def _edges_block(
+    block: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    *,
+    rule: LabelRule,
+    width: int,
+    ids: Any,
+) -> np.ndarray:
+    out = np.empty((1, 1), object)
+    out[0, 0] = _edges(block, rule, (int(rows[0]), int(cols[0])), width, ids)
+    return out
+
+
+def _merge_block(edges: np.ndarray, connectivity: int, dtype: Any) -> np.ndarray:
+    out = np.empty((1, 1), object)
+    out[0, 0] = _merge(edges, connectivity, dtype)
+    return out
+
+
+def _relabel_block(
+    block: np.ndarray,
+    merge: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    *,
+    rule: LabelRule,
+    width: int,
+    ids: Any,
+) -> np.ndarray:
+    origin = (int(rows[0]), int(cols[0]))
+    return _relabel(block, merge[0, 0], rule, origin=origin, width=width, dtype=ids)
 
 
 @dataclass(frozen=True)
@@ -198,7 +224,7 @@ class Merge:
     values: np.ndarray  # the smallest piece id of each one's object
 
 
-def _merge(edges: list[list[Edges]], connectivity: int, dtype: Any) -> Merge:
+def _merge(edges: np.ndarray, connectivity: int, dtype: Any) -> Merge:
     pairs = [*_across(edges, connectivity, "rows"), *_across(edges, connectivity, "cols")]
     if not pairs:
         return Merge(np.zeros(0, dtype), np.zeros(0, dtype))
@@ -213,13 +239,13 @@ def _merge(edges: list[list[Edges]], connectivity: int, dtype: Any) -> Merge:
 
 
 def _across(
-    edges: list[list[Edges]], connectivity: int, axis: str
+    edges: np.ndarray, connectivity: int, axis: str
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """The piece pairs that touch across each border between chunk rows (``"rows"``) or columns: the
     scene-long strip of the last row of pieces above and the first row below, shifted by one either
     way for corners (connectivity 2), same class and both objects.
     """
-    n_rows, n_cols = len(edges), len(edges[0])
+    n_rows, n_cols = edges.shape
     borders = range(n_rows - 1) if axis == "rows" else range(n_cols - 1)
     first, second = ("bottom", "top") if axis == "rows" else ("right", "left")
     for k in borders:
@@ -240,10 +266,10 @@ def _across(
 
 
 def _strip(
-    edges: list[list[Edges]], cells: list[tuple[int, int]], side: str
+    edges: np.ndarray, cells: list[tuple[int, int]], side: str
 ) -> tuple[np.ndarray, np.ndarray]:
-    ids = np.concatenate([edges[i][j].ids[side] for i, j in cells])
-    return ids, np.concatenate([edges[i][j].classes[side] for i, j in cells])
+    ids = np.concatenate([edges[i, j].ids[side] for i, j in cells])
+    return ids, np.concatenate([edges[i, j].classes[side] for i, j in cells])
 
 
 def _shifted(strip: np.ndarray, shift: int) -> np.ndarray:

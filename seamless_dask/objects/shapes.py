@@ -59,14 +59,11 @@ def polygons(
     geopandas = _geopandas()
     ids = instances(labels, connectivity=connectivity, classes=classes, nodata=nodata)
     classes_map = _class_map(labels, ids)
-    pieces = dask.compute(
-        *[
-            dask.delayed(_pieces)(i, c, origin, connectivity)
-            for i, c, origin in _blocks(ids.data, classes_map)
-        ]
-    )
+    found = _per_chunk(_pieces, ids.data, classes_map, None, None, connectivity=connectivity)
+    pieces = found.compute()
     frame = pd.DataFrame(
-        [p for block in pieces for p in block], columns=["id", "class", "area_px", "geometry"]
+        [p for block in pieces.ravel() for p in block],
+        columns=["id", "class", "area_px", "geometry"],
     )
     joined = _joined(frame)
     to_crs = ids.rio.transform(recalc=False) * Affine.translation(-PIXEL_ORIGIN, -PIXEL_ORIGIN)
@@ -99,20 +96,56 @@ def object_table(labels: Any, image: Any = None, **rule: Any) -> Any:
     ids = instances(labels, **rule)
     classes_map = _class_map(labels, ids)
     bands = _bands(image, ids)
-    parts = [
-        dask.delayed(_moments)(i, c, origin, b)
-        for (i, c, origin), b in zip(_blocks(ids.data, classes_map), bands, strict=True)
-    ]
+    parts = _per_chunk(_moments, ids.data, classes_map, *(bands or (None, None)))
     meta = _moments(
         np.zeros((1, 1), np.uint32), np.zeros((1, 1), np.uint8), (0, 0), _band_meta(image)
     )
-    frame = dd.from_delayed(parts, meta=meta)
-    sums = {k: "sum" for k in meta.columns if k.startswith(("n", "sum_"))}
-    table = frame.groupby("id").agg(
-        {**sums, "class": "first", "rmin": "min", "rmax": "max", "cmin": "min", "cmax": "max"}
-    )
     transform = ids.rio.transform(recalc=False)
-    return table.map_partitions(_finish, transform, meta=_finish(table._meta, Affine.identity()))
+    table = dask.delayed(_table)(parts, transform, meta)
+    return dd.from_delayed([table], meta=_finish(_totals(meta), Affine.identity()))
+
+
+def _table(parts: np.ndarray, transform: Affine, empty: pd.DataFrame) -> pd.DataFrame:
+    frames = [p for p in parts.ravel() if len(p)]
+    frame = pd.concat(frames) if frames else empty
+    return _finish(_totals(frame), transform)
+
+
+def _totals(frame: pd.DataFrame) -> pd.DataFrame:
+    """Each object's moments summed over the chunks that hold a piece of it."""
+    sums = {k: "sum" for k in frame.columns if k == "n" or k.startswith("sum_")}
+    extremes = {"class": "first", "rmin": "min", "rmax": "max", "cmin": "min", "cmax": "max"}
+    return frame.groupby("id", sort=True).agg({**sums, **extremes})
+
+
+def _per_chunk(
+    fn: Any, ids: Any, classes: Any, bands: Any, names: list[str] | None, **options: Any
+) -> Any:
+    """``fn(ids, classes, origin, bands, **options)`` of every chunk, lazily, as a dask array of
+    objects, one a chunk (blockwise: both of dask's engines take it; a chunk's origin comes from the
+    blocks of two ``arange`` arrays beside it).
+    """
+    import dask.array as da
+
+    rows, cols = (da.arange(n, chunks=c) for n, c in zip(ids.shape, ids.chunks, strict=True))
+    arrays: list[Any] = [ids, "ij", classes.rechunk(ids.chunks), "ij", rows, "i", cols, "j"]
+    if bands is not None:
+        arrays += [bands, "bij"]
+    return da.blockwise(
+        _one_chunk, "ij", *arrays, fn=fn, names=names, options=options,
+        dtype=object, adjust_chunks={"i": 1, "j": 1}, concatenate=True,
+        meta=np.empty((0, 0), object),
+    )  # fmt: skip
+
+
+def _one_chunk(
+    ids: np.ndarray, classes: np.ndarray, rows: np.ndarray, cols: np.ndarray, *bands: Any, fn: Any,
+    names: list[str] | None, options: dict,
+) -> np.ndarray:  # fmt: skip
+    out = np.empty((1, 1), object)
+    band_values = _named(bands[0], names or []) if bands else None
+    out[0, 0] = fn(ids, classes, (int(rows[0]), int(cols[0])), band_values, **options)
+    return out
 
 
 def _finish(part: pd.DataFrame, transform: Affine) -> pd.DataFrame:
@@ -157,7 +190,7 @@ def _moments(
 
 
 def _pieces(
-    ids: np.ndarray, classes: np.ndarray, origin: tuple[int, int], connectivity: int
+    ids: np.ndarray, classes: np.ndarray, origin: tuple[int, int], bands: Any, connectivity: int
 ) -> list:
     """``(id, class, pixels, polygon)`` of each piece of an object in one chunk, in the scene's pixel
     coordinates (whole numbers).
@@ -231,16 +264,6 @@ def _apply_points(transform: Affine, cols: Any, rows: Any) -> tuple[Any, Any]:
     return a * cols + b * rows + c, d * cols + e * rows + f
 
 
-def _blocks(ids: Any, classes: Any) -> list[tuple[Any, Any, tuple[int, int]]]:
-    starts = [np.concatenate([[0], np.cumsum(c)[:-1]]).astype(int) for c in ids.chunks]
-    id_blocks, class_blocks = ids.to_delayed(), classes.rechunk(ids.chunks).to_delayed()
-    return [
-        (id_blocks[i][j], class_blocks[i][j], (int(starts[0][i]), int(starts[1][j])))
-        for i in range(len(starts[0]))
-        for j in range(len(starts[1]))
-    ]
-
-
 def _class_map(labels: Any, ids: xr.DataArray) -> Any:
     import dask.array as da
 
@@ -252,10 +275,10 @@ def _class_map(labels: Any, ids: xr.DataArray) -> Any:
     return data.astype(np.uint8) if data.dtype == bool else data
 
 
-def _bands(image: Any, ids: xr.DataArray) -> list[Any]:
-    n_blocks = len(ids.data.chunks[0]) * len(ids.data.chunks[1])
+def _bands(image: Any, ids: xr.DataArray) -> tuple[Any, list[str]] | None:
+    """``image`` as a dask array chunked like the ids, all bands in each chunk, and its band names."""
     if image is None:
-        return [None] * n_blocks
+        return None
     import dask.array as da
 
     array = (
@@ -266,17 +289,12 @@ def _bands(image: Any, ids: xr.DataArray) -> list[Any]:
             f"image= is {array.shape[-2]} x {array.shape[-1]} px, the class map {ids.shape[0]} x "
             f"{ids.shape[1]}: pass the image the map was made from"
         )
-    names = _band_names(array)
     data = array.data if isinstance(array.data, da.Array) else da.from_array(np.asarray(array.data))
-    data = data.rechunk((-1, *ids.data.chunks))
-    blocks = data.to_delayed()[0]
-    return [
-        dask.delayed(lambda block, n=names: dict(zip(n, np.asarray(block), strict=True)))(
-            blocks[i][j]
-        )
-        for i in range(len(ids.data.chunks[0]))
-        for j in range(len(ids.data.chunks[1]))
-    ]
+    return data.rechunk((-1, *ids.data.chunks)), _band_names(array)
+
+
+def _named(block: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
+    return dict(zip(names, np.asarray(block), strict=True))
 
 
 def _band_meta(image: Any) -> dict | None:

@@ -14,6 +14,7 @@ from scipy import ndimage
 
 import seamless_dask as sd
 from seamless_dask.exceptions import OptionError, RasterError
+from seamless_dask.graph.layers import array_expr
 
 CHUNKINGS = [(120, 110), (64, 64), (37, 41), (1, 110), (120, 1), (5, 7)]
 
@@ -48,15 +49,15 @@ def scipy_instances(labels, connectivity, classes):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_instances_are_scipy_labels_of_each_class_for_every_chunking(chunks, connectivity, seed):
     labels = class_map(seed, (120, 110), smooth=2.0)
-    ids = sd.instances(da.from_array(labels, chunks), connectivity=connectivity).values
+    ids = sd.instances(da.from_array(labels, chunks), connectivity=connectivity).compute().values
     assert same_partition(ids, scipy_instances(labels, connectivity, [1, 2]))
-    whole = sd.instances(labels, connectivity=connectivity).values
+    whole = sd.instances(labels, connectivity=connectivity).compute().values
     np.testing.assert_array_equal(ids, whole)  # the same ids, bit for bit, whatever the chunking
 
 
 def test_an_objects_id_is_one_plus_the_index_of_its_first_pixel():
     labels = class_map(2)
-    ids = sd.instances(da.from_array(labels, 50)).values
+    ids = sd.instances(da.from_array(labels, 50)).compute().values
     for value in np.unique(ids[ids > 0]):
         first = np.flatnonzero(ids.ravel() == value)[0]
         assert value == first + 1
@@ -66,10 +67,10 @@ def test_touching_objects_of_two_classes_stay_apart_and_class_zero_is_background
     labels = np.zeros((40, 40), "uint8")
     labels[5:20, 5:20] = 1
     labels[5:20, 20:35] = 2  # touches the first along a whole edge
-    ids = sd.instances(da.from_array(labels, 16)).values
+    ids = sd.instances(da.from_array(labels, 16)).compute().values
     assert len(np.unique(ids[labels == 1])) == 1 and len(np.unique(ids[labels == 2])) == 1
     assert ids[10, 10] != ids[10, 25] and (ids[labels == 0] == 0).all()
-    with_zero = sd.instances(da.from_array(labels, 16), classes=[0, 1]).values
+    with_zero = sd.instances(da.from_array(labels, 16), classes=[0, 1]).compute().values
     assert len(np.unique(with_zero[labels == 0])) == 1 and (with_zero[labels == 2] == 0).all()
 
 
@@ -79,7 +80,7 @@ def test_an_object_winding_through_many_chunks_is_one_object():
         labels[k, 5:85] = 1
         end = 84 if (k // 10) % 2 == 0 else 5
         labels[k : k + 11, end] = 1 if k + 10 < 85 else labels[k : k + 11, end]
-    ids = sd.instances(da.from_array(labels, 7)).values
+    ids = sd.instances(da.from_array(labels, 7)).compute().values
     reference, n = ndimage.label(labels)
     assert len(np.unique(ids[ids > 0])) == n and same_partition(ids, reference)
 
@@ -87,24 +88,27 @@ def test_an_object_winding_through_many_chunks_is_one_object():
 def test_corner_neighbours_join_only_with_connectivity_two_across_chunk_corners():
     labels = np.zeros((8, 8), "uint8")
     labels[3, 3] = labels[4, 4] = 1  # diagonal across the corner of four 4 px chunks
-    assert len(np.unique(sd.instances(da.from_array(labels, 4)).values)) == 3
-    assert len(np.unique(sd.instances(da.from_array(labels, 4), connectivity=2).values)) == 2
+    assert len(np.unique(sd.instances(da.from_array(labels, 4)).compute().values)) == 3
+    assert (
+        len(np.unique(sd.instances(da.from_array(labels, 4), connectivity=2).compute().values)) == 2
+    )
 
 
 def test_nodata_is_never_an_object():
     labels = class_map(3)
     labels[:50] = 255
     array = xr.DataArray(da.from_array(labels, 64), dims=("y", "x")).rio.write_nodata(255)
-    ids = sd.instances(array).values
+    ids = sd.instances(array).compute().values
     assert (ids[:50] == 0).all()
     assert same_partition(ids, scipy_instances(labels, 1, [1, 2]))
 
 
+@pytest.mark.skipif(array_expr(), reason="dask-image builds its graphs with from_delayed")
 def test_the_same_objects_as_dask_image_on_a_foreground():
     ndmeasure = pytest.importorskip("dask_image.ndmeasure")
     labels = (class_map(4, classes=2) == 1).astype("uint8")
     theirs, _ = ndmeasure.label(da.from_array(labels, 64))
-    ours = sd.instances(da.from_array(labels, 64)).values
+    ours = sd.instances(da.from_array(labels, 64)).compute().values
     assert same_partition(ours, np.asarray(theirs))
 
 
@@ -116,7 +120,7 @@ def test_a_segment_result_keeps_its_crs_transform_and_coords(scene):
     assert ids.rio.crs == labels.rio.crs and ids.rio.transform() == labels.rio.transform()
     assert ids.dtype == np.uint32 and ids.chunks == labels.chunks
     np.testing.assert_array_equal(ids.x, labels.x)
-    assert same_partition(ids.values, scipy_instances(labels.values, 1, [1]))
+    assert same_partition(ids.compute().values, scipy_instances(labels.compute().values, 1, [1]))
 
 
 def test_bad_input_is_refused_naming_the_rule():
@@ -131,10 +135,10 @@ def test_bad_input_is_refused_naming_the_rule():
 
 
 def test_an_empty_scene_has_no_object_and_a_boolean_map_is_class_one():
-    assert not sd.instances(np.zeros((30, 30), "uint8")).values.any()
+    assert not sd.instances(np.zeros((30, 30), "uint8")).compute().values.any()
     mask = np.zeros((30, 30), bool)
     mask[2:5, 2:5] = True
-    assert len(np.unique(sd.instances(mask).values)) == 2
+    assert len(np.unique(sd.instances(mask).compute().values)) == 2
 
 
 def test_a_scene_larger_than_uint32_holds_gets_uint64_ids_lazily():

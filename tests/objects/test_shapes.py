@@ -70,7 +70,7 @@ def test_the_ids_are_those_of_instances_and_class_names_travel():
     array = georeferenced(labels, 32)
     array.attrs["class_names"] = ["background", "field", "forest"]
     frame = sd.polygons(array)
-    ids = sd.instances(array).values
+    ids = sd.instances(array).compute().values
     assert set(frame["id"]) == set(np.unique(ids[ids > 0]))
     assert set(frame["class_name"]) == {"field", "forest"}
 
@@ -97,7 +97,7 @@ def test_the_object_table_agrees_with_scipys_measurements():
     table = sd.object_table(georeferenced(labels, 30), image=image)
     assert hasattr(table, "dask")  # lazy: a dask DataFrame
     table = table.compute().sort_index()
-    ids = sd.instances(labels).values
+    ids = sd.instances(labels).compute().values
     index = np.unique(ids[ids > 0])
     assert list(table.index) == list(index)
     counts = ndimage.sum_labels(np.ones_like(ids), ids, index)
@@ -134,7 +134,7 @@ def test_the_cli_vectorizes_a_written_class_map(write_scene, tmp_path, capsys):
     out = tmp_path / "objects.gpkg"
     assert main(["vectorize", str(labels), str(out)]) == 0
     back = pyogrio.read_dataframe(out)
-    written = sd.open_raster(labels).isel(band=0).values
+    written = sd.open_raster(labels).isel(band=0).compute().values
     whole = list(features.shapes(written, mask=written == 1, connectivity=4))
     assert len(back) == len(whole) and back.crs == sd.open_raster(labels).rio.crs
     assert main(["vectorize", str(labels), str(out)]) == 2  # exists
