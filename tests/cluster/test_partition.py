@@ -198,52 +198,54 @@ def _finish(job: subprocess.Popen[bytes], store: Path, expected: np.ndarray) -> 
     return time.monotonic() - started
 
 
-def test_a_worker_cut_off_mid_run_changes_nothing_when_it_comes_back(network, expected, tmp_path):
-    scene, labels = expected
-    cluster = PartitionedJob(network, tmp_path)
+@pytest.fixture
+def cluster(network, tmp_path):
+    made = PartitionedJob(network, tmp_path)
     try:
-        store = tmp_path / "cut.zarr"
-        job = cluster.run(scene, store)
-        support.wait_for(
-            lambda: store.exists() and _regions_done(store) >= 2, 120, "the first writes"
-        )
-        network.cut("worker-a")
-        cut_at = time.monotonic()
-        _finish(job, store, labels)
-        finished_after = time.monotonic() - cut_at
-        written = _digest(store)
-        network.mend("worker-a")
-        # the cut-off worker learns it was dropped (its heartbeat answered "missing") and closes;
-        # whatever it still had running has landed by then
-        deadline = time.monotonic() + 90
-        while cluster.worker("worker-a").poll() is None and time.monotonic() < deadline:
-            time.sleep(0.5)
-        gone = cluster.worker("worker-a").poll() is not None
-        time.sleep(2)
-        assert _digest(store) == written, "the cut-off worker's late writes changed the store"
-        np.testing.assert_array_equal(_labels(store), labels)
-        print(f"cut worker-a; the job finished {finished_after:.1f} s later; "
-              f"worker-a {'closed' if gone else 'still running'} after the link came back")  # fmt: skip
+        yield made
     finally:
-        cluster.close()
+        made.close()
+
+
+def _started(cluster: PartitionedJob, scene: Path, store: Path, regions: int):
+    """The job under way, once ``regions`` regions of its output are written."""
+    job = cluster.run(scene, store)
+    support.wait_for(lambda: store.exists() and _regions_done(store) >= regions, 120, "writes")
+    return job
+
+
+def test_a_worker_cut_off_mid_run_changes_nothing_when_it_comes_back(network, expected, cluster):
+    scene, labels = expected
+    store = cluster.folder / "cut.zarr"
+    job = _started(cluster, scene, store, 2)
+    network.cut("worker-a")
+    cut_at = time.monotonic()
+    _finish(job, store, labels)
+    finished_after = time.monotonic() - cut_at
+    written = _digest(store)
+    network.mend("worker-a")
+    # the cut-off worker learns it was dropped (its heartbeat answered "missing") and closes;
+    # whatever it still had running has landed by then
+    deadline = time.monotonic() + 90
+    while cluster.worker("worker-a").poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    gone = cluster.worker("worker-a").poll() is not None
+    time.sleep(2)
+    assert _digest(store) == written, "the cut-off worker's late writes changed the store"
+    np.testing.assert_array_equal(_labels(store), labels)
+    print(f"cut worker-a; the job finished {finished_after:.1f} s later; "
+          f"worker-a {'closed' if gone else 'still running'} after the link came back")  # fmt: skip
 
 
 def test_a_worker_slowed_by_seconds_of_delay_leaves_the_output_identical(
-    network, expected, tmp_path
+    network, expected, cluster
 ):
     scene, labels = expected
-    cluster = PartitionedJob(network, tmp_path)
-    try:
-        store = tmp_path / "slow.zarr"
-        job = cluster.run(scene, store)
-        support.wait_for(
-            lambda: store.exists() and _regions_done(store) >= 1, 120, "the first write"
-        )
-        how = network.slow("worker-b")
-        took = _finish(job, store, labels)
-        print(f"worker-b's link slowed ({how}); the job finished {took:.1f} s later")
-    finally:
-        cluster.close()
+    store = cluster.folder / "slow.zarr"
+    job = _started(cluster, scene, store, 1)
+    how = network.slow("worker-b")
+    took = _finish(job, store, labels)
+    print(f"worker-b's link slowed ({how}); the job finished {took:.1f} s later")
 
 
 def _regions_done(store: Path) -> int:

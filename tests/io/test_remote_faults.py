@@ -31,7 +31,20 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_a_store_stopped_mid_write_and_started_again_resumes_identically(write_scene, tmp_path):
+def _aws(port: int, monkeypatch) -> dict[str, str]:
+    """The AWS_ variables that reach moto on ``port``, set in this process (until the test ends) and
+    returned, with the rest of the environment, for the CLI's.
+    """
+    aws = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+    for key, value in aws.items():
+        monkeypatch.setenv(key, value)
+    return dict(os.environ)
+
+
+def test_a_store_stopped_mid_write_and_started_again_resumes_identically(
+    write_scene, tmp_path, monkeypatch
+):
     pytest.importorskip("s3fs")
     server_module = pytest.importorskip("moto.server")
     import s3fs
@@ -39,11 +52,7 @@ def test_a_store_stopped_mid_write_and_started_again_resumes_identically(write_s
     port = _free_port()
     server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
-    env = {**os.environ, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-           "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-           "AWS_DEFAULT_REGION": "us-east-1", "SEAMLESS_TILE_SLEEP": "0.03"}  # fmt: skip
-    saved = {k: os.environ.get(k) for k in env if k.startswith("AWS_")}
-    os.environ.update({k: v for k, v in env.items() if k.startswith("AWS_")})
+    env = {**_aws(port, monkeypatch), "SEAMLESS_TILE_SLEEP": "0.03"}
     fs = s3fs.S3FileSystem(skip_instance_cache=True)
     fs.mkdir("bucket")
     scene = write_scene(288)
@@ -85,11 +94,6 @@ def test_a_store_stopped_mid_write_and_started_again_resumes_identically(write_s
         np.testing.assert_array_equal(back, expected)
     finally:
         server.stop()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
         s3fs.S3FileSystem.clear_instance_cache()
 
 
@@ -151,7 +155,7 @@ def _flaky_moto(port: int):
 
 
 @pytest.fixture
-def flaky_store(write_scene):
+def flaky_store(write_scene, monkeypatch):
     """A flaky moto server (``_flaky_moto``'s knobs through ``state``, set before ``run``), the AWS_
     variables that reach it in this process and the CLI's, and ``run(url, *more)``: the CLI segmenting a
     288 px scene into ``url`` on dask's threads.
@@ -163,11 +167,7 @@ def flaky_store(write_scene):
     port = _free_port()
     server, state = _flaky_moto(port)
     server.start()
-    env = {**os.environ, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-           "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-           "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
-    saved = {k: os.environ.get(k) for k in env if k.startswith("AWS_")}
-    os.environ.update({k: v for k, v in env.items() if k.startswith("AWS_")})
+    env = _aws(port, monkeypatch)
     scene = write_scene(288)
     fs = s3fs.S3FileSystem(skip_instance_cache=True)
     if not fs.exists("bucket"):  # moto's buckets live as long as this process
@@ -193,11 +193,6 @@ def flaky_store(write_scene):
         yield state, run, labels, expected
     finally:
         server.stop()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
         s3fs.S3FileSystem.clear_instance_cache()
 
 
