@@ -18,11 +18,16 @@ import pandas as pd
 import shapely
 import xarray as xr
 from affine import Affine
+from rasterio.errors import NotGeoreferencedWarning
 
 from ..exceptions import OptionError
 from .instances import instances
 
 PIXEL_ORIGIN = 1  # what the pieces' pixel coordinates add to the scene's (_pieces)
+# rasterio.features.shapes warns of the in-memory rasters it makes of numpy arrays, which have no
+# transform; a filter set around the call would not hold across dask's threads, so one for that
+# module's warning only, once
+warnings.filterwarnings("ignore", category=NotGeoreferencedWarning, module=r"rasterio\.features")
 
 
 def polygons(
@@ -196,7 +201,6 @@ def _pieces(
     coordinates (whole numbers).
     """
     from rasterio import features
-    from rasterio.errors import NotGeoreferencedWarning
 
     ids, classes = np.asarray(ids), np.asarray(classes)
     keep = ids > 0
@@ -211,11 +215,9 @@ def _pieces(
     # takes for a raster without a transform
     shift = Affine.translation(origin[1] + PIXEL_ORIGIN, origin[0] + PIXEL_ORIGIN)
     out: dict[int, list] = {}
-    with warnings.catch_warnings():  # the in-memory rasters rasterio makes of the arrays have none
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        found = features.shapes(local, mask=keep, connectivity=4 * connectivity, transform=shift)
-        for geometry, value in found:
-            out.setdefault(int(value), []).append(shapely.geometry.shape(geometry))
+    found = features.shapes(local, mask=keep, connectivity=4 * connectivity, transform=shift)
+    for geometry, value in found:
+        out.setdefault(int(value), []).append(shapely.geometry.shape(geometry))
     return [
         (int(unique[k]), first[k].item(), int(counts[k]) if n == 0 else 0, part)
         for k, parts in out.items()
