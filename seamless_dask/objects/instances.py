@@ -111,7 +111,7 @@ def instances(
     --------
     >>> import numpy as np, seamless_dask as sd
     >>> labels = np.array([[1, 1, 0, 2], [0, 1, 0, 2], [2, 0, 0, 0]])
-    >>> sd.instances(labels).values  # each object's id: 1 + the index of its first pixel
+    >>> sd.instances(labels).compute().values  # each object's id: 1 + the index of its first pixel
     array([[1, 1, 0, 4],
            [0, 1, 0, 4],
            [9, 0, 0, 0]], dtype=uint32)
