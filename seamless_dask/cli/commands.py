@@ -109,31 +109,26 @@ def vectorize(args: argparse.Namespace) -> None:
     """Write every object of a written class map as a polygon, with its class, in the map's CRS."""
     import os
 
+    from ..classes import NAMES_ATTR
     from ..exceptions import RasterError
     from ..io import open_raster
     from ..objects import polygons, to_vector
+    from ..viz.quicklook import written_classes
 
     if os.path.abspath(args.target) == os.path.abspath(args.labels):
         raise RasterError(f"OUT {args.target!r} is LABELS: writing it would destroy LABELS")
     if os.path.exists(args.target) and not args.overwrite:
         raise RasterError(f"{args.target!r} exists: pass --overwrite to replace it")
     labels = open_raster(args.labels, chunks=2048).isel(band=0)
-    labels.attrs.setdefault("class_names", _class_names(args.labels, labels.attrs))
+    written = written_classes(args.labels)  # a TIFF's GDAL categories, a zarr's attributes
+    if written is not None and written.names:
+        labels.attrs[NAMES_ATTR] = list(written.names)
     frame = polygons(labels, connectivity=args.connectivity, classes=args.classes)
     if os.path.exists(args.target):
         os.remove(args.target)
     to_vector(frame, args.target)
     crs = frame.crs.to_string() if frame.crs is not None else "no CRS"
     print(f"{len(frame):,} objects -> {args.target} ({crs})")
-
-
-def _class_names(path: str, attrs: dict) -> list[str]:
-    """What a written class map names its classes: a TIFF's GDAL categories, a zarr's CF flags."""
-    from ..io import category_names
-
-    if "flag_meanings" in attrs:
-        return str(attrs["flag_meanings"]).split()
-    return category_names(path) if not str(path).rstrip("/").endswith(".zarr") else []
 
 
 def k8s(args: argparse.Namespace) -> None:

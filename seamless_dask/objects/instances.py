@@ -116,7 +116,7 @@ def instances(
            [0, 1, 0, 4],
            [9, 0, 0, 0]], dtype=uint32)
     """
-    array = _as_label_map(labels)
+    array = label_map(labels)
     rule = LabelRule(_classes(classes), _nodata(array, nodata), _connectivity(connectivity))
     ids = label_array(array.data, rule)
     out = xr.DataArray(ids, dims=array.dims, coords=array.coords, name="instances")
@@ -301,7 +301,10 @@ def _relabel(
     return ids
 
 
-def _as_label_map(labels: Any) -> xr.DataArray:
+def label_map(labels: Any) -> xr.DataArray:
+    """``labels`` as the ``(y, x)`` integer map ``instances`` reads (a one-band map squeezed, booleans
+    as 0/1); anything else refused naming the rule.
+    """
     if not isinstance(labels, xr.DataArray):
         labels = labels if isinstance(labels, da.Array) else np.asarray(labels)
     if not isinstance(labels, xr.DataArray):

@@ -20,8 +20,9 @@ import xarray as xr
 from affine import Affine
 from rasterio.errors import NotGeoreferencedWarning
 
+from ..classes import classes_of
 from ..exceptions import OptionError
-from .instances import instances
+from .instances import instances, label_map
 
 PIXEL_ORIGIN = 1  # what the pieces' pixel coordinates add to the scene's (_pieces)
 # rasterio.features.shapes warns of the in-memory rasters it makes of numpy arrays, which have no
@@ -102,9 +103,8 @@ def object_table(labels: Any, image: Any = None, **rule: Any) -> Any:
     classes_map = _class_map(labels, ids)
     bands = _bands(image, ids)
     parts = _per_chunk(_moments, ids.data, classes_map, *(bands or (None, None)))
-    meta = _moments(
-        np.zeros((1, 1), np.uint32), np.zeros((1, 1), np.uint8), (0, 0), _band_meta(image)
-    )
+    no_bands = {name: np.zeros((1, 1)) for name in bands[1]} if bands else None
+    meta = _moments(np.zeros((1, 1), np.uint32), np.zeros((1, 1), np.uint8), (0, 0), no_bands)
     transform = ids.rio.transform(recalc=False)
     table = dask.delayed(_table)(parts, transform, meta)
     return dd.from_delayed([table], meta=_finish(_totals(meta), Affine.identity()))
@@ -157,7 +157,7 @@ def _finish(part: pd.DataFrame, transform: Affine) -> pd.DataFrame:
     out = pd.DataFrame(index=part.index)
     out["class"] = part["class"]
     out["area_px"] = part["n"].astype("int64")
-    out["area"] = part["n"] * abs(transform.a * transform.e - transform.b * transform.d)
+    out["area"] = part["n"] * abs(transform.determinant)
     x0, y0 = _apply_points(transform, part["cmin"], part["rmin"])
     x1, y1 = _apply_points(transform, part["cmax"] + 1, part["rmax"] + 1)
     out["xmin"], out["xmax"] = np.minimum(x0, x1), np.maximum(x0, x1)
@@ -267,14 +267,11 @@ def _apply_points(transform: Affine, cols: Any, rows: Any) -> tuple[Any, Any]:
 
 
 def _class_map(labels: Any, ids: xr.DataArray) -> Any:
+    """The class map as ``instances`` read it, in the ids' chunks."""
     import dask.array as da
 
-    array = labels if isinstance(labels, xr.DataArray) else xr.DataArray(labels, dims=("y", "x"))
-    if "band" in array.dims:
-        array = array.squeeze("band", drop=True)
-    data = array.data
-    data = data if isinstance(data, da.Array) else da.from_array(np.asarray(data), ids.data.chunks)
-    return data.astype(np.uint8) if data.dtype == bool else data
+    data = label_map(labels).data
+    return data if isinstance(data, da.Array) else da.from_array(data, ids.data.chunks)
 
 
 def _bands(image: Any, ids: xr.DataArray) -> tuple[Any, list[str]] | None:
@@ -299,15 +296,6 @@ def _named(block: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
     return dict(zip(names, np.asarray(block), strict=True))
 
 
-def _band_meta(image: Any) -> dict | None:
-    if image is None:
-        return None
-    array = (
-        image if isinstance(image, xr.DataArray) else xr.DataArray(image, dims=("band", "y", "x"))
-    )
-    return {name: np.zeros((1, 1)) for name in _band_names(array)}
-
-
 def _band_names(array: xr.DataArray) -> list[str]:
     if "band" in array.coords:
         return [str(b) for b in array["band"].values]
@@ -315,12 +303,8 @@ def _band_names(array: xr.DataArray) -> list[str]:
 
 
 def _class_names(labels: Any) -> dict[int, str]:
-    names = getattr(labels, "attrs", {}).get("class_names")
-    if isinstance(names, dict):
-        return {int(k): str(v) for k, v in names.items()}
-    if isinstance(names, list | tuple):
-        return dict(enumerate(map(str, names)))
-    return {}
+    found = classes_of(dict(getattr(labels, "attrs", {})))
+    return dict(enumerate(found.names)) if found is not None else {}
 
 
 def _geopandas() -> Any:

@@ -211,11 +211,14 @@ def _classes_for(labels: Any, class_names: Sequence[str] | None, palette: Any) -
     if class_names is not None or palette is not None:
         return as_classes(class_names, palette)
     if isinstance(labels, (str, Path)):
-        return _written_classes(str(labels))
+        return written_classes(str(labels))
     return classes_of(dict(getattr(labels, "attrs", {})))
 
 
-def _written_classes(path: str) -> Any:
+def written_classes(path: str) -> Any:
+    """The classes a written class map carries: a zarr's attributes, a TIFF's colour table and GDAL
+    categories (``None`` without either).
+    """
     from ..classes import as_classes, classes_of
     from ..io import is_zarr, open_raster
 

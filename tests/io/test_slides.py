@@ -402,7 +402,7 @@ def test_the_quicklook_has_a_legend_with_the_class_colours(labels, tmp_path):
         assert (swatches == np.frombuffer(bytes.fromhex(colour), np.uint8)).all(axis=1).any()
     # from a written COG: its colour table and category names
     sd.to_cog(labels, tmp_path / "labels.tif")
-    assert viz._written_classes(str(tmp_path / "labels.tif")).names == tuple(NAMES)
+    assert viz.written_classes(str(tmp_path / "labels.tif")).names == tuple(NAMES)
 
 
 @pytest.mark.parametrize(
