@@ -1,6 +1,7 @@
 """Objects, not only pixels: instances from a class map, their table, their polygons (docs/objects.md)."""
 
 from .instances import instances
-from .shapes import object_table, polygons, to_vector
+from .shapes import polygons, to_vector
+from .table import object_table
 
 __all__ = ["instances", "object_table", "polygons", "to_vector"]

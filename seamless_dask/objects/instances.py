@@ -33,6 +33,7 @@ from scipy import ndimage, sparse
 from scipy.sparse import csgraph
 
 from ..exceptions import OptionError, RasterError
+from ..tiling.region import Region, as_region
 
 UINT32_MAX = int(np.iinfo(np.uint32).max)
 DEFAULT_CHUNK = 2048  # for a class map in memory: what a chunk of a lazily read raster is
@@ -45,6 +46,16 @@ class LabelRule:
     classes: tuple[int, ...] | None  # None: every class but 0 (the background) and nodata
     nodata: int | None
     connectivity: int  # 1: edge neighbours (4 in 2-D); 2: edges and corners (8)
+    region: Region | None = None  # pixels whose centre lies outside are no object
+
+    def inside(self, origin: tuple[int, int], shape: tuple[int, ...]) -> np.ndarray | None:
+        """Which pixels of the block at ``origin`` may be objects' (their centre in the region);
+        ``None``: all.
+        """
+        if self.region is None:
+            return None
+        inside = self.region.mask(origin[0], origin[1], (int(shape[0]), int(shape[1])))
+        return None if inside.all() else inside
 
     def label(
         self, block: np.ndarray, origin: tuple[int, int], width: int, dtype: Any
@@ -53,9 +64,11 @@ class LabelRule:
         each named 1 + the scene's row-major index of its first pixel; 0 where no object is.
         """
         structure = ndimage.generate_binary_structure(2, self.connectivity)
+        inside = self.inside(origin, block.shape)
         ids = np.zeros(block.shape, dtype)
-        for value in self.values(block):
-            found, n = ndimage.label(block == value, structure=structure)
+        for value in self.values(block if inside is None else block[inside]):
+            mask = block == value
+            found, n = ndimage.label(mask if inside is None else mask & inside, structure=structure)
             if not n:
                 continue
             # scipy numbers regions in scan order: where the running maximum grows, a region starts
@@ -81,6 +94,8 @@ def instances(
     connectivity: int = 1,
     classes: list[int] | tuple[int, ...] | None = None,
     nodata: int | None = None,
+    region: Any = None,
+    region_crs: Any = None,
 ) -> xr.DataArray:
     """Object ids of a class map, lazily: one id per connected region of one class, 0 for background.
 
@@ -98,6 +113,11 @@ def instances(
         field's convention, and the map's nodata. Objects of different classes that touch stay apart.
     nodata
         The map's nodata value, if its ``rio.nodata`` / ``_FillValue`` does not say it: never an object.
+    region, region_crs
+        Where objects are wanted, as ``segment`` takes it (a shapely geometry or GeoJSON mapping in the
+        map's CRS, or in ``region_crs``; pixel coordinates for a map without one): pixels whose centre
+        lies outside are no object's, so an object the region's edge crosses is cut there (as a
+        ``segment(..., region=)`` map already is: its nodata outside).
 
     Returns
     -------
@@ -117,7 +137,12 @@ def instances(
            [9, 0, 0, 0]], dtype=uint32)
     """
     array = label_map(labels)
-    rule = LabelRule(_classes(classes), _nodata(array, nodata), _connectivity(connectivity))
+    rule = LabelRule(
+        _classes(classes),
+        _nodata(array, nodata),
+        _connectivity(connectivity),
+        as_region(region, array, region_crs),
+    )
     ids = label_array(array.data, rule)
     out = xr.DataArray(ids, dims=array.dims, coords=array.coords, name="instances")
     out.attrs.update(

@@ -1,30 +1,38 @@
-"""Objects as polygons and as a table, from a class map, merged across chunk borders.
+"""Objects as polygons, from a class map, merged across chunk borders.
 
 Each chunk is polygonised by ``rasterio.features.shapes`` in pixel coordinates (whole numbers, exact, so
-the pieces of an object that crosses a border share their edges to the last bit), the pieces of one
-object (one id of :func:`~seamless_dask.objects.instances`) are joined by ``shapely.union_all``, and only
-then is the raster's transform applied: no seam line, no sliver. The table sums each chunk's moments of
-each object (pixels, rows, columns, band values) and adds them up by id.
+the pieces of an object that crosses a border share their edges to the last bit). A piece that touches
+no inner chunk border is a whole object, and stays in its chunk's partition; the pieces that touch one go
+to one merge, which joins those of one object (one id of :func:`~seamless_dask.objects.instances`). Only
+then is the raster's transform applied: no seam line, no sliver.
+
+The join unions the pieces' outlines only: a hole of a piece that touches no border of its chunk is a
+hole of the object (nothing else of the object can be inside it), so it is put back after the union
+rather than carried through it (unions of polygons with many holes are what costs, five times over).
 """
 
 from __future__ import annotations
 
+import itertools
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import dask
 import numpy as np
 import pandas as pd
 import shapely
-import xarray as xr
 from affine import Affine
 from rasterio.errors import NotGeoreferencedWarning
 
 from ..classes import classes_of
 from ..exceptions import OptionError
-from .instances import instances, label_map
+from .chunks import apply_points, class_map_of, per_chunk
+from .instances import instances
 
 PIXEL_ORIGIN = 1  # what the pieces' pixel coordinates add to the scene's (_pieces)
+COLUMNS = ["id", "class", "area_px", "geometry"]
+_DTYPES = ("uint64", "int64", "int64", "object")
 # rasterio.features.shapes warns of the in-memory rasters it makes of numpy arrays, which have no
 # transform; a filter set around the call would not hold across dask's threads, so one for that
 # module's warning only, once
@@ -37,6 +45,10 @@ def polygons(
     connectivity: int = 1,
     classes: list[int] | None = None,
     nodata: int | None = None,
+    region: Any = None,
+    region_crs: Any = None,
+    simplify: float | None = None,
+    lazy: bool = False,
 ) -> Any:
     """Every object of a class map as one polygon (with its holes), in the map's CRS.
 
@@ -44,16 +56,25 @@ def polygons(
     ----------
     labels
         A class map ``(y, x)``, as :func:`~seamless_dask.objects.instances` takes it (its
-        ``connectivity``, ``classes`` and ``nodata`` mean the same here).
+        ``connectivity``, ``classes``, ``nodata``, ``region`` and ``region_crs`` mean the same here).
+    simplify
+        A tolerance in CRS units (pixels for a map without one): the outlines simplified together, so
+        that neighbours still share their edges (GEOS's coverage simplification: no gap, no overlap).
+        The areas no longer add up to the pixels.
+    lazy
+        A dask-geopandas GeoDataFrame instead: a partition a chunk (the objects wholly inside it) and
+        one more (the objects that cross a border), so no machine holds every polygon;
+        :func:`to_vector` writes it partition by partition. ``simplify`` needs every polygon at once,
+        so it is refused here.
 
     Returns
     -------
     geopandas.GeoDataFrame
-        One row an object: ``id`` (the object's id in ``instances(labels)``), ``class`` (and
-        ``class_name`` where the map names its classes), ``area_px`` and ``geometry`` (a Polygon; a
-        MultiPolygon for an object joined only at corners, ``connectivity=2``), in ``labels.rio.crs``.
-        Per class, the areas add up to the pixel count times the pixel area, and the objects are
-        ``rasterio.features.shapes``' on the whole map.
+        One row an object, sorted by id: ``id`` (the object's id in ``instances(labels)``), ``class``
+        (and ``class_name`` where the map names its classes), ``area_px`` and ``geometry`` (a Polygon;
+        a MultiPolygon for an object joined only at corners, ``connectivity=2``), in
+        ``labels.rio.crs``. Per class, the areas add up to the pixel count times the pixel area, and
+        the objects are ``rasterio.features.shapes``' on the whole map.
 
     Examples
     --------
@@ -62,244 +83,240 @@ def polygons(
     >>> frame[["id", "class", "area_px"]].to_dict("list")
     {'id': [1, 6], 'class': [1, 2], 'area_px': [3, 3]}
     """
-    geopandas = _geopandas()
-    ids = instances(labels, connectivity=connectivity, classes=classes, nodata=nodata)
-    classes_map = _class_map(labels, ids)
-    found = _per_chunk(_pieces, ids.data, classes_map, None, None, connectivity=connectivity)
-    pieces = found.compute()
-    frame = pd.DataFrame(
-        [p for block in pieces.ravel() for p in block],
-        columns=["id", "class", "area_px", "geometry"],
+    _geopandas()  # refused at once, not once the chunks are polygonised
+    if lazy and simplify:
+        raise OptionError(
+            f"simplify={simplify!r} with lazy=True: the coverage is simplified whole, which a "
+            "partitioned frame never is: compute it first (lazy=False) or simplify each partition "
+            "yourself (neighbours in two partitions then no longer share their edges)"
+        )
+    ids = instances(
+        labels, connectivity=connectivity, classes=classes, nodata=nodata, region=region,
+        region_crs=region_crs,
+    )  # fmt: skip
+    found = per_chunk(
+        _pieces, ids.data, class_map_of(labels, ids), None, None,
+        connectivity=connectivity, scene=ids.shape,
+    )  # fmt: skip
+    finish = _Finish(
+        ids.rio.transform(recalc=False) * Affine.translation(-PIXEL_ORIGIN, -PIXEL_ORIGIN),
+        ids.rio.crs,
+        _class_names(labels),
     )
-    joined = _joined(frame)
-    to_crs = ids.rio.transform(recalc=False) * Affine.translation(-PIXEL_ORIGIN, -PIXEL_ORIGIN)
-    geometry = shapely.transform(joined["geometry"].to_numpy(), lambda xy: _apply(to_crs, xy))
-    out = geopandas.GeoDataFrame(
-        {
-            "id": joined.index.to_numpy(),
-            "class": joined["class"].to_numpy(),
-            "area_px": joined["area_px"].to_numpy(),
-        },
-        geometry=geometry,
-        crs=ids.rio.crs,
-    )
-    names = _class_names(labels)
-    if names:
-        out["class_name"] = [names.get(int(c), "") for c in out["class"]]
+    if lazy:
+        return _partitioned(found, finish)
+    chunks = found.compute().ravel()
+    whole = [c.whole for c in chunks]
+    merged = _joined(pd.concat([c.border for c in chunks], ignore_index=True))
+    frame = pd.concat([*whole, merged], ignore_index=True).sort_values("id", ignore_index=True)
+    if not simplify:
+        return finish(frame)
+    # a coverage for GEOS: neighbours' shared edges with the same vertices (every pixel corner), and
+    # each ring from the same vertex whatever the chunking (normalize)
+    noded = shapely.normalize(shapely.segmentize(frame["geometry"].to_numpy(), 1.0))
+    out = finish(frame.assign(geometry=noded))
+    out["geometry"] = shapely.coverage_simplify(out.geometry.to_numpy(), float(simplify))
     return out
 
 
-def object_table(labels: Any, image: Any = None, **rule: Any) -> Any:
-    """Per object: ``class``, ``area_px``, ``area`` (CRS units squared), ``xmin ymin xmax ymax`` and
-    ``x y`` (the centroid, in the CRS), and with ``image`` ``(band, y, x)`` the mean of each band
-    (``mean_<band>``), as a lazy dask DataFrame indexed by object id.
+@dataclass(frozen=True)
+class Pieces:
+    """One chunk's polygons: the whole objects, and the pieces that touch an inner chunk border
+    (with the chunk's box, ``x0 y0 x1 y1`` in the pieces' coordinates).
+    """
 
-    ``rule``: ``connectivity``, ``classes``, ``nodata``, as :func:`~seamless_dask.objects.instances`.
-    An empty scene gives an empty table.
+    whole: pd.DataFrame
+    border: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class _Finish:
+    """Pixel-coordinate rows into a GeoDataFrame in the CRS."""
+
+    to_crs: Affine
+    crs: Any
+    names: dict[int, str]
+
+    def __call__(self, frame: pd.DataFrame) -> Any:
+        geopandas = _geopandas()
+        geometry = shapely.transform(frame["geometry"].to_numpy(), self._apply)
+        out = geopandas.GeoDataFrame(
+            {
+                "id": frame["id"].to_numpy(np.uint64),
+                "class": frame["class"].to_numpy(),
+                "area_px": frame["area_px"].to_numpy(np.int64),
+            },
+            geometry=geopandas.GeoSeries(geometry, crs=self.crs),
+        )
+        if self.names:
+            out.insert(2, "class_name", [self.names.get(int(c), "") for c in out["class"]])
+        return out
+
+    def _apply(self, xy: np.ndarray) -> np.ndarray:
+        x, y = apply_points(self.to_crs, xy[:, 0], xy[:, 1])
+        return np.column_stack([x, y])
+
+
+def _partitioned(found: Any, finish: _Finish) -> Any:
+    """A dask-geopandas frame: each chunk's whole objects a partition, the merged ones the last.
+
+    A chunk's pieces are split at once into its partition and its border pieces, so what waits for
+    the merge is only the border pieces, not the chunks.
     """
     import dask.dataframe as dd
 
-    ids = instances(labels, **rule)
-    classes_map = _class_map(labels, ids)
-    bands = _bands(image, ids)
-    parts = _per_chunk(_moments, ids.data, classes_map, *(bands or (None, None)))
-    no_bands = {name: np.zeros((1, 1)) for name in bands[1]} if bands else None
-    meta = _moments(np.zeros((1, 1), np.uint32), np.zeros((1, 1), np.uint8), (0, 0), no_bands)
-    transform = ids.rio.transform(recalc=False)
-    table = dask.delayed(_table)(parts, transform, meta)
-    return dd.from_delayed([table], meta=_finish(_totals(meta), Affine.identity()))
+    try:
+        import dask_geopandas  # noqa: F401  (registers GeoDataFrame partitions with dask)
+    except ImportError:
+        raise OptionError(
+            "lazy=True needs dask-geopandas: pip install 'seamless_dask[objects]'"
+        ) from None
+    blocks = found.to_delayed().ravel()
+    whole = [dask.delayed(_whole_of)(b, finish) for b in blocks]
+    border = [dask.delayed(_border_of)(b) for b in blocks]
+    merged = dask.delayed(_merged)(border, finish)
+    meta = finish(_empty())
+    return dd.from_delayed([*whole, merged], meta=meta, verify_meta=False)
 
 
-def _table(parts: np.ndarray, transform: Affine, empty: pd.DataFrame) -> pd.DataFrame:
-    frames = [p for p in parts.ravel() if len(p)]
-    frame = pd.concat(frames) if frames else empty
-    return _finish(_totals(frame), transform)
+def _empty() -> pd.DataFrame:
+    return pd.DataFrame({k: pd.Series(dtype=t) for k, t in zip(COLUMNS, _DTYPES, strict=True)})
 
 
-def _totals(frame: pd.DataFrame) -> pd.DataFrame:
-    """Each object's moments summed over the chunks that hold a piece of it."""
-    sums = {k: "sum" for k in frame.columns if k == "n" or k.startswith("sum_")}
-    extremes = {"class": "first", "rmin": "min", "rmax": "max", "cmin": "min", "cmax": "max"}
-    return frame.groupby("id", sort=True).agg({**sums, **extremes})
+def _whole_of(block: np.ndarray, finish: _Finish) -> Any:
+    return finish(block[0, 0].whole.sort_values("id"))
 
 
-def _per_chunk(
-    fn: Any, ids: Any, classes: Any, bands: Any, names: list[str] | None, **options: Any
-) -> Any:
-    """``fn(ids, classes, origin, bands, **options)`` of every chunk, lazily, as a dask array of
-    objects, one a chunk (blockwise: both of dask's engines take it; a chunk's origin comes from the
-    blocks of two ``arange`` arrays beside it).
-    """
-    import dask.array as da
-
-    rows, cols = (da.arange(n, chunks=c) for n, c in zip(ids.shape, ids.chunks, strict=True))
-    arrays: list[Any] = [ids, "ij", classes.rechunk(ids.chunks), "ij", rows, "i", cols, "j"]
-    if bands is not None:
-        arrays += [bands, "bij"]
-    return da.blockwise(
-        _one_chunk, "ij", *arrays, fn=fn, names=names, options=options,
-        dtype=object, adjust_chunks={"i": 1, "j": 1}, concatenate=True,
-        meta=np.empty((0, 0), object),
-    )  # fmt: skip
+def _border_of(block: np.ndarray) -> pd.DataFrame:
+    return block[0, 0].border
 
 
-def _one_chunk(
-    ids: np.ndarray, classes: np.ndarray, rows: np.ndarray, cols: np.ndarray, *bands: Any, fn: Any,
-    names: list[str] | None, options: dict,
-) -> np.ndarray:  # fmt: skip
-    out = np.empty((1, 1), object)
-    band_values = _named(bands[0], names or []) if bands else None
-    out[0, 0] = fn(ids, classes, (int(rows[0]), int(cols[0])), band_values, **options)
-    return out
-
-
-def _finish(part: pd.DataFrame, transform: Affine) -> pd.DataFrame:
-    out = pd.DataFrame(index=part.index)
-    out["class"] = part["class"]
-    out["area_px"] = part["n"].astype("int64")
-    out["area"] = part["n"] * abs(transform.determinant)
-    x0, y0 = _apply_points(transform, part["cmin"], part["rmin"])
-    x1, y1 = _apply_points(transform, part["cmax"] + 1, part["rmax"] + 1)
-    out["xmin"], out["xmax"] = np.minimum(x0, x1), np.maximum(x0, x1)
-    out["ymin"], out["ymax"] = np.minimum(y0, y1), np.maximum(y0, y1)
-    out["x"], out["y"] = _apply_points(
-        transform, part["sum_c"] / part["n"] + 0.5, part["sum_r"] / part["n"] + 0.5
-    )
-    for column in part.columns:
-        if column.startswith("sum_band_"):
-            out["mean_" + column.removeprefix("sum_band_")] = part[column] / part["n"]
-    return out
-
-
-def _moments(
-    ids: np.ndarray, classes: np.ndarray, origin: tuple[int, int], bands: Any
-) -> pd.DataFrame:
-    ids = np.asarray(ids)
-    keep = ids > 0
-    unique, index = np.unique(ids[keep], return_inverse=True)
-    rows, cols = np.nonzero(keep)
-    n = len(unique)
-    data: dict[str, Any] = {"id": unique.astype("uint64"), "n": np.bincount(index, minlength=n)}
-    data["sum_r"] = np.bincount(index, rows + origin[0], n).astype(float)
-    data["sum_c"] = np.bincount(index, cols + origin[1], n).astype(float)
-    for name, values in (bands or {}).items():
-        data[f"sum_band_{name}"] = np.bincount(index, np.asarray(values)[keep].astype(float), n)
-    data["class"] = np.zeros(n, np.asarray(classes).dtype)
-    data["class"][index] = np.asarray(classes)[keep]
-    for key, values, reduce in (("rmin", rows, np.minimum), ("rmax", rows, np.maximum),
-                                ("cmin", cols, np.minimum), ("cmax", cols, np.maximum)):  # fmt: skip
-        start = np.full(n, np.iinfo(np.int64).max if reduce is np.minimum else -1, np.int64)
-        reduce.at(start, index, values + (origin[0] if key[0] == "r" else origin[1]))
-        data[key] = start
-    return pd.DataFrame(data)
+def _merged(border: list[pd.DataFrame], finish: _Finish) -> Any:
+    return finish(_joined(pd.concat(border, ignore_index=True)))
 
 
 def _pieces(
-    ids: np.ndarray, classes: np.ndarray, origin: tuple[int, int], bands: Any, connectivity: int
-) -> list:
-    """``(id, class, pixels, polygon)`` of each piece of an object in one chunk, in the scene's pixel
-    coordinates (whole numbers).
+    ids: np.ndarray,
+    classes: np.ndarray,
+    origin: tuple[int, int],
+    bands: Any,
+    *,
+    connectivity: int,
+    scene: tuple[int, int],
+) -> Pieces:
+    """Each piece of an object in one chunk, ``(id, class, pixels, polygon)``, in the scene's pixel
+    coordinates plus ``PIXEL_ORIGIN`` (whole numbers: never the identity transform, which rasterio
+    takes for a raster without one).
     """
     from rasterio import features
 
     ids, classes = np.asarray(ids), np.asarray(classes)
     keep = ids > 0
+    x0, y0 = origin[1] + PIXEL_ORIGIN, origin[0] + PIXEL_ORIGIN
+    x1, y1 = x0 + ids.shape[1], y0 + ids.shape[0]
     if not keep.any():
-        return []
+        empty = _empty()
+        return Pieces(empty, empty.assign(x0=0, y0=0, x1=0, y1=0))
     unique, index = np.unique(ids, return_inverse=True)
     local = index.reshape(ids.shape).astype(np.int32)  # shapes takes int32, not uint32 ids
     counts = np.bincount(local.ravel(), minlength=len(unique))
     first = np.zeros(len(unique), classes.dtype)
     first[local[keep]] = classes[keep]
-    # pixel coordinates one more than the scene's (PIXEL_ORIGIN): never the identity, which rasterio
-    # takes for a raster without a transform
-    shift = Affine.translation(origin[1] + PIXEL_ORIGIN, origin[0] + PIXEL_ORIGIN)
-    out: dict[int, list] = {}
-    found = features.shapes(local, mask=keep, connectivity=4 * connectivity, transform=shift)
-    for geometry, value in found:
-        out.setdefault(int(value), []).append(shapely.geometry.shape(geometry))
-    return [
-        (int(unique[k]), first[k].item(), int(counts[k]) if n == 0 else 0, part)
-        for k, parts in out.items()
-        for n, part in enumerate(parts)
-    ]
-
-
-def _joined(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row an object: the pieces of the few objects that cross a border joined, the rest as
-    they are (a groupby over every object would call shapely once per object).
-    """
-    frame = frame.sort_values("id", kind="stable")
-    crossing = frame["id"].duplicated(keep=False).to_numpy()
-    whole = frame[~crossing].set_index("id")
-    geometry = whole["geometry"].to_numpy().copy()
-    invalid = ~shapely.is_valid(geometry)  # corner-joined rings (connectivity=2): MultiPolygons
-    geometry[invalid] = shapely.make_valid(geometry[invalid])
-    whole = whole.assign(geometry=geometry)
-    parts = frame[crossing].groupby("id", sort=True)
-    if parts.ngroups:
-        merged = parts.agg({"class": "first", "area_px": "sum"})
-        merged["geometry"] = [_join(list(g)) for _, g in parts["geometry"]]
-        whole = pd.concat([whole, merged]).sort_index()
-    return whole
-
-
-def _join(parts: list) -> Any:
-    """One object's pieces as one geometry.
-
-    Their edges meet on whole pixel coordinates, so the union leaves no sliver. A ring that touches
-    itself at a corner (an object joined only there, ``connectivity=2``) is made valid, as the
-    MultiPolygon it is. (GEOS's faster coverage union needs pieces noded alike on their shared edges,
-    which rasterio's are not.)
-    """
-    joined = parts[0] if len(parts) == 1 else shapely.union_all(parts)
-    return joined if joined.is_valid else shapely.make_valid(joined)
-
-
-def _apply(transform: Affine, xy: np.ndarray) -> np.ndarray:
-    x, y = _apply_points(transform, xy[:, 0], xy[:, 1])
-    return np.column_stack([x, y])
-
-
-def _apply_points(transform: Affine, cols: Any, rows: Any) -> tuple[Any, Any]:
-    a, b, c, d, e, f = transform[:6]
-    return a * cols + b * rows + c, d * cols + e * rows + f
-
-
-def _class_map(labels: Any, ids: xr.DataArray) -> Any:
-    """The class map as ``instances`` read it, in the ids' chunks."""
-    import dask.array as da
-
-    data = label_map(labels).data
-    return data if isinstance(data, da.Array) else da.from_array(data, ids.data.chunks)
-
-
-def _bands(image: Any, ids: xr.DataArray) -> tuple[Any, list[str]] | None:
-    """``image`` as a dask array chunked like the ids, all bands in each chunk, and its band names."""
-    if image is None:
-        return None
-    import dask.array as da
-
-    array = (
-        image if isinstance(image, xr.DataArray) else xr.DataArray(image, dims=("band", "y", "x"))
+    shift = Affine.translation(x0, y0)
+    found = list(features.shapes(local, mask=keep, connectivity=4 * connectivity, transform=shift))
+    geometry = _from_geojson([g for g, _ in found])
+    if connectivity == 2:  # rings that touch themselves at a corner: the MultiPolygons they are
+        invalid = ~shapely.is_valid(geometry)
+        geometry[invalid] = shapely.make_valid(geometry[invalid], method="structure")
+    local_id = np.array([int(v) for _, v in found], np.int64)
+    # an object in several pieces here (joined in another chunk) counts its pixels once
+    first_piece = ~pd.Series(local_id).duplicated().to_numpy()
+    frame = pd.DataFrame({
+        "id": unique[local_id].astype(np.uint64), "class": first[local_id],
+        "area_px": np.where(first_piece, counts[local_id], 0), "geometry": geometry,
+    })  # fmt: skip
+    bounds = shapely.bounds(geometry)
+    border = (
+        ((bounds[:, 0] <= x0) & (origin[1] > 0))
+        | ((bounds[:, 1] <= y0) & (origin[0] > 0))
+        | ((bounds[:, 2] >= x1) & (origin[1] + ids.shape[1] < scene[1]))
+        | ((bounds[:, 3] >= y1) & (origin[0] + ids.shape[0] < scene[0]))
     )
-    if array.shape[-2:] != ids.shape:
-        raise OptionError(
-            f"image= is {array.shape[-2]} x {array.shape[-1]} px, the class map {ids.shape[0]} x "
-            f"{ids.shape[1]}: pass the image the map was made from"
+    return Pieces(
+        frame[~border].reset_index(drop=True),
+        frame[border].assign(x0=x0, y0=y0, x1=x1, y1=y1).reset_index(drop=True),
+    )
+
+
+def _from_geojson(found: list[dict]) -> np.ndarray:
+    """GeoJSON polygons (``shapes``' output) as shapely's, built in one call from their coordinates
+    (five times faster than ``shapely.geometry.shape`` one by one).
+    """
+    rings = [ring for g in found for ring in g["coordinates"]]
+    lengths = np.fromiter(map(len, rings), np.int64, len(rings))
+    per_polygon = np.fromiter((len(g["coordinates"]) for g in found), np.int64, len(found))
+    coords = np.array(list(itertools.chain.from_iterable(rings)), float).reshape(-1, 2)
+    offsets = (
+        np.concatenate([[0], np.cumsum(lengths)]),
+        np.concatenate([[0], np.cumsum(per_polygon)]),
+    )
+    return shapely.from_ragged_array(shapely.GeometryType.POLYGON, coords, offsets)
+
+
+def _joined(border: pd.DataFrame) -> pd.DataFrame:
+    """The border pieces, one row an object: those of an object that crosses a border joined (the
+    module's docstring says how), the rest as they are.
+    """
+    border = border.sort_values("id", kind="stable")
+    crossing = border["id"].duplicated(keep=False).to_numpy()
+    alone = border.loc[~crossing, COLUMNS]
+    parts = border[crossing]
+    if not len(parts):
+        return alone
+    pieces, piece_of = shapely.get_parts(parts["geometry"].to_numpy(), return_index=True)
+    rings, ring_of = shapely.get_rings(pieces, return_index=True)
+    outline = np.r_[True, ring_of[1:] != ring_of[:-1]]  # each polygon's first ring
+    box = parts[["x0", "y0", "x1", "y1"]].to_numpy()[piece_of][ring_of]
+    bounds = shapely.bounds(rings)
+    at_border = (bounds[:, :2] <= box[:, :2]).any(axis=1) | (bounds[:, 2:] >= box[:, 2:]).any(
+        axis=1
+    )
+    inner = ~outline & ~at_border
+    outer = shapely.polygons(rings[~inner], indices=ring_of[~inner])
+    object_of = parts["id"].to_numpy()[piece_of]
+    holes = pd.Series(list(rings[inner])).groupby(object_of[ring_of[inner]]).agg(list)
+    merged = parts.groupby("id", sort=True).agg({"class": "first", "area_px": "sum"})
+    starts = np.searchsorted(object_of, merged.index.to_numpy())
+    ends = np.r_[starts[1:], len(object_of)]
+    merged["geometry"] = [
+        _with_holes(shapely.union_all(outer[s:e]), holes.get(k, []))
+        for k, s, e in zip(merged.index, starts, ends, strict=True)
+    ]
+    return pd.concat([alone, merged.reset_index()], ignore_index=True)
+
+
+def _with_holes(outline: Any, holes: list) -> Any:
+    """The joined outline with the pieces' inner holes put back, each in the smallest part whose
+    outline holds it (parts are nested only for objects joined at corners, ``connectivity=2``).
+    """
+    if not holes:
+        return outline
+    parts = sorted(
+        shapely.get_parts(outline), key=lambda p: shapely.area(shapely.Polygon(p.exterior))
+    )
+    if len(parts) == 1:
+        return shapely.Polygon(parts[0].exterior, [*parts[0].interiors, *holes])
+    hole_polygons = shapely.polygons(np.array(holes, object))
+    owner = np.full(len(holes), -1)
+    for k, part in enumerate(parts):
+        free = owner < 0
+        owner[free] = np.where(
+            shapely.covers(shapely.Polygon(part.exterior), hole_polygons[free]), k, -1
         )
-    data = array.data if isinstance(array.data, da.Array) else da.from_array(np.asarray(array.data))
-    return data.rechunk((-1, *ids.data.chunks)), _band_names(array)
-
-
-def _named(block: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
-    return dict(zip(names, np.asarray(block), strict=True))
-
-
-def _band_names(array: xr.DataArray) -> list[str]:
-    if "band" in array.coords:
-        return [str(b) for b in array["band"].values]
-    return [str(k) for k in range(array.shape[0])]
+    return shapely.MultiPolygon([
+        shapely.Polygon(p.exterior, [*p.interiors, *(h for h, o in zip(holes, owner, strict=True) if o == k)])
+        for k, p in enumerate(parts)
+    ])  # fmt: skip
 
 
 def _class_names(labels: Any) -> dict[int, str]:
@@ -318,15 +335,32 @@ def _geopandas() -> Any:
 def to_vector(frame: Any, path: str, *, layer: str | None = None) -> str:
     """Write polygons to GeoParquet (``.parquet``), GeoPackage (``.gpkg``) or FlatGeobuf (``.fgb``),
     with the CRS and class names, for GDAL/QGIS (pyogrio writes the last two).
+
+    A lazy frame (``polygons(..., lazy=True)``) is written a partition at a time: GeoParquet as one
+    file a partition in a folder (dask-geopandas), GeoPackage and FlatGeobuf appended to one file.
     """
     suffix = str(path).rsplit(".", 1)[-1].lower()
-    if suffix == "parquet":
-        frame.to_parquet(path)
-    elif suffix in ("gpkg", "fgb"):
-        driver = {"gpkg": "GPKG", "fgb": "FlatGeobuf"}[suffix]
-        frame.to_file(path, driver=driver, engine="pyogrio", **({"layer": layer} if layer else {}))
-    else:
+    if suffix not in ("parquet", "gpkg", "fgb"):
         raise OptionError(
             f"{path!r}: write polygons to .parquet (GeoParquet), .gpkg (GeoPackage) or .fgb (FlatGeobuf)"
         )
+    partitions = getattr(frame, "to_delayed", None)
+    if suffix == "parquet":
+        frame.to_parquet(path)
+        return str(path)
+    driver = {"gpkg": "GPKG", "fgb": "FlatGeobuf"}[suffix]
+    options: dict[str, Any] = {
+        "driver": driver,
+        "engine": "pyogrio",
+        **({"layer": layer} if layer else {}),
+    }
+    if partitions is None:
+        frame.to_file(path, **options)
+        return str(path)
+    written = False
+    for part in partitions():
+        chunk = part.compute()
+        if len(chunk) or not written:
+            chunk.to_file(path, **options, **({"mode": "a"} if written else {}))
+            written = True
     return str(path)

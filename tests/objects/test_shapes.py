@@ -7,6 +7,7 @@ against scipy's measurements.
 import dask.array as da
 import numpy as np
 import pytest
+import shapely
 import xarray as xr
 from affine import Affine
 from rasterio import features
@@ -140,3 +141,88 @@ def test_the_cli_vectorizes_a_written_class_map(write_scene, tmp_path, capsys):
     assert main(["vectorize", str(labels), str(out)]) == 2  # exists
     assert "--overwrite" in capsys.readouterr().err
     assert main(["vectorize", str(labels), str(labels)]) == 2
+
+
+def whole_map_polygons(labels, connectivity=1):
+    """``rasterio.features.shapes`` of the whole map's instances: each object's polygon, by id (made
+    valid: with 8-connectivity rasterio's rings touch themselves at corners).
+    """
+    ids = sd.instances(labels, connectivity=connectivity).compute().values
+    local, names = np.unique(ids, return_inverse=True)[1].reshape(ids.shape), np.unique(ids)
+    found = features.shapes(local.astype(np.int32), mask=ids > 0, connectivity=4 * connectivity)
+    by_id = {}
+    for geometry, value in found:
+        polygon = shapely.make_valid(shapely.geometry.shape(geometry), method="structure")
+        by_id.setdefault(int(names[int(value)]), []).append(polygon)
+    return {k: shapely.union_all(v) for k, v in by_id.items()}
+
+
+@pytest.mark.parametrize("chunks", [(160, 150), (23, 41), (7, 5), (1, 150)])
+@pytest.mark.parametrize("connectivity", [1, 2])
+def test_each_polygon_is_the_whole_maps_with_every_hole(chunks, connectivity):
+    labels = class_map(9, (160, 150), smooth=2.5)
+    frame = sd.polygons(da.from_array(labels, chunks), connectivity=connectivity)
+    whole = whole_map_polygons(labels, connectivity)
+    assert set(frame["id"]) == set(whole)
+    holes = 0
+    for key, geometry in zip(frame["id"], frame.geometry, strict=True):
+        assert shapely.equals(geometry, whole[int(key)]), key
+        holes += sum(len(p.interiors) for p in shapely.get_parts(geometry))
+    assert holes > 20  # the maps have objects with holes, some crossing borders
+
+
+@pytest.mark.parametrize("chunks", [(64, 64), (23, 41)])
+def test_the_lazy_frame_is_the_computed_one_a_partition_a_chunk_and_one_merged(chunks, tmp_path):
+    pytest.importorskip("dask_geopandas")
+    labels = georeferenced(class_map(10, (160, 150), smooth=2.5), chunks)
+    eager = sd.polygons(labels)
+    lazy = sd.polygons(labels, lazy=True)
+    assert lazy.npartitions == labels.data.npartitions + 1
+    computed = lazy.compute().sort_values("id", ignore_index=True)
+    assert computed.crs == eager.crs
+    assert list(computed["id"]) == list(eager["id"])
+    assert shapely.equals(computed.geometry.to_numpy(), eager.geometry.to_numpy()).all()
+    import dask_geopandas
+
+    for suffix, read in (("gpkg", geopandas.read_file), ("parquet", dask_geopandas.read_parquet)):
+        back = read(sd.to_vector(lazy, tmp_path / f"lazy.{suffix}"))
+        back = back.compute() if hasattr(back, "compute") else back
+        assert len(back) == len(eager) and back.crs.to_epsg() == 32633
+        assert back.area.sum() == pytest.approx(eager.area.sum(), rel=1e-12)
+
+
+def test_simplified_neighbours_still_share_their_edges_whatever_the_chunking():
+    labels = class_map(11, (160, 150), smooth=2.5)
+    frames = [sd.polygons(georeferenced(labels, c), simplify=15.0) for c in ((160, 150), (23, 41))]
+    plain = sd.polygons(georeferenced(labels, (23, 41)))
+    simple = frames[0].geometry.to_numpy()
+    assert shapely.equals_exact(simple, frames[1].geometry.to_numpy(), 0).all()
+    assert shapely.coverage_is_valid(simple) and shapely.is_valid(simple).all()
+    assert (
+        shapely.get_num_coordinates(simple).sum()
+        < shapely.get_num_coordinates(plain.geometry.to_numpy()).sum() / 2
+    )
+    # no gap opened and no overlap made between neighbours: the union's area is the areas' sum
+    assert shapely.union_all(simple).area == pytest.approx(shapely.area(simple).sum(), rel=1e-9)
+    with pytest.raises(OptionError, match=r"simplify=15\.0 with lazy=True"):
+        sd.polygons(georeferenced(labels, 40), simplify=15.0, lazy=True)
+
+
+def test_a_region_cuts_objects_at_its_edge_in_the_maps_crs():
+    labels = class_map(12, (160, 150), smooth=2.5)
+    array = georeferenced(labels, 40)
+    # the region: columns 30..120 and rows 20..130, in the map's CRS (UTM metres)
+    x0, y0 = TRANSFORM * (30, 20)
+    x1, y1 = TRANSFORM * (120, 130)
+    region = shapely.box(x0, y1, x1, y0)
+    frame = sd.polygons(array, region=region)
+    inside = np.zeros_like(labels)
+    inside[20:130, 30:120] = labels[20:130, 30:120]
+    expected = sd.polygons(georeferenced(inside, 40))
+    assert len(frame) == len(expected)
+    assert shapely.equals(frame.geometry.to_numpy(), expected.geometry.to_numpy()).all()
+    assert frame.union_all().within(region.buffer(1e-6))
+    ids = sd.instances(array, region=region).compute().values
+    assert (ids[:20] == 0).all() and (ids[:, 120:] == 0).all()
+    table = sd.object_table(array, region=region).compute()
+    assert table["area_px"].sum() == (inside > 0).sum()

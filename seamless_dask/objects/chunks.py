@@ -1,0 +1,54 @@
+"""What the table and the polygons share: a function of every chunk of the object ids, with the
+chunk's class map, its place in the scene and its bands, run lazily as one blockwise step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+from affine import Affine
+
+from .instances import label_map
+
+
+def per_chunk(
+    fn: Any, ids: Any, classes: Any, bands: Any, names: list[str] | None, **options: Any
+) -> da.Array:
+    """``fn(ids, classes, origin, bands, **options)`` of every chunk, lazily, as a dask array of
+    objects, one a chunk (blockwise: both of dask's engines take it; a chunk's origin comes from the
+    blocks of two ``arange`` arrays beside it).
+    """
+    rows, cols = (da.arange(n, chunks=c) for n, c in zip(ids.shape, ids.chunks, strict=True))
+    arrays: list[Any] = [ids, "ij", classes.rechunk(ids.chunks), "ij", rows, "i", cols, "j"]
+    if bands is not None:
+        arrays += [bands, "bij"]
+    return da.blockwise(
+        _one_chunk, "ij", *arrays, fn=fn, names=names, options=options,
+        dtype=object, adjust_chunks={"i": 1, "j": 1}, concatenate=True,
+        meta=np.empty((0, 0), object),
+    )  # fmt: skip
+
+
+def _one_chunk(
+    ids: np.ndarray, classes: np.ndarray, rows: np.ndarray, cols: np.ndarray, *bands: Any, fn: Any,
+    names: list[str] | None, options: dict,
+) -> np.ndarray:  # fmt: skip
+    out = np.empty((1, 1), object)
+    band_values = dict(zip(names or [], np.asarray(bands[0]), strict=True)) if bands else None
+    out[0, 0] = fn(ids, classes, (int(rows[0]), int(cols[0])), band_values, **options)
+    return out
+
+
+def class_map_of(labels: Any, ids: xr.DataArray) -> da.Array:
+    """The class map as ``instances`` read it, in the ids' chunks."""
+    data = label_map(labels).data
+    return data if isinstance(data, da.Array) else da.from_array(data, ids.data.chunks)
+
+
+def apply_points(transform: Affine, cols: Any, rows: Any) -> tuple[Any, Any]:
+    """``transform`` of many points at once (``Affine * (x, y)`` takes one)."""
+    a, b, c, d, e, f = transform[:6]
+    return a * cols + b * rows + c, d * cols + e * rows + f
