@@ -23,7 +23,7 @@ from .exceptions import (
 from .io import open_raster, to_cog, to_ome_zarr, to_zarr
 from .model.receptive import ReceptiveField, ReceptiveFieldWarning, receptive_field
 from .model.runner import ModelRunner, RunnerConfig
-from .objects import instances, object_table, polygons, to_vector
+from .objects import instances, object_table, polygons, segment_instances, to_vector
 from .segment import plan, segment
 from .tiling.grid import ChunkPlan, TileGrid, TileWindow
 from .tiling.weights import TileWeights
@@ -69,6 +69,7 @@ __all__ = [
     "quicklook",
     "receptive_field",
     "segment",
+    "segment_instances",
     "to_cog",
     "to_ome_zarr",
     "to_vector",

@@ -2,6 +2,7 @@
 
 from .instances import instances
 from .shapes import polygons, to_vector
+from .stitch import segment_instances
 from .table import object_table
 
-__all__ = ["instances", "object_table", "polygons", "to_vector"]
+__all__ = ["instances", "object_table", "polygons", "segment_instances", "to_vector"]

@@ -171,7 +171,8 @@ def _partitioned(found: Any, finish: _Finish) -> Any:
         raise OptionError(
             "lazy=True needs dask-geopandas: pip install 'seamless_dask[objects]'"
         ) from None
-    blocks = found.to_delayed().ravel()
+    ny, nx = found.numblocks
+    blocks = [found[i : i + 1, j : j + 1] for i in range(ny) for j in range(nx)]  # a block each
     whole = [dask.delayed(_whole_of)(b, finish) for b in blocks]
     border = [dask.delayed(_border_of)(b) for b in blocks]
     merged = dask.delayed(_merged)(border, finish)
