@@ -124,3 +124,18 @@ class DieOnSetup:
         if os.environ.get("SEAMLESS_DIE_ON_PLUGIN"):
             os._exit(9)
         worker.seamless_test_plugin = True
+
+
+def ngff_models(version):
+    """ome-zarr-models' classes for ``version``; they need a rebuild under pydantic 2.14 (ome-zarr-models 1.6)."""
+    if version == "0.4":
+        import pydantic_zarr.v2 as specs
+        from ome_zarr_models.v04 import image, image_label, labels
+    else:
+        import pydantic_zarr.v3 as specs
+        from ome_zarr_models.v05 import image, image_label, labels
+    names = {"ArraySpec": specs.ArraySpec, "GroupSpec": specs.GroupSpec}
+    names.update(AnyArraySpec=specs.AnyArraySpec, AnyGroupSpec=specs.AnyGroupSpec)
+    for cls in (image.Image, image_label.ImageLabel, labels.Labels):
+        cls.model_rebuild(_types_namespace=names, force=True)
+    return image.Image, image_label.ImageLabel, labels.Labels

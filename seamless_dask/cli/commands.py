@@ -113,6 +113,7 @@ def vectorize(args: argparse.Namespace) -> None:
     from ..exceptions import RasterError
     from ..io import open_raster
     from ..objects import polygons, to_vector
+    from ..objects.shapes import remove_written_vector
     from ..viz.quicklook import written_classes
 
     if os.path.abspath(args.target) == os.path.abspath(args.labels):
@@ -124,8 +125,7 @@ def vectorize(args: argparse.Namespace) -> None:
     if written is not None and written.names:
         labels.attrs[NAMES_ATTR] = list(written.names)
     frame = polygons(labels, connectivity=args.connectivity, classes=args.classes)
-    if os.path.exists(args.target):
-        os.remove(args.target)
+    remove_written_vector(args.target)
     to_vector(frame, args.target)
     crs = frame.crs.to_string() if frame.crs is not None else "no CRS"
     print(f"{len(frame):,} objects -> {args.target} ({crs})")

@@ -351,6 +351,16 @@ def _add_segment(commands: Any) -> None:
     seg.add_argument(
         "--quicklook", metavar="PNG", help="also write a quicklook PNG beside the input"
     )
+    seg.add_argument(
+        "--instances",
+        metavar="IDS",
+        help="also write the class map's objects as ids (.zarr, .ome.zarr with a properties table, .tif)",
+    )
+    seg.add_argument(
+        "--vector",
+        metavar="FILE",
+        help="also write the class map's objects as polygons (.parquet, .gpkg, .fgb)",
+    )
     seg.add_argument("--no-progress", dest="progress", action="store_false")
     seg.add_argument("--debug", action="store_true", help="show tracebacks")
     seg.set_defaults(run=_segment)
@@ -411,6 +421,8 @@ def _segment(args: argparse.Namespace) -> None:
         resume=args.resume,
         overwrite=args.overwrite,
         quicklook=args.quicklook,
+        instances=args.instances,
+        vector=args.vector,
         progress=args.progress,
         tls=TLSFiles(*tls_args) if all(tls_args) else None,
         connect_timeout=args.connect_timeout,

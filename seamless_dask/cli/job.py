@@ -59,6 +59,10 @@ class SegmentRequest:
     resume: bool = False
     overwrite: bool = False
     quicklook: str | None = None
+    # the objects of the written class map: their ids (.zarr, .ome.zarr with a properties table,
+    # .tif) and their polygons (.parquet, .gpkg, .fgb)
+    instances: str | None = None
+    vector: str | None = None
     progress: bool = True
     trust_model: bool = False
     tls: TLSFiles | None = None
@@ -158,7 +162,39 @@ def run_segment(request: SegmentRequest) -> SegmentReport:
     )
     if request.quicklook:
         report.quicklook = str(viz.quicklook(target.url, request.quicklook, image=request.source))
+    report.notes += _objects(request, target)
     return report
+
+
+def _objects(request: SegmentRequest, target: Any) -> list[str]:
+    """``--instances`` and ``--vector``: the objects of the class map just written, read back from it
+    (the model does not run again).
+    """
+    if not (request.instances or request.vector):
+        return []
+    from .. import io
+    from ..objects import instances, object_table, polygons, to_vector
+    from ..objects.shapes import remove_written_vector
+
+    labels = io.open_raster(target.url).isel(band=0)
+    notes = []
+    if request.instances:
+        ids = instances(labels)
+        out = request.instances
+        if out.lower().rstrip("/").endswith(".ome.zarr"):
+            io.to_ome_zarr(ids, out, overwrite=request.overwrite, properties=object_table(labels))
+        elif out.lower().endswith(COG_SUFFIXES):
+            io.to_cog(ids, out, overwrite=request.overwrite)
+        else:
+            io.to_zarr(ids, out, overwrite=request.overwrite)
+        notes.append(f"instances -> {out} ({ids.dtype}, 0: no object)")
+    if request.vector:
+        frame = polygons(labels)
+        if request.overwrite:
+            remove_written_vector(request.vector)
+        to_vector(frame, request.vector)
+        notes.append(f"{len(frame):,} objects -> {request.vector}")
+    return notes
 
 
 def _store_failure(error: BaseException) -> str | None:
@@ -262,6 +298,7 @@ def _check_paths(request: SegmentRequest, target: Any) -> None:
             f"OUTPUT {target.url!r} exists: pass --overwrite to replace it, or --resume to finish "
             f"a .zarr"
         )
+    _check_object_paths(request, {**inputs, "OUTPUT": request.target})
     if request.quicklook:
         if "://" in request.quicklook:
             raise OptionError(
@@ -274,6 +311,49 @@ def _check_paths(request: SegmentRequest, target: Any) -> None:
             raise RasterError(
                 f"the folder of --quicklook {request.quicklook!r} does not exist: create it first"
             )
+
+
+def _check_object_paths(request: SegmentRequest, others: dict[str, str]) -> None:
+    """``--instances`` and ``--vector``: a class map to take objects from, and outputs that are new
+    (or ``--overwrite``), in folders that exist, that name none of the job's other files.
+    """
+    from .. import io
+
+    wanted = {"--instances": request.instances, "--vector": request.vector}
+    for flag, path in wanted.items():
+        if path is None:
+            continue
+        if request.output != "labels":
+            raise OptionError(
+                f"{flag} takes the objects of a class map, and --output is {request.output!r}: "
+                "drop --output (labels are the default), or run vectorize on a class map later"
+            )
+        if flag == "--vector" and not path.lower().endswith((".parquet", ".gpkg", ".fgb")):
+            raise OptionError(
+                f"--vector {path!r}: write polygons to .parquet (GeoParquet), .gpkg (GeoPackage) "
+                "or .fgb (FlatGeobuf)"
+            )
+        if flag == "--instances" and not path.lower().rstrip("/").endswith(
+            (".zarr", *COG_SUFFIXES)
+        ):
+            raise OptionError(
+                f"--instances {path!r}: write the object ids to .zarr, .ome.zarr or .tif"
+            )
+        if "://" in path:
+            raise OptionError(
+                f"{flag} writes a local file, got the URL {path!r}: give a local path"
+            )
+        out = io.as_target(path)
+        io.check_not_an_input(out, others, flag)
+        others = {**others, flag: path}
+        if not os.path.isdir(os.path.dirname(out.url)):
+            raise RasterError(f"the folder of {flag} {path!r} does not exist: create it first")
+        if out.exists() and not request.overwrite:
+            raise RasterError(f"{flag} {path!r} exists: pass --overwrite to replace it")
+        if flag == "--vector" and request.overwrite:
+            from ..objects.shapes import remove_written_vector
+
+            remove_written_vector(path, check_only=True)  # refused now, not after the job
 
 
 def _region_options(request: SegmentRequest) -> dict[str, Any]:

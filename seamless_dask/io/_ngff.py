@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from ..exceptions import RasterError
+from ..exceptions import OptionError, RasterError
 
 NGFF_VERSIONS = {2: "0.4", 3: "0.5"}  # the NGFF version that goes with each zarr format
 # NGFF's
@@ -271,9 +271,15 @@ def physical(result: xr.DataArray) -> tuple[list[float], list[float], str | None
     return size, origin, unit if unit in UNITS else None
 
 
-def image_label(classes: Any, nodata: float | None, version: str, in_image: bool) -> dict:
+def image_label(
+    classes: Any,
+    nodata: float | None,
+    version: str,
+    in_image: bool,
+    properties: list[dict] | None = None,
+) -> dict:
     """NGFF's ``image-label``: a colour and a name per class, nodata transparent; ``source`` inside an
-    image.
+    image; ``properties`` (one entry a label, :func:`label_properties`) in place of the classes'.
     """
     label: dict[str, Any] = {"version": version} if version == "0.4" else {}
     if classes is not None:
@@ -288,9 +294,35 @@ def image_label(classes: Any, nodata: float | None, version: str, in_image: bool
         label["colors"] = colors
         if properties:
             label["properties"] = properties
+    if properties is not None:
+        label["properties"] = properties
     if in_image:
         label["source"] = {"image": "../../"}
     return label
+
+
+def label_properties(table: Any) -> list[dict] | None:
+    """A table indexed by label value as NGFF ``properties``: ``{"label-value": v, column: value}``
+    a row, JSON's types (a lazy table computed).
+    """
+    if table is None:
+        return None
+    frame = table.compute() if hasattr(table, "compute") else table
+    if not hasattr(frame, "to_dict") or not np.issubdtype(
+        np.asarray(frame.index).dtype, np.integer
+    ):
+        raise OptionError(
+            f"properties= takes a DataFrame indexed by label value (object_table's), got "
+            f"{type(table).__name__}: pass sd.object_table(labels) or a table indexed by the ids"
+        )
+    out = []
+    for value, row in zip(frame.index, frame.to_dict("records"), strict=True):
+        entry: dict[str, Any] = {"label-value": int(value)}
+        for key, found in row.items():
+            item = found.item() if isinstance(found, np.generic) else found
+            entry[str(key)] = None if isinstance(item, float) and not np.isfinite(item) else item
+        out.append(entry)
+    return out
 
 
 def mean2(block: np.ndarray) -> np.ndarray:

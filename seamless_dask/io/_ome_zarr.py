@@ -26,7 +26,16 @@ from ..exceptions import DimensionError, OptionError, RasterError
 from ..graph import record
 from ..graph.build import resumed_array
 from ..graph.layers import block_keys, graph_with
-from ._ngff import NGFF_VERSIONS, group_attrs, image_label, mean2, multiscales, ngff_attrs, physical
+from ._ngff import (
+    NGFF_VERSIONS,
+    group_attrs,
+    image_label,
+    label_properties,
+    mean2,
+    multiscales,
+    ngff_attrs,
+    physical,
+)
 from ._target import Target, as_target, check_not_an_input, claim
 from ._zarr import LAYOUT, as_result, check_same_job, inputs_of, job_of, our_store, regular_chunks
 
@@ -49,6 +58,7 @@ def to_ome_zarr(
     progress: bool = False,
     storage_options: dict | None = None,
     zarr_format: int = 2,
+    properties: Any = None,
 ) -> int | Delayed:
     """Write a result as an OME-Zarr multiscale image that napari, QuPath, OMERO and vizarr open.
 
@@ -79,6 +89,11 @@ def to_ome_zarr(
     zarr_format
         2 (default): OME-NGFF 0.4, what most viewers read today; 3: OME-NGFF 0.5. With
         ``label_name``, the image's own format.
+    properties
+        A table of the labels (pandas or dask DataFrame indexed by label value, as
+        :func:`~seamless_dask.object_table` of an instance map gives it): written as NGFF's
+        ``image-label`` ``properties``, one entry a label, that napari and ome-zarr-py show beside
+        each object (a lazy table is computed here, before any chunk is written).
 
     Returns
     -------
@@ -116,6 +131,7 @@ def to_ome_zarr(
             )
         check_not_an_input(target, inputs_of(result), "output")
     plan = _Pyramid.of(result, levels, resampling, zarr_format, label_name is not None)
+    plan.properties = label_properties(properties)
     if not compute:
         return _prepare(plan, root, target, resume, overwrite)
     with claim(target):
@@ -154,6 +170,7 @@ class _Pyramid:
         self.chunk = (result.data.chunks[-2][0], result.data.chunks[-1][0])
         self.lead = tuple(result.shape[:-2])
         self.source_image = in_image  # written into an image's labels/ group
+        self.properties: list[dict] | None = None  # NGFF image-label properties, one a label
 
     @classmethod
     def of(
@@ -223,7 +240,7 @@ class _Pyramid:
         if result.ndim == 2 and result.dtype.kind in "iu":
             classes = classes_of(result.attrs, default=True)
             ngff["image-label"] = image_label(
-                classes, result.rio.nodata, self.version, self.source_image
+                classes, result.rio.nodata, self.version, self.source_image, self.properties
             )
         attrs: dict[str, Any] = (
             {"ome": {"version": self.version, **ngff}} if self.version != "0.4" else ngff

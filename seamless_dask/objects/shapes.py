@@ -333,6 +333,35 @@ def _geopandas() -> Any:
     return geopandas
 
 
+def remove_written_vector(path: str, *, check_only: bool = False) -> None:
+    """Delete a vector file that ``to_vector`` wrote (its ``id``, ``class`` and ``area_px`` columns
+    say so); refuse anything else, which seamless_dask did not make (``check_only``: refuse, and
+    delete nothing).
+    """
+    import os
+
+    if not os.path.exists(path):
+        return
+    try:
+        if str(path).lower().endswith(".parquet"):
+            import pyarrow.parquet as pq
+
+            fields = set(pq.read_schema(path).names)
+        else:
+            import pyogrio
+
+            fields = set(pyogrio.read_info(path)["fields"])
+    except Exception:  # unreadable: not ours either
+        fields = set()
+    if not {"id", "class", "area_px"} <= fields or os.path.isdir(path):
+        raise OptionError(
+            f"{path!r} exists and is not polygons seamless_dask wrote (no id, class and area_px "
+            "columns): it is not replaced; give another path or move it away"
+        )
+    if not check_only:
+        os.remove(path)
+
+
 def to_vector(frame: Any, path: str, *, layer: str | None = None) -> str:
     """Write polygons to GeoParquet (``.parquet``), GeoPackage (``.gpkg``) or FlatGeobuf (``.fgb``),
     with the CRS and class names, for GDAL/QGIS (pyogrio writes the last two).

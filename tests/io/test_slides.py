@@ -17,6 +17,7 @@ import rasterio
 import tifffile
 import xarray as xr
 import zarr
+from support import ngff_models
 
 import seamless_dask as sd
 from seamless_dask.classes import default_palette
@@ -87,21 +88,6 @@ def write_ome_zarr(path, image, zarr_format=2, pixel_size=0.25):
         axes_units={"y": "micrometer", "x": "micrometer"},
     )
     return path
-
-
-def ngff_models(version):
-    """ome-zarr-models' classes for ``version``; they need a rebuild under pydantic 2.14 (ome-zarr-models 1.6)."""
-    if version == "0.4":
-        import pydantic_zarr.v2 as specs
-        from ome_zarr_models.v04 import image, image_label, labels
-    else:
-        import pydantic_zarr.v3 as specs
-        from ome_zarr_models.v05 import image, image_label, labels
-    names = {"ArraySpec": specs.ArraySpec, "GroupSpec": specs.GroupSpec}
-    names.update(AnyArraySpec=specs.AnyArraySpec, AnyGroupSpec=specs.AnyGroupSpec)
-    for cls in (image.Image, image_label.ImageLabel, labels.Labels):
-        cls.model_rebuild(_types_namespace=names, force=True)
-    return image.Image, image_label.ImageLabel, labels.Labels
 
 
 def gdal_category_names(path):
