@@ -33,7 +33,10 @@ MAY_IMPORT = {
     "training": {"tiling", "blend", "model", "inputs", "io"},
     "accessor": {"segment", "tiling", "model"},
     "demo": {"segment", "viz"},
-    "objects": {"classes", "tiling"},  # a class map in, objects out: numpy, scipy, rasterio, shapely
+    "objects": {
+        "classes",
+        "tiling",
+    },  # a class map in, objects out: numpy, scipy, rasterio, shapely
 }
 EVERYWHERE = {"exceptions", "options"}
 TOP = {"cli", "testing", "__init__"}  # the top of the house: may import anything
