@@ -26,4 +26,5 @@ def test_the_notebook_runs_end_to_end(tmp_path):
     assert not [out for out in outputs if out.output_type == "error"]
     text = "".join(out.get("text", "") for out in outputs)
     assert "dashboard: http" in text and "of the pixels lie in the region" in text
+    assert "objects of class 1" in text and "opens in QGIS" in text
     assert any("image/png" in out.get("data", {}) for out in outputs)  # the quicklook, inline
