@@ -11,7 +11,9 @@ import numpy as np
 import xarray as xr
 from affine import Affine
 
-from .instances import label_map
+from ..exceptions import OptionError
+
+from .instances import IDS_ATTR, instances, label_map
 
 
 def per_chunk(
@@ -42,10 +44,25 @@ def _one_chunk(
     return out
 
 
-def class_map_of(labels: Any, ids: xr.DataArray) -> da.Array:
-    """The class map as ``instances`` read it, in the ids' chunks."""
+def objects_of(labels: Any, rule: dict[str, Any]) -> tuple[xr.DataArray, da.Array]:
+    """The object ids of ``labels`` and the class map they were made from, in the ids' chunks.
+
+    A map of ids already (what ``instances`` and ``segment_instances`` return: ``attrs`` say so) is
+    taken as it is, each id one object of class 1; ``rule`` may then only hold a region.
+    """
+    if isinstance(labels, xr.DataArray) and labels.attrs.get(IDS_ATTR):
+        ids = labels
+        if set(rule) - {"region", "region_crs"} or rule.get("region") is not None:
+            raise OptionError(
+                f"{sorted(k for k, v in rule.items() if v is not None)} given with a map of object "
+                "ids, whose objects are made already: pass the class map instead, or leave them out"
+            )
+        data = ids.data if isinstance(ids.data, da.Array) else da.from_array(ids.data)
+        return ids.copy(data=data), (data > 0).astype(np.uint8)
+    ids = instances(labels, **rule)
     data = label_map(labels).data
-    return data if isinstance(data, da.Array) else da.from_array(data, ids.data.chunks)
+    classes = data if isinstance(data, da.Array) else da.from_array(data, ids.data.chunks)
+    return ids, classes
 
 
 def apply_points(transform: Affine, cols: Any, rows: Any) -> tuple[Any, Any]:

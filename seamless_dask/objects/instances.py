@@ -36,6 +36,7 @@ from ..exceptions import OptionError, RasterError
 from ..tiling.region import Region, as_region
 
 UINT32_MAX = int(np.iinfo(np.uint32).max)
+IDS_ATTR = "object_ids"  # set on maps of object ids: the table and polygons take them as they are
 DEFAULT_CHUNK = 2048  # for a class map in memory: what a chunk of a lazily read raster is
 
 
@@ -150,6 +151,7 @@ def instances(
         connectivity=rule.connectivity,
         long_name="object id (0: no object)",
     )
+    out.attrs[IDS_ATTR] = 1
     if array.rio.crs is not None:
         out = out.rio.write_crs(array.rio.crs)
     if "x" in array.coords and "y" in array.coords:

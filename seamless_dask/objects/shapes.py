@@ -22,13 +22,14 @@ import dask
 import numpy as np
 import pandas as pd
 import shapely
+import xarray as xr
 from affine import Affine
 from rasterio.errors import NotGeoreferencedWarning
 
 from ..classes import classes_of
 from ..exceptions import OptionError
-from .chunks import apply_points, class_map_of, per_chunk
-from .instances import instances
+from .chunks import apply_points, objects_of, per_chunk
+from .instances import IDS_ATTR
 
 PIXEL_ORIGIN = 1  # what the pieces' pixel coordinates add to the scene's (_pieces)
 COLUMNS = ["id", "class", "area_px", "geometry"]
@@ -90,12 +91,13 @@ def polygons(
             "partitioned frame never is: compute it first (lazy=False) or simplify each partition "
             "yourself (neighbours in two partitions then no longer share their edges)"
         )
-    ids = instances(
-        labels, connectivity=connectivity, classes=classes, nodata=nodata, region=region,
-        region_crs=region_crs,
-    )  # fmt: skip
+    rule = {"connectivity": connectivity, "classes": classes, "nodata": nodata, "region": region,
+            "region_crs": region_crs}  # fmt: skip
+    if isinstance(labels, xr.DataArray) and labels.attrs.get(IDS_ATTR):
+        rule = {k: v for k, v in rule.items() if v is not None and k != "connectivity"}
+    ids, classes_map = objects_of(labels, rule)
     found = per_chunk(
-        _pieces, ids.data, class_map_of(labels, ids), None, None,
+        _pieces, ids.data, classes_map, None, None,
         connectivity=connectivity, scene=ids.shape,
     )  # fmt: skip
     finish = _Finish(
@@ -171,13 +173,29 @@ def _partitioned(found: Any, finish: _Finish) -> Any:
         raise OptionError(
             "lazy=True needs dask-geopandas: pip install 'seamless_dask[objects]'"
         ) from None
-    ny, nx = found.numblocks
-    blocks = [found[i : i + 1, j : j + 1] for i in range(ny) for j in range(nx)]  # a block each
+    blocks = _delayed_blocks(found)
     whole = [dask.delayed(_whole_of)(b, finish) for b in blocks]
     border = [dask.delayed(_border_of)(b) for b in blocks]
     merged = dask.delayed(_merged)(border, finish)
     meta = finish(_empty())
     return dd.from_delayed([*whole, merged], meta=meta, verify_meta=False)
+
+
+def _delayed_blocks(array: Any) -> list[Any]:
+    """Each block of ``array`` as a Delayed, all over one optimised graph (what the legacy engine's
+    ``to_delayed`` does, which array-expr lacks): a block passed to ``dask.delayed`` as an array
+    would bring its own copy of the graph, fused, and the merge of ``instances`` would run once a
+    partition.
+    """
+    from dask.core import flatten
+    from dask.delayed import Delayed
+    from dask.highlevelgraph import HighLevelGraph
+
+    keys = array.__dask_keys__()
+    graph = array.__dask_optimize__(array.__dask_graph__(), keys)
+    layer = f"delayed-{array.name}"
+    graph = HighLevelGraph.from_collections(layer, graph, dependencies=())
+    return [Delayed(key, graph, layer=layer) for key in flatten(keys)]
 
 
 def _empty() -> pd.DataFrame:
@@ -242,6 +260,8 @@ def _pieces(
         | ((bounds[:, 1] <= y0) & (origin[0] > 0))
         | ((bounds[:, 2] >= x1) & (origin[1] + ids.shape[1] < scene[1]))
         | ((bounds[:, 3] >= y1) & (origin[0] + ids.shape[0] < scene[0]))
+        # an id in two pieces here (one object of an id map that is not connected) is joined too
+        | pd.Series(local_id).duplicated(keep=False).to_numpy()
     )
     return Pieces(
         frame[~border].reset_index(drop=True),
@@ -374,9 +394,9 @@ def to_vector(frame: Any, path: str, *, layer: str | None = None) -> str:
         raise OptionError(
             f"{path!r}: write polygons to .parquet (GeoParquet), .gpkg (GeoPackage) or .fgb (FlatGeobuf)"
         )
-    partitions = getattr(frame, "to_delayed", None)
+    lazy = hasattr(frame, "npartitions")
     if suffix == "parquet":
-        frame.to_parquet(path)
+        frame.to_parquet(path)  # a lazy frame: a file a partition, each written by its task
         return str(path)
     driver = {"gpkg": "GPKG", "fgb": "FlatGeobuf"}[suffix]
     options: dict[str, Any] = {
@@ -384,13 +404,37 @@ def to_vector(frame: Any, path: str, *, layer: str | None = None) -> str:
         "engine": "pyogrio",
         **({"layer": layer} if layer else {}),
     }
-    if partitions is None:
+    if not lazy:
         frame.to_file(path, **options)
         return str(path)
-    written = False
-    for part in partitions():
-        chunk = part.compute()
-        if len(chunk) or not written:
-            chunk.to_file(path, **options, **({"mode": "a"} if written else {}))
-            written = True
+    _append_partitions(frame, str(path), options)
     return str(path)
+
+
+def _append_partitions(frame: Any, path: str, options: dict[str, Any]) -> None:
+    """A lazy frame into one GeoPackage or FlatGeobuf: its partitions computed in one graph (each
+    chunk read once) into GeoParquet parts in a folder beside ``path``, which the workers must see,
+    then appended one part at a time (GDAL writes these formats from one process), the folder
+    removed.
+    """
+    import os
+    import shutil
+    import tempfile
+
+    import geopandas
+
+    parts = tempfile.mkdtemp(prefix=".seamless-parts-", dir=os.path.dirname(os.path.abspath(path)))
+    try:
+        frame.to_parquet(parts, write_index=False)
+        files = sorted(
+            (f for f in os.listdir(parts) if f.endswith(".parquet")),
+            key=lambda f: int("".join(c for c in f if c.isdigit()) or 0),
+        )
+        written = False
+        for name in files:
+            part = geopandas.read_parquet(os.path.join(parts, name))
+            if len(part) or not written:
+                part.to_file(path, **options, **({"mode": "a"} if written else {}))
+                written = True
+    finally:
+        shutil.rmtree(parts, ignore_errors=True)

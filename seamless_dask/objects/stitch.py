@@ -31,7 +31,7 @@ import numpy as np
 import xarray as xr
 
 from ..exceptions import OptionError, RasterError
-from .instances import DEFAULT_CHUNK, UINT32_MAX
+from .instances import DEFAULT_CHUNK, IDS_ATTR, UINT32_MAX
 
 LARGER = ("keep", "raise")
 
@@ -330,6 +330,7 @@ def _named(ids: da.Array, image: xr.DataArray, halo: int) -> xr.DataArray:
     coords = {k: v for k, v in image.coords.items() if set(v.dims) <= {"y", "x"}}
     out = xr.DataArray(ids, dims=("y", "x"), coords=coords, name="instances")
     out.attrs.update(long_name="object id (0: no object)", halo=halo)
+    out.attrs[IDS_ATTR] = 1
     if image.rio.crs is not None:
         out = out.rio.write_crs(image.rio.crs)
     if "x" in image.coords and "y" in image.coords:

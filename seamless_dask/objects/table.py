@@ -13,8 +13,7 @@ import xarray as xr
 from affine import Affine
 
 from ..exceptions import OptionError
-from .chunks import apply_points, class_map_of, per_chunk
-from .instances import instances
+from .chunks import apply_points, objects_of, per_chunk
 
 
 def object_table(labels: Any, image: Any = None, **rule: Any) -> Any:
@@ -23,12 +22,13 @@ def object_table(labels: Any, image: Any = None, **rule: Any) -> Any:
     (``mean_<band>``), as a lazy dask DataFrame indexed by object id.
 
     ``rule``: ``connectivity``, ``classes``, ``nodata``, ``region``, ``region_crs``, as
-    :func:`~seamless_dask.objects.instances`. An empty scene gives an empty table.
+    :func:`~seamless_dask.objects.instances`. A map of object ids (what ``instances`` and
+    ``segment_instances`` return) is measured as it is, each id an object of class 1. An empty scene
+    gives an empty table.
     """
     import dask.dataframe as dd
 
-    ids = instances(labels, **rule)
-    classes_map = class_map_of(labels, ids)
+    ids, classes_map = objects_of(labels, rule)
     bands = _bands(image, ids)
     parts = per_chunk(_moments, ids.data, classes_map, *(bands or (None, None)))
     no_bands = {name: np.zeros((1, 1)) for name in bands[1]} if bands else None

@@ -87,8 +87,8 @@ def test_the_geo_metadata_stays_and_a_single_band_plane_is_taken():
     ids = sd.segment_instances(array, lambda w: ndimage.label(w > 0.5)[0], halo=12)
     assert ids.rio.crs.to_epsg() == 32633 and ids.rio.transform() == array.rio.transform()
     assert ids.dtype == np.uint32 and ids.data.chunks == ((40, 50), (40, 40))  # 10 px <= the halo
-    polygons = pytest.importorskip("geopandas") and sd.polygons(ids)  # each id a class: apart
-    assert set(polygons["class"]) == set(np.unique(ids.compute().values)) - {0}
+    polygons = pytest.importorskip("geopandas") and sd.polygons(ids)  # an id map: each id apart
+    assert set(polygons["id"]) == set(np.unique(ids.compute().values)) - {0}
 
 
 def test_bad_models_and_options_are_refused_naming_the_rule():
@@ -119,3 +119,19 @@ def test_a_distributed_cluster_stitches_as_threads_do():
     ):
         got = sd.segment_instances(image, threshold_label, halo=16).compute().values
     np.testing.assert_array_equal(got, expected)
+
+
+def test_the_table_and_polygons_take_an_id_map_as_it_is():
+    pytest.importorskip("geopandas")
+    image = da.from_array(blobs(5), (2, 64, 64))
+    ids = sd.segment_instances(image, threshold_label, halo=16)
+    values = ids.compute().values
+    table = sd.object_table(ids).compute()
+    found = np.unique(values[values > 0])
+    assert list(table.index) == list(found) and (table["class"] == 1).all()
+    np.testing.assert_array_equal(table["area_px"], ndimage.sum_labels(values > 0, values, found))
+    frame = sd.polygons(ids)
+    assert sorted(frame["id"]) == list(found)  # one row an object, touching objects apart
+    assert frame.area.sum() == pytest.approx((values > 0).sum())
+    with pytest.raises(OptionError, match="map of object ids"):
+        sd.object_table(ids, classes=[1])
