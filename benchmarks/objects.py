@@ -4,10 +4,10 @@ beside the whole-image tools, with the client's and the workers' peak memory.
     .venv/bin/python benchmarks/objects.py [--sizes 10000 40000] [--chunk 1024] [--workers 2]
                                            [--whole-up-to 10000]
 
-Each size: a class map made lazily, chunk by chunk, and written to zarr (what is timed reads it) (white noise smoothed by a Gaussian of sigma 4 px
-through ``map_overlap``, cut at its +-0.43 sigma levels: class 1 below, class 2 above, 0 between, a
-third each; objects of every size crossing every chunk border, none spanning the scene), on a
-``LocalCluster`` of ``--workers`` processes of one thread:
+Each size: a class map made lazily, chunk by chunk, and written to zarr (what is timed reads it):
+white noise smoothed by a Gaussian of sigma 4 px through ``map_overlap``, cut at its +-0.43 sigma
+levels (class 1 below, class 2 above, 0 between, a third each: objects of every size crossing every
+chunk border, none spanning the scene); timed on a ``LocalCluster`` of ``--workers`` processes of one thread:
 
 - ``sd.instances`` written to zarr (``sd.to_zarr``): every id computed and stored;
 - ``sd.polygons(lazy=True)`` written to GeoParquet (``sd.to_vector``), a file a chunk and one of the
@@ -97,7 +97,7 @@ def whole_image(lazy: da.Array) -> dict:
             "shapes_count": shapes}  # fmt: skip
 
 
-def run(size: int, chunk: int, client, pids: list[int], whole: bool, scratch: Path) -> dict:
+def run(size: int, chunk: int, pids: list[int], whole: bool, scratch: Path) -> dict:
     written = scratch / f"classes-{size}.zarr"
     class_map(size, chunk).to_zarr(
         str(written)
@@ -150,7 +150,7 @@ def main() -> None:
     ):
         pids = list(client.run(os.getpid).values())
         for size in args.sizes:
-            r = run(size, args.chunk, client, pids, size <= args.whole_up_to, Path(scratch))
+            r = run(size, args.chunk, pids, size <= args.whole_up_to, Path(scratch))
             (ids_s, ids_c, ids_w, _), (pol_s, pol_c, pol_w, _) = r["instances"], r["polygons"]
             n = args.workers
             scipy = (f"{r['scipy']:.1f} s ({ids_s * n / r['scipy']:.1f} x)" if "scipy" in r

@@ -12,7 +12,6 @@ import xarray as xr
 from affine import Affine
 
 from ..exceptions import OptionError
-
 from .instances import IDS_ATTR, instances, label_map
 
 
