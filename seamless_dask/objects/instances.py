@@ -67,23 +67,31 @@ class LabelRule:
         structure = ndimage.generate_binary_structure(2, self.connectivity)
         inside = self.inside(origin, block.shape)
         ids = np.zeros(block.shape, dtype)
+        out = ids.ravel()  # a view: ids is contiguous
         for value in self.values(block if inside is None else block[inside]):
             mask = block == value
             found, n = ndimage.label(mask if inside is None else mask & inside, structure=structure)
             if not n:
                 continue
-            # scipy numbers regions in scan order: where the running maximum grows, a region starts
+            # scipy numbers regions in scan order: along the object pixels, where the running
+            # maximum grows a region starts (over the pixels of this class only, not the block's)
             flat = found.ravel()
-            firsts = np.flatnonzero(np.diff(np.maximum.accumulate(flat), prepend=0))
-            rows, cols = np.divmod(firsts, block.shape[1])
+            where = np.flatnonzero(flat)
+            seen = flat[where]
+            running = np.maximum.accumulate(seen)
+            starts = where[np.r_[True, running[1:] != running[:-1]]]
+            rows, cols = np.divmod(starts, block.shape[1])
             names = np.zeros(n + 1, dtype)
             names[1:] = (origin[0] + rows).astype(dtype) * width + origin[1] + cols + 1
-            ids += names[found]
+            out[where] = names[seen]
         return ids
 
     def values(self, block: np.ndarray) -> list[Any]:
         """The classes of ``block`` whose regions are objects."""
-        present = np.unique(block)
+        if block.dtype == np.uint8:  # a class map's usual type: counted, not sorted
+            present = np.flatnonzero(np.bincount(block.ravel(), minlength=256)).astype(np.uint8)
+        else:
+            present = np.unique(block)
         if self.classes is not None:
             return [v for v in present if v in self.classes]
         return [v for v in present if v != 0 and (self.nodata is None or v != self.nodata)]
