@@ -68,3 +68,20 @@ def apply_points(transform: Affine, cols: Any, rows: Any) -> tuple[Any, Any]:
     """``transform`` of many points at once (``Affine * (x, y)`` takes one)."""
     a, b, c, d, e, f = transform[:6]
     return a * cols + b * rows + c, d * cols + e * rows + f
+
+
+def delayed_blocks(array: Any) -> list[Any]:
+    """Each block of ``array`` as a Delayed, all over one optimised graph (what the legacy engine's
+    ``to_delayed`` does, which array-expr lacks): a block passed to ``dask.delayed`` as an array
+    would bring its own copy of the graph, fused, and the merge of ``instances`` would run once a
+    partition.
+    """
+    from dask.core import flatten
+    from dask.delayed import Delayed
+    from dask.highlevelgraph import HighLevelGraph
+
+    keys = array.__dask_keys__()
+    graph = array.__dask_optimize__(array.__dask_graph__(), keys)
+    layer = f"delayed-{array.name}"
+    graph = HighLevelGraph.from_collections(layer, graph, dependencies=())
+    return [Delayed(key, graph, layer=layer) for key in flatten(keys)]

@@ -28,7 +28,7 @@ from rasterio.errors import NotGeoreferencedWarning
 
 from ..classes import classes_of
 from ..exceptions import OptionError
-from .chunks import apply_points, objects_of, per_chunk
+from .chunks import apply_points, delayed_blocks, objects_of, per_chunk
 from .instances import IDS_ATTR
 
 PIXEL_ORIGIN = 1  # what the pieces' pixel coordinates add to the scene's (_pieces)
@@ -173,29 +173,12 @@ def _partitioned(found: Any, finish: _Finish) -> Any:
         raise OptionError(
             "lazy=True needs dask-geopandas: pip install 'seamless_dask[objects]'"
         ) from None
-    blocks = _delayed_blocks(found)
+    blocks = delayed_blocks(found)
     whole = [dask.delayed(_whole_of)(b, finish) for b in blocks]
     border = [dask.delayed(_border_of)(b) for b in blocks]
     merged = dask.delayed(_merged)(border, finish)
     meta = finish(_empty())
     return dd.from_delayed([*whole, merged], meta=meta, verify_meta=False)
-
-
-def _delayed_blocks(array: Any) -> list[Any]:
-    """Each block of ``array`` as a Delayed, all over one optimised graph (what the legacy engine's
-    ``to_delayed`` does, which array-expr lacks): a block passed to ``dask.delayed`` as an array
-    would bring its own copy of the graph, fused, and the merge of ``instances`` would run once a
-    partition.
-    """
-    from dask.core import flatten
-    from dask.delayed import Delayed
-    from dask.highlevelgraph import HighLevelGraph
-
-    keys = array.__dask_keys__()
-    graph = array.__dask_optimize__(array.__dask_graph__(), keys)
-    layer = f"delayed-{array.name}"
-    graph = HighLevelGraph.from_collections(layer, graph, dependencies=())
-    return [Delayed(key, graph, layer=layer) for key in flatten(keys)]
 
 
 def _empty() -> pd.DataFrame:

@@ -13,13 +13,18 @@ import xarray as xr
 from affine import Affine
 
 from ..exceptions import OptionError
-from .chunks import apply_points, objects_of, per_chunk
+from .chunks import apply_points, delayed_blocks, objects_of, per_chunk
 
 
-def object_table(labels: Any, image: Any = None, **rule: Any) -> Any:
-    """Per object: ``class``, ``area_px``, ``area`` (CRS units squared), ``xmin ymin xmax ymax`` and
-    ``x y`` (the centroid, in the CRS), and with ``image`` ``(band, y, x)`` the mean of each band
-    (``mean_<band>``), as a lazy dask DataFrame indexed by object id.
+def object_table(labels: Any, image: Any = None, *, units: str = "auto", **rule: Any) -> Any:
+    """Per object: ``class``, ``area_px``, ``area``, ``xmin ymin xmax ymax`` and ``x y`` (the
+    centroid), and with ``image`` ``(band, y, x)`` the mean of each band (``mean_<band>``), as a lazy
+    dask DataFrame indexed by object id, a partition a chunk row (each object in the row of its first
+    pixel; the divisions known, so it joins on the ids without a shuffle).
+
+    ``units``: ``"auto"``: the map's CRS units (a slide's µm from its physical coords; pixels for a
+    map with neither); ``"crs"``: the CRS's, refused for a map without one; ``"px"``: pixel
+    coordinates (column, row; area in pixels).
 
     ``rule``: ``connectivity``, ``classes``, ``nodata``, ``region``, ``region_crs``, as
     :func:`~seamless_dask.objects.instances`. A map of object ids (what ``instances`` and
@@ -29,17 +34,48 @@ def object_table(labels: Any, image: Any = None, **rule: Any) -> Any:
     import dask.dataframe as dd
 
     ids, classes_map = objects_of(labels, rule)
+    transform = _transform(ids, units)
     bands = _bands(image, ids)
     parts = per_chunk(_moments, ids.data, classes_map, *(bands or (None, None)))
     no_bands = {name: np.zeros((1, 1)) for name in bands[1]} if bands else None
     meta = _moments(np.zeros((1, 1), np.uint32), np.zeros((1, 1), np.uint8), (0, 0), no_bands)
-    transform = ids.rio.transform(recalc=False)
-    table = dask.delayed(_table)(parts, transform, meta)
-    return dd.from_delayed([table], meta=_finish(_totals(meta), Affine.identity()))
+    ny, nx = parts.numblocks
+    blocks = delayed_blocks(parts)
+    edges = np.cumsum([0, *ids.data.chunks[0]]) * ids.shape[1]  # each chunk row's ids: (lo, hi]
+    rows = [
+        dask.delayed(_table)(blocks[r * nx :], (int(edges[r]), int(edges[r + 1])), transform, meta)
+        for r in range(ny)
+    ]
+    divisions = [int(e) + 1 for e in edges[:-1]] + [int(edges[-1])]
+    return dd.from_delayed(
+        rows, meta=_finish(_totals(meta), Affine.identity()), divisions=divisions
+    )
 
 
-def _table(parts: np.ndarray, transform: Affine, empty: pd.DataFrame) -> pd.DataFrame:
-    frames = [p for p in parts.ravel() if len(p)]
+def _transform(ids: xr.DataArray, units: str) -> Affine:
+    if units not in ("auto", "crs", "px"):
+        raise OptionError(f"units={units!r}: 'auto', 'crs' (the map's CRS) or 'px' (pixels)")
+    if units == "px":
+        return Affine.identity()
+    if units == "crs" and ids.rio.crs is None:
+        raise OptionError(
+            "units='crs', and the map has no CRS: write one (labels.rio.write_crs(...)) or ask for "
+            "units='auto' (physical coords, else pixels) or 'px'"
+        )
+    transform: Affine = ids.rio.transform(recalc=False)
+    return transform
+
+
+def _table(
+    blocks: list[np.ndarray], ids: tuple[int, int], transform: Affine, empty: pd.DataFrame
+) -> pd.DataFrame:
+    """The objects of one chunk row (ids in ``(lo, hi]``: their first pixel there), from the parts
+    of that row and the rows below, which their other pieces may reach.
+    """
+    lo, hi = ids
+    parts = [b[0, 0] for b in blocks]
+    frames = [p[(p["id"] > lo) & (p["id"] <= hi)] for p in parts]
+    frames = [f for f in frames if len(f)]
     frame = pd.concat(frames) if frames else empty
     return _finish(_totals(frame), transform)
 

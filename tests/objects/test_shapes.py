@@ -226,3 +226,17 @@ def test_a_region_cuts_objects_at_its_edge_in_the_maps_crs():
     assert (ids[:20] == 0).all() and (ids[:, 120:] == 0).all()
     table = sd.object_table(array, region=region).compute()
     assert table["area_px"].sum() == (inside > 0).sum()
+
+
+def test_the_table_has_a_partition_a_chunk_row_with_known_divisions_and_its_units():
+    labels = class_map(14, (160, 150), smooth=2.5)
+    table = sd.object_table(georeferenced(labels, (40, 50)))
+    assert table.npartitions == 4 and table.known_divisions
+    whole = table.compute()
+    assert whole.index.is_monotonic_increasing and whole.index.is_unique
+    ids = sd.instances(labels).compute().values
+    assert list(whole.index) == list(np.unique(ids[ids > 0]))
+    in_pixels = sd.object_table(georeferenced(labels, 40), units="px").compute()
+    np.testing.assert_array_equal(in_pixels["area"], in_pixels["area_px"])
+    with pytest.raises(OptionError, match="units='crs', and the map has no CRS"):
+        sd.object_table(labels, units="crs")
