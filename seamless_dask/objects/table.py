@@ -48,7 +48,7 @@ def object_table(labels: Any, image: Any = None, *, units: str = "auto", **rule:
     ]
     divisions = [int(e) + 1 for e in edges[:-1]] + [int(edges[-1])]
     return dd.from_delayed(
-        rows, meta=_finish(_totals(meta), Affine.identity()), divisions=divisions
+        rows, meta=_finish(_totals(meta), Affine.identity()), divisions=tuple(divisions)
     )
 
 
