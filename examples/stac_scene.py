@@ -42,7 +42,9 @@ def write_item(
             path = folder / f"{name}.tif"
             cog_translate(src, str(path), cog_profiles.get("deflate"), indexes=[band], quiet=True)
             item.add_asset(
-                name, pystac.Asset(str(path), media_type=pystac.MediaType.COG, roles=["data"])
+                name,
+                # absolute: odc-stac resolves no relative href of an item without a self link
+                pystac.Asset(str(path.resolve()), media_type=pystac.MediaType.COG, roles=["data"]),
             )
     projection = ProjectionExtension.ext(item, add_if_missing=True)
     projection.epsg, projection.transform, projection.shape = (
@@ -76,6 +78,7 @@ def main() -> None:
     parser.add_argument("--raster", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=Path("stac-output"))
     args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)  # before the demo scene is written into it
     raster = args.raster or write_scene_geotiff(args.out / "scene.tif", size=1024)
     item = write_item(raster, args.out / "assets")
     labels = segment_item(item)

@@ -57,3 +57,15 @@ def test_a_time_stack_is_mapped_over_lazily_one_image_per_step():
     ds = xr.Dataset({"red": (("y", "x"), image[0]), "nir": (("y", "x"), image[1])})
     with helpers.raises_mentioning(sd.DimensionError, ["swir", "red", "nir"]):
         sd.segment(ds, helpers.Brightness(), bands=["swir"])
+
+
+@pytest.mark.skipif(array_expr(), reason="odc-stac builds its arrays with da.Array(..., dtype=)")
+def test_the_example_runs_as_the_guide_says_without_a_raster(tmp_path):
+    import subprocess
+    import sys
+
+    example = Path(__file__).parents[2] / "examples/stac_scene.py"
+    done = subprocess.run([sys.executable, str(example), "--out", "stac-output"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "stac-output" / "labels.tif").exists()
