@@ -19,13 +19,20 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ..exceptions import ModelError
 from ..tiling.weights import TileWeights
 from .loading import ModelSpec
 from .outputs import segmentation_tensor
 
 
 class ReceptiveFieldWarning(UserWarning):
-    """``overlap // 2`` is smaller than the model's receptive field, with ``"trim"`` weights."""
+    """``overlap // 2`` is smaller than the model's receptive field, with ``"trim"`` weights (or the
+    field could not be measured).
+    """
+
+
+class ReceptiveFieldError(ModelError):
+    """The probe found no gradient to measure: the field is unknown, not zero."""
 
 
 class ReceptiveField(NamedTuple):
@@ -118,12 +125,23 @@ def _centre_gradient(model: Any, x: Any) -> np.ndarray:
     size = x.shape[-1]
     x = x.requires_grad_(True)
     out = segmentation_tensor(model(x))
-    (grad,) = torch.autograd.grad(out[:, :, size // 2, size // 2].sum(), x)
+    centre = out[:, :, size // 2, size // 2]
+    # the classes mixed with random weights, not summed: a model whose class scores sum to a
+    # constant (softmax, or weights of opposite signs) has a zero gradient of the sum everywhere
+    mix = torch.randn(centre.shape[1], generator=torch.Generator().manual_seed(1)).to(centre)
+    (grad,) = torch.autograd.grad((centre * mix).sum(), x)
     return grad.abs().sum(dim=(0, 1)).double().cpu().numpy()
 
 
 def _radius(grad: np.ndarray) -> tuple[tuple[int, int], bool]:
     size, centre = grad.shape[0], grad.shape[0] // 2
+    if not np.isfinite(grad).all() or grad.max() <= 0:
+        raise ReceptiveFieldError(
+            "the receptive field cannot be measured: the gradient of the model's centre output "
+            f"pixel with respect to its input is {'not finite' if grad.max() > 0 else 'zero'} "
+            "everywhere (a model whose output does not depend on its input, or is not "
+            "differentiable); choose the overlap from the architecture instead"
+        )
     rows, cols = np.nonzero(grad > grad.max() * 1e-12)
     radius = (int(np.abs(rows - centre).max()), int(np.abs(cols - centre).max()))
     bounded = rows.min() > 0 and cols.min() > 0 and rows.max() < size - 1 and cols.max() < size - 1
@@ -159,6 +177,11 @@ def _measure_copy(model: Any, bands: int, size: int) -> ReceptiveField | None:
     try:
         probe = copy.deepcopy(model) if device.type == "cpu" else model
         return receptive_field(probe, bands, size=size, max_size=size, device=str(device))
+    except ReceptiveFieldError as error:  # measured, and nothing found: said, not passed over
+        warnings.warn(
+            f"{error}: the overlap is not checked against the model", ReceptiveFieldWarning, 4
+        )
+        return None
     except Exception:  # a model we cannot differentiate or copy is simply not checked
         return None
 

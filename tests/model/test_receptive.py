@@ -11,6 +11,7 @@ import seamless_dask as sd
 from seamless_dask import ReceptiveFieldWarning, receptive_field
 from seamless_dask import testing as helpers
 from seamless_dask.model import receptive
+from seamless_dask.model.receptive import ReceptiveFieldError
 
 
 def conv_stack(kernels, bands=2, classes=3):
@@ -106,3 +107,25 @@ def test_the_check_probes_a_small_tile_first_and_the_tile_size_when_it_must():
     with warnings.catch_warnings():
         warnings.simplefilter("error", ReceptiveFieldWarning)
         sd.segment(image, fixed, tile_size=128, overlap=16)
+
+
+def test_a_model_whose_class_scores_cancel_is_measured_and_warned_about():
+    """The demo's context model: its two class weights sum to zero, so the summed centre gradient was
+    zero everywhere and the probe crashed (issue 32); the classes are now mixed with random weights.
+    """
+    from seamless_dask.demo import context_model
+
+    field = sd.receptive_field(context_model(), bands=3)
+    assert field.bounded and field.radius == (15, 15)
+    scene = np.random.default_rng(0).integers(0, 255, (3, 256, 256)).astype("uint8")
+    with pytest.warns(ReceptiveFieldWarning, match="reaches 15 x 15 px"):
+        sd.segment(scene, context_model(), tile_size=128, overlap=8, normalize=(0, 255))
+
+
+def test_a_probe_that_finds_no_gradient_says_so():
+    constant = torch.nn.Conv2d(1, 2, 3, padding=1)
+    torch.nn.init.zeros_(constant.weight)
+    with pytest.raises(ReceptiveFieldError, match="cannot be measured.*zero everywhere"):
+        sd.receptive_field(constant, bands=1)
+    with pytest.warns(ReceptiveFieldWarning, match="the overlap is not checked"):
+        sd.segment(np.zeros((1, 128, 128), "float32"), constant, tile_size=64, overlap=8)
