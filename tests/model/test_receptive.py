@@ -125,7 +125,7 @@ def test_a_model_whose_class_scores_cancel_is_measured_and_warned_about():
 def test_a_probe_that_finds_no_gradient_says_so():
     constant = torch.nn.Conv2d(1, 2, 3, padding=1)
     torch.nn.init.zeros_(constant.weight)
-    with pytest.raises(ReceptiveFieldError, match="cannot be measured.*zero everywhere"):
+    with pytest.raises(ReceptiveFieldError, match=r"cannot be measured.*zero everywhere"):
         sd.receptive_field(constant, bands=1)
     with pytest.warns(ReceptiveFieldWarning, match="the overlap is not checked"):
         sd.segment(np.zeros((1, 128, 128), "float32"), constant, tile_size=64, overlap=8)
