@@ -161,7 +161,10 @@ def run_segment(request: SegmentRequest) -> SegmentReport:
         seconds=time.perf_counter() - start,
     )
     if request.quicklook:
-        report.quicklook = str(viz.quicklook(target.url, request.quicklook, image=request.source))
+        measure = "disagreement" if request.output == "uncertainty" else None
+        report.quicklook = str(
+            viz.quicklook(target.url, request.quicklook, image=request.source, measure=measure)
+        )
     report.notes += _objects(request, target)
     return report
 

@@ -27,6 +27,7 @@ BAND_DIMS = (
     "channels",
     "c",
     "spectral_band",
+    "measure",  # segment(output="uncertainty")'s, read back (a quicklook of it)
 )
 
 

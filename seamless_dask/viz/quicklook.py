@@ -124,6 +124,7 @@ def quicklook(
     weights: Any = "trim",
     class_names: Sequence[str] | None = None,
     legend: bool = True,
+    measure: str | None = None,
 ) -> Path:
     """Write a PNG of ``labels`` coloured by class, nodata transparent, optionally beside
     ``image``'s RGB.
@@ -150,6 +151,9 @@ def quicklook(
         decimation).
     legend
         A panel on the right with each class's colour and name (the classes present in the labels).
+    measure
+        ``labels`` is no class map but ``segment(output="uncertainty")``: its first band (the
+        disagreement) shown grey, dark where the passes agree, under this title.
 
     Returns
     -------
@@ -163,6 +167,8 @@ def quicklook(
     >>> quicklook(np.eye(64, dtype="uint8"), getfixture("tmp_path") / "labels.png").name
     'labels.png'
     """
+    if measure is not None:
+        return _measure_quicklook(labels, path, measure, image=image, max_size=max_size)
     named = _classes_for(labels, class_names, palette)
     palette = named.colors if named is not None else palette
     classes, nodata = _decimated(labels, max_size)
@@ -201,6 +207,25 @@ def quicklook(
         names = list(named.names) if named is not None else []
         panels.append(_legend(present, colours, names, panels[0].shape[0]))
         titles.append("classes")
+    return save_panels(path, panels, titles)
+
+
+def _measure_quicklook(
+    values: Any, path: str | Path, title: str, *, image: Any, max_size: int
+) -> Path:
+    """An uncertainty map's first band, grey (stretched to its 2-98 %), beside the input."""
+    decimated, _ = _decimated(values, max_size)
+    first = decimated.reshape(-1, *decimated.shape[-2:])[:1].astype(np.float32)
+    valid = ~np.isnan(first[0])
+    panels = [np.dstack([to_rgb8(first), (valid * 255).astype(np.uint8)])]
+    titles = [title]
+    if image is not None:
+        pixels, image_nodata = _decimated(image, max_size, shape=first.shape[-2:])
+        pixels = pixels.reshape(-1, *pixels.shape[-2:]).astype(np.float32)
+        missing = np.isnan(pixels) if image_nodata is None else (pixels == image_nodata)
+        rgb = to_rgb8(np.where(missing, np.nan, pixels))
+        panels.insert(0, np.dstack([rgb, (~missing.all(axis=0) * 255).astype(np.uint8)]))
+        titles.insert(0, "input")
     return save_panels(path, panels, titles)
 
 

@@ -164,3 +164,15 @@ def test_cli_model_that_raises_fails_the_job_and_leaves_no_output(scene, tmp_pat
     one_line_error(capsys, "RuntimeError", "out of memory (simulated)", "raised by the model")
     # no COG, no scratch file: a failed tile never becomes zeros
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_uncertainty_output_gets_a_quicklook_of_its_disagreement(write_scene, tmp_path):
+    """``--output uncertainty --quicklook`` wrote the zarr and then failed (issue 32: its ``measure``
+    dim was not read back as bands)."""
+    from PIL import Image
+
+    scene, png = write_scene(128), tmp_path / "q.png"
+    code = support.segment_cli(scene, tmp_path / "u.zarr", "--model", "seamless_dask.testing:brightness",
+                               "--output", "uncertainty", "--tta", "flips", "--quicklook", png,
+                               progress=False)  # fmt: skip
+    assert code == 0 and Image.open(png).size[0] > 0
