@@ -145,9 +145,11 @@ def to_cog(
     --------
     >>> import rasterio, seamless_dask as sd
     >>> from seamless_dask.demo import context_model, write_scene_geotiff
-    >>> scene = sd.open_raster(write_scene_geotiff(getfixture("tmp_path") / "scene.tif", size=300))
+    >>> import pathlib, tempfile
+    >>> tmp = pathlib.Path(tempfile.mkdtemp())  # any folder of yours
+    >>> scene = sd.open_raster(write_scene_geotiff(tmp / "scene.tif", size=300))
     >>> labels = sd.segment(scene, context_model(), tile_size=128, overlap=32)
-    >>> path = sd.to_cog(labels, getfixture("tmp_path") / "labels.tif")
+    >>> path = sd.to_cog(labels, tmp / "labels.tif")
     >>> with rasterio.open(path) as cog:
     ...     cog.shape, cog.dtypes[0], cog.crs.to_epsg(), cog.nodata
     ((300, 300), 'uint8', 32631, 255.0)

@@ -88,7 +88,9 @@ def open_raster(
     --------
     >>> import seamless_dask as sd
     >>> from seamless_dask.demo import write_scene_geotiff
-    >>> path = write_scene_geotiff(getfixture("tmp_path") / "scene.tif", size=512)
+    >>> import pathlib, tempfile
+    >>> tmp = pathlib.Path(tempfile.mkdtemp())  # any folder of yours
+    >>> path = write_scene_geotiff(tmp / "scene.tif", size=512)
     >>> image = sd.open_raster(path)
     >>> image.dims, image.shape, image.rio.crs.to_epsg(), int(image.rio.nodata)
     (('band', 'y', 'x'), (3, 512, 512), 32631, 0)

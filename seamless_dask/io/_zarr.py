@@ -118,7 +118,9 @@ def to_zarr(
     >>> import numpy as np, xarray as xr, seamless_dask as sd
     >>> from seamless_dask.testing import Brightness
     >>> labels = sd.segment(xr.DataArray(np.zeros((3, 64, 64), "uint8"), dims=("band", "y", "x")), Brightness())
-    >>> path = getfixture("tmp_path") / "labels.zarr"
+    >>> import pathlib, tempfile
+    >>> tmp = pathlib.Path(tempfile.mkdtemp())  # any folder of yours
+    >>> path = tmp / "labels.zarr"
     >>> sd.to_zarr(labels, path)
     1
     >>> sd.open_raster(path).dtype

@@ -164,7 +164,9 @@ def quicklook(
     --------
     >>> import numpy as np
     >>> from seamless_dask import quicklook
-    >>> quicklook(np.eye(64, dtype="uint8"), getfixture("tmp_path") / "labels.png").name
+    >>> import pathlib, tempfile
+    >>> tmp = pathlib.Path(tempfile.mkdtemp())  # any folder of yours
+    >>> quicklook(np.eye(64, dtype="uint8"), tmp / "labels.png").name
     'labels.png'
     """
     if measure is not None:
