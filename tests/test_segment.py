@@ -529,3 +529,23 @@ def test_an_image_in_memory_is_computed_with_one_malloc_arena_unless_told_not_to
     # lazy: the caller computes it
     sd.segment(da.from_array(image), helpers.Brightness(), **options)
     assert calls == [1]
+
+
+def test_the_batch_size_changes_no_label_and_the_scores_only_by_float_noise():
+    """docs/design.md says the batch size is left out of the job record because it does not change
+    pixels (issue 32: threads on other tools show outputs drifting with the batch size). MONAI's
+    BasicUNet (batch norm in eval mode, so no batch statistics) on CPU."""
+    from monai.networks.nets import BasicUNet
+
+    torch.manual_seed(0)
+    net = BasicUNet(
+        spatial_dims=2, in_channels=3, out_channels=3, features=(8, 8, 16, 16, 32, 8)
+    ).eval()
+    image = np.random.default_rng(0).normal(size=(3, 200, 190)).astype("float32")
+    runs = {
+        b: sd.segment(image, net, tile_size=64, overlap=16, batch_size=b, output="probabilities")
+        for b in (1, 3, 8)
+    }
+    for b in (3, 8):
+        np.testing.assert_array_equal(runs[b].argmax(0), runs[1].argmax(0))
+        assert np.abs(runs[b] - runs[1]).max() < 1e-5  # float32 noise of a differently sized GEMM

@@ -60,7 +60,8 @@ def to_ome_zarr(
     zarr_format: int = 2,
     properties: Any = None,
 ) -> int | Delayed:
-    """Write a result as an OME-Zarr multiscale image that napari, QuPath, OMERO and vizarr open.
+    """Write a result as an OME-Zarr multiscale image (NGFF 0.4 or 0.5: what ome-zarr-py, napari's
+    reader, reads; validated by ome-zarr-models in the tests).
 
     Parameters
     ----------
