@@ -1,7 +1,8 @@
 """Progress in tiles: how many grid tiles have been through the model, on any dask scheduler.
 
 ``compute(obj, progress=True)`` runs a lazy ``segment`` result or a writer's Delayed with a tqdm bar
-counting tiles. Local schedulers (threads, processes) report each stage-1 task as it ends, through a
+counting tiles (or, ``progress=callable``, calls ``callable(done, total)`` in tiles instead: the bar
+is one such callback). Local schedulers (threads, processes) report each stage-1 task as it ends, through a
 dask callback. On a ``distributed`` cluster, the :class:`TileEvents` scheduler plugin (registered
 with the other scheduler plugins, see :func:`seamless_dask.cluster.ensure_scheduler_plugins`) logs
 an event each time a stage-1 task's result is in memory, and the client follows that topic: it also
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import dask
@@ -33,15 +35,21 @@ def tile_counts(obj: Any) -> dict[Any, int]:
     return planned_tiles(obj)
 
 
+Progress = bool | Callable[[int, int], Any]
+
+
 def compute(
     obj: Any,
     *,
-    progress: bool = True,
+    progress: Progress = True,
     description: str = "tiles",
     worker_wait: float | None = None,
 ) -> Any:
     """``dask.compute(obj)[0]`` for a writer's Delayed, with a progress bar in tiles when
-    ``progress`` and a terminal or notebook. On a distributed cluster it is submitted a wave of
+    ``progress`` and a terminal or notebook; a callable ``progress`` is called as
+    ``progress(done, total)`` (tiles through the model, all the tiles) once at the start and as
+    chunks finish, from dask's threads (or the client's event thread on a cluster), never twice at
+    once. On a distributed cluster it is submitted a wave of
     chunk rows at a time (:mod:`seamless_dask.cluster.waves`), so that the scheduler never holds the
     whole scene's graph, and a cluster left without workers is waited for ``worker_wait`` seconds
     (default: dask's ``seamless_dask.worker_wait``, 300) before the job ends with a ClusterError.
@@ -50,11 +58,13 @@ def compute(
     if client is None:
         if not progress:
             return dask.compute(obj)[0]
-        with _TileBar(tile_counts(obj), description):
+        with _TileBar(tile_counts(obj), description, progress):
             return dask.compute(obj)[0]
     if not progress:
         return waves.compute(client, obj, worker_wait=worker_wait)
-    return _compute_distributed(client, obj, tile_counts(obj), description, worker_wait)
+    return _compute_distributed(
+        client, obj, tile_counts(obj), description, worker_wait, progress=progress
+    )
 
 
 def _client() -> Client | None:
@@ -70,7 +80,31 @@ def _client() -> Client | None:
     return client if dask.base.get_scheduler() == client.get else None
 
 
-def _bar(total: int, description: str) -> Any:
+class CallbackBar:
+    """What a tqdm bar does for the counters (``update``, ``close``), as calls of ``fn(done, total)``."""
+
+    def __init__(self, fn: Callable[[int, int], Any], total: int) -> None:
+        self.fn, self.total, self.done = fn, total, 0
+        fn(0, total)
+
+    def update(self, tiles: int) -> None:
+        """``tiles`` more are done."""
+        self.done += tiles
+        self.fn(self.done, self.total)
+
+    def close(self) -> None:
+        """Nothing to close: the callback had its last call."""
+
+    def __enter__(self) -> CallbackBar:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+def _bar(total: int, description: str, progress: Progress = True) -> Any:
+    if callable(progress):
+        return CallbackBar(progress, total)
     from tqdm.auto import tqdm
 
     return tqdm(
@@ -115,13 +149,14 @@ class _Counter:
 class _TileBar(Callback):
     """A dask callback (local schedulers) that advances a bar by each stage-1 task's tile count."""
 
-    def __init__(self, counts: dict[Any, int], description: str) -> None:
+    def __init__(self, counts: dict[Any, int], description: str, progress: Progress = True) -> None:
         super().__init__()
-        self.counts, self.description = counts, description
+        self.counts, self.description, self.progress = counts, description, progress
         self.counter: _Counter | None = None
 
     def _start(self, dsk: Any) -> None:
-        self.counter = _Counter(self.counts, _bar(sum(self.counts.values()), self.description))
+        total = sum(self.counts.values())
+        self.counter = _Counter(self.counts, _bar(total, self.description, self.progress))
 
     def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
         if self.counter is not None:
@@ -140,11 +175,13 @@ def _compute_distributed(
     counts: dict[Any, int],
     description: str,
     worker_wait: float | None = None,
+    *,
+    progress: Progress = True,
 ) -> Any:
     """Compute on the cluster; the bar follows :class:`TileEvents` events for this graph's stage-1
     keys.
     """
-    with _bar(sum(counts.values()), description) as bar:
+    with _bar(sum(counts.values()), description, progress) as bar:
         counter = _Counter(counts, bar)
 
         def on_event(event: Any) -> None:

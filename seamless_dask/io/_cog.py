@@ -19,6 +19,7 @@ from dask.delayed import Delayed
 
 from ..classes import classes_of
 from ..cluster import progress as bars
+from ..cluster.progress import Progress
 from ..exceptions import RasterError
 from ..graph.layers import block_keys, graph_with
 from ._pam import check_sidecar, place_sidecar
@@ -52,7 +53,7 @@ def to_cog(
     blocksize: int = ...,
     overview_resampling: str | None = ...,
     compute: Literal[True] = ...,
-    progress: bool = ...,
+    progress: Progress = ...,
     storage_options: dict | None = ...,
     run: str | None = ...,
 ) -> str: ...
@@ -68,7 +69,7 @@ def to_cog(
     blocksize: int = ...,
     overview_resampling: str | None = ...,
     compute: Literal[False],
-    progress: bool = ...,
+    progress: Progress = ...,
     storage_options: dict | None = ...,
     run: str | None = ...,
 ) -> Delayed: ...
@@ -83,7 +84,7 @@ def to_cog(
     blocksize: int = 512,
     overview_resampling: str | None = None,
     compute: bool = True,
-    progress: bool = False,
+    progress: Progress = False,
     storage_options: dict | None = None,
     run: str | None = None,
 ) -> str | Delayed:

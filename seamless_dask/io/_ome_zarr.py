@@ -22,6 +22,7 @@ from dask.delayed import Delayed
 
 from ..classes import classes_of
 from ..cluster import progress as bars
+from ..cluster.progress import Progress
 from ..exceptions import DimensionError, OptionError, RasterError
 from ..graph import record
 from ..graph.build import resumed_array
@@ -55,7 +56,7 @@ def to_ome_zarr(
     resume: bool = False,
     overwrite: bool = False,
     compute: bool = True,
-    progress: bool = False,
+    progress: Progress = False,
     storage_options: dict | None = None,
     zarr_format: int = 2,
     properties: Any = None,

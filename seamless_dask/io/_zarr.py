@@ -15,6 +15,7 @@ from dask.base import tokenize
 from dask.delayed import Delayed
 
 from ..cluster import progress as bars
+from ..cluster.progress import Progress
 from ..exceptions import DimensionError, OptionError, RasterError
 from ..graph import record
 from ..graph.build import resumed_array
@@ -33,7 +34,7 @@ def to_zarr(
     resume: bool = ...,
     overwrite: bool = ...,
     compute: Literal[True] = ...,
-    progress: bool = ...,
+    progress: Progress = ...,
     storage_options: dict | None = ...,
     zarr_format: int = ...,
 ) -> int: ...
@@ -47,7 +48,7 @@ def to_zarr(
     resume: bool = ...,
     overwrite: bool = ...,
     compute: Literal[False],
-    progress: bool = ...,
+    progress: Progress = ...,
     storage_options: dict | None = ...,
     zarr_format: int = ...,
 ) -> Delayed: ...
@@ -60,7 +61,7 @@ def to_zarr(
     resume: bool = False,
     overwrite: bool = False,
     compute: bool = True,
-    progress: bool = False,
+    progress: Progress = False,
     storage_options: dict | None = None,
     zarr_format: int = 2,
 ) -> int | Delayed:
@@ -91,7 +92,8 @@ def to_zarr(
         second writer is refused). ``False``: return a Delayed that writes when computed; the caller
         then holds the target (see :func:`seamless_dask.io.claim`).
     progress
-        A tile progress bar while writing (``compute=True``).
+        A tile progress bar while writing (``compute=True``), or a callable called as
+        ``progress(done, total)`` in tiles (``seamless_dask.progress.compute``).
     storage_options
         Options for the store's fsspec filesystem (credentials, endpoint).
     zarr_format

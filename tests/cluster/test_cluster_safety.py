@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 
+import dask
 import numpy as np
 import pytest
 import rasterio
@@ -157,6 +158,33 @@ def test_a_stage1_task_fused_with_its_output_task_still_counts(capsys):
         np.testing.assert_array_equal(progress.compute(lazy), result)
     expected = sum(progress.tile_counts(lazy).values())
     assert _final_count(capsys.readouterr().err) == (expected, expected)
+
+
+@pytest.mark.parametrize("scheduler", ["threads", "local cluster"])
+def test_a_progress_callback_hears_every_tile_once_in_order(scene, tmp_path, scheduler):
+    """``progress=callable`` (issue 32: a library's own progress, not a tqdm bar): called with (done,
+    total) from 0 up to total, never backwards, whatever the scheduler."""
+    import threading
+
+    calls, lock = [], threading.Lock()
+
+    def heard(done, total):
+        with lock:
+            calls.append((done, total))
+
+    labels = sd.segment(sd.open_raster(scene), MODEL, tile_size=64, overlap=16, chunks=96)
+    total = sum(progress.tile_counts(labels.data).values())
+    if scheduler == "threads":
+        with dask.config.set(scheduler="threads"):
+            sd.to_zarr(labels, tmp_path / "o.zarr", progress=heard)
+    else:
+        from seamless_dask.cluster import local_cluster
+
+        with local_cluster(n_workers=1, threads_per_worker=2, dashboard=False):
+            sd.to_zarr(labels, tmp_path / "o.zarr", progress=heard)
+    assert calls[0] == (0, total) and calls[-1] == (total, total)
+    done = [d for d, _ in calls]
+    assert done == sorted(done) and len(set(done)) == len(done) > 2
 
 
 # ---- class 12: TLS end to end
