@@ -12,7 +12,7 @@ import xarray as xr
 from affine import Affine
 
 from ..exceptions import OptionError
-from .instances import IDS_ATTR, instances, label_map
+from .instances import IDS_ATTR, LabelRule, instances_and_classes, label_map
 
 
 def per_chunk(
@@ -58,10 +58,8 @@ def objects_of(labels: Any, rule: dict[str, Any]) -> tuple[xr.DataArray, da.Arra
             )
         data = ids.data if isinstance(ids.data, da.Array) else da.from_array(ids.data)
         return ids.copy(data=data), (data > 0).astype(np.uint8)
-    ids = instances(labels, **rule)
-    data = label_map(labels).data
-    classes = data if isinstance(data, da.Array) else da.from_array(data, ids.data.chunks)
-    return ids, classes
+    array = label_map(labels)
+    return instances_and_classes(array, LabelRule.of(array, **rule))
 
 
 def apply_points(transform: Affine, cols: Any, rows: Any) -> tuple[Any, Any]:

@@ -49,6 +49,19 @@ class LabelRule:
     connectivity: int  # 1: edge neighbours (4 in 2-D); 2: edges and corners (8)
     region: Region | None = None  # pixels whose centre lies outside are no object
 
+    @classmethod
+    def of(
+        cls, array: xr.DataArray, *, connectivity: int = 1, classes: Any = None, nodata: Any = None,
+        region: Any = None, region_crs: Any = None,
+    ) -> LabelRule:  # fmt: skip
+        """The rule ``instances`` takes, checked, for the class map ``array`` (``label_map``'s)."""
+        return cls(
+            _classes(classes),
+            _nodata(array, nodata),
+            _connectivity(connectivity),
+            as_region(region, array, region_crs),
+        )
+
     def inside(self, origin: tuple[int, int], shape: tuple[int, ...]) -> np.ndarray | None:
         """Which pixels of the block at ``origin`` may be objects' (their centre in the region);
         ``None``: all.
@@ -146,13 +159,16 @@ def instances(
            [9, 0, 0, 0]], dtype=uint32)
     """
     array = label_map(labels)
-    rule = LabelRule(
-        _classes(classes),
-        _nodata(array, nodata),
-        _connectivity(connectivity),
-        as_region(region, array, region_crs),
-    )
-    ids = label_array(array.data, rule)
+    rule = LabelRule.of(array, connectivity=connectivity, classes=classes, nodata=nodata,
+                        region=region, region_crs=region_crs)  # fmt: skip
+    return instances_and_classes(array, rule)[0]
+
+
+def instances_and_classes(array: xr.DataArray, rule: LabelRule) -> tuple[xr.DataArray, da.Array]:
+    """``instances``' ids of a class map (``label_map``'s), and the classes as its last step read
+    them, for whatever reads them again (one reader of the input's blocks: ``label_array``).
+    """
+    ids, classes = label_array(array.data, rule)
     out = xr.DataArray(ids, dims=array.dims, coords=array.coords, name="instances")
     out.attrs.update(
         object_classes=list(rule.classes) if rule.classes is not None else "all but 0 and nodata",
@@ -167,31 +183,49 @@ def instances(
     for key in ("pixel_size", "pixel_unit"):
         if key in array.attrs:
             out.attrs[key] = array.attrs[key]
-    return out.rio.write_nodata(0, encoded=False)
+    return out.rio.write_nodata(0, encoded=False), classes
 
 
-def label_array(data: Any, rule: LabelRule) -> da.Array:
+def label_array(data: Any, rule: LabelRule) -> tuple[da.Array, da.Array]:
     """The three steps of the module's docstring over a 2-D dask (or numpy) array of classes, as
     blockwise steps (both of dask's array engines take them): a chunk learns where it lies from the
-    blocks of two ``arange`` arrays beside it.
+    blocks of two ``arange`` arrays beside it. Returns the ids and the class map as step 3 read it.
+
+    Step 1 keeps each class block compressed (blosc zstd: a class map packs 5 to 50 times), and
+    step 3 (and whatever else reads the classes again: the table, the polygons) unpacks it: the
+    input's own blocks then have one reader, so dask need not hold them (a model's output, or a
+    store's reads) until the merge, which waits for every chunk, is done.
     """
     data = data if isinstance(data, da.Array) else da.from_array(np.asarray(data), DEFAULT_CHUNK)
     dtype = np.dtype(np.uint32 if data.size < UINT32_MAX else np.uint64)
     width = data.shape[1]
     rows, cols = (da.arange(n, chunks=c) for n, c in zip(data.shape, data.chunks, strict=True))
     place = {"rule": rule, "width": width, "ids": dtype}
-    edges = da.blockwise(
+    first = da.blockwise(
         _edges_block, "ij", data, "ij", rows, "i", cols, "j", **place,
         dtype=object, adjust_chunks={"i": 1, "j": 1}, meta=np.empty((0, 0), object),
     )  # fmt: skip
+    objects = {"dtype": object, "meta": np.empty((0, 0), object)}
+    edges = first.map_blocks(_part, 0, **objects)
+    packed = first.map_blocks(_part, 1, **objects)
     merge = edges.rechunk(edges.shape).map_blocks(
         _merge_block, rule.connectivity, dtype,
         chunks=((1,), (1,)), dtype=object, meta=np.empty((0, 0), object),
     )  # fmt: skip
-    return da.blockwise(
-        _relabel_block, "ij", data, "ij", merge, "kl", rows, "i", cols, "j", **place,
-        dtype=dtype, concatenate=True, meta=np.empty((0, 0), dtype),
+    # each block's first row and column, a block an entry (the packed blocks' chunks are 1 x 1)
+    starts = [da.from_array(np.cumsum([0, *c])[:-1], chunks=1) for c in data.chunks]
+    ids = da.blockwise(
+        _relabel_block, "ij", packed, "ij", merge, "kl", starts[0], "i", starts[1], "j", **place,
+        dtype=dtype, adjust_chunks={"i": data.chunks[0], "j": data.chunks[1]},
+        concatenate=True, meta=np.empty((0, 0), dtype),
     )  # fmt: skip
+    # unpacked only once the merge is done (its dependency), so not all at once before it
+    classes = da.blockwise(
+        _unpack_block, "ij", packed, "ij", merge, "kl", dtype=data.dtype,
+        adjust_chunks={"i": data.chunks[0], "j": data.chunks[1]},
+        concatenate=True, meta=np.empty((0, 0), data.dtype),
+    )  # fmt: skip
+    return ids, classes
 
 
 def _edges_block(
@@ -204,8 +238,44 @@ def _edges_block(
     ids: Any,
 ) -> np.ndarray:
     out = np.empty((1, 1), object)
-    out[0, 0] = _edges(block, rule, (int(rows[0]), int(cols[0])), width, ids)
+    block = np.ascontiguousarray(block)
+    edges = _edges(block, rule, (int(rows[0]), int(cols[0])), width, ids)
+    out[0, 0] = (edges, Packed.of(block))
     return out
+
+
+def _part(block: np.ndarray, k: int) -> np.ndarray:
+    out = np.empty((1, 1), object)
+    out[0, 0] = block[0, 0][k]
+    return out
+
+
+def _unpack_block(packed: np.ndarray, merge: np.ndarray) -> np.ndarray:
+    return packed[0, 0].unpack()
+
+
+@dataclass(frozen=True)
+class Packed:
+    """A class block compressed (blosc zstd, level 1: a few ms a megapixel each way)."""
+
+    data: bytes
+    shape: tuple[int, ...]
+    dtype: str
+
+    @classmethod
+    def of(cls, block: np.ndarray) -> Packed:
+        """``block`` compressed."""
+        from numcodecs import Blosc
+
+        codec = Blosc(cname="zstd", clevel=1, shuffle=Blosc.NOSHUFFLE)
+        return cls(bytes(codec.encode(block)), block.shape, str(block.dtype))
+
+    def unpack(self) -> np.ndarray:
+        """The block again."""
+        from numcodecs import Blosc
+
+        raw = Blosc().decode(self.data)
+        return np.frombuffer(raw, self.dtype).reshape(self.shape).copy()
 
 
 def _merge_block(edges: np.ndarray, connectivity: int, dtype: Any) -> np.ndarray:
@@ -215,7 +285,7 @@ def _merge_block(edges: np.ndarray, connectivity: int, dtype: Any) -> np.ndarray
 
 
 def _relabel_block(
-    block: np.ndarray,
+    packed: np.ndarray,
     merge: np.ndarray,
     rows: np.ndarray,
     cols: np.ndarray,
@@ -225,6 +295,7 @@ def _relabel_block(
     ids: Any,
 ) -> np.ndarray:
     origin = (int(rows[0]), int(cols[0]))
+    block = packed[0, 0].unpack()
     return _relabel(block, merge[0, 0], rule, origin=origin, width=width, dtype=ids)
 
 
