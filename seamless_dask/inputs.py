@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
@@ -69,15 +70,94 @@ def as_input(
     :func:`seamless_dask.segment` for each option); an input of no known kind is refused first.
     """
     data = stac_image(data, bands)
+    kind = input_kind(data)
+    found_nodata = nodata_for(data, nodata)
+    found_region = as_region(region, data, region_crs)
+    if is_percentile(normalize):
+        normalize = percentile_normalize(data, kind, normalize, found_nodata, found_region)
     return SegmentInput(
         data=data,
-        kind=input_kind(data),
-        nodata=nodata_for(data, nodata),
+        kind=kind,
+        nodata=found_nodata,
         normalize=normalize_for(data, normalize),
         device=device_for(data, device),
-        region=as_region(region, data, region_crs),
+        region=found_region,
         classes=as_classes(class_names, palette),
     )
+
+
+PERCENTILES = (1.0, 99.8)  # CSBDeep's and StarDist's default (Cellpose's is 1 to 99)
+PERCENTILE_CHUNKS = 16  # chunks sampled, at most
+
+
+def is_percentile(normalize: Any) -> bool:
+    """Whether ``normalize`` asks for scene-wide percentiles: ``"percentile"`` or
+    ``("percentile", low, high)``.
+    """
+    if isinstance(normalize, str):
+        return normalize == "percentile"
+    return (
+        isinstance(normalize, tuple | list) and len(normalize) == 3 and normalize[0] == "percentile"
+    )
+
+
+def percentile_normalize(
+    data: Any, kind: str, normalize: Any, nodata: float | None, region: Region | None
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``(low, high - low)`` per band: the scene's ``low`` and ``high`` percentiles, as ``segment``'s
+    ``(mean, std)``, so that the model sees ``(x - low) / (high - low)`` everywhere (one scaling for
+    the scene: per-tile normalisation draws lines between tiles).
+
+    Estimated once, from up to 16 chunks drawn with a fixed seed (the same chunks, so the same
+    numbers, each time the job is built: a resumed job is the same job, and the job record holds
+    the values), nodata, non-finite pixels and pixels outside ``region`` left out.
+    """
+    low, high = (
+        PERCENTILES if isinstance(normalize, str) else (float(normalize[1]), float(normalize[2]))
+    )
+    if not 0 <= low < high <= 100:
+        raise OptionError(
+            f"normalize=('percentile', {low}, {high}): give 0 <= low < high <= 100, e.g. "
+            f"('percentile', 1, 99.8)"
+        )
+    pixels = data.data if kind == "dataarray" else data
+    if kind == "tensor":
+        pixels = pixels.detach().cpu().numpy()
+    if not isinstance(pixels, da.Array):
+        pixels = da.from_array(np.asarray(pixels), chunks=(-1,) * (pixels.ndim - 2) + (1024, 1024))
+    pixels = pixels if pixels.ndim >= 3 else pixels[None]
+    rows, cols = (np.cumsum([0, *c]) for c in pixels.chunks[-2:])
+    cells = [(i, j) for i in range(len(rows) - 1) for j in range(len(cols) - 1)]
+    if region is not None:
+        boxes = np.array([(rows[i], cols[j], rows[i + 1], cols[j + 1]) for i, j in cells])
+        cells = [c for c, touches in zip(cells, region.touching(boxes), strict=True) if touches]
+    rng = np.random.default_rng(0)
+    picked = sorted(rng.choice(len(cells), min(PERCENTILE_CHUNKS, len(cells)), replace=False))
+    windows = [
+        pixels[..., rows[i] : rows[i + 1], cols[j] : cols[j + 1]]
+        for i, j in (cells[k] for k in picked)
+    ]
+    values = [np.asarray(w, dtype=np.float64) for w in dask.compute(*windows)]
+    per_band: list[list[np.ndarray]] = [[] for _ in range(pixels.shape[-3])]
+    for (i, j), read in zip((cells[k] for k in picked), values, strict=True):
+        window = read.reshape(-1, *read.shape[-3:])  # a time stack's steps together
+        keep = np.isfinite(window) & (window != nodata if nodata is not None else True)
+        if region is not None:
+            keep &= region.mask(int(rows[i]), int(cols[j]), window.shape[-2:])
+        for band in range(window.shape[1]):
+            per_band[band].append(window[:, band][keep[:, band]])
+    lows, spans = [], []
+    for band, found in enumerate(per_band):
+        sample = np.concatenate(found) if found else np.zeros(0)
+        if not sample.size:
+            raise OptionError(
+                f"normalize='percentile': band {band} has no valid pixel in the {len(picked)} chunks "
+                "sampled (all nodata, or outside the region): give (mean, std) instead"
+            )
+        lo, hi = np.percentile(sample, [low, high])
+        lows.append(float(lo))
+        spans.append(float(hi - lo) if hi > lo else 1.0)  # a constant band: 0 after the shift
+    return tuple(lows), tuple(spans)
 
 
 def input_kind(data: Any) -> InputKind:

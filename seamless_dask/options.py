@@ -151,7 +151,13 @@ SEGMENT_OPTIONS: tuple[Option, ...] = (
     Option("output", "labels", "what the result holds", choices=OUTPUTS),
     Option("weights", "trim", "the trust map that blends the overlaps", choices=WEIGHTS_KINDS),
     Option("device", "auto", "auto, cpu, cuda or cuda:N"),
-    Option("normalize", None, "imagenet, or per-band mean/std: 123,116,103/58,57,57", "MEAN/STD"),
+    Option(
+        "normalize",
+        None,
+        "imagenet, percentile (the scene's 1-99.8 %, or percentile:LOW,HIGH), or per-band "
+        "mean/std: 123,116,103/58,57,57",
+        "MEAN/STD",
+    ),
     Option("activation", "softmax", "applied to the model's output", choices=ACTIVATIONS),
     Option("num_classes", None, "the model's outputs (default: probe it once)", "N"),
     Option("chunks", None, "pixels per chunk side (default 2048)", "N"),
@@ -188,7 +194,7 @@ class SegmentOptions(TypedDict, total=False):
     output: Output
     weights: WeightsKind | TileWeights | np.ndarray
     device: str
-    normalize: tuple[Any, Any] | Literal["imagenet"] | None
+    normalize: tuple[Any, ...] | Literal["imagenet", "percentile"] | None
     activation: Activation | None
     num_classes: int | None
     chunks: int | tuple[int, int] | None

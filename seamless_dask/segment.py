@@ -72,7 +72,7 @@ def segment(
     output: Output = "labels",
     weights: WeightsKind | TileWeights | np.ndarray = "trim",
     device: str = "auto",
-    normalize: tuple[Any, Any] | Literal["imagenet"] | None = None,
+    normalize: tuple[Any, ...] | Literal["imagenet", "percentile"] | None = None,
     activation: Activation | None = "softmax",
     num_classes: int | None = None,
     chunks: int | Pair | None = None,
@@ -131,7 +131,12 @@ def segment(
     normalize
         ``(mean, std)`` in the input's units, per band or one for all; or ``"imagenet"``:
         torchvision's ImageNet statistics for 3 RGB bands, scaled to the dtype's range (x 255 for
-        uint8, x 65535 for uint16; floats are taken to be in [0, 1]).
+        uint8, x 65535 for uint16; floats are taken to be in [0, 1]); or ``"percentile"`` (or
+        ``("percentile", low, high)``, default 1 and 99.8): each band scaled by the scene's own
+        percentiles, ``(x - low) / (high - low)``, as Cellpose and StarDist normalise, but once for
+        the scene, not per tile (which draws lines between tiles). Estimated when ``segment`` is
+        called, from up to 16 chunks drawn with a fixed seed (nodata and pixels outside ``region``
+        left out); the values are the job record's ``normalize``, so a resumed job uses the same.
     activation
         ``"softmax"``, ``"sigmoid"`` or ``None``, applied per tile before blending (not for
         ``"logits"``).

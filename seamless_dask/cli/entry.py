@@ -460,9 +460,17 @@ def _int_list(text: str) -> list[int]:
         ) from None
 
 
-def _normalize(text: str) -> tuple[list[float], list[float]] | str:
-    if text == "imagenet":
+def _normalize(text: str) -> tuple[Any, ...] | str:
+    if text in ("imagenet", "percentile"):
         return text
+    if text.startswith("percentile:"):
+        try:
+            low, high = (float(v) for v in text.removeprefix("percentile:").split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected percentile:LOW,HIGH like percentile:1,99.8, got {text!r}"
+            ) from None
+        return ("percentile", low, high)
     try:
         mean, std = text.split("/")
         return [float(v) for v in mean.split(",")], [float(v) for v in std.split(",")]
