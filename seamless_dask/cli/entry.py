@@ -12,14 +12,9 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from ..exceptions import ClusterError, ModelError, SeamlessError, SeamlessWarning, StorageError
-from ..options import (
-    ACTIVATIONS,
-    OUTPUTS,
-    SEGMENT_OPTIONS,
-    WEIGHTS_KINDS,
-    Option,
-)
+from ..options import SEGMENT_OPTIONS, WEIGHTS_KINDS, Option
 from . import commands as handlers
+from .values import CLI_CHOICES, CLI_TYPES, int_list, seconds
 
 
 class Terminated(KeyboardInterrupt):
@@ -278,7 +273,7 @@ def _add_vectorize(commands: Any) -> None:
     )
     vectorize.add_argument(
         "--classes",
-        type=_int_list,
+        type=int_list,
         default=None,
         help="the classes to vectorize (default: all but 0)",
     )
@@ -329,14 +324,14 @@ def _add_segment(commands: Any) -> None:
     )
     seg.add_argument(
         "--connect-timeout",
-        type=_seconds,
+        type=seconds,
         default=None,
         metavar="S",
         help="seconds to reach --scheduler (default 30)",
     )
     seg.add_argument(
         "--worker-wait",
-        type=_seconds,
+        type=seconds,
         default=300.0,
         metavar="S",
         help="seconds to wait for a first worker to join",
@@ -351,16 +346,9 @@ def _add_segment(commands: Any) -> None:
     seg.add_argument(
         "--quicklook", metavar="PNG", help="also write a quicklook PNG beside the input"
     )
-    seg.add_argument(
-        "--instances",
-        metavar="IDS",
-        help="also write the class map's objects as ids (.zarr, .ome.zarr with a properties table, .tif)",
-    )
-    seg.add_argument(
-        "--vector",
-        metavar="FILE",
-        help="also write the class map's objects as polygons (.parquet, .gpkg, .fgb)",
-    )
+    for flag, name, what in (("--instances", "IDS", "ids (.zarr, .ome.zarr, .tif)"),
+                             ("--vector", "FILE", "polygons (.parquet, .gpkg, .fgb)")):  # fmt: skip
+        seg.add_argument(flag, metavar=name, help=f"also write the class map's objects as {what}")
     seg.add_argument("--no-progress", dest="progress", action="store_false")
     seg.add_argument("--debug", action="store_true", help="show tracebacks")
     seg.set_defaults(run=_segment)
@@ -371,13 +359,13 @@ def _add_option(parser: Any, option: Option) -> None:
     if isinstance(option.default, bool):
         parser.add_argument(option.flag, action="store_true", help=option.help)
         return
-    choices = _CLI_CHOICES.get(option.name) or (
+    choices = CLI_CHOICES.get(option.name) or (
         [c for c in option.choices if c is not None] if option.choices else None
     )
     default = "none" if option.name == "activation" and option.default is None else option.default
     parser.add_argument(
         option.flag,
-        type=_CLI_TYPES.get(option.name),
+        type=CLI_TYPES.get(option.name),
         default=default,
         choices=choices,
         metavar=None if choices else option.metavar,
@@ -430,83 +418,6 @@ def _segment(args: argparse.Namespace) -> None:
         **options,
     )
     print(run_segment(request).summary())
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not value >= 0:  # NaN too
-        raise argparse.ArgumentTypeError(f"seconds must be 0 or more, got {text}")
-    return value
-
-
-def _names(text: str) -> list[str]:
-    names = [n.strip() for n in text.split(",")]
-    if not all(names):
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated names like background,tumour, got {text!r}"
-        )
-    return names
-
-
-def _int_list(text: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated band numbers like 3,2,1, got {text!r}"
-        ) from None
-
-
-def _normalize(text: str) -> tuple[Any, ...] | str:
-    if text in ("imagenet", "percentile"):
-        return text
-    if text.startswith("percentile:"):
-        try:
-            low, high = (float(v) for v in text.removeprefix("percentile:").split(","))
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"expected percentile:LOW,HIGH like percentile:1,99.8, got {text!r}"
-            ) from None
-        return ("percentile", low, high)
-    try:
-        mean, std = text.split("/")
-        return [float(v) for v in mean.split(",")], [float(v) for v in std.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected MEAN/STD like 123.7,116.3,103.5/58.4,57.1,57.4, got {text!r}"
-        ) from None
-
-
-def _nodata(text: str) -> float | str | None:
-    if text in ("auto", "none"):
-        return None if text == "none" else "auto"
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected auto, none or a number, got {text!r}") from None
-
-
-# How the command line writes the options whose values are not plain strings.
-_CLI_TYPES: dict[str, Any] = {
-    "tile_size": int,
-    "overlap": int,
-    "batch_size": int,
-    "num_classes": int,
-    "chunks": int,
-    "normalize": _normalize,
-    "nodata": _nodata,
-    "bands": _int_list,
-    "class_names": _names,
-    "palette": _names,
-}
-# Choices as a command line spells them: no logits to a file, and "none" for no activation.
-_CLI_CHOICES: dict[str, list[str]] = {
-    "output": [o for o in OUTPUTS if o != "logits"],
-    "activation": [*(a for a in ACTIVATIONS if a), "none"],
-}
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..cluster.connect import TLSFiles, job_scheduler
 from ..exceptions import OptionError, RasterError, StorageError
-from ..options import AMP, SEGMENT_OPTIONS, TTA, Activation, Output, WeightsKind
+from ..options import AMP, SEGMENT_OPTIONS, TTA, Activation, Output, WeightsKind, output_kind
 
 REGION_OPTIONS = ("region", "region_crs")  # a GeoJSON file and its CRS, read by the job
 
@@ -161,7 +161,8 @@ def run_segment(request: SegmentRequest) -> SegmentReport:
         seconds=time.perf_counter() - start,
     )
     if request.quicklook:
-        measure = "disagreement" if request.output == "uncertainty" else None
+        kind = output_kind(request.output)
+        measure = kind.measures[0] if kind.measures else None  # a map of measures: the first
         report.quicklook = str(
             viz.quicklook(target.url, request.quicklook, image=request.source, measure=measure)
         )
@@ -326,7 +327,7 @@ def _check_object_paths(request: SegmentRequest, others: dict[str, str]) -> None
     for flag, path in wanted.items():
         if path is None:
             continue
-        if request.output != "labels":
+        if not output_kind(request.output).is_labels:
             raise OptionError(
                 f"{flag} takes the objects of a class map, and --output is {request.output!r}: "
                 "drop --output (labels are the default), or run vectorize on a class map later"
