@@ -78,7 +78,7 @@ CLI_TYPES: dict[str, Any] = {
     "normalize": normalize,
     "nodata": nodata,
     "bands": int_list,
-    "classnames": names,
+    "class_names": names,
     "palette": names,
 }
 # Choices as a command line spells them: no logits to a file, and "none" for no activation.
