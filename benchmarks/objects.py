@@ -15,7 +15,8 @@ chunk border, none spanning the scene); timed on a ``LocalCluster`` of ``--worke
 - up to ``--whole-up-to`` px, the whole-image tools on the map in memory, in this process:
   ``scipy.ndimage.label`` per class and ``rasterio.features.shapes``.
 
-Peak memory: RSS sampled every 0.1 s, the client's above what it held before, the workers' summed.
+Peak memory: RSS sampled every 0.1 s, each step on a fresh cluster: the client's and the
+workers' (summed) above what they held when the step began.
 "per core" ratios multiply our wall time by the workers (each of one core) before dividing by the
 one-core whole-image tool's. Prints a markdown table for docs/benchmarks.md.
 """
@@ -55,11 +56,14 @@ def class_map(size: int, chunk: int) -> da.Array:
 
 
 class Peaks:
-    """The peak RSS of this process (above its start) and of the workers' processes (summed)."""
+    """The peak RSS of this process and of the workers' processes (summed), each above where it
+    started.
+    """
 
     def __init__(self, pids: list[int]) -> None:
         self.me, self.workers = psutil.Process(), [psutil.Process(p) for p in pids]
         self.base = self.me.memory_info().rss
+        self.worker_base = sum(p.memory_info().rss for p in self.workers)
         self.client = self.worker = 0
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True)
@@ -67,7 +71,8 @@ class Peaks:
     def run(self) -> None:
         while not self.stop.wait(0.1):
             self.client = max(self.client, self.me.memory_info().rss - self.base)
-            self.worker = max(self.worker, sum(p.memory_info().rss for p in self.workers))
+            now = sum(p.memory_info().rss for p in self.workers) - self.worker_base
+            self.worker = max(self.worker, now)
 
     def __enter__(self) -> Peaks:
         self.thread.start()
@@ -78,11 +83,36 @@ class Peaks:
         self.thread.join()
 
 
-def measured(fn, pids):
-    with Peaks(pids) as peaks:
-        start = time.perf_counter()
-        out = fn()
-        wall = time.perf_counter() - start
+def _warm() -> None:
+    import dask_geopandas  # noqa: F401
+    import geopandas  # noqa: F401
+    import rasterio.features  # noqa: F401
+    import scipy.ndimage  # noqa: F401
+
+    import seamless_dask  # noqa: F401
+
+
+def measured(fn, workers: int):
+    """``fn()`` timed on a fresh ``LocalCluster`` (so that no step inherits another's heap)."""
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",
+            memory_limit="10GiB",
+        ) as cluster,  # fmt: skip
+        Client(cluster) as client,
+        dask.config.set(scheduler=client),
+    ):
+        pids = list(client.run(os.getpid).values())
+        client.run(_warm)  # imports paid before the clock starts, as on a cluster that ran a job
+        with Peaks(pids) as peaks:
+            start = time.perf_counter()
+            out = fn()
+            wall = time.perf_counter() - start
     return wall, peaks.client / 2**20, peaks.worker / 2**20, out
 
 
@@ -97,19 +127,18 @@ def whole_image(lazy: da.Array) -> dict:
             "shapes_count": shapes}  # fmt: skip
 
 
-def run(size: int, chunk: int, pids: list[int], whole: bool, scratch: Path) -> dict:
+def run(size: int, chunk: int, workers: int, whole: bool, scratch: Path) -> dict:
     written = scratch / f"classes-{size}.zarr"
-    class_map(size, chunk).to_zarr(
-        str(written)
-    )  # made once; what is timed reads it, as a job would
+    with dask.config.set(scheduler="threads"):  # made once; what is timed reads it, as a job would
+        class_map(size, chunk).to_zarr(str(written))
     lazy = da.from_zarr(str(written))
     row: dict = {"size": size}
     row["instances"] = measured(
-        lambda: sd.to_zarr(sd.instances(lazy), scratch / f"ids-{size}.zarr"), pids
+        lambda: sd.to_zarr(sd.instances(lazy), scratch / f"ids-{size}.zarr"), workers
     )
     target = scratch / f"objects-{size}.parquet"
     row["polygons"] = measured(
-        lambda: sd.to_vector(sd.polygons(lazy, lazy=True), str(target)), pids
+        lambda: sd.to_vector(sd.polygons(lazy, lazy=True), str(target)), workers
     )
     row["objects"] = sum(pq.ParquetFile(f).metadata.num_rows for f in target.glob("*.parquet"))
     if whole:
@@ -125,7 +154,6 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--whole-up-to", type=int, default=10000)
     args = parser.parse_args()
-    from distributed import Client, LocalCluster
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             check=False).stdout.strip()  # fmt: skip
@@ -134,23 +162,11 @@ def main() -> None:
           f"{args.workers} worker processes of 1 thread")  # fmt: skip
     print("| px | objects | sd.instances -> zarr | scipy label (ours x cores / scipy) "
           "| sd.polygons -> GeoParquet | rasterio shapes (ours x cores / shapes) "
-          "| objects/s (polygons) | peak client / workers |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|")
-    with (
-        LocalCluster(
-            n_workers=args.workers,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=":0",
-            memory_limit="10GiB",
-        ) as cluster,  # fmt: skip
-        Client(cluster) as client,
-        dask.config.set(scheduler=client),
-        tempfile.TemporaryDirectory(dir=".") as scratch,
-    ):
-        pids = list(client.run(os.getpid).values())
+          "| objects/s (polygons) | peak client / workers, instances | the same, polygons |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory(dir=".") as scratch:
         for size in args.sizes:
-            r = run(size, args.chunk, pids, size <= args.whole_up_to, Path(scratch))
+            r = run(size, args.chunk, args.workers, size <= args.whole_up_to, Path(scratch))
             (ids_s, ids_c, ids_w, _), (pol_s, pol_c, pol_w, _) = r["instances"], r["polygons"]
             n = args.workers
             scipy = (f"{r['scipy']:.1f} s ({ids_s * n / r['scipy']:.1f} x)" if "scipy" in r
@@ -158,8 +174,8 @@ def main() -> None:
             shapes = (f"{r['shapes']:.1f} s ({pol_s * n / r['shapes']:.1f} x)" if "shapes" in r
                       else "does not fit")  # fmt: skip
             print(f"| {size:,} | {r['objects']:,} | {ids_s:.1f} s | {scipy} | {pol_s:.1f} s | {shapes} "
-                  f"| {r['objects'] / pol_s:,.0f} | {max(ids_c, pol_c):,.0f} MiB / "
-                  f"{max(ids_w, pol_w):,.0f} MiB |", flush=True)  # fmt: skip
+                  f"| {r['objects'] / pol_s:,.0f} | {ids_c:,.0f} / {ids_w:,.0f} MiB "
+                  f"| {pol_c:,.0f} / {pol_w:,.0f} MiB |", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":
