@@ -164,7 +164,7 @@ def main() -> None:
           "| sd.polygons -> GeoParquet | rasterio shapes (ours x cores / shapes) "
           "| objects/s (polygons) | peak client / workers, instances | the same, polygons |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|")
-    with tempfile.TemporaryDirectory(dir=".") as scratch:
+    with tempfile.TemporaryDirectory() as scratch:
         for size in args.sizes:
             r = run(size, args.chunk, args.workers, size <= args.whole_up_to, Path(scratch))
             (ids_s, ids_c, ids_w, _), (pol_s, pol_c, pol_w, _) = r["instances"], r["polygons"]

@@ -355,12 +355,15 @@ def local_cluster(
     from distributed import Client, LocalCluster
 
     gpus = _visible_gpus() if gpus is None else gpus
-    address = ":0" if dashboard else None
+    # a free port either way: without one the scheduler's HTTP server (health, metrics) takes 8787,
+    # and a second cluster on the machine warns that it is in use
+    address = ":0"
     tls = {"security": security, "protocol": "tls://"} if security is not None else {}
     if gpus:
         cluster = _gpu_cluster(
-            gpus, threads_per_worker or min(4, max(1, CPU_COUNT // gpus)), address, security
-        )
+            gpus, threads_per_worker or min(4, max(1, CPU_COUNT // gpus)), address, security,
+            dashboard=dashboard,
+        )  # fmt: skip
         per_worker = max(1, CPU_COUNT // gpus)
     else:
         n_workers = n_workers or 1
@@ -370,6 +373,7 @@ def local_cluster(
             threads_per_worker=threads,
             processes=True,
             dashboard_address=address,
+            scheduler_kwargs={"dashboard": dashboard},
             **tls,
         )
         per_worker = max(1, CPU_COUNT // (n_workers * threads))
@@ -388,8 +392,9 @@ def _visible_gpus() -> int:
 
 
 def _gpu_cluster(
-    gpus: int, threads: int, dashboard_address: str | None, security: Any = None
-) -> Any:
+    gpus: int, threads: int, dashboard_address: str | None, security: Any = None,
+    *, dashboard: bool = True,
+) -> Any:  # fmt: skip
     from distributed import Nanny, Scheduler, SpecCluster
 
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -407,5 +412,6 @@ def _gpu_cluster(
         }
         for i, device in enumerate(devices[:gpus])
     }
-    scheduler = {"cls": Scheduler, "options": {"dashboard_address": dashboard_address, **tls}}
+    options = {"dashboard_address": dashboard_address, "dashboard": dashboard, **tls}
+    scheduler = {"cls": Scheduler, "options": options}
     return SpecCluster(workers=workers, scheduler=scheduler, security=security)

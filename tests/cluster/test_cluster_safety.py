@@ -187,6 +187,26 @@ def test_a_progress_callback_hears_every_tile_once_in_order(scene, tmp_path, sch
     assert done == sorted(done) and len(set(done)) == len(done) > 2
 
 
+def test_a_second_cluster_on_the_machine_does_not_warn_of_port_8787(recwarn):
+    """The CLI's local cluster has no dashboard; its scheduler's HTTP server took distributed's default
+    8787 anyway, so a job beside another cluster printed "Port 8787 is already in use" (seen in CI)."""
+    import contextlib
+    import socket
+    import warnings
+
+    from seamless_dask.cluster import local_cluster
+
+    warnings.simplefilter("always")
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        with contextlib.suppress(OSError):  # in use already: the case itself
+            taken.bind(("", 8787))
+            taken.listen()
+        with local_cluster(n_workers=1, threads_per_worker=1, dashboard=False):
+            pass
+    assert not [w for w in recwarn if "8787" in str(w.message)]
+
+
 # ---- class 12: TLS end to end
 
 
