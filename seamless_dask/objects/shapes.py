@@ -31,6 +31,8 @@ from ..exceptions import OptionError
 from .chunks import apply_points, delayed_blocks, objects_of, per_chunk
 from .instances import IDS_ATTR
 
+# geometry columns go to shapely as copies: pandas 3 hands out read-only arrays, which shapely 2.1.0
+# refuses ("buffer source array is read-only")
 PIXEL_ORIGIN = 1  # what the pieces' pixel coordinates add to the scene's (_pieces)
 COLUMNS = ["id", "class", "area_px", "geometry"]
 _DTYPES = ("uint64", "int64", "int64", "object")
@@ -115,9 +117,9 @@ def polygons(
         return finish(frame)
     # a coverage for GEOS: neighbours' shared edges with the same vertices (every pixel corner), and
     # each ring from the same vertex whatever the chunking (normalize)
-    noded = shapely.normalize(shapely.segmentize(frame["geometry"].to_numpy(), 1.0))
+    noded = shapely.normalize(shapely.segmentize(frame["geometry"].to_numpy(copy=True), 1.0))
     out = finish(frame.assign(geometry=noded))
-    out["geometry"] = shapely.coverage_simplify(out.geometry.to_numpy(), float(simplify))
+    out["geometry"] = shapely.coverage_simplify(out.geometry.to_numpy(copy=True), float(simplify))
     return out
 
 
@@ -141,7 +143,7 @@ class _Finish:
 
     def __call__(self, frame: pd.DataFrame) -> Any:
         geopandas = _geopandas()
-        geometry = shapely.transform(frame["geometry"].to_numpy(), self._apply)
+        geometry = shapely.transform(frame["geometry"].to_numpy(copy=True), self._apply)
         out = geopandas.GeoDataFrame(
             {
                 "id": frame["id"].to_numpy(np.uint64),
@@ -277,7 +279,7 @@ def _joined(border: pd.DataFrame) -> pd.DataFrame:
     parts = border[crossing]
     if not len(parts):
         return alone
-    pieces, piece_of = shapely.get_parts(parts["geometry"].to_numpy(), return_index=True)
+    pieces, piece_of = shapely.get_parts(parts["geometry"].to_numpy(copy=True), return_index=True)
     rings, ring_of = shapely.get_rings(pieces, return_index=True)
     outline = np.r_[True, ring_of[1:] != ring_of[:-1]]  # each polygon's first ring
     box = parts[["x0", "y0", "x1", "y1"]].to_numpy()[piece_of][ring_of]
