@@ -22,6 +22,7 @@ steps 1 and 3 only.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -191,7 +192,7 @@ def label_array(data: Any, rule: LabelRule) -> tuple[da.Array, da.Array]:
     blockwise steps (both of dask's array engines take them): a chunk learns where it lies from the
     blocks of two ``arange`` arrays beside it. Returns the ids and the class map as step 3 read it.
 
-    Step 1 keeps each class block compressed (blosc zstd: a class map packs 5 to 50 times), and
+    Step 1 keeps each class block compressed (zlib: a class map packs 5 to 50 times), and
     step 3 (and whatever else reads the classes again: the table, the polygons) unpacks it: the
     input's own blocks then have one reader, so dask need not hold them (a model's output, or a
     store's reads) until the merge, which waits for every chunk, is done.
@@ -256,7 +257,10 @@ def _unpack_block(packed: np.ndarray, merge: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Packed:
-    """A class block compressed (blosc zstd, level 1: a few ms a megapixel each way)."""
+    """A class block compressed (zlib, level 1: a few ms a megapixel each way; numcodecs' blosc is
+    faster, but importing numcodecs without google-crc32c prints a DeprecationWarning on a user's
+    stderr).
+    """
 
     data: bytes
     shape: tuple[int, ...]
@@ -265,16 +269,13 @@ class Packed:
     @classmethod
     def of(cls, block: np.ndarray) -> Packed:
         """``block`` compressed."""
-        from numcodecs import Blosc
-
-        codec = Blosc(cname="zstd", clevel=1, shuffle=Blosc.NOSHUFFLE)
-        return cls(bytes(codec.encode(block)), block.shape, str(block.dtype))
+        return cls(
+            zlib.compress(np.ascontiguousarray(block).tobytes(), 1), block.shape, str(block.dtype)
+        )
 
     def unpack(self) -> np.ndarray:
         """The block again."""
-        from numcodecs import Blosc
-
-        raw = Blosc().decode(self.data)
+        raw = zlib.decompress(self.data)
         return np.frombuffer(raw, self.dtype).reshape(self.shape).copy()
 
 
