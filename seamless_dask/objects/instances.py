@@ -269,9 +269,7 @@ class Packed:
     @classmethod
     def of(cls, block: np.ndarray) -> Packed:
         """``block`` compressed."""
-        return cls(
-            zlib.compress(np.ascontiguousarray(block).tobytes(), 1), block.shape, str(block.dtype)
-        )
+        return cls(zlib.compress(block.tobytes(), 1), block.shape, str(block.dtype))
 
     def unpack(self) -> np.ndarray:
         """The block again."""
