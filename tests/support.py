@@ -9,6 +9,7 @@ import os
 import subprocess
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -80,6 +81,27 @@ def python_process(*args: str, **popen: Any) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **popen
     )
+
+
+def dask_process(kind: str, *args: str, **popen: Any) -> subprocess.Popen[bytes]:
+    """``dask scheduler`` or ``dask worker`` (``kind``) with ``ARGS`` in a new process, its output
+    into a log file of its own (``process.log``): a process that runs on must never write into a pipe
+    no one reads, which blocks it once 64 KiB of logs fill the pipe (a worker cut off logs that
+    much, and the scheduler with it stops answering).
+    """
+    import sys
+    import tempfile
+
+    handle, name = tempfile.mkstemp(prefix=f"seamless-test-dask-{kind}-", suffix=".log")
+    with os.fdopen(handle, "wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", f"distributed.cli.dask_{kind}", *args],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            **popen,
+        )
+    process.log = Path(name)  # type: ignore[attr-defined]
+    return process
 
 
 def wait_for(condition: Callable[[], object], timeout: float, what: str) -> None:

@@ -44,7 +44,7 @@ class Cluster:
     def __init__(self, folder, env):
         self.file, self.env = folder / "scheduler.json", env
         self.common = ["--scheduler-file", str(self.file), "--no-dashboard"]
-        self.scheduler = support.python_process("-m", "distributed.cli.dask_scheduler", "--host",
+        self.scheduler = support.dask_process("scheduler", "--host",
                                                 "127.0.0.1", "--port", "0", *self.common, env=env)  # fmt: skip
         support.wait_for(self.file.exists, 30, "the scheduler file")
         self.workers = [self._worker(), self._worker()]
@@ -53,7 +53,7 @@ class Cluster:
             self.address = client.scheduler.address
 
     def _worker(self):
-        return support.python_process("-m", "distributed.cli.dask_worker", *self.common,
+        return support.dask_process("worker", *self.common,
                                       "--nthreads", "1", "--no-nanny", "--host", "127.0.0.1",
                                       env=self.env)  # fmt: skip
 

@@ -83,14 +83,10 @@ def test_a_scheduler_address_that_does_not_speak_dask_fails_in_bounded_time(
     assert list(tmp_path.iterdir()) == []
 
 
-def _dask_process(kind: str, *args: str, env=None):
-    return support.python_process("-m", f"distributed.cli.dask_{kind}", *args, env=env)
-
-
 @pytest.mark.integration
 def test_a_scheduler_without_workers_warns_then_fails_after_the_wait(scene, tmp_path, capsys):
     file = tmp_path / "scheduler.json"
-    scheduler = _dask_process("scheduler", "--host", "127.0.0.1", "--port", "0", "--scheduler-file", str(file),
+    scheduler = support.dask_process("scheduler", "--host", "127.0.0.1", "--port", "0", "--scheduler-file", str(file),
                               "--no-dashboard")  # fmt: skip
     try:
         support.wait_for(file.exists, 30, "the scheduler file")
@@ -236,7 +232,7 @@ def test_a_tls_cluster_of_real_processes_end_to_end(scene, tmp_path, tls_files, 
     tls = ["--tls-ca-file", str(tls_files["ca"]), "--tls-cert", str(tls_files["cert"]), "--tls-key",
            str(tls_files["key"])]  # fmt: skip
     file = tmp_path / "scheduler.json"
-    scheduler = _dask_process("scheduler", "--host", "127.0.0.1", "--port", "0", "--protocol", "tls",
+    scheduler = support.dask_process("scheduler", "--host", "127.0.0.1", "--port", "0", "--protocol", "tls",
                               "--scheduler-file", str(file), "--no-dashboard", *tls)  # fmt: skip
     worker = None
     try:
@@ -244,7 +240,7 @@ def test_a_tls_cluster_of_real_processes_end_to_end(scene, tmp_path, tls_files, 
         support.wait_for(lambda: _parses(file), 30, "the scheduler file")
         address = json.loads(file.read_text())["address"]
         assert address.startswith("tls://")
-        worker = _dask_process(
+        worker = support.dask_process(
             "worker", address, "--nthreads", "2", "--no-nanny", "--host", "127.0.0.1", *tls
         )
         target = tmp_path / "o.tif"

@@ -172,9 +172,8 @@ def test_killing_a_worker_mid_run_still_gives_the_full_output(scene, tmp_path):
     }
     sched_file = tmp_path / "scheduler.json"
     common = ["--scheduler-file", str(sched_file), "--no-dashboard"]
-    scheduler = _python(
-        "-m",
-        "distributed.cli.dask_scheduler",
+    scheduler = support.dask_process(
+        "scheduler",
         "--host",
         "127.0.0.1",
         "--port",
@@ -187,7 +186,7 @@ def test_killing_a_worker_mid_run_still_gives_the_full_output(scene, tmp_path):
         _wait_for(sched_file.exists, 30, "the scheduler file")
         for name in ("w1", "w2"):
             args = ["--nthreads", "1", "--no-nanny", "--name", name, "--host", "127.0.0.1"]
-            workers.append(_python("-m", "distributed.cli.dask_worker", *common, *args, env=env))
+            workers.append(support.dask_process("worker", *common, *args, env=env))
         with Client(scheduler_file=str(sched_file)) as client:
             client.wait_for_workers(2, timeout=60)
             address = client.scheduler.address
@@ -377,10 +376,10 @@ def _cluster(tmp_path, env, name):
     """A real ``dask scheduler`` and one worker, as processes; ``(scheduler, worker, address)``."""
     sched_file = tmp_path / f"{name}.json"
     common = ["--scheduler-file", str(sched_file), "--no-dashboard"]
-    scheduler = _python("-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port",
+    scheduler = support.dask_process("scheduler", "--host", "127.0.0.1", "--port",
                         "0", *common, env=env)  # fmt: skip
     _wait_for(sched_file.exists, 30, "the scheduler file")
-    worker = _python("-m", "distributed.cli.dask_worker", *common, "--nthreads", "2",
+    worker = support.dask_process("worker", *common, "--nthreads", "2",
                      "--no-nanny", "--host", "127.0.0.1", env=env)  # fmt: skip
     with Client(scheduler_file=str(sched_file)) as client:
         client.wait_for_workers(1, timeout=60)
@@ -456,7 +455,7 @@ def test_a_job_left_without_workers_says_so_and_waits_for_one(scene, tmp_path, c
         lost_at = time.monotonic()
         if comes_back:
             time.sleep(8)  # past the warning, within the wait
-            processes.append(_python("-m", "distributed.cli.dask_worker", "--scheduler-file",
+            processes.append(support.dask_process("worker", "--scheduler-file",
                                      str(tmp_path / "alone.json"), "--nthreads", "2", "--no-nanny",
                                      "--host", "127.0.0.1", "--no-dashboard", env=env))  # fmt: skip
         output, _ = cli.communicate(timeout=180)

@@ -72,10 +72,20 @@ class Network:
     def address(self, name: str) -> str:
         return f"{SUBNET}.{HOSTS[name]}"
 
-    def start(self, name: str, *args: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
-        """``python ARGS`` on host ``name``."""
+    def start(
+        self, name: str, *args: str, env: dict[str, str], log: Path | None = None
+    ) -> subprocess.Popen[bytes]:
+        """``python ARGS`` on host ``name``, its output into ``log`` (a process that runs on, a
+        scheduler or a worker: a pipe no one reads would block it once its logs filled 64 KiB) or a
+        pipe read when it ends.
+        """
         command = ["ip", "netns", "exec", f"{self.tag}-{name}", sys.executable, *args]
-        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+        if log is None:
+            return subprocess.Popen(
+                command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env
+            )
+        with log.open("ab") as sink:
+            return subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
 
     def cut(self, name: str) -> None:
         _ip("-n", self.switch, "link", "set", self.port(name), "down")
@@ -144,9 +154,13 @@ class PartitionedJob:
         self.scheduler_address = f"tcp://{network.address('scheduler')}:8786"
         scheduler = ["-m", "distributed.cli.dask_scheduler", "--host", network.address("scheduler"),
                      "--port", "8786", "--no-dashboard"]  # fmt: skip
-        self.processes = [network.start("scheduler", *scheduler, env=self.env)]
+        self.processes = [
+            network.start("scheduler", *scheduler, env=self.env, log=self.log("scheduler"))
+        ]
         for name in ("worker-a", "worker-b"):
-            self.processes.append(network.start(name, *self._worker(name), env=self.env))
+            self.processes.append(
+                network.start(name, *self._worker(name), env=self.env, log=self.log(name))
+            )
         waited = network.start("client", "-c", "from distributed import Client; "
                                f"Client('{self.scheduler_address}', timeout=60)"
                                ".wait_for_workers(2, timeout=60)", env=self.env)  # fmt: skip
@@ -157,6 +171,17 @@ class PartitionedJob:
         return ["-m", "distributed.cli.dask_worker", self.scheduler_address, "--nthreads", "1",
                 "--no-nanny", "--no-dashboard", "--name", name, "--host",
                 self.network.address(name)]  # fmt: skip
+
+    def log(self, name: str) -> Path:
+        return self.folder / f"{name}.log"
+
+    def logs(self) -> str:
+        """The last lines each of the scheduler and the workers logged."""
+        return "\n".join(
+            f"--- {name}:\n"
+            + "\n".join(self.log(name).read_text(errors="replace").splitlines()[-25:])
+            for name in ("scheduler", "worker-a", "worker-b")
+        )
 
     def worker(self, name: str) -> subprocess.Popen[bytes]:
         return self.processes[1 + ["worker-a", "worker-b"].index(name)]
@@ -189,9 +214,19 @@ def _labels(store: Path) -> np.ndarray:
     return xr.open_zarr(store, mask_and_scale=False)["labels"].compute().values
 
 
-def _finish(job: subprocess.Popen[bytes], store: Path, expected: np.ndarray) -> float:
+def _finish(
+    job: subprocess.Popen[bytes], store: Path, expected: np.ndarray, cluster: PartitionedJob
+) -> float:
     started = time.monotonic()
-    output, _ = job.communicate(timeout=300)
+    try:
+        output, _ = job.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        job.kill()
+        output, _ = job.communicate()
+        raise AssertionError(
+            f"the job did not finish in 300 s; it printed:\n{output.decode()[-3000:]}\n"
+            f"{cluster.logs()}"
+        ) from None
     assert job.returncode == 0, output.decode()[-3000:]
     np.testing.assert_array_equal(_labels(store), expected)
     assert io.is_complete(store)
@@ -220,7 +255,7 @@ def test_a_worker_cut_off_mid_run_changes_nothing_when_it_comes_back(network, ex
     job = _started(cluster, scene, store, 2)
     network.cut("worker-a")
     cut_at = time.monotonic()
-    _finish(job, store, labels)
+    _finish(job, store, labels, cluster)
     finished_after = time.monotonic() - cut_at
     written = _digest(store)
     network.mend("worker-a")
@@ -244,7 +279,7 @@ def test_a_worker_slowed_by_seconds_of_delay_leaves_the_output_identical(
     store = cluster.folder / "slow.zarr"
     job = _started(cluster, scene, store, 1)
     how = network.slow("worker-b")
-    took = _finish(job, store, labels)
+    took = _finish(job, store, labels, cluster)
     print(f"worker-b's link slowed ({how}); the job finished {took:.1f} s later")
 
 

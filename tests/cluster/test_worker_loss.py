@@ -23,25 +23,21 @@ class _DieOnSetup(support.DieOnSetup, WorkerPlugin):
     pass
 
 
-def _dask(kind, *args, env=None):
-    return support.python_process("-m", f"distributed.cli.dask_{kind}", *args, env=env)
-
-
 @pytest.fixture
 def marked_cluster(tmp_path):
     """A scheduler and two workers, as processes; the second dies in the plugin's setup."""
     file = tmp_path / "scheduler.json"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    scheduler = _dask("scheduler", "--host", "127.0.0.1", "--port", "0", "--scheduler-file", str(file),
+    scheduler = support.dask_process("scheduler", "--host", "127.0.0.1", "--port", "0", "--scheduler-file", str(file),
                       "--no-dashboard", env=env)  # fmt: skip
     common = ["--scheduler-file", str(file), "--nthreads", "1", "--no-nanny", "--no-dashboard"]
-    workers = [_dask("worker", *common, env=env),
-               _dask("worker", *common, env={**env, "SEAMLESS_DIE_ON_PLUGIN": "1"})]  # fmt: skip
+    workers = [support.dask_process("worker", *common, env=env),
+               support.dask_process("worker", *common, env={**env, "SEAMLESS_DIE_ON_PLUGIN": "1"})]  # fmt: skip
     try:
         support.wait_for(file.exists, 30, "the scheduler file")
         with Client(scheduler_file=str(file), timeout=30) as client:
             client.wait_for_workers(2, timeout=60)
-            yield client, lambda: workers.append(_dask("worker", *common, env=env))
+            yield client, lambda: workers.append(support.dask_process("worker", *common, env=env))
     finally:
         for process in [*workers, scheduler]:
             process.kill()
