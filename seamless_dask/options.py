@@ -21,6 +21,7 @@ __all__ = [
     "ACTIVATIONS",
     "AMP",
     "AMP_MODES",
+    "DTYPES",
     "OPTION_NAMES",
     "OUTPUTS",
     "OUTPUT_KINDS",
@@ -29,23 +30,27 @@ __all__ = [
     "TTA_MODES",
     "WEIGHTS_KINDS",
     "Activation",
+    "Dtype",
     "Option",
     "Output",
     "OutputKind",
     "SegmentOptions",
     "WeightsKind",
     "output_kind",
+    "stored_dtype",
 ]
 
 Output = Literal["labels", "probabilities", "logits", "uncertainty"]
 Activation = Literal["softmax", "sigmoid"]
 TTA = Literal["flips", "d4"]
 AMP = Literal["bf16", "fp16"]
+Dtype = Literal["float32", "float16", "uint8", "uint16"]
 
 OUTPUTS: tuple[str, ...] = get_args(Output)
 ACTIVATIONS: tuple[str | None, ...] = (*get_args(Activation), None)
 TTA_MODES: tuple[str | None, ...] = (None, *get_args(TTA))
 AMP_MODES: tuple[str | None, ...] = (None, *get_args(AMP))
+DTYPES: tuple[str | None, ...] = (None, *get_args(Dtype))
 
 
 @dataclass(frozen=True)
@@ -111,6 +116,32 @@ OUTPUT_KINDS: dict[str, OutputKind] = {
 }
 
 
+def stored_dtype(kind: OutputKind, dtype: str | None) -> str | None:
+    """The dtype a result of ``kind`` is stored in: ``None`` for the default (labels: the smallest
+    unsigned dtype that holds the classes; soft outputs: float32), ``"float16"`` (half the store,
+    ~3 significant digits), or ``"uint8"``/``"uint16"`` for probabilities quantised to 254 or 65534
+    steps of [0, 1] (the dtype's maximum is nodata; the scale is the result's CF ``scale_factor``).
+    An OptionError names what ``kind`` allows.
+    """
+    if dtype is None or (dtype == "float32" and not kind.is_labels):
+        return None
+    if dtype not in DTYPES:
+        raise OptionError(f"dtype must be one of {DTYPES}, got dtype={dtype!r}: use e.g. 'float16'")
+    if kind.is_labels:
+        raise OptionError(
+            f"output='labels' are class indices, stored in the smallest unsigned dtype that holds "
+            f"the classes (uint8 up to 254 classes), so dtype={dtype!r} does not apply: leave dtype "
+            "unset, or ask for a soft output (output='probabilities', dtype='uint8')"
+        )
+    if dtype.startswith("uint") and kind.name != "probabilities":
+        raise OptionError(
+            f"dtype={dtype!r} quantises values in [0, 1], which output={kind.name!r} does not have "
+            f"(logits and entropy are unbounded): use dtype='float16' to halve the store, or "
+            "output='probabilities'"
+        )
+    return dtype
+
+
 def output_kind(output: str) -> OutputKind:
     """The :class:`OutputKind` named ``output``, or an OptionError listing them."""
     try:
@@ -171,6 +202,13 @@ SEGMENT_OPTIONS: tuple[Option, ...] = (
         "load a torch.export .pt2 model file, which runs code as it loads (pickle): only files "
         "you trust",
     ),
+    Option(
+        "dtype",
+        None,
+        "the stored dtype of soft outputs: float32 (default), float16, or uint8/uint16 "
+        "probabilities (quantised; CF scale_factor)",
+        choices=DTYPES[1:],
+    ),
     Option("head", None, "another output of the model (a dict key such as aux)", "KEY"),
     Option("bands", None, "the bands to segment (1-based on the command line: 3,2,1)", "B,B,.."),
     Option(
@@ -203,6 +241,7 @@ class SegmentOptions(TypedDict, total=False):
     nodata: float | str | None
     resources: dict[str, float] | str | None
     trust_model: bool
+    dtype: Dtype | None
     head: str | int | None
     bands: Sequence[Any] | None
     region: Any

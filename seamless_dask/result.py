@@ -11,10 +11,10 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import xarray as xr
 from dask.base import tokenize
 
+from .blend import decide
 from .classes import Classes, check_class_count
 from .graph import record
 from .graph.build import SegmentJob, build_graph
@@ -51,6 +51,7 @@ class JobRecorder:
             "head": config.head,
             "amp": config.amp,
             "nodata": self.job.nodata,
+            "dtype": self.job.dtype,
             "region": None if self.job.region is None else self.job.region.geometry.wkt,
             "classes": n_classes,
         }
@@ -96,8 +97,11 @@ def segment_dataarray(data: xr.DataArray, job: SegmentJob, recorder: JobRecorder
         seamless_weights=job.weights.kind,
         seamless_job=recorder(n_classes),
     )
+    if job.dtype is not None and job.dtype.startswith("uint"):  # CF and GDAL's band scale
+        attrs.update(scale_factor=decide.scale_factor(job.dtype), add_offset=0.0)
     out = xr.DataArray(result, dims=kind.dims, coords=coords, attrs=attrs, name=job.output)
-    return with_geo(out, data, label_nodata if kind.is_labels else np.nan)
+    fill = label_nodata if kind.is_labels else decide.quantised_fill(job.dtype or "float32")
+    return with_geo(out, data, fill)
 
 
 def with_geo(out: xr.DataArray, source: xr.DataArray, nodata: float | None) -> xr.DataArray:

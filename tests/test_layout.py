@@ -27,7 +27,7 @@ MAY_IMPORT = {
     "cluster": {"graph", "model"},
     "io": {"graph", "cluster", "classes"},
     "metrics": {"graph"},
-    "result": {"graph", "model", "inputs", "classes"},
+    "result": {"graph", "blend", "model", "inputs", "classes"},
     "segment": {"tiling", "model", "graph", "cluster", "inputs", "classes", "result"},
     "viz": {"tiling", "classes", "io"},
     "training": {"tiling", "blend", "model", "inputs", "io"},

@@ -24,12 +24,51 @@ class Decision:
     output: str
     binary: bool
     label_nodata: int | None = None
+    dtype: str | None = None  # a soft output's stored dtype (options.stored_dtype); None: float32
 
     def __call__(self, sums: np.ndarray) -> np.ndarray:
         """Decide ``sums`` (``(classes + 1, y, x)``: weighted sums, then the weight) into this output's
         block.
         """
-        return decide(sums, self.output, self.binary, self.label_nodata)
+        block = decide(sums, self.output, self.binary, self.label_nodata)
+        return block if self.dtype is None else stored(block, self.dtype)
+
+    @property
+    def fill(self) -> float | int:
+        """The value of pixels no tile decided: the labels' nodata, a quantised dtype's maximum, or
+        NaN.
+        """
+        if self.label_nodata is not None:
+            return self.label_nodata
+        return quantised_fill(self.dtype) if self.dtype else np.nan
+
+
+def quantised_fill(dtype: str) -> float | int:
+    """The nodata value of a soft output stored as ``dtype``: an unsigned dtype's maximum (255 for
+    uint8), NaN for floats.
+    """
+    kind = np.dtype(dtype)
+    return int(np.iinfo(kind).max) if kind.kind == "u" else np.nan
+
+
+def scale_factor(dtype: str) -> float:
+    """The CF ``scale_factor`` of probabilities quantised to unsigned ``dtype``: one step of
+    ``maximum - 1`` over [0, 1] (1/254 for uint8), the maximum being nodata.
+    """
+    return 1.0 / (int(np.iinfo(np.dtype(dtype)).max) - 1)
+
+
+def stored(block: np.ndarray, dtype: str) -> np.ndarray:
+    """A float32 block of probabilities (NaN: no data) as ``dtype``: cast for a float dtype;
+    quantised for an unsigned one, ``round(p / scale_factor)``, its maximum where the block is NaN.
+    """
+    kind = np.dtype(dtype)
+    if kind.kind == "f":
+        return block.astype(kind)
+    fill = quantised_fill(dtype)
+    with np.errstate(invalid="ignore"):
+        codes = np.rint(np.clip(block, 0.0, 1.0) * (fill - 1))
+    return np.where(np.isnan(block), fill, codes).astype(kind)
 
 
 def clip_to_region(
@@ -42,7 +81,7 @@ def clip_to_region(
     if inside.all():
         return block
     block = block.copy()
-    block[..., ~inside] = np.nan if decision.label_nodata is None else decision.label_nodata
+    block[..., ~inside] = decision.fill
     return block
 
 

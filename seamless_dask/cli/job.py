@@ -17,7 +17,16 @@ from typing import Any
 
 from ..cluster.connect import TLSFiles, job_scheduler
 from ..exceptions import OptionError, RasterError, StorageError
-from ..options import AMP, SEGMENT_OPTIONS, TTA, Activation, Output, WeightsKind, output_kind
+from ..options import (
+    AMP,
+    SEGMENT_OPTIONS,
+    TTA,
+    Activation,
+    Dtype,
+    Output,
+    WeightsKind,
+    output_kind,
+)
 
 REGION_OPTIONS = ("region", "region_crs")  # a GeoJSON file and its CRS, read by the job
 
@@ -50,6 +59,7 @@ class SegmentRequest:
     tta: TTA | None = None
     head: str | None = None
     amp: AMP | None = None
+    dtype: Dtype | None = None
     # a GeoJSON file; its CRS is region_crs, else the file's (RFC 7946: EPSG:4326)
     region: str | None = None
     region_crs: str | None = None

@@ -36,7 +36,7 @@ from ..exceptions import OptionError
 from ..inputs import check_nodata_fits
 from ..model import receptive
 from ..model.runner import ModelRunner
-from ..options import Output, OutputKind, output_kind
+from ..options import Output, OutputKind, output_kind, stored_dtype
 from ..tiling.grid import ChunkPlan, ChunkTiles, Pair, TileGrid
 from ..tiling.region import Region
 from ..tiling.weights import TileWeights
@@ -60,6 +60,9 @@ class SegmentJob:
     nodata: float | None = None
     resources: tuple[tuple[str, float], ...] = ()
     region: Region | None = None  # only tiles touching it run; pixels outside it are nodata
+    dtype: str | None = (
+        None  # a soft output's stored dtype (options.stored_dtype); None: the default
+    )
 
     @property
     def kind(self) -> OutputKind:
@@ -77,6 +80,7 @@ class SegmentJob:
         if n is not None and (not isinstance(n, Integral) or isinstance(n, bool) or n < 1):
             raise OptionError(f"num_classes must be a positive int, got {self.num_classes!r}")
         self.weights.check_tile(self.tile_size)
+        object.__setattr__(self, "dtype", stored_dtype(self.kind, self.dtype))
         if self.nodata is not None and (
             isinstance(self.nodata, bool) or not isinstance(self.nodata, Real)
         ):
@@ -269,7 +273,7 @@ class InferencePlan:
         label_nodata = (
             int(np.iinfo(self.label_dtype()).max) if job.kind.is_labels and self.masked else None
         )
-        return decide.Decision(job.output, job.binary, label_nodata)
+        return decide.Decision(job.output, job.binary, label_nodata, job.dtype)
 
     def label_dtype(self) -> np.dtype:
         """The labels' dtype: the smallest that holds the classes (and the nodata value when masked)."""
@@ -304,7 +308,8 @@ class InferencePlan:
                 new_array(graph, out, (hs, ws), self.label_dtype()), label_nodata, n_classes
             )
         bands = job.kind.bands(n_classes)
-        return SegmentGraph(new_array(graph, out, ((bands,), hs, ws), np.float32), None, n_classes)
+        dtype = np.dtype(job.dtype or np.float32)
+        return SegmentGraph(new_array(graph, out, ((bands,), hs, ws), dtype), None, n_classes)
 
 
 @dataclass(frozen=True)

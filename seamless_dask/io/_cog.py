@@ -119,7 +119,7 @@ def to_cog(
         Side of the COG's internal tiles, in pixels.
     overview_resampling
         Resampling of the internal overviews; default ``nearest`` for labels, ``average`` for
-        probabilities.
+        probabilities (quantised ones too).
     compute
         ``True``: write now, under an exclusive claim on ``path`` (see
         :func:`seamless_dask.io.claim`). ``False``: return a Delayed that writes when computed; the
@@ -191,7 +191,8 @@ def _cog_writes(result: Any, target: Target, run: str, options: _Layout) -> Dela
         warnings.warn(
             f"writing {target.url!r} without a CRS: the result has none", UserWarning, stacklevel=3
         )
-    resampling = resampling or ("nearest" if np.issubdtype(result.dtype, np.integer) else "average")
+    labels = np.issubdtype(result.dtype, np.integer) and "scale_factor" not in result.attrs
+    resampling = resampling or ("nearest" if labels else "average")
     scratch, partial = scratch_paths(target, run)
     os.makedirs(os.path.dirname(scratch), exist_ok=True)  # a remote target's local folder
     _create_scratch(result, scratch)
@@ -282,6 +283,9 @@ def _create_scratch(result: xr.DataArray, scratch: str) -> None:
     }
     with rasterio.open(scratch, "w", **profile) as dst:
         dst.update_tags(**{k: str(v) for k, v in result.attrs.items() if k.startswith("seamless_")})
+        if "scale_factor" in result.attrs:  # quantised probabilities: GDAL's band scale and offset
+            dst.scales = (float(result.attrs["scale_factor"]),) * dst.count
+            dst.offsets = (float(result.attrs.get("add_offset", 0.0)),) * dst.count
         classes = classes_of(result.attrs, default=True)
         if classes is not None and result.ndim == 2 and result.dtype in (np.uint8, np.uint16):
             # GDAL's colour table: QGIS shows the classes

@@ -27,7 +27,10 @@ BAND_DIMS = (
     "channels",
     "c",
     "spectral_band",
-    "measure",  # segment(output="uncertainty")'s, read back (a quicklook of it)
+    # segment's soft outputs, read back (a quicklook of them): output="uncertainty"'s measures,
+    # "probabilities"' and "logits"' classes
+    "measure",
+    "class",
 )
 
 

@@ -177,6 +177,9 @@ def quicklook(
     if (
         classes.ndim == 3
     ):  # probabilities: the most likely class, transparent where there was no data
+        if np.issubdtype(classes.dtype, np.integer):  # quantised: nodata is the dtype's maximum
+            fill = np.iinfo(classes.dtype).max if nodata is None else nodata
+            classes = np.where(classes == fill, np.nan, classes.astype(np.float32))
         missing = np.isnan(classes).all(axis=0)
         classes = np.where(missing, 255, np.nan_to_num(classes, nan=-1).argmax(axis=0)).astype(
             np.uint8
