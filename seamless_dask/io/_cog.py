@@ -22,6 +22,7 @@ from ..cluster import progress as bars
 from ..cluster.progress import Progress
 from ..exceptions import RasterError
 from ..graph.layers import block_keys, graph_with
+from ._cog_parts import abort_upload, part_writes, writes_parts
 from ._pam import check_sidecar, place_sidecar
 from ._target import (
     ATOMIC_PUT_PROTOCOLS,
@@ -96,9 +97,14 @@ def to_cog(
     a COG with ``rio_cogeo.cog_translate``, validates it and moves it to ``path`` in one step: until
     then ``path`` is never a partial file. Scratch files are named after the run
     (``<path>.seamless-<run>.scratch.tif``), beside a local ``path``, so two runs never share one;
-    the workers must see that folder (one machine, or a shared filesystem). For a URL the COG is
-    written in this machine's temporary folder, validated, then uploaded: object stores publish an
-    upload whole or not at all; other filesystems get a scratch name and a rename.
+    the workers must see that folder (one machine, or a shared filesystem).
+
+    On S3 (``s3://``) the workers share nothing: each compresses the COG tiles of its chunks (and
+    of the overviews, built from the chunks in the graph) and uploads them as parts of one multipart
+    upload, in one pass over the data; the last task writes the header and completes the upload,
+    which S3 shows whole or not at all (a failed run aborts it). For another URL (``gs://``,
+    ``az://``) the COG is written in one machine's temporary folder, validated, then uploaded, so
+    the workers must run on that machine.
 
     Why not odc-geo's ``save_cog_with_dask``: it pads the image to a multiple of 2^levels (a 718 x
     791 scene came out 720 x 792), and GDAL's COG driver cannot be written window by window
@@ -193,6 +199,8 @@ def _cog_writes(result: Any, target: Target, run: str, options: _Layout) -> Dela
         )
     labels = np.issubdtype(result.dtype, np.integer) and "scale_factor" not in result.attrs
     resampling = resampling or ("nearest" if labels else "average")
+    if writes_parts(target):  # S3: the workers compress and upload the parts themselves
+        return part_writes(result, target, run, (compress, blocksize, resampling))
     scratch, partial = scratch_paths(target, run)
     os.makedirs(os.path.dirname(scratch), exist_ok=True)  # a remote target's local folder
     _create_scratch(result, scratch)
@@ -256,6 +264,9 @@ def discard_partial_cog(
         for leftover in scratch_paths(target, run):
             with contextlib.suppress(FileNotFoundError):
                 os.remove(leftover)
+        return
+    if writes_parts(target):
+        abort_upload(target, run)
         return
     shutil.rmtree(os.path.dirname(scratch_paths(target, run)[0]), ignore_errors=True)
     with contextlib.suppress(FileNotFoundError):

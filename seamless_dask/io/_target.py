@@ -28,6 +28,8 @@ from typing import Any
 from ..exceptions import OptionError, RasterError
 
 CLAIM_SUFFIX = ".seamless-lock"
+# <target>.seamless-<run>.upload: the id of the S3 multipart upload run <run> started
+UPLOAD_SUFFIX = ".upload"
 # every file a run leaves beside its target: <target>.seamless-<run>.<what>
 SCRATCH_INFIX = ".seamless-"
 # Object stores publish an object whole or not at all: an upload that fails never shows at the
@@ -72,7 +74,15 @@ class Target:
         return os.path.realpath(self.url) if self.local else self.url.rstrip("/")
 
     def exists(self) -> bool:
-        return os.path.lexists(self.url) if self.local else bool(self.fs.exists(self.path))
+        """Whether something is there now: for a URL, asked of the store, never of the listings
+        fsspec caches (a filesystem instance is shared by the process, and its listings go stale
+        as other processes write).
+        """
+        if self.local:
+            return os.path.lexists(self.url)
+        fs = self.fs
+        fs.invalidate_cache(self.path)
+        return bool(fs.exists(self.path))
 
     def sibling(self, suffix: str) -> Target:
         """The location ``<target><suffix>``, beside the target (never inside a store)."""
@@ -327,5 +337,19 @@ def remove_scratch(target: Target) -> None:
         return
     fs, base = target.fs, target.path.rstrip("/") + SCRATCH_INFIX
     for path in fs.glob(base + "*"):
-        if not path.endswith(CLAIM_SUFFIX):
+        if path.endswith(UPLOAD_SUFFIX):  # a dead run's multipart upload: aborted, not left to cost
+            abort_marked_upload(target, path)
+        elif not path.endswith(CLAIM_SUFFIX):
             fs.rm(path)
+
+
+def abort_marked_upload(target: Target, marker: str) -> None:
+    """Abort the S3 multipart upload of ``target`` whose id the file ``marker`` (a path of the
+    target's filesystem) holds, the one a run of seamless_dask started, then remove the marker.
+    """
+    fs = target.fs
+    bucket, key, _ = fs.split_path(target.path)
+    upload = fs.cat_file(marker).decode()
+    with contextlib.suppress(FileNotFoundError):  # completed or aborted already
+        fs.call_s3("abort_multipart_upload", Bucket=bucket, Key=key, UploadId=upload)
+    fs.rm(marker)

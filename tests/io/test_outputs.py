@@ -291,40 +291,6 @@ def test_sigterm_cleans_up_as_sigint_does(scene, tmp_path):
 # ---- class 4: remote outputs, against a real S3 API on loopback
 
 
-@pytest.fixture(scope="module")
-def s3():
-    """moto's S3 server on 127.0.0.1, with the environment any AWS client (s3fs, boto) reads."""
-    pytest.importorskip("s3fs")
-    server_module = pytest.importorskip("moto.server")
-    import logging
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = {
-        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    import s3fs
-
-    fs = s3fs.S3FileSystem(skip_instance_cache=True)
-    fs.mkdir("bucket")
-    try:
-        yield fs
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        server.stop()
-
-
 @pytest.mark.integration
 def test_cli_writes_zarr_to_s3_and_resumes_it_there(scene, s3, capsys):
     expected = (
