@@ -65,6 +65,7 @@ def as_input(
     region_crs: Any = None,
     class_names: Sequence[str] | None = None,
     palette: Any = None,
+    tiles: tuple[Any, Any] | None = None,
 ) -> SegmentInput:
     """``data`` and the options that depend on it, checked and resolved once (see
     :func:`seamless_dask.segment` for each option); an input of no known kind is refused first.
@@ -72,7 +73,7 @@ def as_input(
     data = stac_image(data, bands)
     kind = input_kind(data)
     found_nodata = nodata_for(data, nodata)
-    found_region = as_region(region, data, region_crs)
+    found_region = as_region(region, data, region_crs, tiles)
     if is_percentile(normalize):
         normalize = percentile_normalize(data, kind, normalize, found_nodata, found_region)
     return SegmentInput(

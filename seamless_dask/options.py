@@ -212,7 +212,11 @@ SEGMENT_OPTIONS: tuple[Option, ...] = (
     Option("head", None, "another output of the model (a dict key such as aux)", "KEY"),
     Option("bands", None, "the bands to segment (1-based on the command line: 3,2,1)", "B,B,.."),
     Option(
-        "region", None, "segment only this area (a GeoJSON file; default CRS EPSG:4326)", "FILE"
+        "region",
+        None,
+        "segment only this area: a GeoJSON file (default CRS EPSG:4326), a mask raster "
+        "(.tif/.png, non-zero where wanted, any resolution over the image), or tissue",
+        "FILE",
     ),
     Option("region_crs", None, "the CRS of the region, e.g. EPSG:32631", "CRS"),
     Option("class_names", None, "one name per class", "A,B,.."),

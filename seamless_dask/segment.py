@@ -180,9 +180,14 @@ def segment(
     region
         An area of interest: a shapely geometry (any polygon or multipolygon) or GeoJSON-like
         mapping, in the input's CRS when it has one, else in pixel coordinates (x = column, y =
-        row). Only tiles that touch it run, with their real context from outside it, so inside it
-        the result equals the whole-scene result; pixels whose centre lies outside it are nodata;
-        chunks that it does not touch are never read.
+        row); or a boolean raster (numpy, dask, xarray) over the image's extent at any resolution
+        (a slide's thumbnail: each of its pixels stands for a block of the image's); or
+        ``"tissue"``: a slide's tissue, Otsu's threshold on the saturation of a thumbnail of at
+        most 1024 px, as the pathology toolkits find it; or a callable ``accept(y0, x0, y1, x1)``
+        asked of each tile's box (pixels), True to run it. Only tiles that touch the region run,
+        with their real context from outside it, so inside it the result equals the whole-scene
+        result; pixels whose centre lies outside it are nodata; chunks that it does not touch are
+        never read.
     region_crs
         The CRS ``region`` is given in (e.g. ``"EPSG:4326"`` for GeoJSON), reprojected to the
         input's.
@@ -255,6 +260,7 @@ def segment(
         region_crs=region_crs,
         class_names=class_names,
         palette=palette,
+        tiles=(tile_size, overlap),
     )
     config = RunnerConfig(
         batch_size=batch_size,

@@ -370,11 +370,35 @@ def _check_object_paths(request: SegmentRequest, others: dict[str, str]) -> None
             remove_written_vector(path, check_only=True)  # refused now, not after the job
 
 
+MASK_SUFFIXES = (".tif", ".tiff", ".png")  # a --region raster: band 1 non-zero where wanted
+
+
 def _region_options(request: SegmentRequest) -> dict[str, Any]:
-    """``region``/``region_crs`` for ``segment`` from the request's GeoJSON file (read once, here)."""
+    """``region``/``region_crs`` for ``segment`` from the request's GeoJSON file (read once, here),
+    a mask raster (band 1, non-zero where wanted, over the image's extent), or ``tissue``.
+    """
     if request.region is None:
         return {}
+    if request.region == "tissue":
+        return {"region": "tissue"}
+    if request.region.lower().endswith(MASK_SUFFIXES):
+        return {"region": _read_mask(request.region)}
     from ..tiling.region import read_geojson
 
     geometry, crs = read_geojson(request.region)
     return {"region": geometry, "region_crs": request.region_crs or crs}
+
+
+def _read_mask(path: str) -> Any:
+    import warnings
+
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)  # a PNG has no geo
+            with rasterio.open(path) as src:
+                return src.read(1) != 0
+    except RasterioIOError as error:
+        raise OptionError(f"--region {path!r} cannot be read as a mask raster: {error}") from None

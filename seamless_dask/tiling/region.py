@@ -63,14 +63,28 @@ class Region:
         return inside
 
 
-def as_region(region: Any, data: Any, region_crs: Any = None) -> Region | None:
-    """``region`` (a shapely geometry, or GeoJSON-like mapping) in ``data``'s pixel coordinates.
+def as_region(
+    region: Any, data: Any, region_crs: Any = None, tiles: tuple[Any, Any] | None = None
+) -> Region | None:
+    """``region`` in ``data``'s pixel coordinates: a shapely geometry or GeoJSON-like mapping, a
+    boolean raster over the image's extent (any resolution), ``"tissue"`` (found on a thumbnail,
+    :mod:`seamless_dask.tiling.masks`), or a callable ``accept(y0, x0, y1, x1) -> bool`` asked of
+    each tile of the grid ``tiles = (tile_size, overlap)``.
 
     A DataArray with a CRS takes geometries in that CRS (or in ``region_crs``, reprojected to it);
     anything else takes them in pixel coordinates.
     """
     if region is None:
         return None
+    shape = (int(data.shape[-2]), int(data.shape[-1]))
+    raster = _raster_geometry(region, data, shape, tiles)
+    if raster is not None:
+        if region_crs is not None:
+            raise OptionError(
+                f"region_crs={region_crs!r} says in which CRS a geometry is; a mask, 'tissue' or a "
+                "callable is in the image's own pixels: leave region_crs out"
+            )
+        return _checked(Region(raster), shape)
     geometry = _geometry(region)
     crs = getattr(data.rio, "crs", None) if hasattr(data, "rio") else None
     if crs is None:
@@ -88,6 +102,38 @@ def as_region(region: Any, data: Any, region_crs: Any = None) -> Region | None:
     return _checked(
         Region(affinity.affine_transform(geometry, [a, b, d, e, c, f])), data.shape[-2:]
     )
+
+
+def _raster_geometry(
+    region: Any, data: Any, shape: tuple[int, int], tiles: tuple[Any, Any] | None
+) -> BaseGeometry | None:
+    """The geometry of a region given as a raster, ``"tissue"`` or a callable (``None`` for a
+    geometry or mapping).
+    """
+    from . import masks
+
+    if isinstance(region, str):
+        if region != "tissue":
+            raise OptionError(
+                f"region={region!r}: a region is a geometry, a mask, a callable or 'tissue'; a "
+                "GeoJSON file is read with seamless_dask.tiling.region.read_geojson (the CLI's "
+                "--region FILE)"
+            )
+        image = data.transpose(..., "y", "x") if hasattr(data, "dims") else data
+        return masks.mask_geometry(masks.tissue_mask(image), shape)
+    if masks.is_mask(region):
+        return masks.mask_geometry(region, shape)
+    if callable(region) and not isinstance(region, BaseGeometry | dict):
+        if tiles is None:
+            raise OptionError("a region callable decides tile by tile: segment() asks it")
+        from .grid import TileGrid
+
+        grid = TileGrid(shape, *tiles)
+        (th, tw) = grid.tile_shape
+        boxes = np.array([(w.y.start, w.x.start, w.y.start + th, w.x.start + tw)
+                          for w in grid.windows()])  # fmt: skip
+        return masks.tile_geometry(region, boxes)
+    return None
 
 
 def read_geojson(path: str) -> tuple[BaseGeometry, str]:
