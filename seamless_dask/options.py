@@ -221,6 +221,19 @@ SEGMENT_OPTIONS: tuple[Option, ...] = (
     Option("region_crs", None, "the CRS of the region, e.g. EPSG:32631", "CRS"),
     Option("class_names", None, "one name per class", "A,B,.."),
     Option("palette", None, "one #rrggbb colour per class", "#RGB,.."),
+    Option(
+        "resolution",
+        None,
+        "the model's pixel size in the input's units (m, µm): the image resampled to it, the "
+        "result mapped back (R, or RY,RX)",
+        "R",
+    ),
+    Option(
+        "output_resolution",
+        "input",
+        "with --resolution: the result on the input's grid or the model's",
+        choices=("input", "model"),
+    ),
 )
 OPTION_NAMES: tuple[str, ...] = tuple(option.name for option in SEGMENT_OPTIONS)
 
@@ -252,3 +265,5 @@ class SegmentOptions(TypedDict, total=False):
     region_crs: Any
     class_names: Sequence[str] | None
     palette: Any
+    resolution: float | tuple[float, float] | None
+    output_resolution: Literal["input", "model"]

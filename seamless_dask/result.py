@@ -3,19 +3,41 @@
 ``segment`` builds the graph; this module dresses the array it returns as the input was dressed, and
 records the job (:mod:`seamless_dask.graph.record`) that makes a resumed write provably the same
 job.
+
+The model's resolution (``segment(..., resolution=)``): what the model sees resampled, lazily, to
+the pixel size it was trained at (0.5 µm/px, 10 m), and its result mapped back to the input's grid,
+or kept at the model's.
+
+The pixel size of the input is its transform's (CRS units: metres for a UTM scene) or, for a slide,
+``attrs["pixel_size"]`` (µm). ``factor = resolution / pixel size`` per axis:
+
+- a whole factor ``n >= 2`` averages each ``n x n`` block (nodata and NaN left out, in float64, as
+  GDAL's ``average`` does; a block with no data is nodata), and a factor of 1 leaves the pixels;
+- another factor averages by its whole part first (as a pyramid level would), then interpolates
+  (linear) the rest; a factor below 1 interpolates up.
+
+Tiles, overlap and weights are those of the model's grid: the guarantees of ``segment`` hold there
+(the same result for every chunking; whole-image inference where ``overlap // 2`` covers the receptive
+field, measured at the model's resolution). Back on the input's grid each pixel takes the value of
+the model pixel under its centre (nearest), which for a whole factor is that block's value: the
+result equals resampling the image by hand (``rasterio.warp.reproject`` with ``average``),
+segmenting it whole, and resampling back with ``nearest`` (``tests/test_resolution.py``).
 """
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import xarray as xr
 from dask.base import tokenize
 
 from .blend import decide
 from .classes import Classes, check_class_count
+from .exceptions import DimensionError, OptionError
 from .graph import record
 from .graph.build import SegmentJob, build_graph
 from .inputs import bands_first_dataarray, check_pixel_dtype
@@ -114,3 +136,173 @@ def with_geo(out: xr.DataArray, source: xr.DataArray, nodata: float | None) -> x
         if source.sizes["y"] > 1 and source.sizes["x"] > 1:
             out = out.rio.write_transform(source.rio.transform())
     return out.rio.write_nodata(nodata, encoded=False) if nodata is not None else out
+
+
+# ---- the model's resolution
+
+OUTPUT_RESOLUTIONS = ("input", "model")
+
+
+def pixel_size(data: Any) -> tuple[tuple[float, float], str]:
+    """The ``(y, x)`` pixel size of ``data`` and its unit (the CRS's, or the slide's)."""
+    if not isinstance(data, xr.DataArray):
+        raise OptionError(
+            f"resolution= resamples to the model's pixel size, which needs the input's: a "
+            f"{type(data).__name__} has none; give an xarray.DataArray with a transform "
+            "(sd.open_raster) or a slide's attrs['pixel_size']"
+        )
+    if "pixel_size" in data.attrs:
+        py, px = (float(v) for v in data.attrs["pixel_size"])
+        return (py, px), str(data.attrs.get("pixel_unit", "micrometer"))
+    import rioxarray  # noqa: F401  (registers .rio)
+
+    if data.rio.crs is None or min(data.sizes.get("y", 0), data.sizes.get("x", 0)) < 2:
+        raise OptionError(
+            "resolution= needs the input's pixel size: this DataArray has no CRS and no "
+            "attrs['pixel_size']; write them (data.rio.write_crs(...), or attrs['pixel_size'] = "
+            "[y, x] in µm)"
+        )
+    transform = data.rio.transform()
+    if transform.b or transform.d:
+        raise OptionError("resolution= resamples north-up rasters; this one's transform rotates")
+    units = data.rio.crs.linear_units or "unknown"
+    return (abs(transform.e), abs(transform.a)), units
+
+
+@dataclass(frozen=True)
+class Resampling:
+    """How an input is taken to the model's grid and back: the factor per axis (model pixel /
+    input pixel) and the model grid's shape.
+    """
+
+    factor: tuple[float, float]
+    shape: tuple[int, int]
+
+    @classmethod
+    def of(cls, data: xr.DataArray, resolution: Any) -> Resampling:
+        """How ``data`` (``(band, y, x)``) goes to a model of pixel size ``resolution``."""
+        wanted = as_resolution(resolution)
+        (py, px), _ = pixel_size(data)
+        factor = (wanted[0] / py, wanted[1] / px)
+        h, w = data.sizes["y"], data.sizes["x"]
+        return cls(factor, (max(1, round(h / factor[0])), max(1, round(w / factor[1]))))
+
+    def whole(self) -> tuple[int, int] | None:
+        """The factors, if both are whole numbers (``n >= 1``)."""
+        rounded = tuple(round(f) for f in self.factor)
+        if all(
+            r >= 1 and math.isclose(f, r, rel_tol=1e-9)
+            for f, r in zip(self.factor, rounded, strict=True)
+        ):
+            return rounded[0], rounded[1]
+        return None
+
+
+def as_resolution(resolution: Any) -> tuple[float, float]:
+    """``resolution`` (one number or ``(y, x)``) as a ``(y, x)`` pair of positive sizes."""
+    values = resolution if isinstance(resolution, tuple | list) else (resolution, resolution)
+    try:
+        pair = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        pair = ()
+    if len(pair) != 2 or not all(math.isfinite(v) and v > 0 for v in pair):
+        raise OptionError(
+            f"resolution must be the model's pixel size, a positive number or (y, x), in the "
+            f"input's units (metres for a UTM scene, µm for a slide), got {resolution!r}"
+        )
+    return pair[0], pair[1]
+
+
+def to_model_grid(data: xr.DataArray, resampling: Resampling, nodata: float | None) -> xr.DataArray:
+    """``data`` ``(band, y, x)`` on the model's grid, lazily, float32, NaN where there is no data,
+    with the grid's coords (and transform, or pixel size).
+    """
+    if data.dims[-2:] != ("y", "x"):
+        raise DimensionError(f"resolution= resamples (band, y, x) inputs, got dims {data.dims}")
+    values = data.astype(np.float64)
+    if nodata is not None and not np.isnan(nodata):
+        values = values.where(data != nodata)
+    whole = resampling.whole()
+    fy, fx = resampling.factor
+    if whole is not None:
+        n_y, n_x = whole
+    else:
+        n_y, n_x = max(1, math.floor(fy)), max(1, math.floor(fx))
+    if (n_y, n_x) != (1, 1):
+        values = values.coarsen(y=n_y, x=n_x, boundary="pad").mean()
+    values = values.drop_vars([c for c in ("y", "x") if c in values.coords])
+    coarse = values.assign_coords(
+        y=np.arange(values.sizes["y"]) * n_y, x=np.arange(values.sizes["x"]) * n_x
+    )
+    if whole is None:  # the rest of the factor, linearly, on the model pixels' centres
+        h, w = resampling.shape
+        rows = (np.arange(h) + 0.5) * fy - 0.5 * n_y
+        cols = (np.arange(w) + 0.5) * fx - 0.5 * n_x
+        coarse = coarse.interp(y=rows, x=cols, method="linear", kwargs={"fill_value": None})
+    out = coarse.astype(np.float32)
+    return _on_grid(out, data, resampling, resampling.factor)
+
+
+def _on_grid(
+    out: xr.DataArray, source: xr.DataArray, resampling: Resampling, factor: tuple[float, float]
+) -> xr.DataArray:
+    """``out`` (on the model's grid) with coords, CRS and transform (or pixel size) of that grid."""
+    h, w = out.sizes["y"], out.sizes["x"]
+    attrs = dict(source.attrs)
+    for key in ("_FillValue", "nodata", "scale_factor", "add_offset"):
+        attrs.pop(key, None)
+    if "pixel_size" in source.attrs:
+        py, px = (float(v) * f for v, f in zip(source.attrs["pixel_size"], factor, strict=True))
+        out = out.assign_coords(y=py * np.arange(h), x=px * np.arange(w))
+        attrs["pixel_size"] = [py, px]
+        out.attrs = attrs
+        return out
+    from affine import Affine
+
+    transform = source.rio.transform() * Affine.scale(factor[1], factor[0])
+    out = out.assign_coords(
+        y=transform.f + transform.e * (np.arange(h) + 0.5),
+        x=transform.c + transform.a * (np.arange(w) + 0.5),
+    )
+    out.attrs = attrs
+    return out.rio.write_crs(source.rio.crs).rio.write_transform(transform)
+
+
+def to_input_grid(
+    result: xr.DataArray, source: xr.DataArray, resampling: Resampling
+) -> xr.DataArray:
+    """``result`` on the model's grid, back on ``source``'s: each pixel the model pixel under its
+    centre (nearest), lazily; the coords, CRS, transform and nodata of ``source``.
+    """
+    h, w = source.sizes["y"], source.sizes["x"]
+    fy, fx = resampling.factor
+    rows = np.minimum(np.floor((np.arange(h) + 0.5) / fy).astype(int), result.sizes["y"] - 1)
+    cols = np.minimum(np.floor((np.arange(w) + 0.5) / fx).astype(int), result.sizes["x"] - 1)
+    back = result.isel(y=rows, x=cols)
+    chunks = result.chunks
+    if chunks is not None:  # regular chunks again: the model's, scaled to the input's pixels
+        size = [max(1, round(c[0] * f)) for c, f in zip(chunks[-2:], (fy, fx), strict=True)]
+        back = back.chunk({"y": size[0], "x": size[1]})
+    back = back.drop_vars([c for c in ("y", "x", "spatial_ref") if c in back.coords])
+    back = back.assign_coords({name: source[name] for name in ("y", "x") if name in source.coords})
+    if "pixel_size" in source.attrs:
+        back.attrs["pixel_size"] = list(source.attrs["pixel_size"])
+        return back
+    nodata = result.rio.nodata
+    back = back.rio.write_crs(source.rio.crs).rio.write_transform(source.rio.transform())
+    return back.rio.write_nodata(nodata, encoded=False) if nodata is not None else back
+
+
+def region_on_grid(region: Any, resampling: Resampling) -> Any:
+    """A region in the input's pixels (an input without a CRS) in the model grid's pixels; masks,
+    ``"tissue"`` and callables are taken as they are (a mask covers the extent at any resolution).
+    """
+    from shapely import affinity
+    from shapely.geometry import shape
+    from shapely.geometry.base import BaseGeometry
+
+    if isinstance(region, dict) or hasattr(region, "__geo_interface__"):
+        region = region if isinstance(region, BaseGeometry) else shape(region)
+        fy, fx = resampling.factor
+        return affinity.scale(region, xfact=1 / fx, yfact=1 / fy, origin=(0, 0))
+    return region

@@ -10,6 +10,7 @@ DataArray, with its coords, CRS, transform, a nodata value of its own and the jo
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal, overload
 
@@ -25,6 +26,8 @@ from .cluster.workers import (
     set_malloc_option,
     shareable,
 )
+from .exceptions import OptionError
+from .graph import record
 from .graph.build import SegmentJob, build_graph
 from .graph.chunk_size import DEFAULT_CHUNK
 from .inputs import SegmentInput, as_input, resources_for, stacked_steps, time_slices
@@ -32,6 +35,7 @@ from .model.loading import ModelSpec
 from .model.runner import ModelRunner, RunnerConfig
 from .options import (
     AMP,
+    OPTION_NAMES,
     TTA,
     Activation,
     Dtype,
@@ -97,6 +101,8 @@ def segment(
     region_crs: Any = None,
     class_names: Sequence[str] | None = None,
     palette: Any = None,
+    resolution: float | tuple[float, float] | None = None,
+    output_resolution: Literal["input", "model"] = "input",
 ) -> Any:
     """Segment an image of any size with a model that sees ``tile_size`` tiles, without seams.
 
@@ -211,6 +217,16 @@ def segment(
         decodes a zarr store of them into float probabilities (``xr.open_zarr``), GDAL reads the
         COG's band scale. Compute ``result * result.attrs["scale_factor"]`` (where
         ``result != 255``) to decode one in memory.
+    resolution, output_resolution
+        The model's pixel size, ``(y, x)`` or one for both, in the input's units (the CRS's: metres
+        for a UTM scene; µm for a slide's ``attrs["pixel_size"]``), when it differs from the
+        input's: the image is resampled lazily to it (a whole factor averages blocks, nodata left
+        out, as GDAL's ``average``; another averages by its whole part and interpolates the rest),
+        the model runs on that grid (tiles, overlap and weights count its pixels, and the exactness
+        guarantee holds there), and the result is mapped back to the input's grid, each pixel the
+        model pixel under its centre (``output_resolution="input"``), or kept at the model's
+        (``"model"``, with that grid's coords, transform or pixel size). Both are in the job
+        record. See :mod:`seamless_dask.result`.
     head
         Segment with another output of a model that returns several: a dict key (torchvision's
         ``"aux"``) or a tuple index. ``None``: the dict's ``"out"``, or the tuple's first item.
@@ -250,6 +266,9 @@ def segment(
     >>> bool((window.values == whole[:100, :100]).all())
     True
     """
+    if resolution is not None:  # the model's grid first, then this same call on it
+        options = {k: v for k, v in locals().items() if k in OPTION_NAMES}
+        return _at_resolution(data, model, options)
     given = as_input(
         data,
         bands=bands,
@@ -298,6 +317,36 @@ def segment(
     if client is not None:  # resource routing and row order on the scheduler (once per client)
         ensure_scheduler_plugins(client, required=bool(job.resources))
     return _run(given, model, job)
+
+
+def _at_resolution(data: Any, model: ModelSpec, options: dict[str, Any]) -> xr.DataArray:
+    """``segment(data, model, **options)`` at the model's resolution (:mod:`.result`)."""
+    from . import result as res
+    from .inputs import bands_first_dataarray, nodata_for, normalize_for
+
+    resolution, where = options.pop("resolution"), options.pop("output_resolution")
+    if where not in res.OUTPUT_RESOLUTIONS:
+        raise OptionError(
+            f"output_resolution must be one of {res.OUTPUT_RESOLUTIONS}, got {where!r}: 'input' "
+            "maps the result back to the input's grid, 'model' keeps the model's"
+        )
+    res.pixel_size(data)  # refuses what has none (numpy, dask, tensors) before anything else
+    source = bands_first_dataarray(data)
+    resampling = res.Resampling.of(source, resolution)
+    view = res.to_model_grid(source, resampling, nodata_for(source, options["nodata"]))
+    if options["normalize"] == "imagenet":  # in the source's units (the view is float)
+        options["normalize"] = normalize_for(source, "imagenet")
+    if options["region"] is not None and source.rio.crs is None:
+        options["region"] = res.region_on_grid(options["region"], resampling)
+    options["nodata"] = "auto"  # the view's nodata is NaN
+    result = segment(view, model, **options)
+    out = result if where == "model" else res.to_input_grid(result, source, resampling)
+    job = json.loads(out.attrs[record.ATTR])  # names the file read, not the resampled view
+    job["input"] = record.input_identity(source)
+    pair = list(res.as_resolution(resolution))
+    job["options"].update(resolution=pair, output_resolution=where)
+    out.attrs.update({record.ATTR: record.dumps(job), "seamless_resolution": pair})
+    return out
 
 
 def _run(given: SegmentInput, model: ModelSpec, job: SegmentJob) -> Any:

@@ -60,6 +60,8 @@ class SegmentRequest:
     head: str | None = None
     amp: AMP | None = None
     dtype: Dtype | None = None
+    resolution: float | tuple[float, float] | None = None
+    output_resolution: str = "input"
     # a GeoJSON file; its CRS is region_crs, else the file's (RFC 7946: EPSG:4326)
     region: str | None = None
     region_crs: str | None = None

@@ -68,6 +68,19 @@ def nodata(text: str) -> float | str | None:
         raise argparse.ArgumentTypeError(f"expected auto, none or a number, got {text!r}") from None
 
 
+def resolution(text: str) -> float | tuple[float, float]:
+    """``R`` or ``RY,RX``: a pixel size."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) not in (1, 2):
+        raise argparse.ArgumentTypeError(
+            f"expected a pixel size like 0.5 or 10,10 (y,x), got {text!r}"
+        )
+    return values[0] if len(values) == 1 else (values[0], values[1])
+
+
 # How the command line writes the options whose values are not plain strings.
 CLI_TYPES: dict[str, Any] = {
     "tile_size": int,
@@ -80,6 +93,7 @@ CLI_TYPES: dict[str, Any] = {
     "bands": int_list,
     "class_names": names,
     "palette": names,
+    "resolution": resolution,
 }
 # Choices as a command line spells them: no logits to a file, and "none" for no activation.
 CLI_CHOICES: dict[str, list[str]] = {
