@@ -123,7 +123,7 @@ def test_the_job_record_names_the_file_and_the_resolution_and_resume_holds_it(pa
     assert job["input"]["path"] == str(path) and job["options"]["resolution"] == [2 * pixel] * 2
     sd.to_zarr(labels, tmp_path / "l.zarr")
     other = sd.segment(scene, Brightness(), resolution=3 * pixel, **TILES)
-    with pytest.raises(RasterError, match="another layout|started by another job"):
+    with pytest.raises(RasterError, match=r"another layout|started by another job"):
         sd.to_zarr(other, tmp_path / "l.zarr", resume=True)
     assert sd.to_zarr(labels, tmp_path / "l.zarr", resume=True) == 0
 
