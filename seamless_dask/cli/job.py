@@ -172,6 +172,12 @@ def run_segment(request: SegmentRequest) -> SegmentReport:
         tiles=tiles,
         seconds=time.perf_counter() - start,
     )
+    if tiles is not None and request.region is not None and request.resolution is None:
+        grid = TileGrid((image.sizes["y"], image.sizes["x"]), request.tile_size, request.overlap)
+        report.notes.append(
+            f"the region: {tiles} of the grid's {grid.n_tiles} tiles planned, "
+            f"{grid.n_tiles - tiles} outside it never run"
+        )
     if request.quicklook:
         kind = output_kind(request.output)
         measure = kind.measures[0] if kind.measures else None  # a map of measures: the first

@@ -142,7 +142,7 @@ def test_tissue_needs_colour_and_a_mask_takes_no_region_crs(image):
                    region_crs="EPSG:4326", **TILE)  # fmt: skip
 
 
-def test_the_cli_takes_a_mask_raster_or_tissue_as_its_region(write_scene, tmp_path):
+def test_the_cli_takes_a_mask_raster_or_tissue_as_its_region(write_scene, tmp_path, capsys):
     from PIL import Image
 
     from seamless_dask.cli import main
@@ -154,9 +154,11 @@ def test_the_cli_takes_a_mask_raster_or_tissue_as_its_region(write_scene, tmp_pa
     base = ["--model", "seamless_dask.testing:brightness", "--tile-size", "64", "--overlap", "16",
             "--no-progress", "--scheduler", "threads"]  # fmt: skip
     out = tmp_path / "masked.zarr"
-    assert (
-        main(["segment", str(scene), str(out), "--region", str(tmp_path / "mask.png"), *base]) == 0
-    )
+    counted = [a for a in base if a != "--no-progress"]  # the summary counts the tiles
+    masked = ["segment", str(scene), str(out), "--region", str(tmp_path / "mask.png"), *counted]
+    assert main(masked) == 0
+    grid = sd.TileGrid((200, 200), 64, 16).n_tiles
+    assert f"of the grid's {grid} tiles planned" in capsys.readouterr().out
     labels = xr.open_zarr(out, mask_and_scale=False)["labels"].values
     assert (labels[:40] == 255).all() and (labels[:, 120:] == 255).all()
     assert (
