@@ -31,6 +31,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+import dask.array as da
 import numpy as np
 import xarray as xr
 from dask.base import tokenize
@@ -40,6 +41,7 @@ from .classes import Classes, check_class_count
 from .exceptions import DimensionError, OptionError
 from .graph import record
 from .graph.build import SegmentJob, build_graph
+from .graph.layers import array_expr, rechunk
 from .inputs import bands_first_dataarray, check_pixel_dtype
 from .model.runner import ModelRunner, RunnerConfig
 
@@ -187,6 +189,17 @@ class Resampling:
         h, w = data.sizes["y"], data.sizes["x"]
         return cls(factor, (max(1, round(h / factor[0])), max(1, round(w / factor[1]))))
 
+    def up(self) -> tuple[int, int] | None:
+        """The factors of a finer model (both below 1), if their inverses are whole numbers."""
+        inverse = tuple(1 / f for f in self.factor)
+        rounded = tuple(round(f) for f in inverse)
+        if all(
+            r > 1 and math.isclose(f, r, rel_tol=1e-9)
+            for f, r in zip(inverse, rounded, strict=True)
+        ):
+            return rounded[0], rounded[1]
+        return None
+
     def whole(self) -> tuple[int, int] | None:
         """The factors, if both are whole numbers (``n >= 1``)."""
         rounded = tuple(round(f) for f in self.factor)
@@ -216,31 +229,95 @@ def as_resolution(resolution: Any) -> tuple[float, float]:
 def to_model_grid(data: xr.DataArray, resampling: Resampling, nodata: float | None) -> xr.DataArray:
     """``data`` ``(band, y, x)`` on the model's grid, lazily, float32, NaN where there is no data,
     with the grid's coords (and transform, or pixel size).
+
+    A whole factor (down or up) is one blockwise step on either of dask's engines; another factor
+    uses xarray's ``coarsen`` and ``interp``, which dask's array-expr engine does not have.
     """
     if data.dims[-2:] != ("y", "x"):
         raise DimensionError(f"resolution= resamples (band, y, x) inputs, got dims {data.dims}")
+    pixels = _dask_of(data)
+    fill = np.nan if nodata is None else float(nodata)
+    whole, up = resampling.whole(), resampling.up()
+    if whole is not None or up is not None:
+        step = whole or up
+        assert step is not None
+        blocks = rechunk(pixels, (*pixels.chunks[:-2], *_multiples(pixels.chunks[-2:], step)))
+        kind = _block_mean if whole is not None else _block_repeat
+        out_chunks = [
+            tuple(-(-c // n) if whole is not None else c * n for c in axis)
+            for axis, n in zip(blocks.chunks[-2:], step, strict=True)
+        ]
+        values = da.map_blocks(kind, blocks, step=step, fill=fill, dtype=np.float32,
+                               chunks=(*blocks.chunks[:-2], *out_chunks))  # fmt: skip
+        out = xr.DataArray(
+            values, dims=data.dims, coords={"band": data["band"]} if "band" in data.coords else {}
+        )
+        return _on_grid(out, data, resampling, resampling.factor)
+    if array_expr():
+        raise OptionError(
+            f"resolution= at a factor of {resampling.factor} (not a whole number) interpolates with "
+            "xarray, which dask's array-expr engine cannot run: use a whole factor (a resolution "
+            "that is a whole multiple or divisor of the input's pixel size), or the legacy engine"
+        )
     values = data.astype(np.float64)
     if nodata is not None and not np.isnan(nodata):
         values = values.where(data != nodata)
-    whole = resampling.whole()
     fy, fx = resampling.factor
-    if whole is not None:
-        n_y, n_x = whole
-    else:
-        n_y, n_x = max(1, math.floor(fy)), max(1, math.floor(fx))
+    n_y, n_x = max(1, math.floor(fy)), max(1, math.floor(fx))
     if (n_y, n_x) != (1, 1):
         values = values.coarsen(y=n_y, x=n_x, boundary="pad").mean()
     values = values.drop_vars([c for c in ("y", "x") if c in values.coords])
     coarse = values.assign_coords(
         y=np.arange(values.sizes["y"]) * n_y, x=np.arange(values.sizes["x"]) * n_x
     )
-    if whole is None:  # the rest of the factor, linearly, on the model pixels' centres
-        h, w = resampling.shape
-        rows = (np.arange(h) + 0.5) * fy - 0.5 * n_y
-        cols = (np.arange(w) + 0.5) * fx - 0.5 * n_x
-        coarse = coarse.interp(y=rows, x=cols, method="linear", kwargs={"fill_value": None})
-    out = coarse.astype(np.float32)
-    return _on_grid(out, data, resampling, resampling.factor)
+    h, w = resampling.shape  # the rest of the factor, linearly, on the model pixels' centres
+    rows = (np.arange(h) + 0.5) * fy - 0.5 * n_y
+    cols = (np.arange(w) + 0.5) * fx - 0.5 * n_x
+    coarse = coarse.interp(y=rows, x=cols, method="linear", kwargs={"fill_value": None})
+    return _on_grid(coarse.astype(np.float32), data, resampling, resampling.factor)
+
+
+def _dask_of(data: xr.DataArray) -> Any:
+    """``data``'s pixels as a dask array: its own, or read lazily a window a chunk."""
+    if data.chunks is None:
+        data = data.chunk({"y": 2048, "x": 2048})
+    return data.data
+
+
+def _multiples(chunks: Any, step: tuple[int, int]) -> list[tuple[int, ...]]:
+    """Chunks of each axis as whole multiples of its step (the last may be shorter)."""
+    out = []
+    for axis, n in zip(chunks, step, strict=True):
+        size, side = sum(axis), max(n, round(axis[0] / n) * n)
+        out.append((side,) * (size // side) + ((size % side,) if size % side else ()))
+    return out
+
+
+def _block_mean(block: np.ndarray, step: tuple[int, int], fill: float) -> np.ndarray:
+    """Each ``step`` block of pixels averaged (nodata, ``fill``, and NaN left out; NaN if all are)."""
+    values = block.astype(np.float64)
+    if not np.isnan(fill):
+        values[block == fill] = np.nan
+    (n_y, n_x), (h, w) = step, block.shape[-2:]
+    pad = [(0, 0)] * (block.ndim - 2) + [(0, -h % n_y), (0, -w % n_x)]
+    values = np.pad(values, pad, constant_values=np.nan)
+    values = values.reshape(
+        *values.shape[:-2], values.shape[-2] // n_y, n_y, values.shape[-1] // n_x, n_x
+    )
+    count = np.sum(~np.isnan(values), axis=(-3, -1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.nansum(values, axis=(-3, -1)) / count
+    out: np.ndarray = mean.astype(np.float32)
+    return out
+
+
+def _block_repeat(block: np.ndarray, step: tuple[int, int], fill: float) -> np.ndarray:
+    """Each pixel repeated ``step`` times along y and x (nodata, ``fill``, as NaN)."""
+    values = block.astype(np.float32)
+    if not np.isnan(fill):
+        values[block == fill] = np.nan
+    out: np.ndarray = values.repeat(step[0], axis=-2).repeat(step[1], axis=-1)
+    return out
 
 
 def _on_grid(
@@ -275,15 +352,25 @@ def to_input_grid(
     centre (nearest), lazily; the coords, CRS, transform and nodata of ``source``.
     """
     h, w = source.sizes["y"], source.sizes["x"]
-    fy, fx = resampling.factor
-    rows = np.minimum(np.floor((np.arange(h) + 0.5) / fy).astype(int), result.sizes["y"] - 1)
-    cols = np.minimum(np.floor((np.arange(w) + 0.5) / fx).astype(int), result.sizes["x"] - 1)
-    back = result.isel(y=rows, x=cols)
-    chunks = result.chunks
-    if chunks is not None:  # regular chunks again: the model's, scaled to the input's pixels
-        size = [max(1, round(c[0] * f)) for c, f in zip(chunks[-2:], (fy, fx), strict=True)]
-        back = back.chunk({"y": size[0], "x": size[1]})
-    back = back.drop_vars([c for c in ("y", "x", "spatial_ref") if c in back.coords])
+    whole, up = resampling.whole(), resampling.up()
+    data = result.data
+    if whole is not None:  # each model pixel stands for a block: repeated, then cut to size
+        chunks = [
+            tuple(c * n for c in axis) for axis, n in zip(data.chunks[-2:], whole, strict=True)
+        ]
+        repeated = da.map_blocks(_repeat, data, step=whole, dtype=data.dtype,
+                                 chunks=(*data.chunks[:-2], *chunks))  # fmt: skip
+        values = repeated[..., :h, :w]
+    elif up is not None:  # the model pixel under each input pixel's centre
+        values = data[..., up[0] // 2 :: up[0], up[1] // 2 :: up[1]][..., :h, :w]
+    else:
+        fy, fx = resampling.factor
+        rows = np.minimum(np.floor((np.arange(h) + 0.5) / fy).astype(int), result.sizes["y"] - 1)
+        cols = np.minimum(np.floor((np.arange(w) + 0.5) / fx).astype(int), result.sizes["x"] - 1)
+        values = result.isel(y=rows, x=cols).data
+    back = xr.DataArray(values, name=result.name, dims=result.dims, attrs=dict(result.attrs),
+                        coords={k: v for k, v in result.coords.items() if not set(v.dims) & {"y", "x"}})  # fmt: skip
+    back = back.drop_vars([c for c in ("spatial_ref",) if c in back.coords])
     back = back.assign_coords({name: source[name] for name in ("y", "x") if name in source.coords})
     if "pixel_size" in source.attrs:
         back.attrs["pixel_size"] = list(source.attrs["pixel_size"])
@@ -291,6 +378,11 @@ def to_input_grid(
     nodata = result.rio.nodata
     back = back.rio.write_crs(source.rio.crs).rio.write_transform(source.rio.transform())
     return back.rio.write_nodata(nodata, encoded=False) if nodata is not None else back
+
+
+def _repeat(block: np.ndarray, step: tuple[int, int]) -> np.ndarray:
+    out: np.ndarray = block.repeat(step[0], axis=-2).repeat(step[1], axis=-1)
+    return out
 
 
 def region_on_grid(region: Any, resampling: Resampling) -> Any:

@@ -38,7 +38,7 @@ def test_quantised_probabilities_are_within_half_a_step_with_nodata_kept(scene, 
         codes.attrs["scale_factor"] == pytest.approx(1 / (top - 1))
         and codes.attrs["add_offset"] == 0
     )
-    values = codes.values
+    values = codes.compute().values
     missing = np.isnan(floats.values)
     assert missing.any()  # the scene's nodata border
     np.testing.assert_array_equal(values == top, missing)
@@ -53,7 +53,7 @@ def test_a_quantised_zarr_decodes_to_probabilities_with_xarray(scene, floats, tm
     sd.to_zarr(codes, tmp_path / "p.zarr")
     raw = xr.open_zarr(tmp_path / "p.zarr", mask_and_scale=False)["probabilities"]
     assert raw.dtype == np.uint8
-    back = xr.open_zarr(tmp_path / "p.zarr")["probabilities"].values
+    back = xr.open_zarr(tmp_path / "p.zarr")["probabilities"].compute().values
     np.testing.assert_array_equal(np.isnan(back), np.isnan(floats.values))
     np.testing.assert_allclose(back, floats.values, atol=0.5 / 254 + 1e-7)
 
@@ -73,7 +73,7 @@ def test_float16_halves_every_soft_output(scene, floats):
         half = sd.segment(scene, Brightness(), output=output, dtype="float16", **TILES)
         assert half.dtype == np.float16 and half.compute().dtype == np.float16, output
     half = sd.segment(scene, Brightness(), output="probabilities", dtype="float16", **TILES)
-    np.testing.assert_allclose(half.values, floats.values, atol=5e-4)
+    np.testing.assert_allclose(half.compute().values, floats.values, atol=5e-4)
     same = sd.segment(scene, Brightness(), output="probabilities", dtype="float32", **TILES)
     assert same.dtype == np.float32
 
@@ -84,7 +84,7 @@ def test_the_region_outside_is_the_quantised_nodata(scene):
     codes = sd.segment(
         scene, Brightness(), output="probabilities", dtype="uint8", region=region, **TILES
     )
-    values = codes.values
+    values = codes.compute().values
     assert (values[:, :30, :] == 255).all() and (values[:, 60:120, 60:120] < 255).all()
 
 

@@ -116,7 +116,9 @@ def test_two_workers_that_share_no_folder_write_a_valid_cog_to_s3(reference, clu
     assert sd.to_cog(labels, "s3://bucket/scene.tif") == "s3://bucket/scene.tif"
     # every tile ran once, on the two workers; nothing was written in their folders or here
     _, tiles = support.read_tile_log(log)
-    valid = (scene.values != 0).any(axis=0)  # the demo scene's nodata border: its tiles never run
+    valid = (scene.compute().values != 0).any(
+        axis=0
+    )  # the demo scene's nodata border: its tiles never run
     assert sum(tiles.values()) == support.tiles_with_data(valid, 64, 16) and len(tiles) == 2
     assert not any(_tiffs(folder) for folder in folders)
     assert not [
