@@ -161,3 +161,28 @@ def ngff_models(version):
     for cls in (image.Image, image_label.ImageLabel, labels.Labels):
         cls.model_rebuild(_types_namespace=names, force=True)
     return image.Image, image_label.ImageLabel, labels.Labels
+
+
+def write_ngff_image(path: Any, image: np.ndarray, zarr_format: int = 2, pixel_size: float = 0.25,
+                     chunk: int = 64) -> Any:  # fmt: skip
+    """``image`` ``(c, y, x)`` as an OME-Zarr multiscale image of three levels (s0-s2, halving),
+    written by hand with zarr: NGFF 0.4 (zarr v2) or 0.5 (v3), physical sizes in micrometres.
+    """
+    import zarr
+
+    group = zarr.open_group(str(path), mode="w", zarr_format=zarr_format)
+    axes = [{"name": "c", "type": "channel"}] + [
+        {"name": a, "type": "space", "unit": "micrometer"} for a in "yx"
+    ]
+    datasets = []
+    for k in range(3):
+        group.create_array(f"s{k}", data=image[:, :: 2**k, :: 2**k], chunks=(1, chunk, chunk))
+        scale = [1.0, pixel_size * 2**k, pixel_size * 2**k]
+        datasets.append(
+            {"path": f"s{k}", "coordinateTransformations": [{"type": "scale", "scale": scale}]}
+        )
+    ngff: dict[str, Any] = {"multiscales": [{"axes": axes, "datasets": datasets, "name": "image"}]}
+    if zarr_format == 2:
+        ngff["multiscales"][0]["version"] = "0.4"
+    group.attrs.update(ngff if zarr_format == 2 else {"ome": {"version": "0.5", **ngff}})
+    return path

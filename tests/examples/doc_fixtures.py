@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import rasterio
+import support
 
 MY_PKG = '''"""A user's package: the model the docs call my_pkg.models:build."""
 
@@ -42,7 +43,8 @@ def prepare(folder: Path) -> dict[str, Any]:
     write_scene_geotiff(folder / "my_scene.tif", size=400)
     write_slide_svs(folder / "scan.svs", size=512)
     write_slide_ome_tiff(folder / "scan.ome.tif", size=512)
-    _ome_zarr(folder / "scan.ome.zarr", np.moveaxis(synthetic_slide(512), -1, 0))
+    support.write_ngff_image(folder / "scan.ome.zarr", np.moveaxis(synthetic_slide(512), -1, 0),
+                             pixel_size=0.5, chunk=256)  # fmt: skip
     (folder / "my_pkg").mkdir()
     (folder / "my_pkg" / "__init__.py").write_text("")
     (folder / "my_pkg" / "models.py").write_text(MY_PKG)
@@ -76,23 +78,3 @@ def _geotiff(path: Path, data: np.ndarray, profile: dict, nodata: float | None =
     profile = {**profile, "count": data.shape[0], "dtype": str(data.dtype), "nodata": nodata}
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(data)
-
-
-def _ome_zarr(path: Path, image: np.ndarray, pixel_size: float = 0.5) -> None:
-    """``image`` ``(c, y, x)`` as an NGFF 0.4 multiscale image of three levels."""
-    import zarr
-
-    group = zarr.open_group(str(path), mode="w", zarr_format=2)
-    axes = [{"name": "c", "type": "channel"}] + [
-        {"name": a, "type": "space", "unit": "micrometer"} for a in "yx"
-    ]
-    datasets = []
-    for k in range(3):
-        group.create_array(f"s{k}", data=image[:, :: 2**k, :: 2**k], chunks=(1, 256, 256))
-        scale = [1.0, pixel_size * 2**k, pixel_size * 2**k]
-        datasets.append(
-            {"path": f"s{k}", "coordinateTransformations": [{"type": "scale", "scale": scale}]}
-        )
-    group.attrs.update(
-        {"multiscales": [{"axes": axes, "datasets": datasets, "name": "scan", "version": "0.4"}]}
-    )

@@ -17,7 +17,7 @@ import rasterio
 import tifffile
 import xarray as xr
 import zarr
-from support import ngff_models
+from support import ngff_models, write_ngff_image
 
 import seamless_dask as sd
 from seamless_dask.classes import default_palette
@@ -60,23 +60,9 @@ def write_ome_zarr(path, image, zarr_format=2, pixel_size=0.25):
     from ome_zarr.format import FormatV04, FormatV05
     from ome_zarr.writer import write_image
 
-    group = zarr.open_group(str(path), mode="w", zarr_format=zarr_format)
     if ARRAY_EXPR:
-        axes = [{"name": "c", "type": "channel"}] + [
-            {"name": a, "type": "space", "unit": "micrometer"} for a in "yx"
-        ]
-        datasets = []
-        for k in range(3):
-            group.create_array(f"s{k}", data=image[:, :: 2**k, :: 2**k], chunks=(1, 64, 64))
-            scale = [1.0, pixel_size * 2**k, pixel_size * 2**k]
-            datasets.append(
-                {"path": f"s{k}", "coordinateTransformations": [{"type": "scale", "scale": scale}]}
-            )
-        ngff = {"multiscales": [{"axes": axes, "datasets": datasets, "name": "image"}]}
-        if zarr_format == 2:
-            ngff["multiscales"][0]["version"] = "0.4"
-        group.attrs.update(ngff if zarr_format == 2 else {"ome": {"version": "0.5", **ngff}})
-        return path
+        return write_ngff_image(path, image, zarr_format, pixel_size)
+    group = zarr.open_group(str(path), mode="w", zarr_format=zarr_format)
     fmt = FormatV04() if zarr_format == 2 else FormatV05()
     write_image(
         image,
