@@ -92,7 +92,7 @@ def dask_process(kind: str, *args: str, **popen: Any) -> subprocess.Popen[bytes]
     import sys
     import tempfile
 
-    handle, name = tempfile.mkstemp(prefix=f"seamless-test-dask-{kind}-", suffix=".log")
+    handle, name = tempfile.mkstemp(prefix=f"dask-test-{kind}-", suffix=".log")
     with os.fdopen(handle, "wb") as sink:
         process = subprocess.Popen(
             [sys.executable, "-m", f"distributed.cli.dask_{kind}", *args],

@@ -79,7 +79,8 @@ class Layout:
     bands: int  # 0 for a (y, x) result
     dtype: str
     compress: str
-    fill: float
+    fill: float  # what pads an edge tile: the nodata value, or 0
+    nodata: float | None  # what an average leaves out (NaN always)
     resampling: str
     part_size: int
     first_part: tuple[int, ...]  # each level's first part number (levels in file order: last first)
@@ -193,7 +194,8 @@ def plan(
     nodata = result.rio.nodata
     fill = 0.0 if nodata is None else float(nodata)
     layout = Layout(tuple(levels), blocksize, bands, str(result.dtype), compress.lower(), fill,
-                    resampling, part_size, tuple(first), number)  # fmt: skip
+                    None if nodata is None else float(nodata), resampling, part_size,
+                    tuple(first), number)  # fmt: skip
     return layout, level0
 
 
@@ -215,25 +217,30 @@ def _overview_tasks(
             for y in range(j * step, min((j + 1) * step, above.shape[0]))
         ]
         keys[j, i] = (name, "level", k, j, i)
-        layer[keys[j, i]] = (_halve, quad, layout.resampling, layout.fill)
+        layer[keys[j, i]] = (_halve, quad, layout.resampling, layout.nodata)
     return keys
 
 
-def _halve(quad: list[list[np.ndarray]], resampling: str, fill: float) -> np.ndarray:
-    """The blocks of ``quad`` put together, at half their resolution (an odd side rounds up)."""
+def _halve(quad: list[list[np.ndarray]], resampling: str, nodata: float | None) -> np.ndarray:
+    """The blocks of ``quad`` put together, at half their resolution (an odd side rounds up); an
+    average leaves ``nodata`` and NaN out, and is nodata (else NaN, or 0 for integers) where all are.
+    """
     block = np.concatenate([np.concatenate(row, axis=-1) for row in quad], axis=-2)
     if resampling == "nearest":
         return np.ascontiguousarray(block[..., ::2, ::2])
     h, w = block.shape[-2:]
     values = block.astype(np.float64)
-    values[block == fill] = np.nan
+    if nodata is not None and not np.isnan(nodata):
+        values[block == nodata] = np.nan
+    integer = np.issubdtype(block.dtype, np.integer)
+    fill = nodata if nodata is not None else (0 if integer else np.nan)
     pad = [(0, 0)] * (block.ndim - 2) + [(0, h % 2), (0, w % 2)]
     values = np.pad(values, pad, constant_values=np.nan)
     values = values.reshape(*values.shape[:-2], values.shape[-2] // 2, 2, values.shape[-1] // 2, 2)
     count = np.sum(~np.isnan(values), axis=(-3, -1))
     with np.errstate(invalid="ignore"):
         mean = np.nansum(values, axis=(-3, -1)) / count
-    if np.issubdtype(block.dtype, np.integer):  # half up, as GDAL rounds an average
+    if integer:  # half up, as GDAL rounds an average
         mean = np.floor(mean + 0.5)
     return np.where(count == 0, fill, mean).astype(block.dtype)
 
