@@ -118,12 +118,13 @@ def test_two_workers_that_share_no_folder_write_a_valid_cog_to_s3(reference, clu
     before = set(os.listdir(os.environ.get("TMPDIR", "/tmp")))
     labels = sd.segment(scene, "seamless_dask.testing:logged_brightness", chunks=256, **TILES)
     assert sd.to_cog(labels, "s3://bucket/scene.tif") == "s3://bucket/scene.tif"
-    # every tile ran once, on the two workers; nothing was written in their folders or here
+    # every tile ran once (on whichever of the two workers dask chose: on a loaded machine one may
+    # take them all); nothing was written in their folders or here
     _, tiles = support.read_tile_log(log)
     valid = (scene.compute().values != 0).any(
         axis=0
     )  # the demo scene's nodata border: its tiles never run
-    assert sum(tiles.values()) == support.tiles_with_data(valid, 64, 16) and len(tiles) == 2
+    assert sum(tiles.values()) == support.tiles_with_data(valid, 64, 16)
     assert not any(_tiffs(folder) for folder in folders)
     assert not [
         n for n in set(os.listdir(os.environ.get("TMPDIR", "/tmp"))) - before if "seamless" in n
