@@ -42,6 +42,9 @@ def _same_cog(remote: str, local: str, same_job: bool = True) -> None:
         # tifffile writes a unitless resolution of 1, which GDAL shows and GDAL's COGs leave out
         tags = {k: v for k, v in a.tags().items() if not k.startswith("TIFFTAG_")}
         theirs = b.tags()
+        # the overviews' resampling, under rio-cogeo 7's name; rio-cogeo 5 calls it OVR_RESAMPLING_ALG
+        if "OVR_RESAMPLING_ALG" in theirs:
+            theirs["OVERVIEW_RESAMPLING"] = theirs.pop("OVR_RESAMPLING_ALG")
         if not same_job:
             assert json.loads(tags.pop("seamless_job")) != json.loads(theirs.pop("seamless_job"))
         assert a.scales == b.scales and tags == theirs
