@@ -22,7 +22,7 @@ from ..cluster import progress as bars
 from ..cluster.progress import Progress
 from ..exceptions import RasterError
 from ..graph.layers import block_keys, graph_with
-from ._cog_parts import abort_upload, part_writes, writes_parts
+from ._cog_parts import abort_upload, describe, part_writes, writes_parts
 from ._pam import check_sidecar, place_sidecar
 from ._target import (
     ATOMIC_PUT_PROTOCOLS,
@@ -293,14 +293,7 @@ def _create_scratch(result: xr.DataArray, scratch: str) -> None:
         "BIGTIFF": "IF_SAFER",
     }
     with rasterio.open(scratch, "w", **profile) as dst:
-        dst.update_tags(**{k: str(v) for k, v in result.attrs.items() if k.startswith("seamless_")})
-        if "scale_factor" in result.attrs:  # quantised probabilities: GDAL's band scale and offset
-            dst.scales = (float(result.attrs["scale_factor"]),) * dst.count
-            dst.offsets = (float(result.attrs.get("add_offset", 0.0)),) * dst.count
-        classes = classes_of(result.attrs, default=True)
-        if classes is not None and result.ndim == 2 and result.dtype in (np.uint8, np.uint16):
-            # GDAL's colour table: QGIS shows the classes
-            dst.write_colormap(1, classes.colormap(nodata))
+        describe(dst, result)
 
 
 def _file_lock(path: str) -> Any:

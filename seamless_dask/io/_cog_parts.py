@@ -477,19 +477,25 @@ def _geo_tags(result: xr.DataArray, resampling: str) -> tuple[list[tuple], Any]:
                "nodata": nodata}  # fmt: skip
     with MemoryFile() as memory:
         with memory.open(**profile) as dst:
-            dst.update_tags(
-                **{k: str(v) for k, v in result.attrs.items() if k.startswith("seamless_")}
-            )
+            describe(dst, result)
             dst.update_tags(OVERVIEW_RESAMPLING=resampling.upper())  # as rio-cogeo says it
-            if "scale_factor" in result.attrs:
-                dst.scales = (float(result.attrs["scale_factor"]),) * count
-                dst.offsets = (float(result.attrs.get("add_offset", 0.0)),) * count
-            classes = classes_of(result.attrs, default=True)
-            if classes is not None and result.ndim == 2 and result.dtype in (np.uint8, np.uint16):
-                dst.write_colormap(1, classes.colormap(nodata))
         with tifffile.TiffFile(io.BytesIO(memory.read())) as tiff:
             found = tiff.pages.first.tags
             tags = [(t.code, int(t.dtype), t.count, t.value, True) for t in found.values()
                     if t.code in GEO_TAGS]  # fmt: skip
             colormap = found[320].value if 320 in found else None
     return tags, colormap
+
+
+def describe(dst: Any, result: xr.DataArray) -> None:
+    """What a GeoTIFF of ``result`` says of its values, written into the open dataset ``dst``: the
+    ``seamless_*`` attributes as tags, quantised probabilities' band scale and offset, and the
+    classes' colour table (QGIS shows the classes). Both COG writers call it.
+    """
+    dst.update_tags(**{k: str(v) for k, v in result.attrs.items() if k.startswith("seamless_")})
+    if "scale_factor" in result.attrs:
+        dst.scales = (float(result.attrs["scale_factor"]),) * dst.count
+        dst.offsets = (float(result.attrs.get("add_offset", 0.0)),) * dst.count
+    classes = classes_of(result.attrs, default=True)
+    if classes is not None and result.ndim == 2 and result.dtype in (np.uint8, np.uint16):
+        dst.write_colormap(1, classes.colormap(result.rio.nodata))
