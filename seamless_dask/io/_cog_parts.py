@@ -373,9 +373,7 @@ class Header:
     """
 
     data: bytes
-    fields: tuple[
-        tuple[int, int, int, int], ...
-    ]  # per level: offsets at, their type, counts at, type
+    fields: tuple[tuple[int, int, int, int], ...]  # per level: offsets at, type, counts at, type
 
     @classmethod
     def of(cls, result: xr.DataArray, layout: Layout) -> Header:
