@@ -177,7 +177,12 @@ class Option:
 
 SEGMENT_OPTIONS: tuple[Option, ...] = (
     Option("tile_size", 256, "tile side in pixels the model sees (int, or (y, x))", "N"),
-    Option("overlap", 64, "pixels neighbouring tiles share (int, or (y, x))", "N"),
+    Option(
+        "overlap",
+        64,
+        "pixels neighbouring tiles share (int, or (y, x)), or a fraction of the tile such as 0.25",
+        "N",
+    ),
     Option("batch_size", 8, "tiles per model call (never changes a pixel)", "N"),
     Option("output", "labels", "what the result holds", choices=OUTPUTS),
     Option("weights", "trim", "the trust map that blends the overlaps", choices=WEIGHTS_KINDS),
@@ -244,7 +249,7 @@ class SegmentOptions(TypedDict, total=False):
     """
 
     tile_size: int | tuple[int, int]
-    overlap: int | tuple[int, int]
+    overlap: int | tuple[int, int] | float | tuple[float, float]
     batch_size: int
     output: Output
     weights: WeightsKind | TileWeights | np.ndarray

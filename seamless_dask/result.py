@@ -34,7 +34,6 @@ from typing import Any
 import dask.array as da
 import numpy as np
 import xarray as xr
-from dask.base import tokenize
 
 from .blend import decide
 from .classes import Classes, check_class_count
@@ -68,7 +67,7 @@ class JobRecorder:
             "tile_size": self.job.tile_size,
             "overlap": self.job.overlap,
             "output": self.job.output,
-            "weights": weights.kind if weights.array is None else "array:" + tokenize(weights),
+            "weights": weights.spec,
             "normalize": config.normalize,
             "activation": config.activation,
             "tta": config.tta,

@@ -45,7 +45,7 @@ from .options import (
     output_kind,
 )
 from .result import JobRecorder, segment_dataarray
-from .tiling.grid import ChunkPlan, Pair, TileGrid, as_pair
+from .tiling.grid import ChunkPlan, Pair, TileGrid, as_overlap, as_pair
 from .tiling.weights import TileWeights, as_weights
 
 if TYPE_CHECKING:
@@ -80,7 +80,7 @@ def segment(
     model: ModelSpec,
     *,
     tile_size: int | Pair = 256,
-    overlap: int | Pair = 64,
+    overlap: int | Pair | float | tuple[float, float] = 64,
     batch_size: int = 8,
     output: Output = "labels",
     weights: WeightsKind | TileWeights | np.ndarray = "trim",
@@ -119,7 +119,9 @@ def segment(
         ``torch.nn.Module``, TorchScript module or file, callable on NCHW float32 batches, or an
         import string ``"pkg.module:factory"``.
     tile_size, overlap
-        Tile size and overlap between neighbouring tiles, in pixels, an int or ``(y, x)``.
+        Tile size and overlap between neighbouring tiles, in pixels, an int or ``(y, x)``; a float
+        overlap in ``[0, 1)`` is a fraction of the tile, as MONAI's ``overlap=0.25`` (the stride is
+        ``int(tile * 0.75)``; the job record holds the pixels it came to).
     batch_size
         Tiles in the model at once in one process: a model task alone calls the model with this
         many; tasks running side by side share them (two threads: half each), so that memory does
@@ -304,7 +306,7 @@ def segment(
         runner=shareable(ModelRunner(model, config), client),
         weights=as_weights(weights),
         tile_size=as_pair(tile_size, "tile_size"),
-        overlap=as_pair(overlap, "overlap"),
+        overlap=as_overlap(overlap, as_pair(tile_size, "tile_size")),
         output=output,
         num_classes=num_classes,
         chunks=None if chunks is None else as_pair(chunks, "chunks"),

@@ -87,6 +87,7 @@ class TileBlender:
                 )
             boxes = [_box(window) for window in layout.windows()]
             overlap = layout.effective_overlap
+            as_weights(weights).check_cover((layout.y, layout.x))
         else:
             boxes = [_box(window) for window in layout]
         self.weights: TileWeights = as_weights(weights)

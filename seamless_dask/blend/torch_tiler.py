@@ -71,6 +71,7 @@ class TensorTiler(torch.nn.Module):
         self.grid = TileGrid(shape, tile_size, overlap)
         self.weights: TileWeights = as_weights(weights)
         self.weights.check_tile(self.grid.tile_shape)
+        self.weights.check_cover((self.grid.y, self.grid.x))
         (th, tw), (ny, nx) = self.grid.tile_shape, self.grid.grid_shape
         self.height, self.width = self.grid.shape
         self.n_tiles, self.tiles_y, self.tiles_x, self.tile_h, self.tile_w = ny * nx, ny, nx, th, tw

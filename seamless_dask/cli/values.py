@@ -81,10 +81,25 @@ def resolution(text: str) -> float | tuple[float, float]:
     return values[0] if len(values) == 1 else (values[0], values[1])
 
 
+def overlap(text: str) -> int | float | tuple[int, int] | tuple[float, float]:
+    """``64``, ``64,32`` (y,x) in pixels, or ``0.25`` (``0.25,0.5``): fractions of the tile."""
+    parts = text.split(",")
+    try:
+        values = [float(v) if "." in v else int(v) for v in parts]
+    except ValueError:
+        values = []
+    if len(values) not in (1, 2):
+        raise argparse.ArgumentTypeError(
+            f"expected pixels like 64 or 64,32 (y,x), or a fraction of the tile like 0.25, got "
+            f"{text!r}"
+        )
+    return values[0] if len(values) == 1 else (values[0], values[1])  # type: ignore[return-value]
+
+
 # How the command line writes the options whose values are not plain strings.
 CLI_TYPES: dict[str, Any] = {
     "tile_size": int,
-    "overlap": int,
+    "overlap": overlap,
     "batch_size": int,
     "num_classes": int,
     "chunks": int,

@@ -108,6 +108,7 @@ def build_graph(image: Any, job: SegmentJob) -> SegmentGraph:
     """The lazy output array for ``image`` ``(bands, H, W)``: numpy, a lazily loaded variable, or dask."""
     bands, height, width = image.shape
     grid = TileGrid((height, width), job.tile_size, job.overlap)
+    job.weights.check_cover((grid.y, grid.x))  # a zero-edged map leaves no pixel without a tile
     chunk_plan = grid.plan_chunks(
         chunk_target(image, job.chunks, job.runner.config.batch_size, grid)
     )

@@ -47,6 +47,38 @@ def as_pair(value: object, name: str) -> Pair:
     return int(y), int(x)
 
 
+def as_overlap(value: object, tile: Pair) -> Pair:
+    """The overlap in pixels per axis: ints as they are (:func:`as_pair`), a float in ``[0, 1)`` (for
+    both axes, or one axis of a pair) as a fraction of ``tile``, as MONAI reads ``overlap=0.25``:
+    the stride is ``int(tile * (1 - fraction))`` (at least 1), the overlap ``tile`` minus it.
+    """
+    items: Any = (value, value) if isinstance(value, Real) else value
+    try:
+        fractions = [isinstance(v, float) for v in items]
+    except TypeError:
+        fractions = []
+    if not any(fractions):
+        return as_pair(value, "overlap")
+    if len(fractions) != 2:
+        raise TilingError(
+            f"overlap must be one value or a pair (y, x), got overlap={value!r}: use e.g. "
+            "overlap=0.25 or overlap=(0.25, 0.5)"
+        )
+    out = []
+    for axis, v, t in zip("yx", items, tile, strict=True):
+        if not isinstance(v, float):
+            out.append(as_pair(v, "overlap")[0])
+        elif not 0 <= v < 1:
+            raise TilingError(
+                f"a float overlap is a fraction of the tile in [0, 1), as MONAI's, got "
+                f"overlap={value!r} on axis {axis}: use e.g. overlap=0.25, or whole pixels as an "
+                f"int (overlap={int(v)})"
+            )
+        else:
+            out.append(t - max(1, int(t * (1 - v))) if t > 0 else 0)
+    return out[0], out[1]
+
+
 class LocalTile(NamedTuple):
     """A tile as one chunk sees it: grid index, origin inside the chunk, image-border flags."""
 
@@ -158,7 +190,8 @@ class TileGrid:
         Tile size in pixels, an int or ``(y, x)``, as ``segment`` takes it.
     overlap
         Overlap between neighbouring tiles in pixels, an int or ``(y, x)``;
-        ``0 <= overlap < tile_size``.
+        ``0 <= overlap < tile_size``; or a fraction of the tile in ``[0, 1)``, as MONAI's
+        (``0.25``: a quarter of the tile, the stride ``int(tile * 0.75)``).
 
     Raises
     ------
@@ -200,11 +233,8 @@ class TileGrid:
             tile_size = tile
         if tile_size is None:
             raise TypeError("TileGrid needs tile_size: e.g. TileGrid((1000, 700), 256, 64)")
-        shape_, tile_, overlap_ = (
-            as_pair(shape, "shape"),
-            as_pair(tile_size, "tile_size"),
-            as_pair(overlap, "overlap"),
-        )
+        shape_, tile_ = as_pair(shape, "shape"), as_pair(tile_size, "tile_size")
+        overlap_ = as_overlap(overlap, tile_)
         _check_tiling(shape_, tile_, overlap_)
         for name, value in (("shape", shape_), ("tile_size", tile_), ("overlap", overlap_)):
             object.__setattr__(self, name, value)

@@ -11,14 +11,20 @@ Kinds (1-D profiles, combined by outer product):
   edges to 1 at the centre (seamless-seg's own tent leans half a pixel towards one side on even
   sizes).
 - ``"spline"``: the second-order spline window of smooth-tiled-predictions.
-- ``"gaussian"``: MONAI's gaussian importance map, ``sigma`` a fraction of the tile size.
+- ``"gaussian"``: MONAI's gaussian importance map, ``sigma`` a fraction of the tile size (one, or
+  one per axis as MONAI's ``sigma_scale``). Not floored: MONAI raises every weight below 1e-3 to
+  1e-3, which at ``sigma=0.125`` lets a tile's unreliable edge outvote its neighbour's centre
+  where a corner is covered by edges only; ``floor=1e-3`` gives MONAI's numbers.
+- ``"hann"``: tiler's Hann window, ``0.5 + 0.5 cos``, zero on the tile's first and last pixel: a map
+  that is zero at a tile's edge is taken wherever the layout still gives every pixel a tile with
+  positive weight (:meth:`TileWeights.check_cover`; an overlap of 2 px or more).
 - ``"constant"``: plain averaging.
 - ``"trim"``: the overlap-tile strategy of the U-Net paper: each tile is trusted only in its centre,
   the tile minus ``overlap // 2`` pixels on each side (and fully on sides on the image border), so
   every pixel takes the prediction of the tile in which it lies farthest from an edge. With the
   global lattice the centres tile the image exactly. Zero in the margins, so it is always
   border-aware.
-- an array of the tile's shape: any positive map of your own.
+- an array of the tile's shape: any map of your own, positive on a box (zero around it, if anywhere).
 
 Border-aware maps (the default) do not down-weight a tile side that lies on the image border: pixels
 there are as trustworthy as in a whole-image run, and keeping them high stops the flush last tile
@@ -28,17 +34,24 @@ from being outvoted by the untrustworthy edge of its neighbour.
 from __future__ import annotations
 
 import functools
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple, get_args
+from numbers import Real
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, get_args
 
 import numpy as np
 
 from ..exceptions import WeightsError
 
-WeightsKind = Literal["trim", "trust", "spline", "gaussian", "constant"]
+if TYPE_CHECKING:
+    from .grid import AxisTiling
+
+WeightsKind = Literal["trim", "trust", "spline", "gaussian", "hann", "constant"]
 WEIGHTS_KINDS: tuple[str, ...] = get_args(WeightsKind)  # the registry: one profile function a kind
 PROFILE_KINDS = WEIGHTS_KINDS
 Edges = tuple[bool, bool]
+MONAI_FLOOR = 1e-3  # MONAI's compute_importance_map raises every weight to at least this
 
 
 @dataclass(frozen=True, eq=False)
@@ -48,21 +61,26 @@ class TileWeights:
     Parameters
     ----------
     kind
-        One of ``"trim"`` (the default), ``"trust"``, ``"spline"``, ``"gaussian"``, ``"constant"``,
-        or ``"array"`` with ``array``.
+        One of ``"trim"`` (the default), ``"trust"``, ``"spline"``, ``"gaussian"``, ``"hann"``,
+        ``"constant"``, or ``"array"`` with ``array``.
     sigma
         Standard deviation of ``"gaussian"`` as a fraction of the tile size (MONAI's default,
-        0.125).
+        0.125), one for every axis or one per axis ``(y, x)``, as MONAI's ``sigma_scale``.
     border_aware
         Keep full trust on tile sides that lie on the image border.
     array
-        A positive ``(tile_y, tile_x)`` map, for ``kind="array"``.
+        A ``(tile_y, tile_x)`` map for ``kind="array"``: finite, positive on a box and zero around
+        it (if anywhere), as a zero-edged window of tiler's is.
+    floor
+        The least weight of any pixel of a tile, in the map's own units (MONAI's: 1 at the centre of
+        an odd-sized tile): ``1e-3`` (:data:`MONAI_FLOOR`) reproduces MONAI's importance map, which
+        clamps there; 0 (the default) leaves the map as it is.
 
     Raises
     ------
     WeightsError
-        An unknown kind, ``"trim"`` without ``border_aware``, ``sigma`` out of range, or an array
-        that is not positive and finite.
+        An unknown kind, ``"trim"`` without ``border_aware`` or with a floor, ``sigma`` or
+        ``floor`` out of range, or an array that is not finite, or not positive on a box.
 
     Examples
     --------
@@ -75,9 +93,10 @@ class TileWeights:
     """
 
     kind: str = "trim"
-    sigma: float = 0.125
+    sigma: float | tuple[float, ...] = 0.125
     border_aware: bool = True
     array: np.ndarray | None = field(default=None, repr=False)
+    floor: float = 0.0
 
     def __post_init__(self) -> None:
         if self.kind == "array":
@@ -93,15 +112,55 @@ class TileWeights:
                 "image border: "
                 "drop border_aware=False, or use 'trust' for a map that is never zero"
             )
-        if not 0 < self.sigma <= 10:
+        object.__setattr__(self, "sigma", _checked_sigma(self.sigma))
+        if isinstance(self.floor, bool) or not isinstance(self.floor, Real):
+            raise WeightsError(f"floor must be a number in [0, 1), got floor={self.floor!r}")
+        if not 0 <= self.floor < 1:
             raise WeightsError(
-                f"sigma is a fraction of the tile size in (0, 10], got sigma={self.sigma}: use "
-                f"e.g. 0.125"
+                f"floor is the least weight of a pixel, in [0, 1), got floor={self.floor}: use "
+                f"floor={MONAI_FLOOR} for MONAI's importance map, or 0"
+            )
+        if self.floor and self.kind == "trim":
+            raise WeightsError(
+                "weights 'trim' trust each tile only in its centre, which a floor would undo: drop "
+                "floor=, or use weights='gaussian' with floor=1e-3 as MONAI does"
             )
 
     def __dask_tokenize__(self) -> tuple:
         array = None if self.array is None else (self.array.shape, self.array.tobytes())
-        return ("seamless_dask.TileWeights", self.kind, self.sigma, self.border_aware, array)
+        return ("seamless_dask.TileWeights", self.kind, self.sigma, self.border_aware, array,
+                self.floor)  # fmt: skip
+
+    @property
+    def spec(self) -> str:
+        """The map as the job record names it: the kind, its parameters where they are not the
+        defaults (``"gaussian(sigma=(0.25, 0.125), floor=0.001)"``), a user array by its token.
+        """
+        if self.array is not None:
+            from dask.base import tokenize
+
+            return "array:" + tokenize(self)
+        given = [
+            f"{name}={value!r}"
+            for name, value, default in (
+                ("sigma", self.sigma, 0.125),
+                ("border_aware", self.border_aware, True),
+                ("floor", self.floor, 0.0),
+            )
+            if value != default and (name != "sigma" or self.kind == "gaussian")
+        ]
+        return f"{self.kind}({', '.join(given)})" if given else self.kind
+
+    def sigmas(self, ndim: int) -> tuple[float, ...]:
+        """``sigma`` for each of ``ndim`` axes, or a WeightsError when it names another count."""
+        if isinstance(self.sigma, float):
+            return (self.sigma,) * ndim
+        if len(self.sigma) != ndim:
+            raise WeightsError(
+                f"sigma gives {len(self.sigma)} values, one per axis, for a tile of {ndim} axes: "
+                f"give {ndim} values, or one for all"
+            )
+        return self.sigma
 
     def check_tile(self, tile: tuple[int, int]) -> None:
         """Raise if a user array does not match the requested tile size."""
@@ -126,7 +185,7 @@ class TileWeights:
         """
         if self.array is not None:
             return _centre_crop(self.array, shape)
-        return _profile_map(*self._profile_key(shape, edges_y, edges_x, overlap))
+        return _profile_map(self._profile_key(shape, edges_y, edges_x, overlap))
 
     def support(
         self,
@@ -147,7 +206,7 @@ class TileWeights:
             if tuple(shape) not in cached:
                 cached[tuple(shape)] = _support(_centre_crop(self.array, shape))
             return cached[tuple(shape)]
-        return _profile_support(*self._profile_key(shape, edges_y, edges_x, overlap))
+        return _profile_support(self._profile_key(shape, edges_y, edges_x, overlap))
 
     def reach(self, shape: tuple[int, int], overlap: tuple[int, int]) -> tuple[int, int]:
         """How far, per axis, a tile's non-zero weights reach into the next tile's ``overlap``: the
@@ -159,7 +218,10 @@ class TileWeights:
         inside the image says it.
         """
         box = self.support(shape, overlap=overlap)
-        return overlap[0] - (shape[0] - box.rows.stop), overlap[1] - (shape[1] - box.cols.stop)
+        return (
+            max(0, overlap[0] - (shape[0] - box.rows.stop)),
+            max(0, overlap[1] - (shape[1] - box.cols.stop)),
+        )
 
     def margins(self, shape: tuple[int, int], overlap: tuple[int, int]) -> tuple[int, int]:
         """How many pixels from a tile's edge (one not on the image's border) its weights are zero,
@@ -172,13 +234,52 @@ class TileWeights:
 
     def _profile_key(
         self, shape: tuple[int, int], edges_y: Edges, edges_x: Edges, overlap: tuple[int, int]
-    ) -> tuple[str, float, tuple[int, int], tuple[Edges, Edges], tuple[int, int]]:
+    ) -> tuple[
+        str, tuple[float, ...], tuple[int, int], tuple[Edges, Edges], tuple[int, int], float
+    ]:
         """The arguments of the cached map builders: edges only when border-aware, overlap only for
         "trim" (one cache entry per shape for the others).
         """
         edges = (edges_y, edges_x) if self.border_aware else ((False, False), (False, False))
         trim_overlap = (overlap[0], overlap[1]) if self.kind == "trim" else (0, 0)
-        return self.kind, self.sigma, (shape[0], shape[1]), edges, trim_overlap
+        sigma = self.sigmas(2) if self.kind == "gaussian" else (0.0, 0.0)
+        return MapKey(self.kind, sigma, (shape[0], shape[1]), edges, trim_overlap, self.floor)
+
+    def check_cover(self, axes: Sequence[AxisTiling]) -> None:
+        """Raise unless every pixel gets positive weight from some tile of the layout ``axes`` (the
+        grid's axes): a map that is zero at a tile's edge (``"hann"``, a zero-edged array) needs
+        its neighbours to overlap it there. Maps are products of one profile an axis, so each
+        axis is checked alone.
+        """
+        if self.kind in ("trim", "constant") or self.floor > 0:
+            return  # covered by construction
+        for k, (name, axis) in enumerate(zip("yx", axes, strict=True)):
+            if axis.n_tiles == 1 and self.border_aware:
+                continue  # its one tile is the whole axis, at full trust
+            spans = [self._positive(axis, k, axis.edges(i)) for i in range(axis.n_tiles)]
+            gap = _first_gap(
+                [(o + a, o + b) for o, (a, b) in zip(axis.origins, spans, strict=True)]
+            )
+            if gap is not None and gap < axis.size:
+                zero = max(max(a, axis.tile - b) for a, b in spans)
+                raise WeightsError(
+                    f"no tile gives weight to pixel {gap} along {name} with weights "
+                    f"{self.spec!r}, which are zero at a tile's edge (tile {axis.tile}, overlap "
+                    f"{axis.overlap}): the pixel would have no prediction. Overlap the tiles by "
+                    f"at least {zero + 1} px, or use weights that are never zero (e.g. 'trust')"
+                )
+
+    def _positive(self, axis: AxisTiling, k: int, edges: Edges) -> tuple[int, int]:
+        """Where along axis ``k`` a tile's weights are positive, ``[start, stop)`` in the tile."""
+        if self.array is not None:
+            box = self.support(self.array.shape)
+            span = box.rows if k == 0 else box.cols
+            return span.start, span.stop
+        if not self.border_aware:
+            edges = (False, False)
+        p = _flatten_borders(profile(self.kind, axis.tile, self.sigmas(2)[k], axis.overlap), edges)
+        where = np.flatnonzero(p > 0)
+        return (int(where[0]), int(where[-1]) + 1) if len(where) else (0, 0)
 
 
 def as_weights(weights: Any) -> TileWeights:
@@ -200,7 +301,16 @@ def as_weights(weights: Any) -> TileWeights:
 
 def profile(kind: str, n: int, sigma: float = 0.125, overlap: int = 0) -> np.ndarray:
     """1-D trust profile of ``n`` pixels (float64, peak 1; every value > 0 but in the margins of
-    ``"trim"``).
+    ``"trim"`` and at the ends of ``"hann"``).
+    """
+    p = _raw_profile(kind, n, sigma, overlap)
+    peak = p.max()
+    return p / peak if peak > 0 else p
+
+
+def _raw_profile(kind: str, n: int, sigma: float, overlap: int) -> np.ndarray:
+    """The profile in its own units: MONAI's gaussian (1 at the centre pixel of an odd tile, a
+    little less between the two of an even one), tiler's Hann window.
     """
     i = np.arange(n, dtype=np.float64)
     if kind == "trim":
@@ -219,22 +329,40 @@ def profile(kind: str, n: int, sigma: float = 0.125, overlap: int = 0) -> np.nda
         p = _spline(n)
     elif kind == "gaussian":
         p = np.exp(-0.5 * ((i - (n - 1) / 2) / (sigma * n)) ** 2)
+    elif kind == "hann" and n > 1:  # tiler's (scipy's symmetric hann)
+        p = 0.5 + 0.5 * np.cos(np.linspace(-np.pi, np.pi, n))
     else:
         p = np.ones(n)
-    return p / p.max()
+    return p
+
+
+class MapKey(NamedTuple):
+    """What a profile map is made of (one cache entry each): the kind, a sigma, size, border flags
+    and overlap per axis, and the floor.
+    """
+
+    kind: str
+    sigma: tuple[float, ...]
+    shape: tuple[int, ...]
+    edges: tuple[Edges, ...]
+    overlap: tuple[int, ...]
+    floor: float = 0.0
 
 
 @functools.lru_cache(maxsize=64)
-def _profile_map(
-    kind: str,
-    sigma: float,
-    shape: tuple[int, int],
-    edges: tuple[Edges, Edges],
-    overlap: tuple[int, int],
-) -> np.ndarray:
-    py = _flatten_borders(profile(kind, shape[0], sigma, overlap[0]), edges[0])
-    px = _flatten_borders(profile(kind, shape[1], sigma, overlap[1]), edges[1])
-    out = np.outer(py, px).astype(np.float32)
+def _profile_map(key: MapKey) -> np.ndarray:
+    """The map of a tile of ``key.shape`` (any number of axes): the outer product of one profile an
+    axis, each at peak 1 and raised on the sides on the image border, then raised to ``floor`` in
+    the profiles' own units (so that ``floor=1e-3`` is MONAI's clamp of its gaussian map).
+    """
+    kind, sigma, shape, edges, overlap, floor = key
+    raw = [_raw_profile(kind, *args) for args in zip(shape, sigma, overlap, strict=True)]
+    peaks = [float(p.max()) or 1.0 for p in raw]
+    profiles = [_flatten_borders(p / peak, e) for p, peak, e in zip(raw, peaks, edges, strict=True)]
+    out = functools.reduce(np.multiply.outer, profiles)
+    if floor:
+        out = np.maximum(out, floor / math.prod(peaks))
+    out = out.astype(np.float32)
     out.setflags(write=False)
     return out
 
@@ -252,23 +380,48 @@ class Support(NamedTuple):
 
 def _support(weights: np.ndarray) -> Support:
     rows, cols = np.flatnonzero(weights.any(axis=1)), np.flatnonzero(weights.any(axis=0))
+    if not len(rows):  # a map zero all over ("hann" on 2 px): an empty box
+        return Support(slice(0, 0), slice(0, 0), weights[:0, :0], False)
     box = slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
     values = weights[box]
     return Support(box[0], box[1], values, bool(np.all(values == 1)))
 
 
 @functools.lru_cache(maxsize=64)
-def _profile_support(
-    kind: str,
-    sigma: float,
-    shape: tuple[int, int],
-    edges: tuple[Edges, Edges],
-    overlap: tuple[int, int],
-) -> Support:
-    return _support(_profile_map(kind, sigma, shape, edges, overlap))
+def _profile_support(key: MapKey) -> Support:
+    return _support(_profile_map(key))
+
+
+def _first_gap(spans: Sequence[tuple[int, int]]) -> int | None:
+    """The first pixel from 0 that no span ``[start, stop)`` covers (spans sorted by start), or the
+    end of the last span when they all join up.
+    """
+    reached = 0
+    for start, stop in spans:
+        if start > reached:
+            return reached
+        reached = max(reached, stop)
+    return reached
+
+
+def _checked_sigma(sigma: Any) -> float | tuple[float, ...]:
+    values = [sigma] if isinstance(sigma, Real) else sigma
+    try:
+        floats = tuple(float(v) for v in values if not isinstance(v, bool))
+        ok = len(floats) == len(values) and len(floats) > 0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok or not all(0 < v <= 10 for v in floats):
+        raise WeightsError(
+            f"sigma is a fraction of the tile size in (0, 10], one for every axis or one per axis, "
+            f"got sigma={sigma!r}: use e.g. 0.125 or (0.25, 0.125)"
+        )
+    return floats[0] if isinstance(sigma, Real) else floats
 
 
 def _flatten_borders(p: np.ndarray, edges: Edges) -> np.ndarray:
+    if edges[0] and edges[1]:  # the tile is the whole axis: any constant trust
+        return np.ones_like(p)
     peak = int(np.argmax(p))
     last_peak = len(p) - 1 - int(np.argmax(p[::-1]))  # plateaus ("trim") peak over a range
     p = p.copy()
@@ -315,12 +468,20 @@ def _checked_array(array: Any) -> np.ndarray:
         raise WeightsError(
             f"custom weights must be 2-D (tile_y, tile_x), got shape {a.shape}: drop extra axes"
         )
-    if not np.all(np.isfinite(a)) or a.min() <= 0:
+    if not np.all(np.isfinite(a)) or a.min() < 0 or a.max() <= 0:
         bad = np.unravel_index(np.argmin(np.where(np.isfinite(a), a, -np.inf)), a.shape)
         raise WeightsError(
-            f"custom weights must be finite and > 0 everywhere (a pixel covered by one tile needs "
-            f"its trust), "
-            f"got {a[bad]} at {tuple(int(v) for v in bad)}: add a floor, e.g. np.maximum(w, 1e-3)"
+            f"custom weights must be finite and >= 0 (positive somewhere), got {a[bad]} at "
+            f"{tuple(int(v) for v in bad)}: e.g. np.maximum(w, 1e-3)"
+        )
+    box = _support(a)
+    if not (a[box.rows, box.cols] > 0).all():
+        bad = np.argwhere(a[box.rows, box.cols] <= 0)[0] + (box.rows.start, box.cols.start)
+        raise WeightsError(
+            f"custom weights may be zero only around a box where they are positive (a zero-edged "
+            f"window), but pixel {tuple(int(v) for v in bad)} is 0 inside the box "
+            f"{(box.rows.start, box.rows.stop)} x {(box.cols.start, box.cols.stop)}: raise it, "
+            "e.g. np.maximum(w, 1e-3) inside"
         )
     out = (a / a.max()).astype(np.float32)
     out.setflags(write=False)
