@@ -25,6 +25,7 @@ __all__ = [
     "OPTION_NAMES",
     "OUTPUTS",
     "OUTPUT_KINDS",
+    "PADDINGS",
     "SEGMENT_OPTIONS",
     "TTA",
     "TTA_MODES",
@@ -34,6 +35,7 @@ __all__ = [
     "Option",
     "Output",
     "OutputKind",
+    "Padding",
     "SegmentOptions",
     "WeightsKind",
     "output_kind",
@@ -45,12 +47,14 @@ Activation = Literal["softmax", "sigmoid"]
 TTA = Literal["flips", "d4"]
 AMP = Literal["bf16", "fp16"]
 Dtype = Literal["float32", "float16", "uint8", "uint16"]
+Padding = Literal["flush", "constant", "reflect", "replicate", "wrap"]
 
 OUTPUTS: tuple[str, ...] = get_args(Output)
 ACTIVATIONS: tuple[str | None, ...] = (*get_args(Activation), None)
 TTA_MODES: tuple[str | None, ...] = (None, *get_args(TTA))
 AMP_MODES: tuple[str | None, ...] = (None, *get_args(AMP))
 DTYPES: tuple[str | None, ...] = (None, *get_args(Dtype))
+PADDINGS: tuple[str, ...] = get_args(Padding)
 
 
 @dataclass(frozen=True)
@@ -214,6 +218,14 @@ SEGMENT_OPTIONS: tuple[Option, ...] = (
         "probabilities (quantised; CF scale_factor)",
         choices=DTYPES[1:],
     ),
+    Option(
+        "padding",
+        "flush",
+        "what pads an image smaller than the tile up to it: flush (the fill: the normalisation "
+        "mean, or 0), constant (--cval), reflect, replicate, wrap",
+        choices=PADDINGS,
+    ),
+    Option("cval", 0.0, "the value of padding=constant, in the input's units", "V"),
     Option("head", None, "another output of the model (a dict key such as aux)", "KEY"),
     Option("bands", None, "the bands to segment (1-based on the command line: 3,2,1)", "B,B,.."),
     Option(
@@ -264,6 +276,8 @@ class SegmentOptions(TypedDict, total=False):
     resources: dict[str, float] | str | None
     trust_model: bool
     dtype: Dtype | None
+    padding: Padding
+    cval: float
     head: str | int | None
     bands: Sequence[Any] | None
     region: Any

@@ -78,6 +78,8 @@ class JobRecorder:
             "region": None if self.job.region is None else self.job.region.geometry.wkt,
             "classes": n_classes,
         }
+        if self.job.padding != "flush":  # recorded when asked for: older records stay equal
+            options.update(padding=self.job.padding, cval=self.job.cval)
         if (
             self.classes is not None and self.classes.names
         ):  # they go into the store's metadata: part of the job

@@ -40,6 +40,7 @@ from .options import (
     Activation,
     Dtype,
     Output,
+    Padding,
     SegmentOptions,
     WeightsKind,
     output_kind,
@@ -95,6 +96,8 @@ def segment(
     resources: dict[str, float] | str | None = "auto",
     trust_model: bool = False,
     dtype: Dtype | None = None,
+    padding: Padding = "flush",
+    cval: float = 0.0,
     head: str | int | None = None,
     bands: Sequence[Any] | None = None,
     region: Any = None,
@@ -229,6 +232,15 @@ def segment(
         model pixel under its centre (``output_resolution="input"``), or kept at the model's
         (``"model"``, with that grid's coords, transform or pixel size). Both are in the job
         record. See :mod:`seamless_dask.result`.
+    padding, cval
+        What pads an image smaller than ``tile_size`` (on an axis) up to the tile the model takes,
+        centred as MONAI centres it: ``"flush"`` (default) the fill value (the normalisation mean,
+        0 once normalised; else 0), ``"constant"`` ``cval`` in the input's units (MONAI's
+        ``padding_mode="constant", cval=...``), ``"reflect"`` (MONAI's and torch's, the edge pixel
+        not repeated), ``"replicate"`` (the edge repeated) or ``"wrap"`` (tiler's). Elsewhere the
+        last tile is placed flush with the border, so every tile sees real pixels only; the docs'
+        benchmarks say which padding is closest to whole-image inference. In the job record when
+        not ``"flush"``.
     head
         Segment with another output of a model that returns several: a dict key (torchvision's
         ``"aux"``) or a tuple index. ``None``: the dict's ``"out"``, or the tuple's first item.
@@ -314,6 +326,8 @@ def segment(
         resources=resources_for(config.device, resources, cluster_has_gpus=gpus),
         region=given.region,
         dtype=dtype,
+        padding=padding,
+        cval=cval,
     )
 
     if client is not None:  # resource routing and row order on the scheduler (once per client)

@@ -62,6 +62,8 @@ class TileInference:
     overlap: tuple[int, int] = (0, 0)
     model_tile: tuple[int, int] | None = None  # the tile the model is given; None: ``tile_shape``
     moments: int = 1  # 2: also sum weight * prediction**2, for output="uncertainty"
+    padding: str = "flush"  # how a tile smaller than the model's is padded (TilePadding)
+    cval: float = 0.0  # padding="constant"'s value
 
     @property
     def channels(self) -> int:
@@ -78,6 +80,8 @@ class TileInference:
             self.overlap,
             self.model_tile,
             self.moments,
+            self.padding,
+            self.cval,
         )
 
 
@@ -139,7 +143,9 @@ def row_sums(
     if valid is not None:
         tiles = [t for t in tiles if valid[t.y : t.y + th, t.x : t.x + tw].any()]
     rows = _Rows(np.zeros((inference.channels, min(th, height), width)))
-    padding = TilePadding.to_fit((th, tw), inference.model_tile or (th, tw), fill)
+    padding = TilePadding.to_fit(
+        (th, tw), inference.model_tile or (th, tw), fill, inference.padding, inference.cval
+    )
     batches: deque[list[LocalTile]] = deque()  # made, not yet predicted (one ahead on a GPU)
 
     def stacks() -> Iterator[np.ndarray]:

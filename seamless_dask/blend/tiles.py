@@ -65,6 +65,9 @@ def representable(value: float, dtype: np.dtype) -> bool:
     return True
 
 
+NUMPY_MODES = {"reflect": "reflect", "replicate": "edge", "wrap": "wrap"}
+
+
 @dataclass(frozen=True)
 class TilePadding:
     """How a tile smaller than the model's tile is padded up to it, and its prediction cropped back.
@@ -72,23 +75,34 @@ class TilePadding:
     A tile shrinks to the image on an axis shorter than the tile size (see
     :mod:`seamless_dask.tiling.grid`), but many networks only take sides divisible by 8, 16 or 32
     (U-Nets, encoder-decoders), or the size they were trained on. Such a tile is centred in the
-    model's tile, as MONAI's ``sliding_window_inference`` does, and padded with ``fill`` per band:
-    the normalisation mean (0 once normalised, the value a network's own zero padding shows it
-    beyond an image border), else 0.
+    model's tile, as MONAI's ``sliding_window_inference`` does, and padded as ``mode`` says:
+    ``"flush"`` (the default) with ``fill`` per band, the normalisation mean (0 once normalised, the
+    value a network's own zero padding shows it beyond an image border), else 0; ``"constant"``
+    with ``cval`` (MONAI's ``padding_mode="constant", cval=...``, in the input's units);
+    ``"reflect"`` (mirrored, the edge pixel not repeated: MONAI's and torch's ``reflect``),
+    ``"replicate"`` (the edge pixel repeated) or ``"wrap"`` (the far side: tiler's and numpy's).
     """
 
     before: tuple[int, int]
     after: tuple[int, int]
     fill: np.ndarray
+    mode: str = "flush"
 
     @classmethod
     def to_fit(
-        cls, tile: tuple[int, int], model_tile: tuple[int, int], fill: np.ndarray
+        cls,
+        tile: tuple[int, int],
+        model_tile: tuple[int, int],
+        fill: np.ndarray,
+        mode: str = "flush",
+        cval: float = 0.0,
     ) -> TilePadding:
-        """The padding that brings ``tile`` up to ``model_tile``, centred, filled with ``fill``."""
+        """The padding that brings ``tile`` up to ``model_tile``, centred, as ``mode`` says."""
         extra = [max(0, m - t) for t, m in zip(tile, model_tile, strict=True)]
         before = (extra[0] // 2, extra[1] // 2)
-        return cls(before, (extra[0] - before[0], extra[1] - before[1]), fill)
+        if mode == "constant":
+            fill = np.full(len(fill), cval, dtype=np.float64)
+        return cls(before, (extra[0] - before[0], extra[1] - before[1]), fill, mode)
 
     @property
     def needed(self) -> bool:
@@ -101,6 +115,10 @@ class TilePadding:
             return stack
         (by, bx), (ay, ax) = self.before, self.after
         n, bands, h, w = stack.shape
+        if self.mode in NUMPY_MODES:
+            pad = ((0, 0), (0, 0), (by, ay), (bx, ax))
+            return np.pad(stack.astype(np.result_type(stack.dtype, np.float32)), pad,
+                          mode=NUMPY_MODES[self.mode])  # fmt: skip
         out = np.empty(
             (n, bands, h + by + ay, w + bx + ax), dtype=np.result_type(stack.dtype, np.float32)
         )

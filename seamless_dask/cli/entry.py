@@ -14,7 +14,7 @@ from typing import Any, TextIO
 from ..exceptions import ClusterError, ModelError, SeamlessError, SeamlessWarning, StorageError
 from ..options import SEGMENT_OPTIONS, WEIGHTS_KINDS, Option
 from . import commands as handlers
-from .values import CLI_CHOICES, CLI_TYPES, int_list, seconds
+from .values import CLI_CHOICES, CLI_TYPES, int_list, overlap, seconds
 
 
 class Terminated(KeyboardInterrupt):
@@ -156,7 +156,7 @@ def parser() -> argparse.ArgumentParser:
     plan.add_argument("height", type=int)
     plan.add_argument("width", type=int)
     plan.add_argument("--tile-size", type=int, default=256)
-    plan.add_argument("--overlap", type=int, default=64)
+    plan.add_argument("--overlap", type=overlap, default=64)
     plan.add_argument("--chunks", type=int, default=2048, help="target pixels per chunk side")
     plan.add_argument(
         "--classes", type=int, default=2, help="model output channels, for the memory estimate"

@@ -60,6 +60,8 @@ class SegmentRequest:
     head: str | None = None
     amp: AMP | None = None
     dtype: Dtype | None = None
+    padding: str = "flush"
+    cval: float = 0.0
     resolution: float | tuple[float, float] | None = None
     output_resolution: str = "input"
     # a GeoJSON file; its CRS is region_crs, else the file's (RFC 7946: EPSG:4326)

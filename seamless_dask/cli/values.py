@@ -101,6 +101,7 @@ CLI_TYPES: dict[str, Any] = {
     "tile_size": int,
     "overlap": overlap,
     "batch_size": int,
+    "cval": float,
     "num_classes": int,
     "chunks": int,
     "normalize": normalize,

@@ -36,7 +36,7 @@ from ..exceptions import OptionError
 from ..inputs import check_nodata_fits
 from ..model import receptive
 from ..model.runner import ModelRunner
-from ..options import Output, OutputKind, output_kind, stored_dtype
+from ..options import PADDINGS, Output, OutputKind, output_kind, stored_dtype
 from ..tiling.grid import ChunkPlan, ChunkTiles, Pair, TileGrid
 from ..tiling.region import Region
 from ..tiling.weights import TileWeights
@@ -60,6 +60,8 @@ class SegmentJob:
     nodata: float | None = None
     resources: tuple[tuple[str, float], ...] = ()
     region: Region | None = None  # only tiles touching it run; pixels outside it are nodata
+    padding: str = "flush"  # what pads an image smaller than the tile (blend.tiles.TilePadding)
+    cval: float = 0.0
     dtype: str | None = (
         None  # a soft output's stored dtype (options.stored_dtype); None: the default
     )
@@ -80,6 +82,17 @@ class SegmentJob:
         if n is not None and (not isinstance(n, Integral) or isinstance(n, bool) or n < 1):
             raise OptionError(f"num_classes must be a positive int, got {self.num_classes!r}")
         self.weights.check_tile(self.tile_size)
+        if self.padding not in PADDINGS:
+            raise OptionError(
+                f"padding must be one of {PADDINGS}, got padding={self.padding!r}: use e.g. "
+                "'reflect', or 'constant' with cval="
+            )
+        if (
+            isinstance(self.cval, bool)
+            or not isinstance(self.cval, Real)
+            or not np.isfinite(self.cval)
+        ):
+            raise OptionError(f"cval must be a finite number, got cval={self.cval!r}: e.g. cval=0")
         object.__setattr__(self, "dtype", stored_dtype(self.kind, self.dtype))
         if self.nodata is not None and (
             isinstance(self.nodata, bool) or not isinstance(self.nodata, Real)
@@ -133,6 +146,8 @@ def build_graph(image: Any, job: SegmentJob) -> SegmentGraph:
         overlap,
         model_tile=job.tile_size,
         moments=job.kind.moments,
+        padding=job.padding,
+        cval=float(job.cval),
     )
     masked = (
         job.nodata is not None or np.issubdtype(image.dtype, np.floating) or job.region is not None
