@@ -228,6 +228,7 @@ SEGMENT_OPTIONS: tuple[Option, ...] = (
     Option("cval", 0.0, "the value of padding=constant, in the input's units", "V"),
     Option("head", None, "another output of the model (a dict key such as aux)", "KEY"),
     Option("bands", None, "the bands to segment (1-based on the command line: 3,2,1)", "B,B,.."),
+    Option("channel_axis", None, "where the bands are (-1: channels last)", on_cli=False),
     Option(
         "region",
         None,
@@ -280,6 +281,7 @@ class SegmentOptions(TypedDict, total=False):
     cval: float
     head: str | int | None
     bands: Sequence[Any] | None
+    channel_axis: int | str | None
     region: Any
     region_crs: Any
     class_names: Sequence[str] | None

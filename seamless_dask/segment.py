@@ -30,7 +30,14 @@ from .exceptions import OptionError
 from .graph import record
 from .graph.build import SegmentJob, build_graph
 from .graph.chunk_size import DEFAULT_CHUNK
-from .inputs import SegmentInput, as_input, resources_for, stacked_steps, time_slices
+from .inputs import (
+    SegmentInput,
+    as_input,
+    resources_for,
+    stacked_steps,
+    time_slices,
+    time_steps,
+)
 from .model.loading import ModelSpec
 from .model.runner import ModelRunner, RunnerConfig
 from .options import (
@@ -100,6 +107,7 @@ def segment(
     cval: float = 0.0,
     head: str | int | None = None,
     bands: Sequence[Any] | None = None,
+    channel_axis: int | str | None = None,
     region: Any = None,
     region_crs: Any = None,
     class_names: Sequence[str] | None = None,
@@ -188,6 +196,12 @@ def segment(
         For a Dataset, the variables to stack as bands, in order (default: every variable with ``y``
         and ``x`` dims); for a DataArray with a ``band`` coordinate, the band names or numbers to
         select.
+    channel_axis
+        Where the bands are, when not first: an axis index for numpy, dask and tensors
+        (``channel_axis=-1`` for an HWC image or an NHWC batch, as pytorch-toolbelt and tiler take
+        them), a dim name (or index) for a DataArray, which becomes ``band`` (a DataArray's dims
+        are otherwise found by name: ``(y, x, band)`` is read as it is). The result keeps its own
+        layout: classes first.
     region
         An area of interest: a shapely geometry (any polygon or multipolygon) or GeoJSON-like
         mapping, in the input's CRS when it has one, else in pixel coordinates (x = column, y =
@@ -286,6 +300,7 @@ def segment(
     given = as_input(
         data,
         bands=bands,
+        channel_axis=channel_axis,
         nodata=nodata,
         normalize=normalize,
         device=device,
@@ -371,15 +386,11 @@ def _run(given: SegmentInput, model: ModelSpec, job: SegmentJob) -> Any:
     """
     data = given.data
     if given.kind == "dataarray":
-        steps = given.steps
-        if steps is not None:  # one lazy result per step, stacked again
-            per_step = [
-                segment_dataarray(d, job, JobRecorder(d, model, job, given.classes))
-                for d in time_slices(data, steps)
-            ]
-            return stacked_steps(per_step, data[steps])
-        return segment_dataarray(data, job, JobRecorder(data, model, job, given.classes))
-    array = build_graph(given.pixels(), job).array
+        return _segment_steps(data, model, job, given)
+    if given.batch is not None:  # (N, bands, H, W): N images in one graph, stacked again
+        array = da.stack([build_graph(given.pixels(i), job).array for i in range(given.batch)])
+    else:
+        array = build_graph(given.pixels(), job).array
     if given.kind == "dask":
         return array
     result = _compute_here(array)
@@ -388,6 +399,19 @@ def _run(given: SegmentInput, model: ModelSpec, job: SegmentJob) -> Any:
 
         return torch.from_numpy(result).to(data.device)
     return result
+
+
+def _segment_steps(
+    data: xr.DataArray, model: ModelSpec, job: SegmentJob, given: SegmentInput
+) -> xr.DataArray:
+    """A DataArray's lazy result; leading dims (``time``, ``sample``) one image a step, each step
+    mapped over again while it has more, the results stacked along them as they were.
+    """
+    steps = given.steps if data is given.data else time_steps(data)
+    if steps is None:
+        return segment_dataarray(data, job, JobRecorder(data, model, job, given.classes))
+    per_step = [_segment_steps(d, model, job, given) for d in time_slices(data, steps)]
+    return stacked_steps(per_step, data[steps])
 
 
 def _compute_here(array: da.Array) -> np.ndarray:

@@ -254,20 +254,16 @@ def test_graph_keys_are_deterministic():
     ("data", "words"),
     [
         (
-            xr.DataArray(np.zeros((8, 8, 2)), dims=("y", "x", "band")),
-            ["got ('y', 'x', 'band')", "transpose('band', 'y', 'x')"],
-        ),
-        (
             xr.DataArray(np.zeros((8, 8)), dims=("lat", "lon")),
             ["got ('lat', 'lon')", "rename({'lat': 'y', 'lon': 'x'})"],
         ),
-        # a leading time dim is mapped over (STAC stacks); any other fourth dim must be selected first
+        # leading dims are mapped over (tests/test_batches.py); the bands come just before y, x
         (
-            xr.DataArray(np.zeros((2, 2, 8, 8)), dims=("level", "band", "y", "x")),
-            ["4 dims", "isel("],
+            xr.DataArray(np.zeros((2, 2, 8, 8)), dims=("band", "level", "y", "x")),
+            ["put 'band' before 'level'", "transpose('level', 'band', 'y', 'x')"],
         ),
-        (np.zeros((64, 64, 2)), ["channels-last", "np.moveaxis"]),
-        (np.zeros((2, 2, 8, 8)), ["(H, W) or (bands, H, W)", "4 dims"]),
+        (np.zeros((64, 64, 2)), ["channels-last", "channel_axis=-1"]),
+        (np.zeros((2, 2, 2, 8, 8)), ["(N, bands, H, W)", "5 dims", "reshape"]),
         (np.zeros((2, 0, 8)), ["empty", "(0, 8)"]),
         (np.zeros((2, 8, 8), dtype=complex), ["complex pixels (complex128)", "data.real"]),
         ([[1, 2], [3, 4]], ["must be an xarray.DataArray", "list"]),

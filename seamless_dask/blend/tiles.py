@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -65,7 +65,7 @@ def representable(value: float, dtype: np.dtype) -> bool:
     return True
 
 
-NUMPY_MODES = {"reflect": "reflect", "replicate": "edge", "wrap": "wrap"}
+NUMPY_MODES: dict[str, Any] = {"reflect": "reflect", "replicate": "edge", "wrap": "wrap"}
 
 
 @dataclass(frozen=True)

@@ -93,7 +93,7 @@ def overlap(text: str) -> int | float | tuple[int, int] | tuple[float, float]:
             f"expected pixels like 64 or 64,32 (y,x), or a fraction of the tile like 0.25, got "
             f"{text!r}"
         )
-    return values[0] if len(values) == 1 else (values[0], values[1])  # type: ignore[return-value]
+    return values[0] if len(values) == 1 else (values[0], values[1])
 
 
 # How the command line writes the options whose values are not plain strings.

@@ -16,10 +16,28 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from .blend.tiles import representable
-from .classes import Classes, as_classes
-from .exceptions import DimensionError, OptionError
-from .tiling.region import Region, as_region
+from ..blend.tiles import representable
+from ..classes import Classes, as_classes
+from ..exceptions import DimensionError, OptionError
+from ..tiling.region import Region, as_region
+from .stacks import stacked_steps, time_slices, time_steps, with_channels_first
+
+__all__ = [
+    "InputKind",
+    "SegmentInput",
+    "as_input",
+    "bands_first",
+    "bands_first_dataarray",
+    "check_nodata_fits",
+    "check_pixel_dtype",
+    "nodata_for",
+    "normalize_for",
+    "resources_for",
+    "stacked_steps",
+    "time_slices",
+    "time_steps",
+    "with_channels_first",
+]
 
 InputKind = Literal["dataarray", "tensor", "dask", "numpy"]
 
@@ -44,14 +62,24 @@ class SegmentInput:
 
     @property
     def steps(self) -> str | None:
-        """The leading dim segmented step by step (a STAC cube's ``time``), or ``None``."""
+        """The leading dim segmented step by step (a STAC cube's ``time``, a ``sample`` dim), or
+        ``None``.
+        """
         return time_steps(self.data) if self.kind == "dataarray" else None
 
-    def pixels(self) -> Any:
-        """``(bands, H, W)`` pixels of a numpy, dask or tensor input (a tensor as numpy, on the CPU)."""
+    @property
+    def batch(self) -> int | None:
+        """How many images a numpy, dask or tensor batch ``(N, bands, H, W)`` holds; ``None``: one."""
+        return None if self.kind == "dataarray" or self.data.ndim != 4 else int(self.data.shape[0])
+
+    def pixels(self, image: int | None = None) -> Any:
+        """``(bands, H, W)`` pixels of a numpy, dask or tensor input (a tensor as numpy, on the CPU);
+        of its ``image``-th image for a batch.
+        """
+        data = self.data if image is None else self.data[image]
         if self.kind == "tensor":
-            return bands_first(self.data.detach().cpu().numpy(), "tensor")
-        return bands_first(self.data, "dask array" if self.kind == "dask" else "array")
+            return bands_first(data.detach().cpu().numpy(), "tensor")
+        return bands_first(data, "dask array" if self.kind == "dask" else "array")
 
 
 def as_input(
@@ -66,12 +94,19 @@ def as_input(
     class_names: Sequence[str] | None = None,
     palette: Any = None,
     tiles: tuple[Any, Any] | None = None,
+    channel_axis: int | str | None = None,
 ) -> SegmentInput:
     """``data`` and the options that depend on it, checked and resolved once (see
     :func:`seamless_dask.segment` for each option); an input of no known kind is refused first.
     """
-    data = stac_image(data, bands)
+    data = with_channels_first(stac_image(data, bands), channel_axis)
     kind = input_kind(data)
+    if kind != "dataarray" and data.ndim not in (2, 3, 4):
+        raise DimensionError(
+            f"expected an image (H, W) or (bands, H, W), or a batch of them (N, bands, H, W), got "
+            f"{data.ndim} dims {tuple(data.shape)}: for more leading dims, reshape them into N "
+            "first, e.g. data.reshape(-1, *data.shape[-3:])"
+        )
     found_nodata = nodata_for(data, nodata)
     found_region = as_region(region, data, region_crs, tiles)
     if is_percentile(normalize):
@@ -284,12 +319,9 @@ def bands_first_dataarray(data: xr.DataArray) -> xr.DataArray:
         return data.expand_dims("band")
     if len(dims) == 3 and dims[1:] == ("y", "x"):
         return data
-    if {"y", "x"} <= set(dims) and len(dims) in (2, 3):
-        band = [d for d in dims if d not in ("y", "x")]
-        order = ", ".join(repr(d) for d in [*band, "y", "x"])
-        raise DimensionError(
-            f"expected dims (band, 'y', 'x') or ('y', 'x'), got {dims}: use data.transpose({order})"
-        )
+    if {"y", "x"} <= set(dims) and len(dims) == 3:  # dims are found by name: (y, x, band) too
+        band = next(d for d in dims if d not in ("y", "x"))
+        return data.transpose(band, "y", "x")
     if len(dims) in (2, 3):
         rename = f"{{{dims[-2]!r}: 'y', {dims[-1]!r}: 'x'}}"
         raise DimensionError(
@@ -319,7 +351,7 @@ def bands_first(image: Any, kind: str) -> Any:
         raise DimensionError(
             f"expected bands first (bands, H, W), got shape {tuple(image.shape)}, which looks "
             f"channels-last: "
-            "use np.moveaxis(image, -1, 0) (or tensor.permute(2, 0, 1))"
+            "pass channel_axis=-1 (or move it first: np.moveaxis(image, -1, 0))"
         )
     return image
 
@@ -357,9 +389,6 @@ def device_for(data: Any, device: str) -> str:
     return device
 
 
-TIME_DIMS = ("time",)  # a leading dim segment maps over, one image per step
-
-
 def stac_image(data: Any, bands: Sequence[Any] | None) -> Any:
     """A STAC load as ``segment`` takes it: an odc-stac/xarray ``Dataset`` with one variable per
     band becomes a ``(band, y, x)`` or ``(time, band, y, x)`` DataArray of the ``bands`` named
@@ -380,7 +409,7 @@ def stac_image(data: Any, bands: Sequence[Any] | None) -> Any:
                 "e.g. bands=['red', 'green', 'blue']"
             )
         stacked = data[names].to_dataarray(dim="band")
-        order = [d for d in stacked.dims if d in TIME_DIMS] + ["band", "y", "x"]
+        order = [d for d in stacked.dims if d not in ("band", "y", "x")] + ["band", "y", "x"]
         return stacked.transpose(*order)
     if bands is not None and isinstance(data, xr.DataArray):
         if "band" not in data.dims:
@@ -389,48 +418,3 @@ def stac_image(data: Any, bands: Sequence[Any] | None) -> Any:
             )
         return data.sel(band=list(bands))
     return data
-
-
-def time_steps(data: xr.DataArray) -> str | None:
-    """The leading dim ``segment`` maps over (``time`` of a ``(time, band, y, x)`` stack), or ``None``."""
-    if (
-        data.ndim == 4
-        and str(data.dims[0]) in TIME_DIMS
-        and tuple(map(str, data.dims[2:])) == ("y", "x")
-    ):
-        return str(data.dims[0])
-    return None
-
-
-def time_slices(data: xr.DataArray, dim: str) -> list[xr.DataArray]:
-    """One image per step of ``dim``."""
-    return [data.isel({dim: i}) for i in range(data.sizes[dim])]
-
-
-def stacked_steps(per_step: list[xr.DataArray], steps: xr.DataArray) -> xr.DataArray:
-    """The per-step results as one lazy array along ``steps``' dim (dask stacks the data: xarray's
-    concat reaches numpy's ``result_type`` through ``__array_function__``, which array-expr lacks);
-    attrs as "drop_conflicts".
-    """
-    dim = steps.dims[0]
-    first = per_step[0].drop_vars([dim], errors="ignore")
-    attrs = {
-        k: v
-        for k, v in first.attrs.items()
-        if all(_same(step.attrs.get(k), v) for step in per_step)
-    }
-    coords = {**first.coords, dim: steps.values}
-    data = da.stack([step.data for step in per_step])
-    return xr.DataArray(data, dims=(dim, *first.dims), coords=coords, attrs=attrs, name=first.name)
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Attribute values equal (xarray's ``combine_attrs="drop_conflicts"`` rule), arrays included."""
-    try:
-        return (
-            bool(np.array_equal(a, b))
-            if isinstance(a, np.ndarray) or isinstance(b, np.ndarray)
-            else bool(a == b)
-        )
-    except (TypeError, ValueError):
-        return False
