@@ -333,7 +333,7 @@ def segment(
         runner=shareable(ModelRunner(model, config), client),
         weights=as_weights(weights),
         tile_size=as_pair(tile_size, "tile_size"),
-        overlap=as_overlap(overlap, as_pair(tile_size, "tile_size")),
+        overlap=as_pair(as_overlap(overlap, as_pair(tile_size, "tile_size")), "overlap"),
         output=output,
         num_classes=num_classes,
         chunks=None if chunks is None else as_pair(chunks, "chunks"),

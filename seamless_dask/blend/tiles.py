@@ -47,9 +47,8 @@ def mask_nodata(block: np.ndarray, nodata: float | None, fill: np.ndarray) -> Ma
         missing = equal if missing is None else missing | equal
     if missing is None or not missing.any():
         return MaskedBlock(block, None)
-    filled = np.where(
-        missing, fill.astype(np.float32)[:, None, None], block.astype(np.float32, copy=False)
-    )
+    per_band = fill.astype(np.float32).reshape(-1, *(1,) * (block.ndim - 1))  # a plane or a volume
+    filled = np.where(missing, per_band, block.astype(np.float32, copy=False))
     return MaskedBlock(filled, ~missing.all(axis=0))
 
 
@@ -83,26 +82,26 @@ class TilePadding:
     ``"replicate"`` (the edge pixel repeated) or ``"wrap"`` (the far side: tiler's and numpy's).
     """
 
-    before: tuple[int, int]
-    after: tuple[int, int]
+    before: tuple[int, ...]  # one an axis: a plane's (y, x), a volume's (z, y, x)
+    after: tuple[int, ...]
     fill: np.ndarray
     mode: str = "flush"
 
     @classmethod
     def to_fit(
         cls,
-        tile: tuple[int, int],
-        model_tile: tuple[int, int],
+        tile: tuple[int, ...],
+        model_tile: tuple[int, ...],
         fill: np.ndarray,
         mode: str = "flush",
         cval: float = 0.0,
     ) -> TilePadding:
         """The padding that brings ``tile`` up to ``model_tile``, centred, as ``mode`` says."""
         extra = [max(0, m - t) for t, m in zip(tile, model_tile, strict=True)]
-        before = (extra[0] // 2, extra[1] // 2)
+        before = tuple(e // 2 for e in extra)
         if mode == "constant":
             fill = np.full(len(fill), cval, dtype=np.float64)
-        return cls(before, (extra[0] - before[0], extra[1] - before[1]), fill, mode)
+        return cls(before, tuple(e - b for e, b in zip(extra, before, strict=True)), fill, mode)
 
     @property
     def needed(self) -> bool:
@@ -110,28 +109,31 @@ class TilePadding:
         return any(self.before + self.after)
 
     def pad(self, stack: np.ndarray) -> np.ndarray:
-        """``stack`` ``(n, bands, h, w)`` padded to the model's tile."""
+        """``stack`` ``(n, bands, h, w)`` (``(n, bands, d, h, w)``) padded to the model's tile."""
         if not self.needed:
             return stack
-        (by, bx), (ay, ax) = self.before, self.after
-        n, bands, h, w = stack.shape
+        widths = ((0, 0), (0, 0), *zip(self.before, self.after, strict=True))
+        dtype = np.result_type(stack.dtype, np.float32)
         if self.mode in NUMPY_MODES:
-            pad = ((0, 0), (0, 0), (by, ay), (bx, ax))
-            return np.pad(stack.astype(np.result_type(stack.dtype, np.float32)), pad,
-                          mode=NUMPY_MODES[self.mode])  # fmt: skip
-        out = np.empty(
-            (n, bands, h + by + ay, w + bx + ax), dtype=np.result_type(stack.dtype, np.float32)
-        )
-        out[...] = self.fill.astype(out.dtype)[None, :, None, None]
-        out[:, :, by : by + h, bx : bx + w] = stack
+            return np.pad(stack.astype(dtype), widths, mode=NUMPY_MODES[self.mode])
+        out = np.empty([s + b + a for s, (b, a) in zip(stack.shape, widths, strict=True)], dtype)
+        out[...] = self.fill.astype(dtype).reshape(1, -1, *(1,) * len(self.before))
+        out[self._inside(stack.shape[2:])] = stack
         return out
 
     def crop(self, preds: np.ndarray) -> np.ndarray:
-        """Predictions ``(n, classes, H, W)`` for padded tiles, cropped back to the tiles."""
+        """Predictions ``(n, classes, ...)`` for padded tiles, cropped back to the tiles."""
         if not self.needed:
             return preds
-        (by, bx), (ay, ax) = self.before, self.after
-        return preds[:, :, by : preds.shape[2] - ay, bx : preds.shape[3] - ax]
+        tile = [p - b - a for p, b, a in zip(preds.shape[2:], self.before, self.after, strict=True)]
+        return preds[self._inside(tile)]
+
+    def _inside(self, tile: Sequence[int]) -> tuple[slice, ...]:
+        return (
+            slice(None),
+            slice(None),
+            *(slice(b, b + t) for b, t in zip(self.before, tile, strict=True)),
+        )
 
 
 def checked_finite(
@@ -178,7 +180,8 @@ def tile_pixels(
 
 
 def nearest_valid_fill(pixels: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """``pixels`` ``(bands, h, w)`` with each pixel where ``valid`` is False taken from its nearest
+    """``pixels`` ``(bands, h, w)`` (or a volume's ``(bands, d, h, w)``) with each pixel where
+    ``valid`` is False taken from its nearest
     valid one (all of them unchanged when none is valid).
     """
     if not valid.any():
@@ -186,4 +189,4 @@ def nearest_valid_fill(pixels: np.ndarray, valid: np.ndarray) -> np.ndarray:
     from scipy.ndimage import distance_transform_edt
 
     nearest = distance_transform_edt(~valid, return_distances=False, return_indices=True)
-    return pixels[:, nearest[0], nearest[1]]
+    return pixels[(slice(None), *nearest)]

@@ -78,35 +78,43 @@ def _head(out: Any, head: str | int) -> Any:
 
 
 def check_output(out: Any, in_shape: tuple[int, ...]) -> None:
-    """Raise unless ``out`` is ``(N, classes, H, W)`` for an input batch of ``in_shape``."""
-    n, _, h, w = in_shape
-    if out.ndim != 4 or out.shape[0] != n:
+    """Raise unless ``out`` is ``(N, classes, H, W)`` (``(N, classes, D, H, W)`` for a volume's
+    tiles) for an input batch of ``in_shape``.
+    """
+    n, spatial = in_shape[0], tuple(in_shape[2:])
+    if out.ndim != len(in_shape) or out.shape[0] != n:
+        expected = ", ".join(map(str, (n, "classes", *spatial)))
+        axes = "(N, 1, H, W)" if len(spatial) == 2 else "(N, 1, D, H, W)"
         raise ModelOutputError(
             f"the model output has shape {tuple(out.shape)} for an input batch {in_shape}; "
-            f"expected "
-            f"({n}, classes, {h}, {w}): a model with one output map should keep its channel axis "
-            f"(N, 1, H, W)"
+            f"expected ({expected}): a model with one output map should keep its channel axis "
+            f"{axes}"
         )
-    if tuple(out.shape[2:]) != (h, w):
+    if tuple(out.shape[2:]) != spatial:
+        mode = "bilinear" if len(spatial) == 2 else "trilinear"
         raise ModelOutputError(
             f"the model output's spatial size {tuple(out.shape[2:])} differs from its input tile "
-            f"{(h, w)}: "
+            f"{spatial}: "
             "blending needs a prediction per input pixel; upsample inside the model, e.g. "
-            "torch.nn.functional.interpolate(out, size=x.shape[-2:], mode='bilinear')"
+            f"torch.nn.functional.interpolate(out, size=x.shape[2:], mode='{mode}')"
         )
 
 
 def view(x: Any, turns: int, flip_x: bool, flip_y: bool) -> Any:
-    """The batch ``x`` flipped, then turned by ``turns`` quarter turns."""
-    dims = [d for d, flip in ((3, flip_x), (2, flip_y)) if flip]
+    """The batch ``x`` flipped, then turned by ``turns`` quarter turns, in the plane of its last two
+    axes (a volume's tiles are turned in y and x).
+    """
+    y, xs = x.ndim - 2, x.ndim - 1
+    dims = [d for d, flip in ((xs, flip_x), (y, flip_y)) if flip]
     x = x.flip(dims) if dims else x
-    return x.rot90(turns, dims=(2, 3)) if turns else x
+    return x.rot90(turns, dims=(y, xs)) if turns else x
 
 
 def unview(x: Any, turns: int, flip_x: bool, flip_y: bool) -> Any:
     """The inverse of :func:`view`: a prediction on the view mapped back onto the tile."""
-    x = x.rot90(-turns, dims=(2, 3)) if turns else x
-    dims = [d for d, flip in ((3, flip_x), (2, flip_y)) if flip]
+    y, xs = x.ndim - 2, x.ndim - 1
+    x = x.rot90(-turns, dims=(y, xs)) if turns else x
+    dims = [d for d, flip in ((xs, flip_x), (y, flip_y)) if flip]
     return x.flip(dims) if dims else x
 
 

@@ -289,7 +289,7 @@ class ModelRunner:
         check_output(out, tuple(x.shape))
         return out
 
-    def probe(self, bands: int, tile: tuple[int, int]) -> int:
+    def probe(self, bands: int, tile: tuple[int, ...]) -> int:
         """Number of output channels, from one call on a zero tile (which also checks the output
         shape).
         """
@@ -320,10 +320,10 @@ class ModelRunner:
             return x
         if self._normalize is None:
             self._normalize = tuple(
-                torch.tensor(v, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
-                for v in self.config.normalize
+                torch.tensor(v, dtype=torch.float32, device=x.device) for v in self.config.normalize
             )
-        mean, std = self._normalize
+        shape = (1, -1, *(1,) * (x.ndim - 2))  # per band, over a plane's or a volume's tiles
+        mean, std = (v.view(shape) for v in self._normalize)
         return (x - mean) / std
 
 

@@ -29,45 +29,62 @@ from ..exceptions import DimensionError, TilingError
 Pair = tuple[int, int]
 
 
+AXES = {1: "x", 2: "yx", 3: "zyx"}  # how the messages name a plane's and a volume's axes
+
+
 def as_pair(value: object, name: str) -> Pair:
     """Convert ``int`` or ``(y, x)`` to a pair of ints, or raise a TilingError naming ``name``."""
-    items: Any = (value, value) if isinstance(value, Real) else value
+    y, x = as_sizes(value, name, 2)
+    return y, x
+
+
+def as_sizes(value: object, name: str, n: int) -> tuple[int, ...]:
+    """Convert ``int`` or one int per axis (``(y, x)``, a volume's ``(z, y, x)``) to ``n`` ints, or
+    raise a TilingError naming ``name``.
+    """
+    axes = ", ".join(AXES.get(n, "?" * n))
+    example = {2: "(256, 192)", 3: "(64, 128, 128)"}.get(n, "(64,) * n")
+    items: Any = (value,) * n if isinstance(value, Real) else value
     try:
-        y, x = items
-    except (TypeError, ValueError):
+        values = tuple(items)
+    except TypeError:
+        values = ()
+    if len(values) != n:
         raise TilingError(
-            f"{name} must be an int or a pair of ints (y, x) in pixels, got {name}={value!r}: "
-            f"use e.g. {name}=256 or {name}=(256, 192)"
-        ) from None
-    if not all(isinstance(v, Integral) and not isinstance(v, bool) for v in (y, x)):
+            f"{name} must be an int or {n} ints ({axes}) in pixels, got {name}={value!r}: "
+            f"use e.g. {name}=256 or {name}={example}"
+        )
+    if not all(isinstance(v, Integral) and not isinstance(v, bool) for v in values):
         raise TilingError(
             f"{name} must be whole pixels (ints), got {name}={value!r}: use e.g. {name}=256 or "
-            f"{name}=(256, 192)"
+            f"{name}={example}"
         )
-    return int(y), int(x)
+    return tuple(int(v) for v in values)
 
 
-def as_overlap(value: object, tile: Pair) -> Pair:
-    """The overlap in pixels per axis: ints as they are (:func:`as_pair`), a float in ``[0, 1)`` (for
-    both axes, or one axis of a pair) as a fraction of ``tile``, as MONAI reads ``overlap=0.25``:
-    the stride is ``int(tile * (1 - fraction))`` (at least 1), the overlap ``tile`` minus it.
+def as_overlap(value: object, tile: tuple[int, ...]) -> tuple[int, ...]:
+    """The overlap in pixels per axis of ``tile``: ints as they are (:func:`as_sizes`), a float in
+    ``[0, 1)`` (for every axis, or one axis of several) as a fraction of ``tile``, as MONAI reads
+    ``overlap=0.25``: the stride is ``int(tile * (1 - fraction))`` (at least 1), the overlap
+    ``tile`` minus it.
     """
-    items: Any = (value, value) if isinstance(value, Real) else value
+    n = len(tile)
+    items: Any = (value,) * n if isinstance(value, Real) else value
     try:
         fractions = [isinstance(v, float) for v in items]
     except TypeError:
         fractions = []
     if not any(fractions):
-        return as_pair(value, "overlap")
-    if len(fractions) != 2:
+        return as_sizes(value, "overlap", n)
+    if len(fractions) != n:
         raise TilingError(
-            f"overlap must be one value or a pair (y, x), got overlap={value!r}: use e.g. "
-            "overlap=0.25 or overlap=(0.25, 0.5)"
+            f"overlap must be one value or one per axis ({', '.join(AXES.get(n, '?' * n))}), got "
+            f"overlap={value!r}: use e.g. overlap=0.25 or overlap={(0.25,) * n}"
         )
     out = []
-    for axis, v, t in zip("yx", items, tile, strict=True):
+    for axis, v, t in zip(AXES.get(n, "?" * n), items, tile, strict=True):
         if not isinstance(v, float):
-            out.append(as_pair(v, "overlap")[0])
+            out.append(as_sizes(v, "overlap", 1)[0])
         elif not 0 <= v < 1:
             raise TilingError(
                 f"a float overlap is a fraction of the tile in [0, 1), as MONAI's, got "
@@ -76,7 +93,7 @@ def as_overlap(value: object, tile: Pair) -> Pair:
             )
         else:
             out.append(t - max(1, int(t * (1 - v))) if t > 0 else 0)
-    return out[0], out[1]
+    return tuple(out)
 
 
 class LocalTile(NamedTuple):
@@ -160,6 +177,10 @@ class AxisTiling:
         last = bisect.bisect_left(self.origins, stop)
         return range(first, max(first, last))
 
+    def owned(self, bounds: tuple[int, ...], j: int) -> range:
+        """Indices of the tiles whose origin lies in chunk ``j`` of ``bounds``."""
+        return _owned(self, bounds, j)
+
     def chunk_bounds(self, target: int) -> tuple[int, ...]:
         """Chunk boundaries ``(0, b1, ..., size)`` near ``target`` pixels per chunk.
 
@@ -234,8 +255,9 @@ class TileGrid:
         if tile_size is None:
             raise TypeError("TileGrid needs tile_size: e.g. TileGrid((1000, 700), 256, 64)")
         shape_, tile_ = as_pair(shape, "shape"), as_pair(tile_size, "tile_size")
-        overlap_ = as_overlap(overlap, tile_)
-        _check_tiling(shape_, tile_, overlap_)
+        oy, ox = as_overlap(overlap, tile_)
+        overlap_ = (oy, ox)
+        check_tiling(shape_, tile_, overlap_)
         for name, value in (("shape", shape_), ("tile_size", tile_), ("overlap", overlap_)):
             object.__setattr__(self, name, value)
         object.__setattr__(self, "y", AxisTiling.build(shape_[0], tile_[0], overlap_[0]))
@@ -392,10 +414,15 @@ def _owned(axis: AxisTiling, bounds: tuple[int, ...], j: int) -> range:
     return range(first, last)
 
 
-def _check_tiling(shape: Pair, tile: Pair, overlap: Pair) -> None:
+def check_tiling(shape: tuple[int, ...], tile: tuple[int, ...], overlap: tuple[int, ...]) -> None:
+    """Raise unless an image of ``shape`` can be tiled with ``tile`` and ``overlap`` (any number of
+    axes), naming the rule, the value and the fix.
+    """
+    names = AXES.get(len(shape), "?" * len(shape))
     if min(shape) <= 0:
         raise DimensionError(
-            f"the image is empty: shape (y, x) = {shape}; segment needs at least one pixel on "
+            f"the image is empty: shape ({', '.join(names)}) = {shape}; segment needs at least one "
+            f"pixel on "
             f"each axis: "
             "check the selection or window that produced it"
         )
@@ -410,7 +437,7 @@ def _check_tiling(shape: Pair, tile: Pair, overlap: Pair) -> None:
             f"tiles, "
             "or e.g. overlap=tile_size // 4 for seamless blending"
         )
-    for axis, t, o in zip("yx", tile, overlap, strict=True):
+    for axis, t, o in zip(names, tile, overlap, strict=True):
         if o >= t:
             raise TilingError(
                 f"overlap must be smaller than tile_size so that tiles advance (stride = tile - "

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple, get_args
 import numpy as np
 
 from ..exceptions import WeightsError
+from .profiles import flatten_borders, profile, raw_profile
 
 if TYPE_CHECKING:
     from .grid import AxisTiling
@@ -188,6 +189,24 @@ class TileWeights:
             return _centre_crop(self.array, shape)
         return _profile_map(self._profile_key(shape, edges_y, edges_x, overlap))
 
+    def for_volume_tile(
+        self, shape: tuple[int, ...], edges: tuple[Edges, ...], overlap: tuple[int, ...]
+    ) -> np.ndarray:
+        """The map of a tile of any number of axes (a volume's ``(z, y, x)``): the outer product of
+        one profile an axis, as :meth:`for_tile` makes a plane's; ``edges`` and ``overlap`` one an
+        axis.
+        """
+        n = len(shape)
+        if self.array is not None:
+            raise WeightsError(
+                f"custom weights are a (tile_y, tile_x) map, and this tile has {n} axes: use a "
+                "kind ('gaussian', 'trust', ...), whose maps have any number of axes"
+            )
+        flags = tuple(edges) if self.border_aware else ((False, False),) * n
+        trim = tuple(overlap) if self.kind == "trim" else (0,) * n
+        sigma = self.sigmas(n) if self.kind == "gaussian" else (0.0,) * n
+        return _profile_map(MapKey(self.kind, sigma, tuple(shape), flags, trim, self.floor))
+
     def support(
         self,
         shape: tuple[int, int],
@@ -252,10 +271,11 @@ class TileWeights:
         """
         if self.kind in ("trim", "constant") or self.floor > 0:
             return  # covered by construction
-        for k, (name, axis) in enumerate(zip("yx", axes, strict=True)):
+        names = {2: "yx", 3: "zyx"}.get(len(axes), "?" * len(axes))
+        for k, (name, axis) in enumerate(zip(names, axes, strict=True)):
             if axis.n_tiles == 1 and self.border_aware:
                 continue  # its one tile is the whole axis, at full trust
-            spans = [self._positive(axis, k, axis.edges(i)) for i in range(axis.n_tiles)]
+            spans = [self._positive(axis, k, len(axes), axis.edges(i)) for i in range(axis.n_tiles)]
             gap = _first_gap(
                 [(o + a, o + b) for o, (a, b) in zip(axis.origins, spans, strict=True)]
             )
@@ -268,7 +288,7 @@ class TileWeights:
                     f"at least {zero + 1} px, or use weights that are never zero (e.g. 'trust')"
                 )
 
-    def _positive(self, axis: AxisTiling, k: int, edges: Edges) -> tuple[int, int]:
+    def _positive(self, axis: AxisTiling, k: int, n: int, edges: Edges) -> tuple[int, int]:
         """Where along axis ``k`` a tile's weights are positive, ``[start, stop)`` in the tile."""
         if self.array is not None:
             box = self.support(self.array.shape)
@@ -276,7 +296,8 @@ class TileWeights:
             return span.start, span.stop
         if not self.border_aware:
             edges = (False, False)
-        p = _flatten_borders(profile(self.kind, axis.tile, self.sigmas(2)[k], axis.overlap), edges)
+        sigma = self.sigmas(n)[k]
+        p = flatten_borders(profile(self.kind, axis.tile, sigma, axis.overlap), edges)
         where = np.flatnonzero(p > 0)
         return (int(where[0]), int(where[-1]) + 1) if len(where) else (0, 0)
 
@@ -296,43 +317,6 @@ def as_weights(weights: Any) -> TileWeights:
         f"shape, "
         f"got {type(weights).__name__}: use e.g. weights='trust'"
     )
-
-
-def profile(kind: str, n: int, sigma: float = 0.125, overlap: int = 0) -> np.ndarray:
-    """1-D trust profile of ``n`` pixels (float64, peak 1; every value > 0 but in the margins of
-    ``"trim"`` and at the ends of ``"hann"``).
-    """
-    p = _raw_profile(kind, n, sigma, overlap)
-    peak = p.max()
-    return p / peak if peak > 0 else p
-
-
-def _raw_profile(kind: str, n: int, sigma: float, overlap: int) -> np.ndarray:
-    """The profile in its own units: MONAI's gaussian (1 at the centre pixel of an odd tile, a
-    little less between the two of an even one), tiler's Hann window.
-    """
-    i = np.arange(n, dtype=np.float64)
-    if kind == "trim":
-        p = np.ones(n)
-        # central parts of consecutive tiles then abut
-        start, end = (
-            overlap // 2,
-            overlap - overlap // 2,
-        )
-        p[:start] = 0
-        p[n - end :] = 0
-        return p
-    if kind == "trust":
-        p = 1 - np.abs(i - (n - 1) / 2) / ((n + 1) / 2)
-    elif kind == "spline":
-        p = _spline(n)
-    elif kind == "gaussian":
-        p = np.exp(-0.5 * ((i - (n - 1) / 2) / (sigma * n)) ** 2)
-    elif kind == "hann" and n > 1:  # tiler's (scipy's symmetric hann)
-        p = 0.5 + 0.5 * np.cos(np.linspace(-np.pi, np.pi, n))
-    else:
-        p = np.ones(n)
-    return p
 
 
 class MapKey(NamedTuple):
@@ -355,9 +339,9 @@ def _profile_map(key: MapKey) -> np.ndarray:
     the profiles' own units (so that ``floor=1e-3`` is MONAI's clamp of its gaussian map).
     """
     kind, sigma, shape, edges, overlap, floor = key
-    raw = [_raw_profile(kind, *args) for args in zip(shape, sigma, overlap, strict=True)]
+    raw = [raw_profile(kind, *args) for args in zip(shape, sigma, overlap, strict=True)]
     peaks = [float(p.max()) or 1.0 for p in raw]
-    profiles = [_flatten_borders(p / peak, e) for p, peak, e in zip(raw, peaks, edges, strict=True)]
+    profiles = [flatten_borders(p / peak, e) for p, peak, e in zip(raw, peaks, edges, strict=True)]
     out = functools.reduce(np.multiply.outer, profiles)
     if floor:
         out = np.maximum(out, floor / math.prod(peaks))
@@ -416,39 +400,6 @@ def _checked_sigma(sigma: Any) -> float | tuple[float, ...]:
             f"got sigma={sigma!r}: use e.g. 0.125 or (0.25, 0.125)"
         )
     return floats[0] if isinstance(sigma, Real) else floats
-
-
-def _flatten_borders(p: np.ndarray, edges: Edges) -> np.ndarray:
-    if edges[0] and edges[1]:  # the tile is the whole axis: any constant trust
-        return np.ones_like(p)
-    peak = int(np.argmax(p))
-    last_peak = len(p) - 1 - int(np.argmax(p[::-1]))  # plateaus ("trim") peak over a range
-    p = p.copy()
-    if edges[0]:
-        p[: peak + 1] = p[peak]
-    if edges[1]:
-        p[last_peak:] = p[peak]
-    return p
-
-
-def triangle(n: int) -> np.ndarray:
-    """scipy.signal.windows.triang, without scipy."""
-    k = np.arange(1, (n + 1) // 2 + 1, dtype=np.float64)
-    if n % 2 == 0:
-        half = (2 * k - 1) / n
-        return np.concatenate([half, half[::-1]])
-    half = 2 * k / (n + 1)
-    return np.concatenate([half, half[-2::-1]])
-
-
-def _spline(n: int) -> np.ndarray:
-    """Second-order spline window (Chevalier's smooth-tiled-predictions, power 2)."""
-    tri = triangle(n)
-    quarter = n // 4
-    inner = (np.arange(n) >= quarter) & (np.arange(n) < n - quarter)
-    outer = np.where(inner, 0.0, np.abs(2 * tri) ** 2 / 2)
-    middle = np.where(inner, 1 - np.abs(2 * (tri - 1)) ** 2 / 2, 0.0)
-    return np.maximum(outer + middle, np.finfo(np.float32).tiny)
 
 
 def _centre_crop(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

@@ -115,7 +115,7 @@ def test_grid_is_a_value_and_tokenizes_deterministically():
         ({"tile": (64, -3), "overlap": 0}, ["tile_size must be a positive", "(64, -3)"]),
         ({"tile": 64, "overlap": -2}, ["overlap must be >= 0", "(-2, -2)", "overlap=0"]),
         ({"tile": 64.5, "overlap": 8}, ["whole pixels", "64.5"]),
-        ({"tile": (64, 64, 64), "overlap": 8}, ["pair of ints", "(64, 64, 64)"]),
+        ({"tile": (64, 64, 64), "overlap": 8}, ["2 ints (y, x)", "(64, 64, 64)"]),
         ({"tile": "big", "overlap": 8}, ["tile_size", "'big'"]),
     ],
 )

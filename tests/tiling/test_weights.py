@@ -5,7 +5,8 @@ from hypothesis import strategies as st
 
 from seamless_dask import TileGrid, TileWeights, WeightsError
 from seamless_dask import testing as helpers
-from seamless_dask.tiling.weights import PROFILE_KINDS, as_weights, profile, triangle
+from seamless_dask.tiling.profiles import profile, triangle
+from seamless_dask.tiling.weights import PROFILE_KINDS, as_weights
 
 
 @pytest.mark.parametrize("kind", PROFILE_KINDS)
