@@ -59,7 +59,7 @@ def test_leading_dims_of_a_dataarray_are_kept_with_their_coords(model):
         30,
     ]
     alone = sd.segment(data.sel(sample="b", time=20), model, **TILES)
-    np.testing.assert_array_equal(result.sel(sample="b", time=20).values, alone.values)
+    np.testing.assert_array_equal(result.sel(sample="b", time=20).to_numpy(), alone.to_numpy())
     stack = sd.segment(data.isel(sample=0).rename(time="slide"), model, **TILES)
     assert stack.dims == ("slide", "y", "x")
 
@@ -85,9 +85,9 @@ def test_channels_last_arrays_and_named_channel_dims(model, batch):
     )
     named = xr.DataArray(hwc, dims=("y", "x", "wavelength"))
     np.testing.assert_array_equal(sd.segment(named, model, channel_axis="wavelength",
-                                             **TILES).values, first)  # fmt: skip
+                                             **TILES).to_numpy(), first)  # fmt: skip
     by_name = xr.DataArray(hwc, dims=("y", "x", "band"))  # dims are found by name
-    np.testing.assert_array_equal(sd.segment(by_name, model, **TILES).values, first)
+    np.testing.assert_array_equal(sd.segment(by_name, model, **TILES).to_numpy(), first)
 
 
 @pytest.mark.parametrize(

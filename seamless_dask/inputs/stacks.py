@@ -114,8 +114,10 @@ def with_channels_first(data: Any, channel_axis: int | str | None) -> Any:
         )
     if hasattr(data, "movedim"):  # a torch tensor
         return data.movedim(channel_axis, -3)
-    move = da.moveaxis if isinstance(data, da.Array) else np.moveaxis
-    return move(data, channel_axis, -3)
+    # transpose, not moveaxis: dask's array-expr engine has no moveaxis
+    order = [axis for axis in range(ndim) if axis != channel_axis % ndim]
+    order.insert(ndim - 3, channel_axis % ndim)
+    return data.transpose(order) if isinstance(data, da.Array) else np.transpose(data, order)
 
 
 def _dim_at(dims: tuple[str, ...], index: int) -> str:
