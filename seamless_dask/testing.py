@@ -59,14 +59,25 @@ def failing_factory() -> nn.Module:
 NOT_A_MODEL = 42
 
 
+class _Tally(list):
+    """A list that copies of its model share: ``copy.deepcopy`` of the model counts into it too."""
+
+    def __deepcopy__(self, memo: dict) -> _Tally:
+        return self
+
+
 class Counting(nn.Module):
-    """Wraps a model and records how many tiles reach it, per call (thread-safe)."""
+    """Wraps a model and records how many tiles reach it, per call (thread-safe).
+
+    The tally is shared with the model's copies (segment runs a copy where the module is not on the
+    run's device in eval mode); calls that take a gradient of the input (the receptive-field
+    check's probe) are not tiles and are not counted.
+    """
 
     def __init__(self, inner: nn.Module) -> None:
         super().__init__()
         self.inner = inner
-        self.batches: list[int] = []
-        self.origins: list[tuple] = []
+        self.batches: list[int] = _Tally()
 
     @property
     def tiles(self) -> int:
@@ -76,12 +87,11 @@ class Counting(nn.Module):
     def reset(self) -> None:
         """Forget the tiles seen so far."""
         self.batches.clear()
-        self.origins.clear()
 
     def forward(self, x: torch.Tensor) -> Any:
         """The wrapped model's output, counting the tiles."""
-        # list.append is atomic: safe from dask's threads, and copyable
-        self.batches.append(x.shape[0])
+        if not x.requires_grad:  # list.append is atomic: safe from dask's threads
+            self.batches.append(x.shape[0])
         return self.inner(x)
 
 

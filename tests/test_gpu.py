@@ -70,6 +70,26 @@ def test_a_cuda_tensor_is_segmented_like_its_numpy_copy():
     np.testing.assert_array_equal(from_tensor, from_numpy)
 
 
+def test_the_users_module_stays_on_the_cpu_in_its_mode_and_is_never_an_inference_tensor():
+    net = helpers.conv_net(bands=3, classes=4).train()
+    _run(_image(), net, device="cuda")
+    assert all(p.device.type == "cpu" and not p.is_inference() for p in net.parameters())
+    assert net.training
+    cpu = _run(_image(), net, device="cpu")  # the same module, on the CPU, after a GPU run
+    np.testing.assert_array_equal(cpu, _run(_image(), net, device="cuda"))
+
+
+def test_a_plain_callable_with_weights_on_the_cpu_names_the_device_to_give():
+    net = helpers.conv_net(bands=3, classes=4).eval()
+
+    def plain(x):  # not a module: its weights are where the user put them
+        return net(x) * 1
+
+    with pytest.raises(RuntimeError) as raised:
+        _run(_image(), plain, device="cuda")
+    assert "device='cpu'" in "\n".join(getattr(raised.value, "__notes__", []))
+
+
 def test_a_monai_unet_on_cuda_matches_the_cpu():
     nets = pytest.importorskip("monai.networks.nets")
     torch.manual_seed(0)

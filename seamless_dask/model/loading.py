@@ -14,6 +14,8 @@ from __future__ import annotations
 import importlib
 import os
 import threading
+import types
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +38,7 @@ TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".torchscript", ".jit")
 
 _LOADED: dict[tuple[str, str, bool], Callable] = {}
 _LOAD_LOCK = threading.Lock()
+_COPY_LOCK = threading.Lock()
 _REGISTERED: dict[
     str, Any
 ] = {}  # in-memory models sent to this process by token (see cluster.shareable)
@@ -98,8 +101,12 @@ def exit_error(escape: SystemExit, where: str) -> ModelError:
     )
 
 
-def load(spec: Any, device: Any, trusted: bool = False) -> Callable:
-    """The model of ``spec`` on ``device``, in eval mode: a callable on NCHW float32 batches."""
+def load(spec: Any, device: Any, trusted: bool = False, owned: bool = False) -> Callable:
+    """The model of ``spec`` on ``device``, in eval mode: a callable on NCHW float32 batches.
+
+    A module the user holds is copied rather than moved (:func:`_prepare`); ``owned``: ``spec`` is
+    this process's own copy (unpickled), moved in place.
+    """
     if isinstance(spec, RegisteredModel):
         if spec.token not in _REGISTERED:
             raise ModelSpecError(
@@ -109,7 +116,7 @@ def load(spec: Any, device: Any, trusted: bool = False) -> Callable:
             )
         return _prepare(_REGISTERED[spec.token], device)
     if not isinstance(spec, str):
-        return _prepare(spec, device)
+        return _prepare(spec, device, owned)
     # trusted: an untrusted runner never gets what a trusted one loaded
     key = (
         spec,
@@ -141,7 +148,7 @@ def _load_string(spec: str, device: Any, trusted: bool) -> Callable:
             f"model {spec!r} is neither an existing TorchScript file nor an import string: "
             "use 'pkg.module:factory' or the path of a file saved with torch.jit.save"
         )
-    return _prepare(_import_factory(spec), device)
+    return _prepare(_import_factory(spec), device, owned=True)
 
 
 def _load_torchscript(path: Path, device: Any) -> Callable:
@@ -234,7 +241,67 @@ def _is_module(obj: Any) -> bool:
     return isinstance(obj, torch.nn.Module)
 
 
-def _prepare(model: Any, device: Any) -> Callable:
-    if _is_module(model):
-        return model.to(device).eval()
-    return model
+# the user's module -> {device: (its weights' versions, the copy of it that runs there)}: one copy
+# per module and device, made again when the module's weights change (trained, or loaded in place)
+_PREPARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _prepare(model: Any, device: Any, owned: bool = False) -> Callable:
+    """``model`` on ``device`` in eval mode, without changing the object the user holds.
+
+    A module (or a module's bound method, such as ``net.forward``) already on ``device`` and in
+    eval mode runs as it is; otherwise a copy of it is moved and switched to eval, once per process
+    and device, so that the user's module stays where it was, in the mode it was in (a model in
+    training, or on the CPU for other work, is not moved to the GPU under the user's hands).
+    ``owned``: the module is this process's own (unpickled from a task), moved in place.
+    """
+    method = getattr(model, "__func__", None)
+    target: Any = getattr(model, "__self__", None) if method is not None else model
+    if not _is_module(target):
+        return model
+    if owned:
+        prepared = target.to(device).eval()
+    elif _ready(target, device):
+        prepared = target
+    else:
+        prepared = _copy_on(target, device)
+    return types.MethodType(method, prepared) if method is not None else prepared
+
+
+def _ready(module: Any, device: Any) -> bool:
+    import itertools
+
+    if any(m.training for m in module.modules()):
+        return False
+    return all(
+        t.device.type == device.type and device.index in (None, t.device.index)
+        for t in itertools.chain(module.parameters(), module.buffers())
+    )
+
+
+def _copy_on(module: Any, device: Any) -> Any:
+    import copy
+    import itertools
+    import warnings
+
+    versions = tuple(t._version for t in itertools.chain(module.parameters(), module.buffers()))
+    with _COPY_LOCK:
+        try:
+            copies = _PREPARED.setdefault(module, {})
+        except TypeError:  # not weak-referenceable: a copy for this runner alone
+            copies = {}
+        made = copies.get(str(device))
+        if made is None or made[0] != versions:
+            try:
+                made = (versions, copy.deepcopy(module).to(device).eval())
+            except Exception as error:  # a module that cannot be copied
+                warnings.warn(
+                    f"seamless_dask could not copy the model to run it on {device} ({error}): "
+                    f"the module you passed is moved there and set to eval mode in place; call "
+                    f"model.to({str(device)!r}).eval() yourself to run it as it is",
+                    UserWarning,
+                    stacklevel=4,
+                )
+                made = (versions, module.to(device).eval())
+            copies[str(device)] = made
+        return made[1]

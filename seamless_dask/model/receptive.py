@@ -103,14 +103,15 @@ def receptive_field(
         model.eval()
     generator = torch.Generator().manual_seed(seed)
     try:
-        while True:
-            grad = _centre_gradient(
-                model, torch.randn(2, bands, size, size, generator=generator).to(device)
-            )
-            radius, bounded = _radius(grad)
-            if bounded or size * 2 > max_size:
-                return ReceptiveField(radius, _effective(grad, mass), (size, size), bounded)
-            size *= 2
+        with torch.inference_mode(False), torch.enable_grad():  # even when called inside them
+            while True:
+                grad = _centre_gradient(
+                    model, torch.randn(2, bands, size, size, generator=generator).to(device)
+                )
+                radius, bounded = _radius(grad)
+                if bounded or size * 2 > max_size:
+                    return ReceptiveField(radius, _effective(grad, mass), (size, size), bounded)
+                size *= 2
     finally:
         if was_training and hasattr(model, "train"):
             model.train()
@@ -160,9 +161,8 @@ def _effective(grad: np.ndarray, mass: float) -> tuple[int, int]:
 
 
 def _measure_copy(model: Any, bands: int, size: int) -> ReceptiveField | None:
-    """The field of a copy of ``model`` (a CPU module: the user's own object is never called by the
-    check; on a GPU, the model itself on its device), or None for a model that cannot be
-    differentiated.
+    """The field of a copy of ``model``, on the device its weights are on (the user's own object is
+    never called by the check), or None for a model that cannot be copied or differentiated.
     """
     import copy
 
@@ -175,8 +175,9 @@ def _measure_copy(model: Any, bands: int, size: int) -> ReceptiveField | None:
     except StopIteration:
         device = torch.device("cpu")
     try:
-        probe = copy.deepcopy(model) if device.type == "cpu" else model
-        return receptive_field(probe, bands, size=size, max_size=size, device=str(device))
+        with torch.inference_mode(False), torch.enable_grad():
+            probe = copy.deepcopy(model)
+            return receptive_field(probe, bands, size=size, max_size=size, device=str(device))
     except ReceptiveFieldError as error:  # measured, and nothing found: said, not passed over
         warnings.warn(
             f"{error}: the overlap is not checked against the model", ReceptiveFieldWarning, 4

@@ -8,6 +8,7 @@ output may be, and the test-time augmentation views, :mod:`seamless_dask.model.o
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -185,6 +186,7 @@ class ModelRunner:
         self._device: Any = None
         self._normalize: tuple | None = None
         self._lock = threading.Lock()
+        self._owned = False  # the spec is the user's object: never moved or switched to eval
 
     def __getstate__(self) -> dict:
         keep_model = not isinstance(self.spec, (str, RegisteredModel))
@@ -199,6 +201,7 @@ class ModelRunner:
         self._device = None
         self._normalize = None
         self._lock = threading.Lock()
+        self._owned = True  # unpickled: this process's own copy of the spec
 
     def __dask_tokenize__(self) -> tuple:
         return ("seamless_dask.ModelRunner", spec_token(self.spec), self.config)
@@ -222,7 +225,9 @@ class ModelRunner:
         if self._model is None:
             with self._lock:
                 if self._model is None:
-                    self._model = load(self.spec, self.device, self.config.trust_model)
+                    self._model = load(
+                        self.spec, self.device, self.config.trust_model, owned=self._owned
+                    )
         return self._model
 
     def check(self) -> None:
@@ -255,6 +260,7 @@ class ModelRunner:
         """Queue ``tiles`` on the model's device; on CUDA this returns before the GPU is done."""
         import torch
 
+        self.check()  # loaded outside inference mode: its weights never become inference tensors
         with torch.inference_mode(), self._autocast():
             x = self._to_input(tiles)
             views = VIEWS[self.config.tta]
@@ -280,6 +286,13 @@ class ModelRunner:
                 error.add_note(
                     f"seamless_dask: raised by the model on a batch of shape {tuple(x.shape)}"
                 )
+                if _DEVICE_MISMATCH.search(str(error)):
+                    error.add_note(
+                        f"seamless_dask: the batch was on {x.device} (device="
+                        f"{self.config.device!r}); a module is moved there for you, but a plain "
+                        "callable's weights are not: pass the module itself, or device= the device "
+                        "the callable's weights are on (e.g. device='cpu')"
+                    )
             raise
         except SystemExit as escape:
             raise exit_error(
@@ -325,6 +338,13 @@ class ModelRunner:
         shape = (1, -1, *(1,) * (x.ndim - 2))  # per band, over a plane's or a volume's tiles
         mean, std = (v.view(shape) for v in self._normalize)
         return (x - mean) / std
+
+
+# torch's words for a batch and weights on different devices
+_DEVICE_MISMATCH = re.compile(
+    r"(same device|Input type \(.*\) and weight type|should be the same|on a different device|"
+    r"Expected .*cuda.*cpu|Expected .*cpu.*cuda)"
+)
 
 
 def resolve_device(device: str) -> Any:

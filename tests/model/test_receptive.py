@@ -1,5 +1,6 @@
 """The receptive field, measured; segment warns when "trim" is not exact, and is exact when it says so."""
 
+import typing
 import warnings
 
 import numpy as np
@@ -65,13 +66,36 @@ def test_a_deep_monai_unet_at_a_small_tile_gets_the_advice_to_blend():
         sd.segment(helpers.structured_image(1, 96, 96), net, tile_size=32, overlap=8)
 
 
-def test_the_users_model_is_not_called_by_the_check():
+class Callers(torch.nn.Module):
+    """Records which instance each call reached, and whether it took a gradient of the input."""
+
+    calls: typing.ClassVar[list[tuple[int, bool]]] = []
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        Callers.calls.append((id(self), x.requires_grad))
+        return self.net(x)
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_the_users_model_is_not_called_by_the_check(mode):
+    net = getattr(Callers(conv_stack([5, 5, 3])), mode)()
+    Callers.calls.clear()
+    with pytest.warns(ReceptiveFieldWarning):
+        sd.segment(helpers.structured_image(2, 70, 90), net, tile_size=32, overlap=4, num_classes=3)
+    probes = [who for who, grad in Callers.calls if grad]
+    tiles = [who for who, grad in Callers.calls if not grad]
+    assert probes and id(net) not in probes  # the check measured a copy
+    # a module ready to run (eval, on the device) runs as it is; one in training runs as a copy
+    assert (id(net) in tiles) == (mode == "eval") and net.training == (mode == "train")
     counting = helpers.Counting(conv_stack([5, 5, 3]))
     with pytest.warns(ReceptiveFieldWarning):
-        sd.segment(
-            helpers.structured_image(2, 70, 90), counting, tile_size=32, overlap=4, num_classes=3
-        )
-    assert counting.tiles == sd.TileGrid((70, 90), 32, 4).n_tiles  # the check measured a copy
+        sd.segment(helpers.structured_image(2, 70, 90), counting, tile_size=32, overlap=4,
+                   num_classes=3)  # fmt: skip
+    assert counting.tiles == sd.TileGrid((70, 90), 32, 4).n_tiles  # the probe is not a tile
 
 
 class FixedSize(torch.nn.Module):
@@ -129,3 +153,10 @@ def test_a_probe_that_finds_no_gradient_says_so():
         sd.receptive_field(constant, bands=1)
     with pytest.warns(ReceptiveFieldWarning, match="the overlap is not checked"):
         sd.segment(np.zeros((1, 128, 128), "float32"), constant, tile_size=64, overlap=8)
+
+
+def test_the_field_is_measured_inside_inference_mode_too():
+    net = conv_stack([5, 3])
+    with torch.inference_mode():  # as in a user's own inference loop
+        field = receptive_field(net, bands=2)
+    assert field.radius == (3, 3) and field.bounded

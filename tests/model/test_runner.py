@@ -55,7 +55,10 @@ def test_softmax_default_sums_to_one_and_sigmoid_and_none_differ():
 )
 def test_dict_tuple_list_and_numpy_outputs_are_accepted(wrap):
     net = helpers.make_conv()
-    np.testing.assert_allclose(_predict(wrap(net)), _predict(net), rtol=1e-6)
+    # on the CPU: the plain callable returns numpy, and its module's weights stay where it put them
+    np.testing.assert_allclose(
+        _predict(wrap(net), device="cpu"), _predict(net, device="cpu"), rtol=1e-6
+    )
 
 
 def test_normalize_is_applied_per_band_in_input_units():
@@ -77,12 +80,50 @@ def test_integer_tiles_reach_the_model_as_float32():
     assert seen == [torch.float32]
 
 
-def test_device_auto_is_cpu_without_a_gpu_and_module_is_in_eval_mode():
+def test_device_auto_is_cpu_without_a_gpu_and_the_model_runs_in_eval_mode():
     net = helpers.make_conv().train()
     runner = ModelRunner(net)
     runner.predict(TILES)
     assert runner.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
-    assert not net.training
+    assert not runner.model.training
+
+
+def test_the_users_module_is_left_where_it_was_in_the_mode_it_was_in_and_still_trains():
+    net = helpers.make_conv().train()
+    before = [p.detach().clone() for p in net.parameters()]
+    out = ModelRunner(net, RunnerConfig(activation=None)).predict(TILES)
+    assert net.training and all(m.training for m in net.modules())
+    assert all(not p.is_inference() and p.device.type == "cpu" for p in net.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters(), strict=True))
+    # run in eval mode on a copy: the same as the user's module in eval mode
+    np.testing.assert_allclose(out, net.eval()(torch.from_numpy(TILES)).detach().numpy(), rtol=1e-5)
+    net.train()
+    loss = net(torch.from_numpy(TILES)).square().mean()  # a training step after segmenting
+    loss.backward()
+    assert all(p.grad is not None for p in net.parameters())
+
+
+def test_a_module_for_another_device_is_copied_there_once_and_a_ready_one_is_used_as_is():
+    from seamless_dask.model.loading import load
+
+    net = helpers.make_conv().train()
+    meta = torch.device("meta")
+    moved = load(net, meta)
+    assert moved is not net and moved is load(net, meta)  # one copy per process and device
+    assert next(moved.parameters()).device.type == "meta"
+    assert next(net.parameters()).device.type == "cpu" and net.training
+    method = load(net.forward, meta)  # a module's bound method: bound to the copy
+    assert method.__self__ is moved and next(net.parameters()).device.type == "cpu"
+    ready = helpers.make_conv().eval()
+    assert load(ready, torch.device("cpu")) is ready
+    assert load(ready.forward, torch.device("cpu")).__self__ is ready
+
+
+def test_an_unpickled_runner_moves_its_own_copy_in_place():
+    runner = pickle.loads(pickle.dumps(ModelRunner(helpers.make_conv().train())))
+    spec = runner.spec
+    runner.predict(TILES)
+    assert runner.model is spec and not spec.training  # no second copy on a worker
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised without a GPU")
