@@ -1,9 +1,11 @@
 """Overhead of seamless_dask over the bare model loop on the same tiles (run by hand).
 
-    .venv/bin/python benchmarks/overhead.py [--size 2048] [--tile 256] [--overlap 64] [--repeats 5]
+    .venv/bin/python benchmarks/overhead.py [--size 2048] [--tile 256] [--overlap 64] [--repeats 5] [--sync]
 
 Both sides run the same tiles of one global grid, batch 8, softmax, CPU. The bare loop only stacks tiles and
-calls the model (no blending, no stitching: the floor). Runs are interleaved and the median is reported, so
+calls the model (no blending, no stitching: the floor). ``--sync`` runs seamless_dask on dask's synchronous
+scheduler and torch on one thread, so that the overhead per tile is the host's work for a tile on one core:
+what a GPU worker's host must keep under the GPU's time per tile. Runs are interleaved and the median is reported, so
 machine noise hits both sides alike; compare the ratio, not the seconds, across machines.
 """
 
@@ -14,6 +16,7 @@ import platform
 import statistics
 import time
 
+import dask
 import numpy as np
 import torch
 
@@ -46,13 +49,19 @@ def main() -> None:
     parser.add_argument("--tile", type=int, default=256)
     parser.add_argument("--overlap", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--sync", action="store_true", help="one core: synchronous scheduler, 1 torch thread"
+    )
     args = parser.parse_args()
+    if args.sync:
+        torch.set_num_threads(1)
+        dask.config.set(scheduler="sync")
     image = np.random.default_rng(0).random((3, args.size, args.size), dtype=np.float32)
     grid = sd.TileGrid(image.shape[1:], args.tile, args.overlap)
     print(
         f"# {time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, {torch.get_num_threads()} "
         f"torch threads, torch {torch.__version__}; {args.size} px square, {grid.n_tiles} tiles of {args.tile} px, "
-        f"overlap {args.overlap}"
+        f"overlap {args.overlap}{'; synchronous scheduler' if args.sync else ''}"
     )
     print("| model | bare loop (s) | seamless_dask (s) | ratio | overhead (ms/tile) |")
     print("| --- | --- | --- | --- | --- |")

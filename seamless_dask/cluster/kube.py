@@ -7,9 +7,10 @@ handed to ``KubeCluster``. What they fix on top of dask-kubernetes' template:
 
 - the scheduler gets CPU and memory only: the template gives it the workers' resources, GPU
   included, which would hold a GPU idle for the whole job (docs/design.md, "Pitfalls");
-- each worker pod holds one GPU (``nvidia.com/gpu: 1``), advertises the dask resource ``GPU=1``
-  (model tasks need it, see ``segment(resources=)``) and runs a few dask threads, so that reads,
-  blending and writes run beside the model task and the GPU does not wait for them;
+- each worker pod holds one GPU (``nvidia.com/gpu: 1``) and advertises the dask resource ``GPU=2``
+  (``model_tasks_per_gpu``; each model task needs ``GPU=1``, see ``segment(resources=)``): two model
+  tasks share the GPU, one blending on the host while the other's batch runs, and the other dask
+  threads read and write, so that the GPU does not wait for them;
 - GPU nodes are usually tainted: workers tolerate ``nvidia.com/gpu``;
 - ``dask scheduler`` / ``dask worker`` rather than the retired ``dask-scheduler`` / ``dask-worker``
   commands;
@@ -63,8 +64,13 @@ class KubeSpec:
     gpu_workers
         Worker pods, one GPU each.
     worker_threads
-        dask threads per worker: one runs the model task (it needs ``GPU=1``), the others read,
-        blend, write.
+        dask threads per worker: ``model_tasks_per_gpu`` of them run model tasks (each needs
+        ``GPU=1``), the others read, blend, write.
+    model_tasks_per_gpu
+        Model tasks a worker runs side by side on its GPU (it advertises ``GPU=`` this many): with
+        2, one task's batch is on the GPU while the other blends its last one on the host. On an
+        H200 two tasks sharing the GPU ran 1.7x the tiles/s of one (docs/benchmarks.md, "On a
+        GPU"). At most ``worker_threads``.
     worker_cpu, worker_memory
         CPU and memory each worker pod requests (and is limited to, for memory): a chunk in flight
         holds its input window, a tile's height of float64 sums and its output block
@@ -97,6 +103,7 @@ class KubeSpec:
     image: str = DEFAULT_IMAGE
     gpu_workers: int = 2
     worker_threads: int = 4
+    model_tasks_per_gpu: int = 2
     worker_cpu: str = "8"
     worker_memory: str = "32Gi"
     scheduler_cpu: str = "1"
@@ -111,7 +118,7 @@ class KubeSpec:
     operator_namespace: str = "dask-operator"
 
     def __post_init__(self) -> None:
-        for name in ("gpu_workers", "worker_threads"):
+        for name in ("gpu_workers", "worker_threads", "model_tasks_per_gpu"):
             value = getattr(self, name)
             if (
                 isinstance(value, bool)
@@ -119,8 +126,15 @@ class KubeSpec:
                 or value < (0 if name == "gpu_workers" else 1)
             ):
                 raise OptionError(
-                    f"{name} must be a whole number (>= 1 for threads), got {name}={value!r}"
+                    f"{name} must be a whole number (>= 1 for threads and model tasks), got "
+                    f"{name}={value!r}"
                 )
+        if self.model_tasks_per_gpu > self.worker_threads:
+            raise OptionError(
+                f"model_tasks_per_gpu={self.model_tasks_per_gpu} is more than "
+                f"worker_threads={self.worker_threads}: a model task takes a thread; use "
+                f"worker_threads >= {self.model_tasks_per_gpu + 2} (two more for reads and writes)"
+            )
         if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?", self.name):
             raise OptionError(
                 f"name must be a lowercase DNS label of at most 40 characters (letters, digits, "
@@ -194,7 +208,7 @@ def cluster_spec(spec: KubeSpec | None = None) -> dict[str, Any]:
         "--nthreads",
         str(spec.worker_threads),
         "--resources",
-        "GPU=1",
+        f"GPU={spec.model_tasks_per_gpu}",
         "--local-directory",
         f"{SCRATCH_DIR}/dask",
         *container["args"][2:],

@@ -1,5 +1,6 @@
 """The distributed runtime: models once per worker, torch threads, GPU routing, faults survived (I3, I8)."""
 
+import itertools
 import os
 import pickle
 import signal
@@ -7,6 +8,7 @@ import time
 
 import dask
 import dask.array as da
+import distributed
 import numpy as np
 import pytest
 import support
@@ -478,3 +480,26 @@ def test_a_job_left_without_workers_says_so_and_waits_for_one(scene, tmp_path, c
         for process in processes:
             process.kill()
             process.wait()
+
+
+@pytest.mark.integration
+def test_a_gpu_worker_runs_two_model_tasks_side_by_side(monkeypatch):
+    # gpus=1 on a machine without one: the worker's resources and its model tasks are the GPU
+    # layout's (the model runs on the CPU, device "auto"); each model task sleeps so that their
+    # times overlap only when two run at once
+    monkeypatch.setenv("SEAMLESS_TILE_SLEEP", "0.05")
+    image = da.from_array(helpers.structured_image(3, 256, 256), chunks=(3, 128, 128))
+    with local_cluster(gpus=1, threads_per_worker=4, dashboard=False) as client:
+        (info,) = client.scheduler_info()["workers"].values()
+        assert info["resources"] == {"GPU": 2} and info["nthreads"] == 4
+        with distributed.get_task_stream(client) as stream:
+            out = sd.segment(image, "seamless_dask.testing:logged_brightness", **TILE).compute()
+        client.cluster.close()
+    infer = [t for t in stream.data if "seamless-infer" in str(t["key"])]
+    spans = [(s["start"], s["stop"]) for t in infer for s in t["startstops"]
+             if s["action"] == "compute"]  # fmt: skip
+    assert len(spans) == 4
+    events = sorted([(start, 1) for start, _ in spans] + [(stop, -1) for _, stop in spans])
+    running = list(itertools.accumulate(step for _, step in events))
+    assert max(running) == 2  # two model tasks at once on the one GPU, never three
+    np.testing.assert_array_equal(out, sd.segment(image, helpers.Brightness(), **TILE).compute())

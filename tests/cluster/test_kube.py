@@ -109,8 +109,8 @@ def test_cluster_spec_is_a_valid_daskcluster_whose_scheduler_holds_no_gpu():
     assert container["resources"]["limits"][GPU_RESOURCE] == "1"
     assert container["args"][:2] == ["dask", "worker"]  # the image has no `dask-worker` script
     args = " ".join(container["args"])
-    # model tasks need GPU=1 (segment resources)
-    assert "--resources GPU=1" in args and "--nthreads 4" in args
+    # each model task needs GPU=1 (segment resources): two share the worker's GPU
+    assert "--resources GPU=2" in args and "--nthreads 4" in args
     assert worker["spec"]["nodeSelector"] == {"gpu": "l4"}
     assert any(t["key"] == GPU_RESOURCE for t in worker["spec"]["tolerations"])
     scheduler = containers(spec["spec"]["scheduler"])["scheduler"]
@@ -170,6 +170,11 @@ def test_job_spec_is_a_valid_daskjob_running_the_cli_against_its_own_cluster():
         (lambda: KubeSpec(name="Seamless_Cluster"), ["name", "DNS label", "'Seamless_Cluster'"]),
         (lambda: KubeSpec(gpu_workers=-1), ["gpu_workers", "-1"]),
         (lambda: KubeSpec(worker_threads=0), ["worker_threads", "0"]),
+        (lambda: KubeSpec(model_tasks_per_gpu=0), ["model_tasks_per_gpu", "0"]),
+        (
+            lambda: KubeSpec(worker_threads=2, model_tasks_per_gpu=3),
+            ["model_tasks_per_gpu=3", "worker_threads=2", "worker_threads >= 5"],
+        ),
     ],
 )
 def test_bad_kubernetes_options_name_rule_value_and_fix(make, words):
