@@ -46,7 +46,7 @@ Output = Literal["labels", "probabilities", "logits", "uncertainty"]
 Activation = Literal["softmax", "sigmoid"]
 TTA = Literal["flips", "d4"]
 AMP = Literal["bf16", "fp16"]
-Dtype = Literal["float32", "float16", "uint8", "uint16"]
+Dtype = Literal["float32", "float64", "float16", "uint8", "uint16"]
 Padding = Literal["flush", "constant", "reflect", "replicate", "wrap"]
 
 OUTPUTS: tuple[str, ...] = get_args(Output)
@@ -122,8 +122,9 @@ OUTPUT_KINDS: dict[str, OutputKind] = {
 
 def stored_dtype(kind: OutputKind, dtype: str | None) -> str | None:
     """The dtype a result of ``kind`` is stored in: ``None`` for the default (labels: the smallest
-    unsigned dtype that holds the classes; soft outputs: float32), ``"float16"`` (half the store,
-    ~3 significant digits), or ``"uint8"``/``"uint16"`` for probabilities quantised to 254 or 65534
+    unsigned dtype that holds the classes; soft outputs: float32), ``"float64"`` (the blend's float64
+    sums divided and kept, and a float64 model's outputs at their own precision), ``"float16"`` (half
+    the store, ~3 significant digits), or ``"uint8"``/``"uint16"`` for probabilities quantised to 254 or 65534
     steps of [0, 1] (the dtype's maximum is nodata; the scale is the result's CF ``scale_factor``).
     An OptionError names what ``kind`` allows.
     """
@@ -214,7 +215,7 @@ SEGMENT_OPTIONS: tuple[Option, ...] = (
     Option(
         "dtype",
         None,
-        "the stored dtype of soft outputs: float32 (default), float16, or uint8/uint16 "
+        "the stored dtype of soft outputs: float32 (default), float64, float16, or uint8/uint16 "
         "probabilities (quantised; CF scale_factor)",
         choices=DTYPES[1:],
     ),

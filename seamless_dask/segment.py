@@ -227,7 +227,10 @@ def segment(
         Off by default: such a file is refused. Import strings ``"pkg.module:factory"`` run their
         package's code by design, as any import does.
     dtype
-        The stored dtype of a soft output. ``None`` (default): float32. ``"float16"``: half the
+        The stored dtype of a soft output. ``None`` (default): float32. ``"float64"``: the blend's
+        float64 sums divided and kept (a float64 model, one whose weights are float64, is fed
+        float64 tiles and its outputs keep their precision), for float64 work such as comparing
+        with whole-image inference at 1e-12. ``"float16"``: half the
         store, about 3 significant digits (probabilities to within 5e-4). ``"uint8"`` or
         ``"uint16"`` (probabilities only): quantised to 254 (65534) steps of [0, 1], a quarter (a
         half) of the store, within half a step (0.002 for uint8) of the float32 result, as Raster

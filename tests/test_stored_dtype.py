@@ -3,6 +3,7 @@ with CF and GDAL scale metadata, decoded by xarray and GDAL to within half a ste
 result; nodata, the region and resuming keep working.
 """
 
+import dask.array as da
 import numpy as np
 import pytest
 import rasterio
@@ -95,7 +96,8 @@ def test_the_region_outside_is_the_quantised_nodata(scene):
         ("logits", "uint8", ["[0, 1]", "float16"]),
         ("uncertainty", "uint16", ["[0, 1]", "float16"]),
         ("probabilities", "int8", ["dtype must be one of", "float16"]),
-        ("probabilities", "float64", ["dtype must be one of"]),
+        ("probabilities", "complex128", ["dtype must be one of"]),
+        ("labels", "float64", ["class indices", "leave dtype unset"]),
     ],
 )
 def test_a_dtype_the_output_cannot_hold_is_refused_with_the_fix(scene, output, dtype, words):
@@ -123,3 +125,45 @@ def test_the_cli_writes_quantised_probabilities_and_their_quicklook(write_scene,
     assert raw.dtype == np.uint8 and raw.attrs["scale_factor"] == pytest.approx(1 / 254)
     with Image.open(quick) as png:
         assert png.mode == "RGBA" and png.getpixel((1, 30))[3] == 0  # nodata stays transparent
+
+
+def _double_net():
+    import torch
+
+    torch.manual_seed(3)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(2, 6, 3, padding=1), torch.nn.Tanh(), torch.nn.Conv2d(6, 3, 3, padding=1)
+    )
+    return net.double().eval()
+
+
+@pytest.mark.parametrize("weights", ["trim", "gaussian"])
+def test_float64_keeps_a_float64_models_precision_for_every_chunking(weights):
+    import torch
+
+    net = _double_net()
+    rng = np.random.default_rng(5)
+    image = rng.normal(size=(2, 200, 170))  # float64 pixels
+    image[:, 10:14, 20:30] = np.nan  # nodata filled in float64 too
+    runs = [
+        sd.segment(
+            da.from_array(image, chunks=(2, c, c)), net,
+            output="logits", dtype="float64", weights=weights, num_classes=3, **TILES,
+        ).compute()
+        for c in (200, 96, 48)
+    ]  # fmt: skip
+    assert all(r.dtype == np.float64 for r in runs)
+    for other in runs[1:]:  # the same for every chunking, at float64's noise (float32 halos: 7e-8)
+        np.testing.assert_allclose(other, runs[0], rtol=0, atol=1e-13, equal_nan=True)
+    if weights == "trim":  # margins (overlap 16 // 2) cover the field (2 px): whole-image inference
+        filled = np.nan_to_num(image, nan=0.0)
+        with torch.no_grad():
+            whole = net(torch.from_numpy(filled)[None])[0].numpy()
+        valid = np.ones(image.shape[1:], bool)
+        valid[8:16, 18:32] = False  # nodata is filled per tile from its nearest data, not with 0
+        np.testing.assert_allclose(runs[0][:, valid], whole[:, valid], rtol=0, atol=1e-12)
+    single = sd.segment(
+        image, net.float(), output="logits", num_classes=3, weights=weights, **TILES
+    )
+    assert single.dtype == np.float32  # the default stays float32
+    np.testing.assert_allclose(single, runs[0], atol=1e-5, equal_nan=True)

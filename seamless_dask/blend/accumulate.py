@@ -64,6 +64,7 @@ class TileInference:
     moments: int = 1  # 2: also sum weight * prediction**2, for output="uncertainty"
     padding: str = "flush"  # how a tile smaller than the model's is padded (TilePadding)
     cval: float = 0.0  # padding="constant"'s value
+    exact: bool = False  # dtype="float64": the halos handed between chunks stay float64
 
     @property
     def channels(self) -> int:
@@ -82,6 +83,7 @@ class TileInference:
             self.moments,
             self.padding,
             self.cval,
+            self.exact,
         )
 
 
@@ -101,7 +103,9 @@ def infer_chunk(
     and output cost. ``decision=None`` (a chunk already written, run again only for its neighbours'
     halos) decides nothing.
     """
-    return settle_rows(row_sums(inference, block, tiles), frame, inference.channels, decision)
+    return settle_rows(
+        row_sums(inference, block, tiles), frame, inference.channels, decision, inference.exact
+    )
 
 
 def infer_nothing(
@@ -118,7 +122,7 @@ def infer_nothing(
         (y0, np.zeros((channels, min(rows, shape[0] - y0), shape[1])))
         for y0 in range(0, shape[0], rows)
     )
-    return settle_rows(strips, frame, channels, decision)
+    return settle_rows(strips, frame, channels, decision, inference.exact)
 
 
 def row_sums(
@@ -275,7 +279,11 @@ class ChunkSums(NamedTuple):
 
 
 def settle_rows(
-    strips: Iterable[tuple[int, np.ndarray]], frame: Frame, channels: int, decision: Decision | None
+    strips: Iterable[tuple[int, np.ndarray]],
+    frame: Frame,
+    channels: int,
+    decision: Decision | None,
+    exact: bool = False,
 ) -> ChunkSums:
     """A chunk's :class:`ChunkSums` from the strips of its sums (:func:`row_sums`) over its window,
     ``channels`` deep.
@@ -287,10 +295,12 @@ def settle_rows(
     zero sums: no weight reaches them, and they are not kept). Waiting for neighbours then holds
     thin bands of sums, never an accumulator (I4). Bands and halos are float32: sums of one or two
     float32 predictions ("trim") are exact in float32; smooth maps round by ~1e-7 relative.
+    ``exact`` (``dtype="float64"``): they are float64, twice the bytes, and round nothing.
     """
     (h, w), (oy, ox), (hy, hx) = frame.core, frame.pending, frame.halo
     sizes = [(oy, w), (h - oy, ox), (hy, w), (h, hx), (hy, hx)]
-    top, left, bottom, right, corner = (np.zeros((channels, *size), np.float32) for size in sizes)
+    kind = np.float64 if exact else np.float32
+    top, left, bottom, right, corner = (np.zeros((channels, *size), kind) for size in sizes)
     block: np.ndarray | None = None
     for y0, sums in strips:
         y1, stop = y0 + sums.shape[1], min(y0 + sums.shape[1], h)

@@ -9,7 +9,7 @@ equals the same rows of the whole's.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,6 +30,8 @@ class Decision:
         """Decide ``sums`` (``(classes + 1, y, x)``: weighted sums, then the weight) into this output's
         block.
         """
+        if self.dtype == "float64":  # divided in float64 and kept: no float32 step between
+            return _normalised(sums, self.binary, self.label_nodata, np.float64)
         block = decide(sums, self.output, self.binary, self.label_nodata)
         return block if self.dtype is None else stored(block, self.dtype)
 
@@ -112,9 +114,11 @@ def _labels(sums: np.ndarray, binary: bool, label_nodata: int | None) -> np.ndar
     return labels
 
 
-def _normalised(sums: np.ndarray, binary: bool, label_nodata: int | None) -> np.ndarray:
+def _normalised(
+    sums: np.ndarray, binary: bool, label_nodata: int | None, dtype: Any = np.float32
+) -> np.ndarray:
     n_classes = sums.shape[0] - 1
-    out = np.empty(sums[:n_classes].shape, np.float32)
+    out = np.empty(sums[:n_classes].shape, dtype)
     # divides in float64, writes float32: no temporary
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.divide(sums[:n_classes], sums[n_classes], out=out, casting="unsafe")

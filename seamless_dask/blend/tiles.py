@@ -48,7 +48,8 @@ def mask_nodata(block: np.ndarray, nodata: float | None, fill: np.ndarray) -> Ma
     if missing is None or not missing.any():
         return MaskedBlock(block, None)
     per_band = fill.astype(np.float32).reshape(-1, *(1,) * (block.ndim - 1))  # a plane or a volume
-    filled = np.where(missing, per_band, block.astype(np.float32, copy=False))
+    kind = np.float64 if block.dtype == np.float64 else np.float32  # float64 pixels stay float64
+    filled = np.where(missing, per_band.astype(kind), block.astype(kind, copy=False))
     return MaskedBlock(filled, ~missing.all(axis=0))
 
 

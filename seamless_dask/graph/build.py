@@ -148,6 +148,7 @@ def build_graph(image: Any, job: SegmentJob) -> SegmentGraph:
         moments=job.kind.moments,
         padding=job.padding,
         cval=float(job.cval),
+        exact=job.dtype == "float64",
     )
     masked = (
         job.nodata is not None or np.issubdtype(image.dtype, np.floating) or job.region is not None

@@ -185,6 +185,7 @@ class ModelRunner:
         self._model: Callable | None = None
         self._device: Any = None
         self._normalize: tuple | None = None
+        self._dtype: Any = None  # the model's input dtype: float32, or float64 for a float64 model
         self._lock = threading.Lock()
         self._owned = False  # the spec is the user's object: never moved or switched to eval
 
@@ -200,6 +201,7 @@ class ModelRunner:
         self.__dict__.update(state)
         self._device = None
         self._normalize = None
+        self._dtype = None
         self._lock = threading.Lock()
         self._owned = True  # unpickled: this process's own copy of the spec
 
@@ -267,7 +269,8 @@ class ModelRunner:
             total: Any = None
             for turns, flip_x, flip_y in views:
                 out = self._call(view(x, turns, flip_x, flip_y))
-                out = unview(activate(out.float(), self.config.activation), turns, flip_x, flip_y)
+                out = out.double() if out.dtype == torch.float64 else out.float()
+                out = unview(activate(out, self.config.activation), turns, flip_x, flip_y)
                 total = out if total is None else total + out
             total = total / len(views) if len(views) > 1 else total
             if total.device.type != "cuda":
@@ -308,6 +311,11 @@ class ModelRunner:
         """
         return int(self.predict(np.zeros((1, bands, *tile), dtype=np.float32)).shape[1])
 
+    def _input_dtype(self) -> Any:
+        if self._dtype is None:
+            self._dtype = _float_dtype(self.model)
+        return self._dtype
+
     def _autocast(self) -> Any:
         import contextlib
 
@@ -328,12 +336,12 @@ class ModelRunner:
             self.device.type == "cuda"
         ):  # pinned host memory: the copy to the GPU runs at full bus speed
             x = x.pin_memory().to(self.device, non_blocking=True)
-        x = x.to(self.device).float()
+        x = x.to(self.device, dtype=self._input_dtype())
         if self.config.normalize is None:
             return x
         if self._normalize is None:
             self._normalize = tuple(
-                torch.tensor(v, dtype=torch.float32, device=x.device) for v in self.config.normalize
+                torch.tensor(v, dtype=x.dtype, device=x.device) for v in self.config.normalize
             )
         shape = (1, -1, *(1,) * (x.ndim - 2))  # per band, over a plane's or a volume's tiles
         mean, std = (v.view(shape) for v in self._normalize)
@@ -345,6 +353,20 @@ _DEVICE_MISMATCH = re.compile(
     r"(same device|Input type \(.*\) and weight type|should be the same|on a different device|"
     r"Expected .*cuda.*cpu|Expected .*cpu.*cuda)"
 )
+
+
+def _float_dtype(model: Any) -> Any:
+    """A module's float dtype when its weights are float64 (it is fed float64 tiles), else float32
+    (half-precision models run under autocast, ``amp=``, from float32 tiles).
+    """
+    import torch
+
+    params = getattr(getattr(model, "__self__", model), "parameters", None)
+    if callable(params):
+        for p in params():
+            if p.is_floating_point():
+                return torch.float64 if p.dtype == torch.float64 else torch.float32
+    return torch.float32
 
 
 def resolve_device(device: str) -> Any:
