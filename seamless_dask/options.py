@@ -5,7 +5,7 @@ weights' kinds are the registry's (:mod:`seamless_dask.tiling.weights`), re-expo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, get_args
 
@@ -228,6 +228,13 @@ SEGMENT_OPTIONS: tuple[Option, ...] = (
     ),
     Option("cval", 0.0, "the value of padding=constant, in the input's units", "V"),
     Option("head", None, "another output of the model (a dict key such as aux)", "KEY"),
+    Option(
+        "process_fn",
+        None,
+        "called on each batch of predictions before the blend (MONAI's process_fn): "
+        "pkg.module:function of (predictions, tiles)",
+        "PKG.MODULE:FUNCTION",
+    ),
     Option("bands", None, "the bands to segment (1-based on the command line: 3,2,1)", "B,B,.."),
     Option("channel_axis", None, "where the bands are (-1: channels last)", on_cli=False),
     Option(
@@ -281,6 +288,7 @@ class SegmentOptions(TypedDict, total=False):
     padding: Padding
     cval: float
     head: str | int | None
+    process_fn: Callable[[Any, Any], Any] | str | None
     bands: Sequence[Any] | None
     channel_axis: int | str | None
     region: Any

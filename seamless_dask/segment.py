@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 import dask
@@ -106,6 +106,7 @@ def segment(
     padding: Padding = "flush",
     cval: float = 0.0,
     head: str | int | None = None,
+    process_fn: Callable[[Any, Any], Any] | str | None = None,
     bands: Sequence[Any] | None = None,
     channel_axis: int | str | None = None,
     region: Any = None,
@@ -261,8 +262,14 @@ def segment(
     head
         Segment with another output of a model that returns several: a dict key (torchvision's
         ``"aux"``) or a tuple index. ``None``: the dict's ``"out"``, or the tuple's first item.
-
-    Returns
+    process_fn
+        MONAI's ``process_fn``: ``process_fn(predictions, tiles) -> predictions``, called on each
+        batch of tiles between the model and the blend, on the model's device, with the
+        predictions as they would be blended (activated; TTA's views averaged) and the batch the
+        model saw; it returns ``(N, classes, h, w)`` (any number of classes: ``num_classes``
+        follows). A function, or an import string ``"pkg.module:function"`` (the command line's
+        ``--process-fn``; what remote workers can import). In the job record by name, so that a
+        resumed job with another is refused.
     -------
     xarray.DataArray, numpy.ndarray, dask.array.Array or torch.Tensor
         The input's kind: ``(y, x)`` labels or ``(class, y, x)`` probabilities/logits (a leading
@@ -322,6 +329,7 @@ def segment(
         amp=amp,
         trust_model=trust_model,
         head=head,
+        process_fn=process_fn,
     )
 
     client = current_client()  # the one place segment asks the cluster anything

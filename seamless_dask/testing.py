@@ -314,3 +314,8 @@ def other_model() -> nn.Module:
             return Brightness()(x).flip(1)
 
     return Swapped()
+
+
+def swap_classes(predictions: torch.Tensor, tiles: torch.Tensor) -> torch.Tensor:
+    """A ``process_fn`` for tests and the CLI: the classes in reverse order."""
+    return predictions.flip(1)

@@ -58,6 +58,7 @@ class SegmentRequest:
     weights: WeightsKind = "trim"
     tta: TTA | None = None
     head: str | None = None
+    process_fn: str | None = None
     amp: AMP | None = None
     dtype: Dtype | None = None
     padding: str = "flush"

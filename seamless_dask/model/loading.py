@@ -195,7 +195,10 @@ def _split_spec(spec: str) -> tuple[str, str]:
     return module_name, attr_path
 
 
-def _import_factory(spec: str) -> Any:
+def import_attribute(spec: str) -> Any:
+    """What ``"pkg.module:attr.path"`` names, imported (not called); a ModelSpecError says what is
+    missing.
+    """
     module_name, attr_path = _split_spec(spec)
     try:
         obj: Any = importlib.import_module(module_name)
@@ -214,6 +217,11 @@ def _import_factory(spec: str) -> Any:
                 f"module {module_name!r} has no attribute {attr_path!r} (model spec {spec!r})"
             )
         obj = getattr(obj, name)
+    return obj
+
+
+def _import_factory(spec: str) -> Any:
+    obj = import_attribute(spec)
     if _is_module(obj):
         return obj
     if not callable(obj):

@@ -16,9 +16,17 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..exceptions import OptionError
+from ..exceptions import ModelOutputError, OptionError
 from ..options import ACTIVATIONS, AMP, TTA, TTA_MODES, Activation
-from .loading import ModelSpec, RegisteredModel, checked_spec, exit_error, load, spec_token
+from .loading import (
+    ModelSpec,
+    RegisteredModel,
+    checked_spec,
+    exit_error,
+    import_attribute,
+    load,
+    spec_token,
+)
 from .outputs import VIEWS, activate, check_output, segmentation_tensor, unview, view
 
 # autocast on CUDA; CPU runs float32
@@ -62,6 +70,13 @@ class RunnerConfig:
     head
         Which output of a model with several to segment with: a dict key (torchvision's ``"aux"``)
         or a tuple index; ``None``: ``"out"`` or the first.
+    process_fn
+        MONAI's ``process_fn``: ``process_fn(predictions, tiles) -> predictions``, called on each
+        batch between the model and the blend, on the model's device: ``predictions`` ``(N,
+        classes, h, w)`` as they would be blended (activated, TTA's views averaged), ``tiles``
+        the batch the model saw (normalised). It returns a tensor of ``(N, any, h, w)`` (a
+        post-processing, a class merge, a calibration). A function, or an import string
+        ``"pkg.module:function"`` (what the command line and remote workers take).
 
     Raises
     ------
@@ -90,6 +105,8 @@ class RunnerConfig:
     trust_model: bool = False
     # which output of a model with several (torchvision's "aux"); None: "out"/first
     head: str | int | None = None
+    # called on each batch of predictions before the blend (MONAI's process_fn)
+    process_fn: Callable[[Any, Any], Any] | str | None = None
 
     def __post_init__(self) -> None:
         if (
@@ -117,6 +134,14 @@ class RunnerConfig:
             object.__setattr__(self, "device", str(self.device))
         if self.normalize is not None:
             object.__setattr__(self, "normalize", _as_normalize(self.normalize))
+        if self.process_fn is not None and not (
+            callable(self.process_fn)
+            or (isinstance(self.process_fn, str) and ":" in self.process_fn)
+        ):
+            raise OptionError(
+                f"process_fn must be a function of (predictions, tiles) or an import string "
+                f"'pkg.module:function', got {self.process_fn!r}"
+            )
 
     def fill_values(self, bands: int) -> np.ndarray:
         """``(bands,)`` values that stand in for nodata: the normalisation mean (0 after it), else 0."""
@@ -186,6 +211,7 @@ class ModelRunner:
         self._device: Any = None
         self._normalize: tuple | None = None
         self._dtype: Any = None  # the model's input dtype: float32, or float64 for a float64 model
+        self._processor: Callable | None = None  # config.process_fn, imported when a string
         self._lock = threading.Lock()
         self._owned = False  # the spec is the user's object: never moved or switched to eval
 
@@ -202,6 +228,7 @@ class ModelRunner:
         self._device = None
         self._normalize = None
         self._dtype = None
+        self._processor = None
         self._lock = threading.Lock()
         self._owned = True  # unpickled: this process's own copy of the spec
 
@@ -273,6 +300,8 @@ class ModelRunner:
                 out = unview(activate(out, self.config.activation), turns, flip_x, flip_y)
                 total = out if total is None else total + out
             total = total / len(views) if len(views) > 1 else total
+            if self.config.process_fn is not None:
+                total = self._process(total, x)
             if total.device.type != "cuda":
                 return Launched(total.cpu(), None)
             host = torch.empty(total.shape, dtype=total.dtype, pin_memory=True)
@@ -304,6 +333,41 @@ class ModelRunner:
         out = segmentation_tensor(raw, self.config.head)
         check_output(out, tuple(x.shape))
         return out
+
+    def _process(self, predictions: Any, x: Any) -> Any:
+        import torch
+
+        where = f"process_fn, called on predictions of shape {tuple(predictions.shape)}"
+        try:
+            out = self._process_fn()(predictions, x)
+        except SystemExit as escape:
+            raise exit_error(escape, where) from None
+        except Exception as error:
+            if hasattr(error, "add_note"):
+                error.add_note(f"seamless_dask: raised by {where}")
+            raise
+        if not isinstance(out, torch.Tensor):
+            raise ModelOutputError(
+                f"process_fn must return a torch tensor of (tiles, classes, h, w), got "
+                f"{type(out).__name__}: return the predictions it was given, changed"
+            )
+        try:
+            check_output(out, tuple(x.shape))
+        except ModelOutputError as error:
+            words = str(error).replace("the model output", "process_fn's output", 1)
+            raise ModelOutputError(words) from None
+        return out.double() if out.dtype == torch.float64 else out.float()
+
+    def _process_fn(self) -> Callable:
+        if self._processor is None:
+            fn = self.config.process_fn
+            self._processor = import_attribute(fn) if isinstance(fn, str) else fn
+        if not callable(self._processor):
+            raise OptionError(
+                f"process_fn {self.config.process_fn!r} names a "
+                f"{type(self._processor).__name__}, not a function of (predictions, tiles)"
+            )
+        return self._processor
 
     def probe(self, bands: int, tile: tuple[int, ...]) -> int:
         """Number of output channels, from one call on a zero tile (which also checks the output
