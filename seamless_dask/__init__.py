@@ -34,6 +34,7 @@ from .viz.quicklook import colorize, quicklook
 
 if TYPE_CHECKING:
     from .blend.torch_tiler import TensorTiler
+    from .blend.volume_tiler import VolumeTiler
 
 __all__ = [
     "ChunkPlan",
@@ -56,6 +57,7 @@ __all__ = [
     "TileWeights",
     "TileWindow",
     "TilingError",
+    "VolumeTiler",
     "WeightsError",
     "colorize",
     "draw_tile_borders",
@@ -78,14 +80,15 @@ __all__ = [
 ]
 from .graph.record import package_version as _package_version
 
-_TORCH_NAMES = {"TensorTiler"}  # import torch: loaded on first use, as the runner does
+# import torch: loaded on first use, as the runner does
+_TORCH_NAMES = {"TensorTiler": "torch_tiler", "VolumeTiler": "volume_tiler"}
 
 
 def __getattr__(name: str) -> Any:
     if name in _TORCH_NAMES:
-        from .blend import torch_tiler as tensor_tiling
+        import importlib
 
-        return getattr(tensor_tiling, name)
+        return getattr(importlib.import_module(f".blend.{_TORCH_NAMES[name]}", __name__), name)
     raise AttributeError(f"module 'seamless_dask' has no attribute {name!r}")
 
 
