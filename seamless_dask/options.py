@@ -227,7 +227,9 @@ SEGMENT_OPTIONS: tuple[Option, ...] = (
         choices=PADDINGS,
     ),
     Option("cval", 0.0, "the value of padding=constant, in the input's units", "V"),
-    Option("head", None, "another output of the model (a dict key such as aux)", "KEY"),
+    Option(
+        "head", None, "another output of the model (a dict key such as aux; several: Python)", "KEY"
+    ),
     Option(
         "process_fn",
         None,
@@ -287,7 +289,7 @@ class SegmentOptions(TypedDict, total=False):
     dtype: Dtype | None
     padding: Padding
     cval: float
-    head: str | int | None
+    head: str | int | Sequence[str | int] | dict[str | int, str] | None
     process_fn: Callable[[Any, Any], Any] | str | None
     bands: Sequence[Any] | None
     channel_axis: int | str | None

@@ -26,8 +26,10 @@ segmenting it whole, and resampling back with ``nearest`` (``tests/test_resoluti
 
 from __future__ import annotations
 
+import json
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -408,3 +410,36 @@ def region_on_grid(region: Any, resampling: Resampling) -> Any:
         fy, fx = resampling.factor
         return affinity.scale(region, xfact=1 / fx, yfact=1 / fy, origin=(0, 0))
     return region
+
+
+def at_resolution(
+    segment: Callable[..., Any], data: Any, model: Any, options: dict[str, Any]
+) -> xr.DataArray:
+    """``segment(data, model, **options)`` at the model's resolution: the view resampled to it,
+    segmented by ``segment``, mapped back (or kept) with the job record saying so.
+    """
+    from .inputs import nodata_for, normalize_for
+
+    resolution, where = options.pop("resolution"), options.pop("output_resolution")
+    if where not in OUTPUT_RESOLUTIONS:
+        raise OptionError(
+            f"output_resolution must be one of {OUTPUT_RESOLUTIONS}, got {where!r}: 'input' "
+            "maps the result back to the input's grid, 'model' keeps the model's"
+        )
+    pixel_size(data)  # refuses what has none (numpy, dask, tensors) before anything else
+    source = bands_first_dataarray(data)
+    resampling = Resampling.of(source, resolution)
+    view = to_model_grid(source, resampling, nodata_for(source, options["nodata"]))
+    if options["normalize"] == "imagenet":  # in the source's units (the view is float)
+        options["normalize"] = normalize_for(source, "imagenet")
+    if options["region"] is not None and source.rio.crs is None:
+        options["region"] = region_on_grid(options["region"], resampling)
+    options["nodata"] = "auto"  # the view's nodata is NaN
+    result = segment(view, model, **options)
+    out = result if where == "model" else to_input_grid(result, source, resampling)
+    job = json.loads(out.attrs[record.ATTR])  # names the file read, not the resampled view
+    job["input"] = record.input_identity(source)
+    pair = list(as_resolution(resolution))
+    job["options"].update(resolution=pair, output_resolution=where)
+    out.attrs.update({record.ATTR: record.dumps(job), "seamless_resolution": pair})
+    return out

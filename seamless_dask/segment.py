@@ -26,7 +26,6 @@ from .cluster.workers import (
     set_malloc_option,
     shareable,
 )
-from .exceptions import OptionError
 from .graph import record
 from .graph.build import SegmentJob, build_graph
 from .graph.chunk_size import DEFAULT_CHUNK
@@ -39,6 +38,7 @@ from .inputs import (
     time_steps,
 )
 from .model.loading import ModelSpec
+from .model.outputs import Heads
 from .model.runner import ModelRunner, RunnerConfig
 from .options import (
     AMP,
@@ -105,7 +105,7 @@ def segment(
     dtype: Dtype | None = None,
     padding: Padding = "flush",
     cval: float = 0.0,
-    head: str | int | None = None,
+    head: str | int | Sequence[str | int] | dict[str | int, str] | None = None,
     process_fn: Callable[[Any, Any], Any] | str | None = None,
     bands: Sequence[Any] | None = None,
     channel_axis: int | str | None = None,
@@ -262,6 +262,13 @@ def segment(
     head
         Segment with another output of a model that returns several: a dict key (torchvision's
         ``"aux"``) or a tuple index. ``None``: the dict's ``"out"``, or the tuple's first item.
+        Several heads in one pass of the model: a list of keys (each of ``output``'s kind) or a
+        dict of key to kind, ``{"out": "labels", "aux": "probabilities"}`` (labels,
+        probabilities or logits): every head is activated and blended with each tile run once,
+        and the result is an ``xr.Dataset`` of one variable a head (``head_0`` for index 0; a
+        dict of arrays for numpy, dask and tensors), each equal to segmenting that head alone
+        and carrying its own job record, so each writes to a store of its own. Heads must be
+        at the input's resolution.
     process_fn
         MONAI's ``process_fn``: ``process_fn(predictions, tiles) -> predictions``, called on each
         batch of tiles between the model and the blend, on the model's device, with the
@@ -304,9 +311,13 @@ def segment(
     >>> bool((window.values == whole[:100, :100]).all())
     True
     """
+    if head is not None and not isinstance(head, (str, int, Heads)):  # several heads, one pass
+        return _several_heads(data, model, {k: v for k, v in locals().items() if k in OPTION_NAMES})
     if resolution is not None:  # the model's grid first, then this same call on it
         options = {k: v for k, v in locals().items() if k in OPTION_NAMES}
-        return _at_resolution(data, model, options)
+        from .result import at_resolution
+
+        return at_resolution(segment, data, model, options)
     given = as_input(
         data,
         bands=bands,
@@ -361,34 +372,35 @@ def segment(
     return _run(given, model, job)
 
 
-def _at_resolution(data: Any, model: ModelSpec, options: dict[str, Any]) -> xr.DataArray:
-    """``segment(data, model, **options)`` at the model's resolution (:mod:`.result`)."""
-    from . import result as res
-    from .inputs import bands_first_dataarray, nodata_for, normalize_for
+def _several_heads(data: Any, model: ModelSpec, options: dict[str, Any]) -> Any:
+    """``segment`` of several heads: their activated channels blended side by side in one pass of
+    the model, then one result a head (:func:`.result.split_heads`).
+    """
+    import torch
 
-    resolution, where = options.pop("resolution"), options.pop("output_resolution")
-    if where not in res.OUTPUT_RESOLUTIONS:
-        raise OptionError(
-            f"output_resolution must be one of {res.OUTPUT_RESOLUTIONS}, got {where!r}: 'input' "
-            "maps the result back to the input's grid, 'model' keeps the model's"
-        )
-    res.pixel_size(data)  # refuses what has none (numpy, dask, tensors) before anything else
-    source = bands_first_dataarray(data)
-    resampling = res.Resampling.of(source, resolution)
-    view = res.to_model_grid(source, resampling, nodata_for(source, options["nodata"]))
-    if options["normalize"] == "imagenet":  # in the source's units (the view is float)
-        options["normalize"] = normalize_for(source, "imagenet")
-    if options["region"] is not None and source.rio.crs is None:
-        options["region"] = res.region_on_grid(options["region"], resampling)
-    options["nodata"] = "auto"  # the view's nodata is NaN
-    result = segment(view, model, **options)
-    out = result if where == "model" else res.to_input_grid(result, source, resampling)
-    job = json.loads(out.attrs[record.ATTR])  # names the file read, not the resampled view
-    job["input"] = record.input_identity(source)
-    pair = list(res.as_resolution(resolution))
-    job["options"].update(resolution=pair, output_resolution=where)
-    out.attrs.update({record.ATTR: record.dumps(job), "seamless_resolution": pair})
-    return out
+    from .blend import heads as several
+
+    kinds = several.head_kinds(options["head"], options["output"])
+    act = options["activation"]
+    heads = Heads((key, None if kind == "logits" else act) for key, kind in kinds.items())
+    given = as_input(data, bands=options["bands"], channel_axis=options["channel_axis"])
+    one = given.data if given.kind == "dataarray" else given.pixels(0 if given.batch else None)
+    bands = one.sizes["band"] if isinstance(one, xr.DataArray) else one.shape[0]
+    runner = ModelRunner(model, RunnerConfig(device=options["device"], activation=None))
+    zeros = torch.zeros((1, bands, *as_pair(options["tile_size"], "tile_size")))
+    with torch.no_grad():
+        sizes = heads.channels(runner.model(zeros.to(runner.device)))
+    options.update(head=heads, output="logits", activation=None, num_classes=sum(sizes))
+    binary = [n == 1 and act == "sigmoid" for n in sizes]
+    stacked = segment(data, model, **options)
+    parts = several.split_heads(stacked, kinds, sizes, binary)
+    if not isinstance(stacked, xr.DataArray):
+        return parts
+    for key, kind in kinds.items():  # each head's own job record: a store of its own
+        job = json.loads(stacked.attrs[record.ATTR])
+        job["options"].update(head=key, output=kind, heads=list(kinds))
+        parts[several.head_name(key)].attrs[record.ATTR] = record.dumps(job)
+    return xr.Dataset(parts)
 
 
 def _run(given: SegmentInput, model: ModelSpec, job: SegmentJob) -> Any:

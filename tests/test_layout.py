@@ -28,7 +28,7 @@ MAY_IMPORT = {
     "io": {"graph", "cluster", "classes"},
     "metrics": {"graph"},
     "result": {"graph", "blend", "model", "inputs", "classes"},
-    "segment": {"tiling", "model", "graph", "cluster", "inputs", "classes", "result"},
+    "segment": {"tiling", "model", "blend", "graph", "cluster", "inputs", "classes", "result"},
     "viz": {"tiling", "classes", "io"},
     "training": {"tiling", "blend", "model", "inputs", "io"},
     "accessor": {"segment", "tiling", "model"},

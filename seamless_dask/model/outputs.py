@@ -24,15 +24,35 @@ VIEWS = {
 }
 
 
-def segmentation_tensor(out: Any, head: str | int | None = None) -> Any:
+class Heads(tuple):
+    """Several outputs of one model blended in one pass: ``((key, activation), ...)``, a dict key or a
+    tuple index each; their segmentation tensor is each head's activated channels, side by side.
+    """
+
+    def channels(self, out: Any) -> list[int]:
+        """How many channels each head of the model's output ``out`` has."""
+        return [int(segmentation_tensor(_head(out, key)).shape[1]) for key, _ in self]
+
+
+def segmentation_tensor(out: Any, head: str | int | Heads | None = None) -> Any:
     """The segmentation tensor in whatever the model returned, or a ModelOutputError saying what it
     may return.
 
     ``head`` picks another output of a model with several: a dict key (torchvision's ``"aux"``) or a
-    tuple index.
+    tuple index; :class:`Heads`, several of them, each activated, concatenated over channels.
     """
     import torch
 
+    if isinstance(head, Heads):
+        parts = [activate(segmentation_tensor(_head(out, k)).float(), a) for k, a in head]
+        for (key, _), part in zip(head, parts, strict=True):
+            if part.shape[0] != parts[0].shape[0] or part.shape[2:] != parts[0].shape[2:]:
+                raise ModelOutputError(
+                    f"head {key!r} has shape {tuple(part.shape)} and head {head[0][0]!r} "
+                    f"{tuple(parts[0].shape)}: heads are blended at the input's resolution; "
+                    "upsample the smaller one inside the model, or segment it alone with head="
+                )
+        return torch.cat(parts, 1)
     if head is not None:
         return segmentation_tensor(_head(out, head))
     if isinstance(out, torch.Tensor):

@@ -27,7 +27,15 @@ from .loading import (
     load,
     spec_token,
 )
-from .outputs import VIEWS, activate, check_output, segmentation_tensor, unview, view
+from .outputs import (
+    VIEWS,
+    Heads,
+    activate,
+    check_output,
+    segmentation_tensor,
+    unview,
+    view,
+)
 
 # autocast on CUDA; CPU runs float32
 AMP_DTYPES = {
@@ -104,7 +112,7 @@ class RunnerConfig:
     # load model files that run code when loaded (torch.export .pt2: pickle)
     trust_model: bool = False
     # which output of a model with several (torchvision's "aux"); None: "out"/first
-    head: str | int | None = None
+    head: str | int | Heads | None = None
     # called on each batch of predictions before the blend (MONAI's process_fn)
     process_fn: Callable[[Any, Any], Any] | str | None = None
 
