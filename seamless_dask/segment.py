@@ -29,6 +29,7 @@ from .cluster.workers import (
 from .graph import record
 from .graph.build import SegmentJob, build_graph
 from .graph.chunk_size import DEFAULT_CHUNK
+from .graph.volume import is_volume, segment_volume
 from .inputs import (
     SegmentInput,
     as_input,
@@ -311,6 +312,8 @@ def segment(
     >>> bool((window.values == whole[:100, :100]).all())
     True
     """
+    if is_volume(data, tile_size):  # (C, Z, Y, X): the overlap-add over every axis
+        return segment_volume(data, model, {k: v for k, v in locals().items() if k in OPTION_NAMES})
     if head is not None and not isinstance(head, (str, int, Heads)):  # several heads, one pass
         return _several_heads(data, model, {k: v for k, v in locals().items() if k in OPTION_NAMES})
     if resolution is not None:  # the model's grid first, then this same call on it

@@ -79,3 +79,10 @@ def parse_resource_tag(name: str) -> dict[str, float]:
         return {}
     inside = name[name.index("[") + 1 : name.index("]")]
     return {k: float(v) for k, v in (item.split("=") for item in inside.split(","))}
+
+
+def volume_names(token: str) -> tuple[str, str, str, str]:
+    """``(model, sums, parts, output)`` names of a volume's graph (:mod:`.volume`). Not
+    ``seamless-infer-``: the planes' progress and row order do not read a volume's chunks.
+    """
+    return tuple(f"{PREFIX}volume-{part}-{token}" for part in ("model", "sums", "part", "out"))  # type: ignore[return-value]

@@ -29,9 +29,9 @@ def time_steps(data: xr.DataArray) -> str | None:
     if volume:
         raise DimensionError(
             f"dims {dims} hold a volume ({volume[0]!r} is spatial): segment takes 2-D images, and "
-            f"would segment it slice by slice, which a 3-D model must not be given. A volume that "
-            f"fits in memory: sd.VolumeTiler(shape, tile_size).run(tensor, model3d). For slice "
-            f"by slice on purpose, rename the dim: data.rename({volume[0]}='slice')"
+            f"would segment it slice by slice, which a 3-D model must not be given: give "
+            f"tile_size=(d, h, w) to segment it as a volume (dims band, z, y, x). For slice by "
+            f"slice on purpose, rename the dim: data.rename({volume[0]}='slice')"
         )
     if "band" in dims[:-3]:
         order = ", ".join(repr(d) for d in [*(d for d in dims[:-2] if d != "band"), "band"])

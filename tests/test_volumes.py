@@ -1,0 +1,151 @@
+"""Volumes through ``segment``: ``(C, Z, Y, X)`` arrays and ``(band, z, y, x)`` DataArrays with a tile
+of three sizes, lazily, as an overlap-add over every axis. Each tile runs once; the result is the same
+for every chunking (chunks that cut tiles in every axis); it equals whole-volume inference where
+"trim"'s margins cover the model's field, MONAI's ``sliding_window_inference`` on a MONAI 3-D UNet with
+MONAI's maps, and :class:`~seamless_dask.VolumeTiler` in memory; a voxel without data is nodata, never
+class 0.
+"""
+
+import dask.array as da
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+import seamless_dask as sd
+from seamless_dask import TileWeights
+from seamless_dask import testing as helpers
+from seamless_dask.tiling.lattice import Lattice
+from seamless_dask.tiling.weights import MONAI_FLOOR
+
+TILE, OVERLAP = (12, 16, 16), 4
+
+
+def conv3d(bands=1, classes=3):
+    torch.manual_seed(1)
+    net = torch.nn.Sequential(
+        torch.nn.Conv3d(bands, 4, 3, padding=1), torch.nn.Tanh(),
+        torch.nn.Conv3d(4, classes, 3, padding=1),
+    )  # fmt: skip
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def volume():
+    return np.random.default_rng(3).random((1, 30, 41, 37)).astype(np.float32)
+
+
+def test_a_volume_equals_whole_volume_inference_for_every_chunking(volume):
+    net = conv3d()
+    with torch.no_grad():
+        whole = net(torch.from_numpy(volume)[None])[0].numpy()
+    runs = [
+        sd.segment(da.from_array(volume, chunks=(1, 10, 20, 20)), net, tile_size=TILE,
+                   overlap=OVERLAP, output="logits", chunks=chunks).compute()
+        for chunks in [(30, 41, 37), (8, 12, 12), (16, 32, 16), (12, 16, 40)]
+    ]  # fmt: skip
+    for run in runs:  # margins (overlap // 2 = 2) cover the field (2 voxels each way)
+        np.testing.assert_allclose(run, whole, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(run, runs[0], rtol=0, atol=5e-7)
+    labels = sd.segment(volume, net, tile_size=TILE, overlap=OVERLAP, chunks=(8, 12, 12))
+    np.testing.assert_array_equal(labels, whole.argmax(0))
+
+
+def test_each_tile_runs_once_and_a_window_runs_only_its_chunks(volume):
+    net = helpers.Counting(conv3d())
+    lazy = sd.segment(
+        da.from_array(volume), net, tile_size=TILE, overlap=OVERLAP, chunks=(8, 12, 12)
+    )
+    n_tiles = Lattice.build(volume.shape[1:], TILE, OVERLAP).n_tiles
+    net.reset()
+    lazy.compute()
+    assert net.tiles == n_tiles
+    net.reset()
+    lazy[:10, :12, :12].compute()  # a corner: its chunk and the chunks whose tiles reach it
+    assert 0 < net.tiles < n_tiles / 2
+
+
+@pytest.mark.parametrize(
+    ("mode", "weights"),
+    [
+        ("constant", TileWeights("constant", border_aware=False)),
+        ("gaussian", TileWeights("gaussian", sigma=0.125, border_aware=False, floor=MONAI_FLOOR)),
+    ],
+)
+def test_a_monai_3d_unet_equals_monai_s_sliding_window_inference(mode, weights):
+    monai_inferers = pytest.importorskip("monai.inferers")
+    from monai.networks.nets import UNet
+
+    torch.manual_seed(0)
+    net = UNet(3, 2, 3, channels=(4, 8, 16), strides=(2, 2), num_res_units=1).eval()
+    volume = np.random.default_rng(2).random((2, 40, 56, 48), np.float32)
+    roi = (16, 32, 32)
+    with torch.no_grad():
+        theirs = monai_inferers.sliding_window_inference(
+            torch.from_numpy(volume)[None], roi, 4, net, 0.25, mode=mode, sigma_scale=0.125
+        )[0].numpy()
+    ours = sd.segment(da.from_array(volume, chunks=(2, 20, 28, 24)), net, tile_size=roi,
+                      overlap=0.25, weights=weights, output="logits", chunks=(24, 48, 24))  # fmt: skip
+    np.testing.assert_allclose(ours.compute(), theirs, rtol=0, atol=2e-6)
+    tiler = sd.VolumeTiler(volume.shape[1:], roi, 0.25, weights=weights)  # the in-memory path
+    with torch.no_grad():
+        np.testing.assert_allclose(
+            ours.compute(), tiler.run(torch.from_numpy(volume)[None], net)[0].numpy(), atol=2e-6
+        )
+
+
+def test_voxels_without_data_are_nodata_never_class_zero(volume):
+    net = helpers.Counting(conv3d())
+    holed = volume.copy()
+    holed[:, :12, :16, :16] = np.nan  # a whole tile of no data: never given to the model
+    holed[:, 20, 30, 30] = np.nan
+    labels = sd.segment(holed, net, tile_size=TILE, overlap=OVERLAP, chunks=(12, 16, 16),
+                        num_classes=3)  # fmt: skip
+    assert labels.dtype == np.uint8
+    assert (labels[:12, :16, :16][:10, :14, :14] == 255).all() and labels[20, 30, 30] == 255
+    valid = ~np.isnan(holed[0])
+    assert (labels[valid] < 3).all()
+    n_tiles = Lattice.build(volume.shape[1:], TILE, OVERLAP).n_tiles
+    assert net.tiles < n_tiles  # the empty tile never ran
+
+
+def test_dataarrays_keep_their_coords_and_tensors_come_back_as_tensors(volume):
+    net = conv3d()
+    data = xr.DataArray(
+        volume, dims=("band", "z", "y", "x"),
+        coords={"z": np.arange(30) * 2.0, "y": np.arange(41) * 0.5, "x": np.arange(37) * 0.5},
+    )  # fmt: skip
+    out = sd.segment(data, net, tile_size=TILE, overlap=OVERLAP, output="probabilities")
+    assert out.dims == ("class", "z", "y", "x") and isinstance(out.data, da.Array)
+    np.testing.assert_array_equal(out["z"].values, data["z"].values)
+    np.testing.assert_allclose(out.compute().sum("class").values, 1, rtol=1e-5)
+    single = sd.segment(data.isel(band=0), net, tile_size=TILE, overlap=OVERLAP)  # (z, y, x)
+    assert single.dims == ("z", "y", "x")
+    cube = sd.segment(data, net, tile_size=16, overlap=4)  # a z dim and one size: a volume
+    assert cube.dims == ("z", "y", "x")
+    tensor = sd.segment(torch.from_numpy(volume), net, tile_size=TILE, overlap=OVERLAP)
+    assert isinstance(tensor, torch.Tensor) and tuple(tensor.shape) == (30, 41, 37)
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "words"),
+    [
+        (
+            {"region": "POLYGON ((0 0, 1 0, 1 1, 0 0))"},
+            sd.OptionError,
+            ["region=", "not for volumes yet"],
+        ),
+        ({"output": "uncertainty"}, sd.OptionError, ["uncertainty", "not for volumes yet"]),
+        ({"tile_size": (12, 16)}, sd.DimensionError, ["'z' is spatial", "tile_size=(d, h, w)"]),
+    ],
+)
+def test_what_volumes_do_not_take_yet_is_refused_with_the_fix(volume, options, error, words):
+    data = xr.DataArray(volume, dims=("band", "z", "y", "x"))
+    kwargs = {"tile_size": TILE, "overlap": OVERLAP, **options}
+    with helpers.raises_mentioning(error, words):
+        sd.segment(data, conv3d(), **kwargs)
+
+
+def test_a_volume_of_the_wrong_rank_names_the_shapes_it_takes():
+    with helpers.raises_mentioning(sd.DimensionError, ["(C, Z, Y, X) or (Z, Y, X)"]):
+        sd.segment(np.zeros((2, 1, 8, 8, 8)), conv3d(), tile_size=(4, 4, 4))
