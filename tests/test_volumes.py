@@ -149,3 +149,20 @@ def test_what_volumes_do_not_take_yet_is_refused_with_the_fix(volume, options, e
 def test_a_volume_of_the_wrong_rank_names_the_shapes_it_takes():
     with helpers.raises_mentioning(sd.DimensionError, ["(C, Z, Y, X) or (Z, Y, X)"]):
         sd.segment(np.zeros((2, 1, 8, 8, 8)), conv3d(), tile_size=(4, 4, 4))
+
+
+def test_the_plane_writers_refuse_a_volume_and_xarray_writes_it(volume, tmp_path):
+    data = xr.DataArray(volume, dims=("band", "z", "y", "x"))
+    labels = sd.segment(data, conv3d(), tile_size=TILE, overlap=OVERLAP)
+    for writer, target in (
+        (sd.to_zarr, "v.zarr"),
+        (sd.to_cog, "v.tif"),
+        (sd.to_ome_zarr, "v.ome.zarr"),
+    ):
+        with helpers.raises_mentioning(sd.RasterError, ["writes planes", "to_zarr(store)"]):
+            writer(labels, tmp_path / target)
+        assert not (tmp_path / target).exists()
+    # what the refusal says to do
+    labels.to_dataset(name="labels").chunk({"z": 12, "y": 16, "x": 16}).to_zarr(tmp_path / "x.zarr")
+    back = xr.open_zarr(tmp_path / "x.zarr")["labels"]
+    np.testing.assert_array_equal(back.to_numpy(), labels.to_numpy())

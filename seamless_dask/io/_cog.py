@@ -30,6 +30,7 @@ from ._target import (
     Target,
     as_target,
     check_not_an_input,
+    check_plane,
     claim,
     run_id,
 )
@@ -161,6 +162,7 @@ def to_cog(
     ...     cog.shape, cog.dtypes[0], cog.crs.to_epsg(), cog.nodata
     ((300, 300), 'uint8', 32631, 255.0)
     """
+    check_plane(result, "to_cog")
     target = as_target(path, storage_options)
     layout = _Layout(overwrite, compress, blocksize, overview_resampling)
     if not compute:

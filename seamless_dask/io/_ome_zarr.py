@@ -37,7 +37,7 @@ from ._ngff import (
     ngff_attrs,
     physical,
 )
-from ._target import Target, as_target, check_not_an_input, claim
+from ._target import Target, as_target, check_not_an_input, check_plane, claim
 from ._zarr import LAYOUT, as_result, check_same_job, inputs_of, job_of, our_store, regular_chunks
 
 Resampling = Literal["auto", "nearest", "mean"]
@@ -111,6 +111,7 @@ def to_ome_zarr(
         As for ``to_zarr``; with ``label_name``: ``store`` is not an OME-Zarr image, or its shape is
         not the result's.
     """
+    check_plane(result, "to_ome_zarr")
     if resume and overwrite:
         raise OptionError(
             "resume=True continues the store and overwrite=True replaces it: pass one of them"

@@ -134,6 +134,16 @@ def _bucket_found(fs: Any, bucket: str) -> bool:
         return False
 
 
+def check_plane(result: Any, writer: str) -> None:
+    """Raise unless ``result`` is a plane's (a volume's ``z`` dim is not written by ``writer`` yet)."""
+    if "z" in getattr(result, "dims", ()):
+        raise RasterError(
+            f"{writer} writes planes, and this result is a volume (dims {tuple(result.dims)}): "
+            "write it with xarray, e.g. result.to_dataset(name='labels').chunk({'z': 64, 'y': "
+            "256, 'x': 256}).to_zarr(store), or segment its planes"
+        )
+
+
 def as_target(where: str | os.PathLike, storage_options: dict | None = None) -> Target:
     """``where`` as a :class:`Target`: ``file://`` URLs and paths become absolute local paths."""
     url = os.fspath(where)

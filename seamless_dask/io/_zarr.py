@@ -20,7 +20,7 @@ from ..exceptions import DimensionError, OptionError, RasterError
 from ..graph import record
 from ..graph.build import resumed_array
 from ..graph.layers import block_keys, graph_with
-from ._target import Target, as_target, check_not_an_input, claim
+from ._target import Target, as_target, check_not_an_input, check_plane, claim
 
 DONE = "_seamless/done"  # one uint8 per chunk region, 1 once written: the resume marker
 LAYOUT = "seamless_layout"  # group attribute: what only a store seamless_dask made has
@@ -128,6 +128,7 @@ def to_zarr(
     >>> sd.open_raster(path).dtype
     dtype('uint8')
     """
+    check_plane(result, "to_zarr")
     target = as_target(store, storage_options)
     if resume and overwrite:
         raise OptionError(
