@@ -121,8 +121,12 @@ def test_dataarrays_keep_their_coords_and_tensors_come_back_as_tensors(volume):
     np.testing.assert_allclose(out.compute().sum("class").values, 1, rtol=1e-5)
     single = sd.segment(data.isel(band=0), net, tile_size=TILE, overlap=OVERLAP)  # (z, y, x)
     assert single.dims == ("z", "y", "x")
-    cube = sd.segment(data, net, tile_size=16, overlap=4)  # a z dim and one size: a volume
-    assert cube.dims == ("z", "y", "x")
+    stack = data.transpose("z", "band", "y", "x")  # as an OME-Zarr z-stack opens
+    np.testing.assert_array_equal(
+        sd.segment(stack, net, tile_size=TILE, overlap=OVERLAP).to_numpy(), single.to_numpy()
+    )
+    with helpers.raises_mentioning(sd.DimensionError, ["'z' is spatial", "tile_size=(d, h, w)"]):
+        sd.segment(data, net, tile_size=16, overlap=4)  # one size: a 2-D model's z-stack?
     tensor = sd.segment(torch.from_numpy(volume), net, tile_size=TILE, overlap=OVERLAP)
     assert isinstance(tensor, torch.Tensor) and tuple(tensor.shape) == (30, 41, 37)
 

@@ -39,13 +39,12 @@ VOLUME_DIMS = ("z", "y", "x")
 
 
 def is_volume(data: Any, tile_size: Any) -> bool:
-    """Whether ``segment`` was given a volume: a tile of three sizes, or a DataArray with a z dim
-    and one tile size for every axis (with two, a z dim is refused as the planes' path says).
+    """Whether ``segment`` was given a volume: a tile of three sizes.
+
+    A DataArray with a z dim and one tile size is ambiguous (a 2-D model's z-stack, or a 3-D
+    model's volume): the planes' path refuses it, naming both fixes.
     """
-    if isinstance(tile_size, (tuple, list)) and len(tile_size) == 3:
-        return True
-    dims = tuple(map(str, getattr(data, "dims", ())))
-    return dims in (VOLUME_DIMS, ("band", *VOLUME_DIMS)) and isinstance(tile_size, int)
+    return isinstance(tile_size, (tuple, list)) and len(tile_size) == 3
 
 
 def segment_volume(data: Any, model: Any, options: dict[str, Any]) -> Any:
@@ -103,13 +102,14 @@ def _pixels(data: Any) -> tuple[Any, Any]:
     """``(C, Z, Y, X)`` pixels, lazily where they were, and what the result is dressed as."""
     if isinstance(data, xr.DataArray):
         dims = tuple(map(str, data.dims))
-        if dims == VOLUME_DIMS:
+        if sorted(dims) == sorted(VOLUME_DIMS):
             data = data.expand_dims("band")
-        elif dims != ("band", *VOLUME_DIMS):
+        elif sorted(dims) != sorted(("band", *VOLUME_DIMS)):
             raise DimensionError(
-                f"a volume is a (band, z, y, x) or (z, y, x) DataArray, got dims {dims}: "
-                "transpose it, e.g. data.transpose('band', 'z', 'y', 'x')"
+                f"a volume is a DataArray of dims band, z, y, x (in any order; an OME-Zarr z-stack "
+                f"opens as z, band, y, x) or z, y, x, got dims {dims}: rename its dims to these"
             )
+        data = data.transpose("band", *VOLUME_DIMS)
         return data.data, data
     # a tensor: its pixels on the host, the result back on its device
     pixels = data.detach().cpu().numpy() if hasattr(data, "detach") else data
