@@ -170,3 +170,29 @@ def test_the_plane_writers_refuse_a_volume_and_xarray_writes_it(volume, tmp_path
     labels.to_dataset(name="labels").chunk({"z": 12, "y": 16, "x": 16}).to_zarr(tmp_path / "x.zarr")
     back = xr.open_zarr(tmp_path / "x.zarr")["labels"]
     np.testing.assert_array_equal(back.to_numpy(), labels.to_numpy())
+
+
+def test_an_ome_zarr_z_stack_opens_and_segments_as_a_volume(volume, tmp_path):
+    import zarr
+
+    path = tmp_path / "stack.ome.zarr"
+    group = zarr.open_group(str(path), mode="w", zarr_format=2)
+    group.create_array("s0", data=volume, chunks=(1, 10, 20, 20))
+    axes = [{"name": "c", "type": "channel"}] + [
+        {"name": a, "type": "space", "unit": "micrometer"} for a in "zyx"
+    ]
+    scale = [{"type": "scale", "scale": [1.0, 2.0, 0.5, 0.5]}]
+    group.attrs["multiscales"] = [
+        {
+            "version": "0.4",
+            "axes": axes,
+            "datasets": [{"path": "s0", "coordinateTransformations": scale}],
+        }
+    ]
+    stack = sd.open_raster(path)
+    assert set(stack.dims) == {"band", "z", "y", "x"}
+    labels = sd.segment(stack, conv3d(), tile_size=TILE, overlap=OVERLAP, chunks=(12, 16, 16))
+    np.testing.assert_array_equal(
+        labels.to_numpy(), sd.segment(volume, conv3d(), tile_size=TILE, overlap=OVERLAP)
+    )
+    np.testing.assert_allclose(labels["z"].values[:2], [0.0, 2.0])  # physical z kept

@@ -107,7 +107,7 @@ def open_ome_zarr(where: str, attrs: dict, level: int, sides: tuple[int, int]) -
         _DIM_OF_AXIS.get(n, n): a.get("unit")
         for n, a in zip(names, _axes(multiscale), strict=False)
     }
-    for dim in ("y", "x"):
+    for dim in (d for d in ("z", "y", "x") if d in dims):  # physical coords (a z-stack's too)
         axis = dims.index(dim)
         coord = translation[axis] + scale[axis] * np.arange(array.shape[axis])
         data = data.assign_coords({dim: (dim, coord, {"units": units.get(dim) or "pixel"})})
