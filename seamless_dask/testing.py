@@ -319,3 +319,10 @@ def other_model() -> nn.Module:
 def swap_classes(predictions: torch.Tensor, tiles: torch.Tensor) -> torch.Tensor:
     """A ``process_fn`` for tests and the CLI: the classes in reverse order."""
     return predictions.flip(1)
+
+
+def conv3d_net() -> nn.Module:
+    """A small 3-D network for volume specs: 'seamless_dask.testing:conv3d_net' (1 band, 3 classes)."""
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Conv3d(1, 4, 3, padding=1), nn.Tanh(), nn.Conv3d(4, 3, 3, padding=1))
+    return net.eval()

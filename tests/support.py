@@ -186,3 +186,25 @@ def write_ngff_image(path: Any, image: np.ndarray, zarr_format: int = 2, pixel_s
         ngff["multiscales"][0]["version"] = "0.4"
     group.attrs.update(ngff if zarr_format == 2 else {"ome": {"version": "0.5", **ngff}})
     return path
+
+
+def write_ngff_stack(path: Any, volume: np.ndarray, chunks: tuple = (1, 10, 20, 20)) -> Any:
+    """``volume`` ``(c, z, y, x)`` as an NGFF 0.4 z-stack of one level, axes in micrometres (z 2 µm,
+    y and x 0.5 µm), written by hand with zarr.
+    """
+    import zarr
+
+    group = zarr.open_group(str(path), mode="w", zarr_format=2)
+    group.create_array("s0", data=volume, chunks=chunks)
+    axes = [{"name": "c", "type": "channel"}] + [
+        {"name": a, "type": "space", "unit": "micrometer"} for a in "zyx"
+    ]
+    scale = [{"type": "scale", "scale": [1.0, 2.0, 0.5, 0.5]}]
+    group.attrs["multiscales"] = [
+        {
+            "version": "0.4",
+            "axes": axes,
+            "datasets": [{"path": "s0", "coordinateTransformations": scale}],
+        }
+    ]
+    return path

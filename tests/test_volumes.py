@@ -9,6 +9,7 @@ class 0.
 import dask.array as da
 import numpy as np
 import pytest
+import support
 import torch
 import xarray as xr
 
@@ -155,40 +156,51 @@ def test_a_volume_of_the_wrong_rank_names_the_shapes_it_takes():
         sd.segment(np.zeros((2, 1, 8, 8, 8)), conv3d(), tile_size=(4, 4, 4))
 
 
-def test_the_plane_writers_refuse_a_volume_and_xarray_writes_it(volume, tmp_path):
+def test_a_volume_writes_to_zarr_region_by_region_and_resumes(volume, tmp_path):
     data = xr.DataArray(volume, dims=("band", "z", "y", "x"))
-    labels = sd.segment(data, conv3d(), tile_size=TILE, overlap=OVERLAP)
-    for writer, target in (
-        (sd.to_zarr, "v.zarr"),
-        (sd.to_cog, "v.tif"),
-        (sd.to_ome_zarr, "v.ome.zarr"),
-    ):
-        with helpers.raises_mentioning(sd.RasterError, ["writes planes", "to_zarr(store)"]):
+    net = helpers.Counting(conv3d())
+    labels = sd.segment(data, net, tile_size=TILE, overlap=OVERLAP, chunks=(12, 16, 16))
+    store = tmp_path / "v.zarr"
+    n_regions = int(np.prod([len(c) for c in labels.chunks]))
+    assert sd.to_zarr(labels, store) == n_regions
+    back = xr.open_zarr(store)["labels"]
+    np.testing.assert_array_equal(back.to_numpy(), labels.to_numpy())
+    assert sd.io.is_complete(store)
+    with helpers.raises_mentioning(sd.RasterError, ["exists", "resume=True"]):
+        sd.to_zarr(labels, store)
+    net.reset()
+    assert sd.to_zarr(labels, store, resume=True) == 0 and net.tiles == 0  # all done: nothing runs
+    import zarr
+
+    done = zarr.open_array(str(store), path="_seamless/done", mode="r+")
+    done[0, 0, 0] = 0  # a region lost, as a run stopped before its marker
+    first = tuple(slice(0, c[0]) for c in labels.chunks)  # the first region, as written
+    zarr.open_array(str(store), path="labels", mode="r+")[first] = 0
+    assert sd.to_zarr(labels, store, resume=True) == 1
+    n_tiles = Lattice.build(volume.shape[1:], TILE, OVERLAP).n_tiles
+    assert 0 < net.tiles < n_tiles  # only the tiles that region needs
+    np.testing.assert_array_equal(xr.open_zarr(store)["labels"].to_numpy(), labels.to_numpy())
+    probabilities = sd.segment(
+        data, conv3d(), tile_size=TILE, overlap=OVERLAP, output="probabilities"
+    )
+    sd.to_zarr(probabilities, tmp_path / "p.zarr")
+    np.testing.assert_allclose(
+        xr.open_zarr(tmp_path / "p.zarr")["probabilities"].to_numpy(), probabilities.to_numpy()
+    )
+    for writer, target in ((sd.to_cog, "v.tif"), (sd.to_ome_zarr, "v.ome.zarr")):
+        with helpers.raises_mentioning(
+            sd.RasterError, ["writes planes", "sd.to_zarr(result, store)"]
+        ):
             writer(labels, tmp_path / target)
         assert not (tmp_path / target).exists()
-    # what the refusal says to do
-    labels.to_dataset(name="labels").chunk({"z": 12, "y": 16, "x": 16}).to_zarr(tmp_path / "x.zarr")
-    back = xr.open_zarr(tmp_path / "x.zarr")["labels"]
-    np.testing.assert_array_equal(back.to_numpy(), labels.to_numpy())
+
+
+def _write_stack(path, volume):
+    return support.write_ngff_stack(path, volume)
 
 
 def test_an_ome_zarr_z_stack_opens_and_segments_as_a_volume(volume, tmp_path):
-    import zarr
-
-    path = tmp_path / "stack.ome.zarr"
-    group = zarr.open_group(str(path), mode="w", zarr_format=2)
-    group.create_array("s0", data=volume, chunks=(1, 10, 20, 20))
-    axes = [{"name": "c", "type": "channel"}] + [
-        {"name": a, "type": "space", "unit": "micrometer"} for a in "zyx"
-    ]
-    scale = [{"type": "scale", "scale": [1.0, 2.0, 0.5, 0.5]}]
-    group.attrs["multiscales"] = [
-        {
-            "version": "0.4",
-            "axes": axes,
-            "datasets": [{"path": "s0", "coordinateTransformations": scale}],
-        }
-    ]
+    path = _write_stack(tmp_path / "stack.ome.zarr", volume)
     stack = sd.open_raster(path)
     assert set(stack.dims) == {"band", "z", "y", "x"}
     labels = sd.segment(stack, conv3d(), tile_size=TILE, overlap=OVERLAP, chunks=(12, 16, 16))
@@ -196,3 +208,42 @@ def test_an_ome_zarr_z_stack_opens_and_segments_as_a_volume(volume, tmp_path):
         labels.to_numpy(), sd.segment(volume, conv3d(), tile_size=TILE, overlap=OVERLAP)
     )
     np.testing.assert_allclose(labels["z"].values[:2], [0.0, 2.0])  # physical z kept
+
+
+def test_the_command_line_segments_a_z_stack_into_zarr(volume, tmp_path):
+    from seamless_dask.cli import main
+
+    stack = _write_stack(tmp_path / "stack.ome.zarr", volume)
+    out = tmp_path / "labels.zarr"
+    args = ["segment", str(stack), str(out), "--model", "seamless_dask.testing:conv3d_net",
+            "--tile-size", "12,16,16", "--overlap", "4", "--chunks", "16", "--no-progress",
+            "--scheduler", "threads"]  # fmt: skip
+    assert main(args) == 0
+    expected = sd.segment(volume, helpers.conv3d_net(), tile_size=TILE, overlap=OVERLAP)
+    np.testing.assert_array_equal(xr.open_zarr(out)["labels"].to_numpy(), expected)
+    assert main([*args, "--resume"]) == 0  # finished: nothing to do
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"OUT": "labels.tif"}, ["written to a .zarr store"]),
+        ({"--quicklook": "q.png"}, ["--quicklook is for planes"]),
+        ({"SOURCE": "plane"}, ["has no z axis", "--tile-size N or Y,X"]),
+    ],
+)
+def test_the_command_line_refuses_what_a_volume_cannot_take(volume, tmp_path, write_scene, change, words,
+                                                           capsys):  # fmt: skip
+    from seamless_dask.cli import main
+
+    source = (
+        write_scene(120) if change.get("SOURCE") else _write_stack(tmp_path / "s.ome.zarr", volume)
+    )
+    args = ["segment", str(source), str(tmp_path / change.get("OUT", "labels.zarr")), "--model",
+            "seamless_dask.testing:conv3d_net", "--tile-size", "12,16,16", "--overlap", "4"]  # fmt: skip
+    if "--quicklook" in change:
+        args += ["--quicklook", str(tmp_path / change["--quicklook"])]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    for word in words:
+        assert word in err

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from ..cluster.connect import TLSFiles, job_scheduler
 from ..exceptions import OptionError, RasterError, StorageError
@@ -45,7 +45,7 @@ class SegmentRequest:
     level: int = 0
     class_names: list[str] | None = None
     palette: list[str] | None = None
-    tile_size: int = 256
+    tile_size: int | tuple[int, ...] = 256
     overlap: int = 64
     batch_size: int = 8
     output: Output = "labels"
@@ -156,7 +156,7 @@ def run_segment(request: SegmentRequest) -> SegmentReport:
         request.source, bands=request.bands, variable=request.variable, level=request.level
     )
     # Mistakes in the model spec or the tiling fail now, before any cluster starts.
-    TileGrid((image.sizes["y"], image.sizes["x"]), request.tile_size, request.overlap)
+    _check_tiling(request, image)
     ModelRunner(request.model, RunnerConfig(device="cpu", trust_model=request.trust_model)).check()
     try:
         with io.claim(target) as held, job_scheduler(request):
@@ -176,7 +176,8 @@ def run_segment(request: SegmentRequest) -> SegmentReport:
         seconds=time.perf_counter() - start,
     )
     if tiles is not None and request.region is not None and request.resolution is None:
-        grid = TileGrid((image.sizes["y"], image.sizes["x"]), request.tile_size, request.overlap)
+        grid = TileGrid((image.sizes["y"], image.sizes["x"]), cast(Any, request.tile_size),
+                        request.overlap)  # fmt: skip
         report.notes.append(
             f"the region: {tiles} of the grid's {grid.n_tiles} tiles planned, "
             f"{grid.n_tiles - tiles} outside it never run"
@@ -295,6 +296,34 @@ def _write(request: SegmentRequest, image: Any, target: Any, run: str) -> tuple[
     elif request.target_format in ("ome-zarr", "labels"):
         io.mark_ome_zarr_complete(target.url)
     return result, tiles
+
+
+def _check_tiling(request: SegmentRequest, image: Any) -> None:
+    """The tiling checked against the image: a plane's grid, or a volume's lattice (a tile of 3)."""
+    from ..tiling.grid import TileGrid
+    from ..tiling.lattice import Lattice
+
+    if not (isinstance(request.tile_size, tuple) and len(request.tile_size) == 3):
+        TileGrid(
+            (image.sizes["y"], image.sizes["x"]), cast(Any, request.tile_size), request.overlap
+        )
+        return
+    if "z" not in image.dims:
+        raise OptionError(
+            f"--tile-size {','.join(map(str, request.tile_size))} is a volume's (z,y,x), and "
+            f"{request.source!r} has no z axis: give --tile-size N or Y,X for a plane"
+        )
+    for flag, given in (("--quicklook", request.quicklook), ("--instances", request.instances),
+                        ("--vector", request.vector), ("--region", request.region)):  # fmt: skip
+        if given:
+            raise OptionError(f"{flag} is for planes: leave it out for a volume")
+    if request.target_format != "zarr":
+        raise OptionError(
+            f"a volume is written to a .zarr store, not {request.target!r}: give OUTPUT.zarr"
+        )
+    Lattice.build(
+        tuple(image.sizes[d] for d in ("z", "y", "x")), request.tile_size, request.overlap
+    )
 
 
 def _check_paths(request: SegmentRequest, target: Any) -> None:

@@ -81,6 +81,19 @@ def resolution(text: str) -> float | tuple[float, float]:
     return values[0] if len(values) == 1 else (values[0], values[1])
 
 
+def sizes(text: str) -> int | tuple[int, ...]:
+    """``256``, ``256,128`` (y,x), or ``16,64,64`` (z,y,x: a volume) in pixels."""
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) not in (1, 2, 3):
+        raise argparse.ArgumentTypeError(
+            f"expected pixels like 256, 256,128 (y,x) or 16,64,64 (z,y,x: a volume), got {text!r}"
+        )
+    return values[0] if len(values) == 1 else tuple(values)
+
+
 def overlap(text: str) -> int | float | tuple[int, int] | tuple[float, float]:
     """``64``, ``64,32`` (y,x) in pixels, or ``0.25`` (``0.25,0.5``): fractions of the tile."""
     parts = text.split(",")
@@ -98,7 +111,7 @@ def overlap(text: str) -> int | float | tuple[int, int] | tuple[float, float]:
 
 # How the command line writes the options whose values are not plain strings.
 CLI_TYPES: dict[str, Any] = {
-    "tile_size": int,
+    "tile_size": sizes,
     "overlap": overlap,
     "batch_size": int,
     "cval": float,

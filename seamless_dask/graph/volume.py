@@ -95,7 +95,7 @@ def segment_volume(data: Any, model: Any, options: dict[str, Any]) -> Any:
     )
     dtype = labels_dtype if kind.is_labels else np.dtype(options["dtype"] or np.float32)
     array = _graph(pixels, inference, decision, dtype, kind.is_labels)
-    return _as_input_kind(array, data, frame, kind.is_labels, label_nodata)
+    return _as_input_kind(array, data, frame, kind, label_nodata)
 
 
 def _pixels(data: Any) -> tuple[Any, Any]:
@@ -183,12 +183,13 @@ def stage1(
 
 
 def _as_input_kind(
-    array: da.Array, data: Any, frame: Any, labels: bool, label_nodata: int | None
+    array: da.Array, data: Any, frame: Any, kind: Any, label_nodata: int | None
 ) -> Any:
+    labels = kind.is_labels
     if isinstance(frame, xr.DataArray):
         dims = VOLUME_DIMS if labels else ("class", *VOLUME_DIMS)
         coords = {d: frame[d] for d in VOLUME_DIMS if d in frame.coords}
-        out = xr.DataArray(array, dims=dims, coords=coords, name="labels" if labels else None)
+        out = xr.DataArray(array, dims=dims, coords=coords, name=kind.name)
         if labels and label_nodata is not None:
             out.attrs["_FillValue"] = label_nodata
         return out

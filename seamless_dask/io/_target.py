@@ -139,8 +139,8 @@ def check_plane(result: Any, writer: str) -> None:
     if "z" in getattr(result, "dims", ()):
         raise RasterError(
             f"{writer} writes planes, and this result is a volume (dims {tuple(result.dims)}): "
-            "write it with xarray, e.g. result.to_dataset(name='labels').chunk({'z': 64, 'y': "
-            "256, 'x': 256}).to_zarr(store), or segment its planes"
+            "write it with sd.to_zarr(result, store), which writes volumes region by region "
+            "and resumes them"
         )
 
 

@@ -20,7 +20,7 @@ from ..exceptions import DimensionError, OptionError, RasterError
 from ..graph import record
 from ..graph.build import resumed_array
 from ..graph.layers import block_keys, graph_with
-from ._target import Target, as_target, check_not_an_input, check_plane, claim
+from ._target import Target, as_target, check_not_an_input, claim
 
 DONE = "_seamless/done"  # one uint8 per chunk region, 1 once written: the resume marker
 LAYOUT = "seamless_layout"  # group attribute: what only a store seamless_dask made has
@@ -128,7 +128,6 @@ def to_zarr(
     >>> sd.open_raster(path).dtype
     dtype('uint8')
     """
-    check_plane(result, "to_zarr")
     target = as_target(store, storage_options)
     if resume and overwrite:
         raise OptionError(
@@ -171,7 +170,7 @@ def _prepare(
     else:
         target.check_parent()
         _write_template(result, target, chunks, zarr_format)
-        done = np.zeros(tuple(len(c) for c in chunks[-2:]), dtype=bool)
+        done = np.zeros(tuple(len(c) for c in chunks[-_spatial(result) :]), dtype=bool)
     return _zarr_writes(result, target, done)
 
 
@@ -208,16 +207,27 @@ def is_complete(path: str | os.PathLike, *, storage_options: dict | None = None)
 
 
 def as_result(result: Any) -> xr.DataArray:
-    """``result`` checked to be a ``(y, x)`` or ``(class, y, x)`` DataArray, dask-backed and named."""
+    """``result`` checked to be a ``(y, x)`` or ``(class, y, x)`` DataArray (a volume's ``(z, y, x)``
+    or ``(class, z, y, x)``), dask-backed and named.
+    """
     if not isinstance(result, xr.DataArray):
         raise DimensionError(
             f"expected the xarray.DataArray that segment() returns, got {type(result).__name__}"
         )
-    if result.dims[-2:] != ("y", "x") or result.ndim not in (2, 3):
-        raise DimensionError(f"expected dims ('y', 'x') or (class, 'y', 'x'), got {result.dims}")
+    spatial = _spatial(result)
+    if result.dims[-2:] != ("y", "x") or result.ndim not in (spatial, spatial + 1):
+        raise DimensionError(
+            f"expected dims ('y', 'x') or (class, 'y', 'x') (a volume's with 'z' before 'y'), got "
+            f"{result.dims}"
+        )
     if result.chunks is None:
         result = result.chunk()
     return result.rename(result.name or "data")
+
+
+def _spatial(result: xr.DataArray) -> int:
+    """How many spatial axes ``result`` has: 3 for a volume's ``(z, y, x)``, else 2."""
+    return 3 if result.dims[-3:] == ("z", "y", "x") else 2
 
 
 def job_of(result: xr.DataArray) -> dict[str, Any]:
@@ -281,12 +291,13 @@ def _write_template(
     """
     import zarr
 
-    ydim, xdim = result.dims[-2:]
+    s = _spatial(result)
+    spatial = result.dims[-s:]
     nodata = result.attrs.get("_FillValue")
     corner = np.full(
-        (*result.shape[:-2], 1, 1), 0 if nodata is None else nodata, dtype=result.dtype
+        (*result.shape[:-s], *(1,) * s), 0 if nodata is None else nodata, dtype=result.dtype
     )
-    ds = result.isel({ydim: slice(0, 1), xdim: slice(0, 1)}).copy(data=corner).to_dataset()
+    ds = result.isel(dict.fromkeys(spatial, slice(0, 1))).copy(data=corner).to_dataset()
     var = ds[result.name]
     var.encoding.update(chunks=tuple(axis[0] for axis in chunks))
     if (
@@ -296,7 +307,7 @@ def _write_template(
         var.encoding.update(
             _FillValue=nodata, **({"fill_value": nodata} if zarr_format == 3 else {})
         )
-    coords = [name for name in ds.coords if {ydim, xdim} & set(ds[name].dims)]
+    coords = [name for name in ds.coords if set(spatial) & set(ds[name].dims)]
     for name in coords:  # in one chunk each, as xarray writes them whole
         ds[name].encoding["chunks"] = tuple(result[name].shape)
     if (
@@ -320,8 +331,8 @@ def _write_template(
         # attributes outside the consolidated metadata (tried: zarr v3 readers then lose a
         # coordinate)
         group = _open_group(target, "r+")
-        grid = tuple(len(c) for c in chunks[-2:])
-        group.create_array(DONE, shape=grid, chunks=(1, 1), dtype="uint8", fill_value=0)
+        grid = tuple(len(c) for c in chunks[-s:])
+        group.create_array(DONE, shape=grid, chunks=(1,) * s, dtype="uint8", fill_value=0)
         group.attrs.update(
             {
                 LAYOUT: _layout(result, chunks),
@@ -379,18 +390,20 @@ def _zarr_writes(result: xr.DataArray, target: Target, done: np.ndarray) -> Dela
     """A Delayed that writes every region not ``done`` and returns how many it wrote."""
     array = resumed_array(result.data, done)
     name = "seamless-zarr-" + tokenize(array.name, target.url, done)
-    offsets = [np.concatenate([[0], np.cumsum(c)]) for c in array.chunks[-2:]]
-    blocks = block_keys(array).reshape(array.numblocks[-2:])
+    s = done.ndim  # spatial axes: a plane's 2, a volume's 3
+    offsets = [np.concatenate([[0], np.cumsum(c)]) for c in array.chunks[-s:]]
+    blocks = block_keys(array).reshape(array.numblocks[-s:])
     layer: dict = {}
-    for j, k in zip(*np.nonzero(~done), strict=True):
-        region = (slice(offsets[0][j], offsets[0][j + 1]), slice(offsets[1][k], offsets[1][k + 1]))
-        layer[(name, int(j), int(k))] = (
+    for where in np.argwhere(~done):
+        index = tuple(int(i) for i in where)
+        region = tuple(slice(o[i], o[i + 1]) for o, i in zip(offsets, index, strict=True))
+        layer[(name, *index)] = (
             _write_region,
             target,
             str(result.name),
-            blocks[j, k],
+            blocks[index],
             region,
-            (j, k),
+            index,
         )
     total = "seamless-zarr-done-" + tokenize(name)
     layer[total] = (sum, list(layer))
@@ -398,9 +411,9 @@ def _zarr_writes(result: xr.DataArray, target: Target, done: np.ndarray) -> Dela
 
 
 def _write_region(
-    target: Target, name: str, block: np.ndarray, region: tuple[slice, slice], index: tuple
+    target: Target, name: str, block: np.ndarray, region: tuple[slice, ...], index: tuple
 ) -> int:
-    _open_array(target, name, "r+")[(Ellipsis, region[0], region[1])] = block
+    _open_array(target, name, "r+")[(Ellipsis, *region)] = block
     # After the pixels: a marker never stands for a region that was not written.
     _open_array(target, DONE, "r+")[index] = 1
     return 1

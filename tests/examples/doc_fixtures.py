@@ -3,13 +3,13 @@ their placeholders stand for, small and real.
 
 Files, in the folder the blocks run in: ``scene.tif`` and ``my_scene.tif`` (the demo's georeferenced
 scene, 400 px), ``scan.svs`` and ``scan.ome.tif`` (the demo slide, 512 px at 0.5 µm), ``scan.ome.zarr``
-(the same slide as an NGFF 0.4 image), ``truth.tif`` (a class map to score against), ``slide1.tif``
-and ``slide2.tif`` with their ``-labels.tif`` (training pairs), and ``my_pkg/models.py`` whose
-``build`` is the demo's 3-class model (on the ``PYTHONPATH`` of the blocks' processes). Names, in the
-namespace of each document's Python blocks: ``model`` (that model), ``image``/``scene`` (the scene,
-opened lazily), ``slide`` (the slide), ``mask`` (a thumbnail of the slide's left half), ``x`` and
-``target`` (a batch and its labels for the tiler), ``out`` and ``run_my_model`` (for the blender),
-``torch``.
+(the same slide as an NGFF 0.4 image), ``stack.ome.zarr`` (a z-stack, 1 x 24 x 64 x 64), ``truth.tif``
+(a class map to score against), ``slide1.tif`` and ``slide2.tif`` with their ``-labels.tif`` (training
+pairs), and ``my_pkg/models.py`` whose ``build`` is the demo's 3-class model and ``unet3d`` a small 3-D
+one (on the ``PYTHONPATH`` of the blocks' processes). Names, in the namespace of each document's Python
+blocks: ``model`` (that model), ``image``/``scene`` (the scene, opened lazily), ``slide`` (the slide),
+``mask`` (a thumbnail of the slide's left half), ``x`` and ``target`` (a batch and its labels for the
+tiler), ``out`` and ``run_my_model`` (for the blender), ``torch``.
 """
 
 from __future__ import annotations
@@ -28,6 +28,12 @@ def build():
     from seamless_dask.demo import context_model
 
     return context_model()
+
+
+def unet3d():
+    from seamless_dask.testing import conv3d_net
+
+    return conv3d_net()
 '''
 
 
@@ -45,6 +51,8 @@ def prepare(folder: Path) -> dict[str, Any]:
     write_slide_ome_tiff(folder / "scan.ome.tif", size=512)
     support.write_ngff_image(folder / "scan.ome.zarr", np.moveaxis(synthetic_slide(512), -1, 0),
                              pixel_size=0.5, chunk=256)  # fmt: skip
+    volume = np.random.default_rng(0).random((1, 24, 64, 64)).astype(np.float32)
+    support.write_ngff_stack(folder / "stack.ome.zarr", volume, chunks=(1, 12, 32, 32))
     (folder / "my_pkg").mkdir()
     (folder / "my_pkg" / "__init__.py").write_text("")
     (folder / "my_pkg" / "models.py").write_text(MY_PKG)
