@@ -247,3 +247,15 @@ def test_the_command_line_refuses_what_a_volume_cannot_take(volume, tmp_path, wr
     err = capsys.readouterr().err
     for word in words:
         assert word in err
+
+
+def test_a_volume_store_resumes_only_as_the_same_job(volume, tmp_path):
+    data = xr.DataArray(volume, dims=("band", "z", "y", "x"))
+    store = tmp_path / "v.zarr"
+    sd.to_zarr(sd.segment(data, conv3d(), tile_size=TILE, overlap=OVERLAP), store)
+    other = conv3d()
+    with torch.no_grad():
+        other[0].weight.mul_(2)  # the same architecture, other weights
+    changed = sd.segment(data, other, tile_size=TILE, overlap=OVERLAP)
+    with helpers.raises_mentioning(sd.RasterError, ["another job", "model.weights"]):
+        sd.to_zarr(changed, store, resume=True)

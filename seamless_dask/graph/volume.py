@@ -11,6 +11,7 @@ runs on any dask scheduler, a cluster's included), TIFF stacks and OME-Zarr volu
 from __future__ import annotations
 
 import itertools
+import os
 from typing import Any
 
 import dask.array as da
@@ -27,7 +28,7 @@ from ..options import output_kind
 from ..tiling.grid import as_sizes
 from ..tiling.lattice import Lattice
 from ..tiling.weights import as_weights
-from . import keys
+from . import keys, record
 from .layers import block_keys, graph_with, items, new_array, ref, task, value
 
 # segment's options a volume does not take yet, with their defaults
@@ -95,7 +96,25 @@ def segment_volume(data: Any, model: Any, options: dict[str, Any]) -> Any:
     )
     dtype = labels_dtype if kind.is_labels else np.dtype(options["dtype"] or np.float32)
     array = _graph(pixels, inference, decision, dtype, kind.is_labels)
-    return _as_input_kind(array, data, frame, kind, label_nodata)
+    out = _as_input_kind(array, data, frame, kind, label_nodata)
+    if isinstance(out, xr.DataArray):  # what makes a resumed write provably the same job
+        out.attrs[record.ATTR] = _record(frame, model, options, weights.spec, n_classes)
+    return out
+
+
+def _record(frame: Any, model: Any, options: dict[str, Any], weights: str, n_classes: int) -> str:
+    """The job record of a volume: the input, the model (its weights), and what changes pixels."""
+    keys = ("tile_size", "overlap", "output", "normalize", "activation", "tta", "head", "amp",
+            "nodata", "dtype", "padding", "cval")  # fmt: skip
+    chosen = {k: options[k] for k in keys}
+    chosen.update(weights=weights, classes=n_classes, volume=True)
+    fn = options["process_fn"]
+    if fn is not None:
+        chosen["process_fn"] = fn if isinstance(fn, str) else f"{fn.__module__}:{fn.__qualname__}"
+    loaded = None
+    if isinstance(model, str) and not os.path.isfile(model):  # an import string: pin its weights
+        loaded = ModelRunner(model, RunnerConfig(device="cpu")).model
+    return record.dumps(record.job_record(frame, model, chosen, loaded))
 
 
 def _pixels(data: Any) -> tuple[Any, Any]:
