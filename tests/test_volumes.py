@@ -259,3 +259,27 @@ def test_a_volume_store_resumes_only_as_the_same_job(volume, tmp_path):
     changed = sd.segment(data, other, tile_size=TILE, overlap=OVERLAP)
     with helpers.raises_mentioning(sd.RasterError, ["another job", "model.weights"]):
         sd.to_zarr(changed, store, resume=True)
+
+
+@pytest.mark.parametrize("kind", ["ome", "imagej"])
+def test_a_tiff_stack_opens_lazily_with_its_z_spacing_and_segments_as_a_volume(
+    volume, tmp_path, kind
+):
+    import tifffile
+
+    planes = np.moveaxis(volume, 0, 1)  # (z, c, y, x), as microscopes write them
+    if kind == "ome":
+        path = tmp_path / "stack.ome.tif"
+        meta = {"axes": "ZCYX", "PhysicalSizeZ": 2.0, "PhysicalSizeY": 0.5, "PhysicalSizeX": 0.5}
+        tifffile.imwrite(path, planes, metadata=meta, ome=True)
+        stack = sd.open_raster(path)
+    else:
+        path = tmp_path / "stack.tif"
+        tifffile.imwrite(path, planes, imagej=True, metadata={"axes": "ZCYX", "spacing": 2.0})
+        stack = sd.open_raster(path, engine="tifffile")
+    assert stack.dims == ("z", "band", "y", "x") and isinstance(stack.data, da.Array)
+    np.testing.assert_allclose(stack["z"].values[:3], [0.0, 2.0, 4.0])
+    labels = sd.segment(stack, conv3d(), tile_size=TILE, overlap=OVERLAP)
+    np.testing.assert_array_equal(
+        labels.to_numpy(), sd.segment(volume, conv3d(), tile_size=TILE, overlap=OVERLAP)
+    )

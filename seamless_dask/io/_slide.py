@@ -142,10 +142,27 @@ def _open_tifffile(where: str, level: int, sides: tuple[int, int]) -> xr.DataArr
         page = series.levels[level]
         axes, shape = page.axes.upper(), tuple(page.shape)
         size = _tiff_pixel_size(tif)
+        z_step = _tiff_z_step(tif) if "Z" in axes else None
         full = series.levels[0].shape[axes.index("Y")], series.levels[0].shape[axes.index("X")]
     array = _lazy(SlideLevel(where, level, shape, np.dtype(page.dtype), "tifffile"), sides, axes)
     step = (full[0] / shape[axes.index("Y")], full[1] / shape[axes.index("X")])
-    return _as_image(array, axes, where, level=level, levels=levels, size=size, step=step)
+    image = _as_image(array, axes, where, level=level, levels=levels, size=size, step=step)
+    if "z" in image.dims:  # a z-stack: its planes' spacing, in micrometres where the file says it
+        coord = (z_step or 1.0) * np.arange(image.sizes["z"])
+        units = "micrometer" if z_step else "pixel"
+        image = image.assign_coords(z=("z", coord, {"units": units}))
+    return image
+
+
+def _tiff_z_step(tif: Any) -> float | None:
+    """Micrometres between a z-stack's planes: OME-XML's ``PhysicalSizeZ``, or ImageJ's ``spacing``."""
+    if tif.is_ome and tif.ome_metadata:
+        pixels = ET.fromstring(tif.ome_metadata).find(".//{*}Pixels")
+        if pixels is not None and pixels.get("PhysicalSizeZ"):
+            unit = pixels.get("PhysicalSizeZUnit", "µm")
+            return float(pixels.get("PhysicalSizeZ")) * _UM_PER[unit] if unit in _UM_PER else None
+    spacing = (tif.imagej_metadata or {}).get("spacing")
+    return float(spacing) if spacing else None
 
 
 def _open_openslide(where: str, level: int, sides: tuple[int, int]) -> xr.DataArray:
