@@ -158,9 +158,10 @@ def _tiff_z_step(tif: Any) -> float | None:
     """Micrometres between a z-stack's planes: OME-XML's ``PhysicalSizeZ``, or ImageJ's ``spacing``."""
     if tif.is_ome and tif.ome_metadata:
         pixels = ET.fromstring(tif.ome_metadata).find(".//{*}Pixels")
-        if pixels is not None and pixels.get("PhysicalSizeZ"):
-            unit = pixels.get("PhysicalSizeZUnit", "µm")
-            return float(pixels.get("PhysicalSizeZ")) * _UM_PER[unit] if unit in _UM_PER else None
+        size = None if pixels is None else pixels.get("PhysicalSizeZ")
+        if size:
+            unit = pixels.get("PhysicalSizeZUnit", "µm") if pixels is not None else "µm"
+            return float(size) * _UM_PER[unit] if unit in _UM_PER else None
     spacing = (tif.imagej_metadata or {}).get("spacing")
     return float(spacing) if spacing else None
 
