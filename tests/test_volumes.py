@@ -6,6 +6,8 @@ MONAI's maps, and :class:`~seamless_dask.VolumeTiler` in memory; a voxel without
 class 0.
 """
 
+import warnings
+
 import dask.array as da
 import numpy as np
 import pytest
@@ -283,3 +285,15 @@ def test_a_tiff_stack_opens_lazily_with_its_z_spacing_and_segments_as_a_volume(
     np.testing.assert_array_equal(
         labels.to_numpy(), sd.segment(volume, conv3d(), tile_size=TILE, overlap=OVERLAP)
     )
+
+
+def test_trim_warns_when_its_margins_miss_the_field_and_not_when_they_cover_it(volume):
+    net = helpers.Counting(conv3d())  # two 3x3x3 convolutions: 2 voxels each way
+    with pytest.warns(
+        sd.ReceptiveFieldWarning, match=r"reaches 2 x 2 x 2 voxels.*overlap=\(4,4,4\)"
+    ):
+        sd.segment(volume, net, tile_size=TILE, overlap=2, num_classes=3)
+    assert net.tiles == Lattice.build(volume.shape[1:], TILE, 2).n_tiles  # the probe is not a tile
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", sd.ReceptiveFieldWarning)
+        sd.segment(volume, conv3d(), tile_size=TILE, overlap=OVERLAP)  # margins 2 cover it

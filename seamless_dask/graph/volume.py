@@ -23,6 +23,7 @@ from ..blend import decide
 from ..blend.volume import VolumeInference, finish_volume, part_of, volume_sums
 from ..exceptions import DimensionError, OptionError
 from ..inputs import check_pixel_dtype, nodata_for
+from ..model.receptive import check_volume_overlap
 from ..model.runner import ModelRunner, RunnerConfig
 from ..options import output_kind
 from ..tiling.grid import as_sizes
@@ -91,6 +92,8 @@ def segment_volume(data: Any, model: Any, options: dict[str, Any]) -> Any:
     decision = decide.Decision(kind.name, binary, label_nodata, options["dtype"])
     weights = as_weights(options["weights"])
     weights.check_cover(lattice.axes)
+    if weights.kind == "trim" and lattice.n_tiles > 1:  # exact only where margins cover the field
+        check_volume_overlap(model, pixels.shape[0], lattice.tile_shape, lattice.effective_overlap)
     inference = VolumeInference(
         runner, weights, plan, n_classes, tile, nodata, options["padding"], float(options["cval"])
     )

@@ -244,3 +244,72 @@ def check_overlap(
         stacklevel=3,
     )
     return field
+
+
+def check_volume_overlap(
+    model: Any, bands: int, tile: tuple[int, ...], overlap: tuple[int, ...]
+) -> tuple[int, ...] | None:
+    """A volume's :func:`check_overlap`: warn (:class:`ReceptiveFieldWarning`) when ``"trim"``'s
+    margins ``overlap // 2`` miss the model's field on an axis with seams (an axis of one tile has
+    none, ``overlap`` 0 there). One forward and backward pass of a copy of the model on a
+    tile-sized probe, once per model, bands, tile and overlap. Returns the field's radius per axis,
+    or None for a model that cannot be copied or differentiated.
+    """
+    try:
+        cache = _MEASURED.setdefault(model, {})
+    except TypeError:  # not weak-referenceable
+        cache = {}
+    key = ("volume", bands, tile, overlap)
+    if key not in cache:
+        cache[key] = _volume_field(model, bands, tile)
+    field = cache[key]
+    if field is None:
+        return None
+    radius, bounded = field
+    margins = tuple(o // 2 for o in overlap)
+    short = [
+        i for i, (m, r, o) in enumerate(zip(margins, radius, overlap, strict=True)) if o and m < r
+    ]
+    if short or (not bounded and any(overlap)):
+        reach = " x ".join(map(str, radius)) + ("" if bounded else " or more")
+        wanted = ",".join(str(2 * r) for r in radius)
+        warnings.warn(
+            f"the model's receptive field reaches {reach} voxels (z y x) from a voxel, but "
+            f"weights='trim' trusts each tile up to overlap // 2 = {' x '.join(map(str, margins))} "
+            f"from its edge: voxels near tile seams differ from whole-volume inference; use "
+            f"overlap=({wanted}) (and a tile larger than it), or weights='gaussian' to blend",
+            ReceptiveFieldWarning,
+            stacklevel=3,
+        )
+    return radius
+
+
+def _volume_field(model: Any, bands: int, tile: tuple[int, ...]) -> tuple[tuple, bool] | None:
+    import copy
+
+    import torch
+
+    if not isinstance(model, torch.nn.Module):
+        return None
+    try:
+        device = next(model.parameters()).device
+    except StopIteration:
+        device = torch.device("cpu")
+    try:
+        with torch.inference_mode(False), torch.enable_grad():
+            probe = copy.deepcopy(model).eval()
+            generator = torch.Generator().manual_seed(0)
+            x = torch.randn(2, bands, *tile, generator=generator).to(device).requires_grad_(True)
+            out = segmentation_tensor(probe(x))
+            centre = out[(slice(None), slice(None), *(t // 2 for t in tile))]
+            mix = torch.randn(centre.shape[1], generator=torch.Generator().manual_seed(1))
+            (grad,) = torch.autograd.grad((centre * mix.to(centre)).sum(), x)
+        g = grad.abs().sum(dim=(0, 1)).double().cpu().numpy()
+    except Exception:  # a model we cannot differentiate or copy is simply not checked
+        return None
+    if not np.isfinite(g).all() or g.max() <= 0:
+        return None
+    where = np.nonzero(g > g.max() * 1e-12)
+    radius = tuple(int(np.abs(w - t // 2).max()) for w, t in zip(where, tile, strict=True))
+    bounded = all(w.min() > 0 and w.max() < t - 1 for w, t in zip(where, tile, strict=True))
+    return radius, bool(bounded)
