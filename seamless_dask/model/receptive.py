@@ -168,12 +168,9 @@ def _measure_copy(model: Any, bands: int, size: int) -> ReceptiveField | None:
 
     import torch
 
-    if not isinstance(model, torch.nn.Module):
+    device = _weights_device(model)
+    if device is None:
         return None
-    try:
-        device = next(model.parameters()).device
-    except StopIteration:
-        device = torch.device("cpu")
     try:
         with torch.inference_mode(False), torch.enable_grad():
             probe = copy.deepcopy(model)
@@ -289,12 +286,9 @@ def _volume_field(model: Any, bands: int, tile: tuple[int, ...]) -> tuple[tuple,
 
     import torch
 
-    if not isinstance(model, torch.nn.Module):
+    device = _weights_device(model)
+    if device is None:
         return None
-    try:
-        device = next(model.parameters()).device
-    except StopIteration:
-        device = torch.device("cpu")
     try:
         with torch.inference_mode(False), torch.enable_grad():
             probe = copy.deepcopy(model).eval()
@@ -313,3 +307,14 @@ def _volume_field(model: Any, bands: int, tile: tuple[int, ...]) -> tuple[tuple,
     radius = tuple(int(np.abs(w - t // 2).max()) for w, t in zip(where, tile, strict=True))
     bounded = all(w.min() > 0 and w.max() < t - 1 for w, t in zip(where, tile, strict=True))
     return radius, bool(bounded)
+
+
+def _weights_device(model: Any) -> Any:
+    """The device a module's weights are on (the CPU for one without weights); None for what is
+    not a module (a callable on numpy, a frozen graph: not checked).
+    """
+    import torch
+
+    if not isinstance(model, torch.nn.Module):
+        return None
+    return next(model.parameters(), torch.empty(0)).device
