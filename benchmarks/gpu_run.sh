@@ -54,7 +54,8 @@ step() {  # step NAME SECONDS COMMAND...: COMMAND's output in $OUT/NAME.txt, its
 # 1. the gpu-marked tests, and the segment/model/blend suites with device="auto" meaning CUDA
 step tests 120 "$PY" -m pytest -q -p no:cacheprovider -o addopts="" -m "not slow and not chaos" \
     --continue-on-collection-errors -W "ignore::DeprecationWarning" \
-    tests/test_gpu.py tests/model tests/blend/test_torch_tiler.py tests/test_segment.py tests/blend
+    tests/test_gpu.py tests/model tests/blend/test_torch_tiler.py tests/test_segment.py tests/blend \
+    tests/test_volumes.py tests/test_heads.py
 # 2. tiles/s, bare loop against seamless_dask, the peers' U-Net (256 px tiles), fp32 and bf16;
 #    autocast's errors; where the host's time goes
 step unet 140 "$PY" benchmarks/gpu.py --model unet --errors --profile "$OUT/profile.txt"
