@@ -113,6 +113,6 @@ def test_the_command_line_takes_the_hook_by_import_string(write_scene, tmp_path)
                 "--tile-size", "32", "--overlap", "8", "--no-progress", "--scheduler", "threads",
                 *extra]  # fmt: skip
         assert main(args) == 0
-        runs[name] = xr.open_zarr(store)["labels"].values
+        runs[name] = xr.open_zarr(store)["labels"].to_numpy()
     valid = runs["plain"] != 255
     np.testing.assert_array_equal(runs["swapped"][valid], 3 - runs["plain"][valid])
