@@ -278,6 +278,8 @@ def segment(
         follows). A function, or an import string ``"pkg.module:function"`` (the command line's
         ``--process-fn``; what remote workers can import). In the job record by name, so that a
         resumed job with another is refused.
+
+    Returns
     -------
     xarray.DataArray, numpy.ndarray, dask.array.Array or torch.Tensor
         The input's kind: ``(y, x)`` labels or ``(class, y, x)`` probabilities/logits (a leading
