@@ -83,7 +83,7 @@ class JobRecorder:
         if self.job.padding != "flush":  # recorded when asked for: older records stay equal
             options.update(padding=self.job.padding, cval=self.job.cval)
         if config.process_fn is not None:  # by name: another function is another job
-            options["process_fn"] = _function_name(config.process_fn)
+            options["process_fn"] = record.function_name(config.process_fn)
         if (
             self.classes is not None and self.classes.names
         ):  # they go into the store's metadata: part of the job
@@ -131,13 +131,6 @@ def segment_dataarray(data: xr.DataArray, job: SegmentJob, recorder: JobRecorder
     out = xr.DataArray(result, dims=kind.dims, coords=coords, attrs=attrs, name=job.output)
     fill = label_nodata if kind.is_labels else decide.quantised_fill(job.dtype or "float32")
     return with_geo(out, data, fill)
-
-
-def _function_name(fn: Any) -> str:
-    """``"pkg.module:qualname"`` of a function (an import string as it is)."""
-    if isinstance(fn, str):
-        return fn
-    return f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', type(fn).__qualname__)}"
 
 
 def with_geo(out: xr.DataArray, source: xr.DataArray, nodata: float | None) -> xr.DataArray:

@@ -106,7 +106,7 @@ def _labels(sums: np.ndarray, binary: bool, label_nodata: int | None) -> np.ndar
     if binary:
         labels = (sums[0] >= 0.5 * sums[n_classes]).astype(np.uint8)
     else:
-        labels = _argmax_classes(
+        labels = argmax_classes(
             sums[:n_classes], n_classes if label_nodata is None else n_classes + 1
         )
     if label_nodata is not None:
@@ -142,7 +142,7 @@ def _uncertainty(sums: np.ndarray, binary: bool) -> np.ndarray:
     return out
 
 
-def _argmax_classes(scores: np.ndarray, n_values: int) -> np.ndarray:
+def argmax_classes(scores: np.ndarray, n_values: int) -> np.ndarray:
     """``np.argmax(scores, axis=0)`` (first class wins ties), one pass per class.
 
     numpy's argmax over the leading axis of a ``(classes, h, w)`` array strides across memory: for

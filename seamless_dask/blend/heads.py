@@ -102,6 +102,6 @@ def _argmax_block(block: np.ndarray, binary: bool) -> np.ndarray:
     if binary:
         labels = (scores[..., 0, :, :] >= 0.5).astype(np.uint8)
     else:
-        labels = np.argmax(scores, axis=-3).astype(decide.label_dtype(n + 1))
+        labels = decide.argmax_classes(np.moveaxis(scores, -3, 0), n + 1)
     labels[empty] = _label_fill(n, binary)
     return labels

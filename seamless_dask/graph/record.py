@@ -53,6 +53,13 @@ def job_record(
     }
 
 
+def function_name(fn: Any) -> str:
+    """``"pkg.module:qualname"`` of a function (an import string as it is), as records name hooks."""
+    if isinstance(fn, str):
+        return fn
+    return f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', type(fn).__qualname__)}"
+
+
 def dumps(record: dict[str, Any]) -> str:
     """``record`` as canonical JSON (sorted keys), as stores hold it."""
     return json.dumps(record, sort_keys=True)

@@ -111,9 +111,8 @@ def _record(frame: Any, model: Any, options: dict[str, Any], weights: str, n_cla
             "nodata", "dtype", "padding", "cval")  # fmt: skip
     chosen = {k: options[k] for k in keys}
     chosen.update(weights=weights, classes=n_classes, volume=True)
-    fn = options["process_fn"]
-    if fn is not None:
-        chosen["process_fn"] = fn if isinstance(fn, str) else f"{fn.__module__}:{fn.__qualname__}"
+    if options["process_fn"] is not None:
+        chosen["process_fn"] = record.function_name(options["process_fn"])
     loaded = None
     if isinstance(model, str) and not os.path.isfile(model):  # an import string: pin its weights
         loaded = ModelRunner(model, RunnerConfig(device="cpu")).model

@@ -111,9 +111,9 @@ def test_segment_the_blender_and_the_torch_tiler_agree_on_any_geometry(
 
 @pytest.mark.parametrize("classes", [1, 2, 3, 5, 300])
 def test_labels_are_numpys_argmax_with_the_first_class_winning_ties(classes):
-    from seamless_dask.blend.decide import _argmax_classes
+    from seamless_dask.blend.decide import argmax_classes
 
     scores = np.random.default_rng(classes).integers(0, 3, (classes, 40, 30)).astype(np.float64)
-    labels = _argmax_classes(scores, classes)
+    labels = argmax_classes(scores, classes)
     np.testing.assert_array_equal(labels, np.argmax(scores, axis=0))
     assert labels.dtype == (np.uint8 if classes <= 256 else np.uint16)
