@@ -317,9 +317,10 @@ def _check_tiling(request: SegmentRequest, image: Any) -> None:
                         ("--vector", request.vector), ("--region", request.region)):  # fmt: skip
         if given:
             raise OptionError(f"{flag} is for planes: leave it out for a volume")
-    if request.target_format != "zarr":
+    if request.target_format == "cog":
         raise OptionError(
-            f"a volume is written to a .zarr store, not {request.target!r}: give OUTPUT.zarr"
+            f"a volume is written to a .zarr or .ome.zarr store, not {request.target!r}: give "
+            "OUTPUT.zarr or OUTPUT.ome.zarr"
         )
     Lattice.build(
         tuple(image.sizes[d] for d in ("z", "y", "x")), request.tile_size, request.overlap

@@ -4,8 +4,8 @@ the overlap-add over every axis (:mod:`seamless_dask.blend.volume`): two tasks a
 each part a chunk owes a neighbour, each tile run once, the same result for every chunking.
 
 What the planes' path has and this one not yet: the regions, resampling to the model's resolution,
-the writers' resume and job records, the distributed runtime's GPU routing and row order (the graph
-runs on any dask scheduler, a cluster's included), TIFF stacks and OME-Zarr volumes in and out.
+the distributed runtime's GPU routing and row order (the graph runs on any dask scheduler, a
+cluster's included).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from dask.base import tokenize
 
 from ..blend import decide
 from ..blend.volume import VolumeInference, finish_volume, part_of, volume_sums
+from ..classes import as_classes, check_class_count
 from ..exceptions import DimensionError, OptionError
 from ..inputs import check_pixel_dtype, nodata_for
 from ..model.receptive import check_volume_overlap
@@ -34,8 +35,7 @@ from .layers import block_keys, graph_with, items, new_array, ref, task, value
 
 # segment's options a volume does not take yet, with their defaults
 NOT_FOR_VOLUMES = {
-    "region": None, "resolution": None, "bands": None, "channel_axis": None,
-    "class_names": None, "palette": None, "resources": "auto",
+    "region": None, "resolution": None, "bands": None, "channel_axis": None, "resources": "auto",
 }  # fmt: skip
 VOLUME_DIMS = ("z", "y", "x")
 
@@ -58,7 +58,8 @@ def segment_volume(data: Any, model: Any, options: dict[str, Any]) -> Any:
         raise OptionError(
             f"{', '.join(f'{k}={v!r}' for k, v in given.items())}: not for volumes yet (they take "
             "tile_size, overlap, chunks, weights, output, dtype, nodata, normalize, activation, "
-            "batch_size, device, amp, tta, head, process_fn, padding and cval); segment planes "
+            "batch_size, device, amp, tta, head, process_fn, padding, cval, class_names and "
+            "palette); segment planes "
             "for the others"
         )
     kind = output_kind(options["output"])
@@ -100,7 +101,13 @@ def segment_volume(data: Any, model: Any, options: dict[str, Any]) -> Any:
     dtype = labels_dtype if kind.is_labels else np.dtype(options["dtype"] or np.float32)
     array = _graph(pixels, inference, decision, dtype, kind.is_labels)
     out = _as_input_kind(array, data, frame, kind, label_nodata)
-    if isinstance(out, xr.DataArray):  # what makes a resumed write provably the same job
+    classes = as_classes(options["class_names"], options["palette"])
+    if classes is not None:
+        check_class_count(classes, n_classes)
+    if isinstance(out, xr.DataArray):
+        if classes is not None and kind.carries_classes:  # the viewers' names and colours
+            out.attrs.update(classes.attrs())
+        # what makes a resumed write provably the same job
         out.attrs[record.ATTR] = _record(frame, model, options, weights.spec, n_classes)
     return out
 
@@ -113,6 +120,8 @@ def _record(frame: Any, model: Any, options: dict[str, Any], weights: str, n_cla
     chosen.update(weights=weights, classes=n_classes, volume=True)
     if options["process_fn"] is not None:
         chosen["process_fn"] = record.function_name(options["process_fn"])
+    if options["class_names"]:  # they go into the store's metadata: part of the job
+        chosen["class_names"] = list(options["class_names"])
     loaded = None
     if isinstance(model, str) and not os.path.isfile(model):  # an import string: pin its weights
         loaded = ModelRunner(model, RunnerConfig(device="cpu")).model

@@ -215,25 +215,34 @@ def multiscales(
     centre_shift: bool,
     version: str,
 ) -> dict:
-    """The ``multiscales`` entry of an image of ``dims`` (``y``, ``x`` last) with ``levels`` levels
-    halving y/x.
+    """The ``multiscales`` entry of an image of ``dims`` (its spatial axes last: ``y``, ``x``, a
+    volume's ``z`` before them) with ``levels`` levels halving y/x; ``z`` keeps its size at every level
+    (a stack's slices are often far apart already).
 
-    ``origin`` is the physical position of pixel (0, 0) of level 0; a level made by averaging 2**k
-    pixels has its first pixel's centre ``(2**k - 1) / 2`` level-0 pixels further on
-    (``centre_shift``); one made by taking every 2**k-th pixel keeps level 0's origin.
+    ``pixel_size`` and ``origin`` give each spatial axis's physical size and the position of pixel
+    (0, 0) of level 0; a level made by averaging 2**k pixels has its first pixel's centre
+    ``(2**k - 1) / 2`` level-0 pixels further on (``centre_shift``); one made by taking every 2**k-th
+    pixel keeps level 0's origin.
     """
     axes = []
     for dim in dims:
-        if dim in ("y", "x"):
+        if dim in ("z", "y", "x"):
             axes.append({"name": dim, "type": "space", **({"unit": unit} if unit else {})})
         else:
             axes.append({"name": "c", "type": "channel"})
+    spatial = len(pixel_size)
     datasets = []
     for level in range(levels):
-        factor = 2**level
-        scale = [1.0] * (len(dims) - 2) + [float(s) * factor for s in pixel_size]
-        shift = [(factor - 1) / 2 * float(s) if centre_shift else 0.0 for s in pixel_size]
-        translation = [0.0] * (len(dims) - 2) + [
+        # the factor of each spatial axis: z (a volume's first) is never halved
+        factors = [1] * (spatial - 2) + [2**level] * 2
+        scale = [1.0] * (len(dims) - spatial) + [
+            float(s) * f for s, f in zip(pixel_size, factors, strict=True)
+        ]
+        shift = [
+            (f - 1) / 2 * float(s) if centre_shift else 0.0
+            for s, f in zip(pixel_size, factors, strict=True)
+        ]
+        translation = [0.0] * (len(dims) - spatial) + [
             float(o) + d for o, d in zip(origin, shift, strict=True)
         ]
         transforms: list[dict] = [{"type": "scale", "scale": scale}]
@@ -246,16 +255,20 @@ def multiscales(
     return entry
 
 
-def physical(result: xr.DataArray) -> tuple[list[float], list[float], str | None]:
-    """Pixel size, origin and unit of the result's ``y``/``x`` coords (1 pixel, 0, none without
-    coords).
+def physical(
+    result: xr.DataArray, dims: Sequence[str] = ("y", "x")
+) -> tuple[list[float], list[float], str | None]:
+    """Pixel size, origin and unit of the result's ``dims`` coords (``y``/``x``; a volume's ``z``
+    too): 1 pixel and 0 for a dim without coords (a plane's ``pixel_size`` attribute where it has
+    one).
     """
     size, origin = [], []
-    for dim in ("y", "x"):
+    for dim in dims:
         coord = result.coords.get(dim)
         values = None if coord is None else np.asarray(coord.values, dtype=float)
         if values is None or len(values) < 2 or values[1] <= values[0]:
-            size.append(float(result.attrs.get("pixel_size", [1.0, 1.0])[("y", "x").index(dim)]))
+            known = dict(zip(("y", "x"), result.attrs.get("pixel_size", [1.0, 1.0]), strict=False))
+            size.append(float(known.get(dim, 1.0)))
             origin.append(0.0)
         else:
             size.append(float(values[1] - values[0]))
