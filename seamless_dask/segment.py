@@ -315,7 +315,13 @@ def segment(
     True
     """
     if is_volume(data, tile_size):  # (C, Z, Y, X): the overlap-add over every axis
-        return segment_volume(data, model, {k: v for k, v in locals().items() if k in OPTION_NAMES})
+        options, client = {k: v for k, v in locals().items() if k in OPTION_NAMES}, current_client()
+        gpus = client is not None and resources == "auto" and device == "auto"
+        gpus = gpus and cluster_has_gpus(client)
+        if client is not None:  # resource routing on the scheduler (once per client)
+            needs = resources_for(str(device), resources, cluster_has_gpus=gpus)
+            ensure_scheduler_plugins(client, required=bool(needs))
+        return segment_volume(data, model, options, cluster_has_gpus=gpus)
     if head is not None and not isinstance(head, (str, int, Heads)):  # several heads, one pass
         return _several_heads(data, model, {k: v for k, v in locals().items() if k in OPTION_NAMES})
     if resolution is not None:  # the model's grid first, then this same call on it
@@ -349,12 +355,8 @@ def segment(
     )
 
     client = current_client()  # the one place segment asks the cluster anything
-    gpus = (
-        client is not None
-        and resources == "auto"
-        and config.device == "auto"
-        and cluster_has_gpus(client)
-    )
+    gpus = client is not None and resources == "auto" and config.device == "auto"
+    gpus = gpus and cluster_has_gpus(client)
     job = SegmentJob(
         # with a Client: an in-memory model goes to workers once
         runner=shareable(ModelRunner(model, config), client),

@@ -212,16 +212,16 @@ RAN_ON: collections.Counter = collections.Counter()
 
 
 class WhereRun(nn.Module):
-    """Brightness, recording in ``RAN_ON`` how many tiles each dask worker ran ("client" outside
-    workers).
+    """Brightness (or ``inner``, a volume's network), recording in ``RAN_ON`` how many tiles each
+    dask worker ran ("client" outside workers).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, inner: nn.Module | None = None) -> None:
         super().__init__()
-        self.inner = Brightness()
+        self.inner = Brightness() if inner is None else inner
 
     def forward(self, x: torch.Tensor) -> Any:
-        """Brightness, counting the tiles per worker."""
+        """The inner model's output, counting the tiles per worker."""
         from distributed import get_worker
 
         try:

@@ -145,7 +145,7 @@ class ResourceRouting(SchedulerPlugin):
         """Called by the scheduler with each new graph."""
         for key in tasks:
             ts = scheduler.tasks.get(key)
-            if ts is not None and keys.is_inference(ts.key):
+            if ts is not None and keys.runs_model(ts.key):
                 resources = keys.parse_resource_tag(str(key[0]))
                 if resources:
                     ts.resource_restrictions = resources

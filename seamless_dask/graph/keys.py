@@ -81,8 +81,24 @@ def parse_resource_tag(name: str) -> dict[str, float]:
     return {k: float(v) for k, v in (item.split("=") for item in inside.split(","))}
 
 
-def volume_names(token: str) -> tuple[str, str, str, str]:
+VOLUME_SUMS = PREFIX + "volume-sums-"
+
+
+def volume_names(
+    token: str, resources: tuple[tuple[str, float], ...] = ()
+) -> tuple[str, str, str, str]:
     """``(model, sums, parts, output)`` names of a volume's graph (:mod:`.volume`). Not
-    ``seamless-infer-``: the planes' progress and row order do not read a volume's chunks.
+    ``seamless-infer-``: the planes' progress does not read a volume's chunks. The sums tasks run
+    the model: their name carries the resources it needs (``[GPU=1]-``), as a plane's stage 1 does,
+    and so do the parts' and outputs', so that a sums task fused with its only reader (named
+    ``seamless-volume-sums-<reader's name>``) still carries them.
     """
-    return tuple(f"{PREFIX}volume-{part}-{token}" for part in ("model", "sums", "part", "out"))  # type: ignore[return-value]
+    tag = resource_tag(resources)
+    names = (f"{PREFIX}volume-model-{token}", f"{VOLUME_SUMS}{tag}{token}",
+             f"{PREFIX}volume-part-{tag}{token}", f"{PREFIX}volume-out-{tag}{token}")  # fmt: skip
+    return names
+
+
+def runs_model(key: Any) -> bool:
+    """A task that runs the model: a plane's stage 1 (:func:`is_inference`) or a volume's sums."""
+    return is_inference(key) or (isinstance(key, tuple) and str(key[0]).startswith(VOLUME_SUMS))

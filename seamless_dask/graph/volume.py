@@ -4,8 +4,8 @@ the overlap-add over every axis (:mod:`seamless_dask.blend.volume`): two tasks a
 each part a chunk owes a neighbour, each tile run once, the same result for every chunking.
 
 What the planes' path has and this one not yet: the regions, resampling to the model's resolution,
-the distributed runtime's GPU routing and row order (the graph runs on any dask scheduler, a
-cluster's included).
+and the planes' tile progress bar. On a cluster, the model's tasks go to GPU workers as a plane's do
+(their key names carry the resources) and a write goes out in waves of chunk rows.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from ..blend import decide
 from ..blend.volume import VolumeInference, finish_volume, part_of, volume_sums
 from ..classes import as_classes, check_class_count
 from ..exceptions import DimensionError, OptionError
-from ..inputs import check_pixel_dtype, nodata_for
+from ..inputs import check_pixel_dtype, nodata_for, resources_for
 from ..model.receptive import check_volume_overlap
 from ..model.runner import ModelRunner, RunnerConfig
 from ..options import output_kind
@@ -35,7 +35,7 @@ from .layers import block_keys, graph_with, items, new_array, ref, task, value
 
 # segment's options a volume does not take yet, with their defaults
 NOT_FOR_VOLUMES = {
-    "region": None, "resolution": None, "bands": None, "channel_axis": None, "resources": "auto",
+    "region": None, "resolution": None, "bands": None, "channel_axis": None,
 }  # fmt: skip
 VOLUME_DIMS = ("z", "y", "x")
 
@@ -49,17 +49,21 @@ def is_volume(data: Any, tile_size: Any) -> bool:
     return isinstance(tile_size, (tuple, list)) and len(tile_size) == 3
 
 
-def segment_volume(data: Any, model: Any, options: dict[str, Any]) -> Any:
+def segment_volume(
+    data: Any, model: Any, options: dict[str, Any], *, cluster_has_gpus: bool = False
+) -> Any:
     """``segment(data, model, **options)`` of a volume: the result of the input's kind, lazy for a
     DataArray or a dask array, ``(z, y, x)`` labels or ``(class, z, y, x)`` soft outputs.
+    ``cluster_has_gpus``: the answer of the cluster in use (``resources="auto"`` then routes the
+    model's tasks to GPU workers, as for planes).
     """
     given = {k: options[k] for k in NOT_FOR_VOLUMES if options[k] != NOT_FOR_VOLUMES[k]}
     if given:
         raise OptionError(
             f"{', '.join(f'{k}={v!r}' for k, v in given.items())}: not for volumes yet (they take "
             "tile_size, overlap, chunks, weights, output, dtype, nodata, normalize, activation, "
-            "batch_size, device, amp, tta, head, process_fn, padding, cval, class_names and "
-            "palette); segment planes "
+            "batch_size, device, amp, tta, head, process_fn, padding, cval, class_names, "
+            "palette and resources); segment planes "
             "for the others"
         )
     kind = output_kind(options["output"])
@@ -99,7 +103,10 @@ def segment_volume(data: Any, model: Any, options: dict[str, Any]) -> Any:
         runner, weights, plan, n_classes, tile, nodata, options["padding"], float(options["cval"])
     )
     dtype = labels_dtype if kind.is_labels else np.dtype(options["dtype"] or np.float32)
-    array = _graph(pixels, inference, decision, dtype, kind.is_labels)
+    resources = resources_for(
+        str(options["device"]), options["resources"], cluster_has_gpus=cluster_has_gpus
+    )
+    array = _graph(pixels, inference, decision, dtype, kind.is_labels, resources=resources)
     out = _as_input_kind(array, data, frame, kind, label_nodata)
     classes = as_classes(options["class_names"], options["palette"])
     if classes is not None:
@@ -155,7 +162,7 @@ def _pixels(data: Any) -> tuple[Any, Any]:
 
 def _graph(
     pixels: Any, inference: VolumeInference, decision: decide.Decision, dtype: np.dtype,
-    labels: bool,
+    labels: bool, *, resources: tuple[tuple[str, float], ...] = (),
 ) -> da.Array:  # fmt: skip
     """The overlap-add as a hand-built graph (both of dask's array engines take it): per chunk a
     stage-1 task that cuts its window out of the input blocks it overlaps, a task a part it owes,
@@ -163,8 +170,8 @@ def _graph(
     """
     plan = inference.plan
     image = pixels if isinstance(pixels, da.Array) else da.from_array(pixels, chunks=pixels.shape)
-    token = tokenize(image, inference, decision, dtype)
-    model, sums, part, out = keys.volume_names(token)
+    token = tokenize(image, inference, decision, dtype, resources)
+    model, sums, part, out = keys.volume_names(token, resources)
     blocks, starts = block_keys(image), [np.cumsum((0, *c)) for c in image.chunks]
     graph: dict = {model: value(model, inference)}
     indices = list(itertools.product(*(range(n) for n in plan.numblocks)))

@@ -51,6 +51,22 @@ def test_model_tasks_land_only_on_gpu_workers_with_the_default_optimisation(mixe
     np.testing.assert_array_equal(result, expected)
 
 
+def test_a_volumes_model_tasks_land_only_on_gpu_workers_too(mixed_cluster):
+    volume = np.random.default_rng(0).random((1, 24, 48, 48)).astype(np.float32)
+    helpers.RAN_ON.clear()
+    tile = {"tile_size": (12, 16, 16), "overlap": 4, "chunks": (12, 16, 16), "num_classes": 3}
+    out = sd.segment(da.from_array(volume, chunks=(1, 12, 24, 24)),
+                     helpers.WhereRun(helpers.conv3d_net()), **tile)  # fmt: skip
+    result = out.compute()
+    n_tiles = sd.VolumeTiler(volume.shape[1:], tile["tile_size"], 4).n_tiles
+    # every tile on the GPU worker ("client": the receptive-field check's probe, before the graph)
+    assert helpers.RAN_ON["gpu"] == n_tiles and "cpu" not in helpers.RAN_ON, dict(helpers.RAN_ON)
+    helpers.RAN_ON.clear()
+    sd.segment(volume, helpers.WhereRun(helpers.conv3d_net()), resources=None, **tile)
+    assert helpers.RAN_ON["cpu"] > 0 or helpers.RAN_ON["client"] > 0  # the resource's doing
+    np.testing.assert_array_equal(result, sd.segment(volume, helpers.conv3d_net(), **tile))
+
+
 def test_without_resources_both_workers_take_model_tasks(mixed_cluster):
     image = da.from_array(helpers.structured_image(3, 400, 400), chunks=(3, 100, 100))
     helpers.RAN_ON.clear()
