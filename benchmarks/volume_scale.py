@@ -32,14 +32,15 @@ import time
 from pathlib import Path
 
 import numpy as np
+from peers import _commit  # type: ignore[import-not-found]
 
 HERE = Path(__file__).resolve().parent
 TILE = 64
 
 
 def build_model():
-    from monai.networks.nets import UNet
     import torch
+    from monai.networks.nets import UNet
 
     torch.manual_seed(0)
     return UNet(3, 1, 3, channels=(8, 16, 32), strides=(2, 2), num_res_units=1).eval()
@@ -88,23 +89,23 @@ def bare(volume: Path) -> dict:
     import torch
     import zarr
 
-    import seamless_dask as sd
+    from seamless_dask.tiling.lattice import Lattice
 
     torch.set_num_threads(2)
     source = zarr.open_array(str(volume), mode="r")
     net = build_model()
-    tiler = sd.VolumeTiler(source.shape, (TILE,) * 3, 0.25)
-    by_z: dict[int, list] = {}
-    for origin in tiler.origins:
-        by_z.setdefault(int(origin[0]), []).append(origin)
+    # the tiles segment runs (an in-memory tiler would hold a weight map of the whole volume)
+    lattice = Lattice.build(source.shape, (TILE,) * 3, 0.25)
+    zs, ys, xs = (axis.origins for axis in lattice.axes)
+    plane = [(y, x) for y in ys for x in xs]
     start = time.perf_counter()
     with torch.no_grad():
-        for z, origins in sorted(by_z.items()):
+        for z in zs:
             slab = torch.from_numpy(source[z : z + TILE].astype(np.float32) / 255)
-            for first in range(0, len(origins), 4):
-                batch = [slab[:, y : y + TILE, x : x + TILE] for _, y, x in origins[first : first + 4]]
+            for first in range(0, len(plane), 4):
+                batch = [slab[:, y : y + TILE, x : x + TILE] for y, x in plane[first : first + 4]]
                 net(torch.stack(batch)[:, None])
-    return {"seconds": time.perf_counter() - start, "tiles": tiler.n_tiles}
+    return {"seconds": time.perf_counter() - start, "tiles": lattice.n_tiles}
 
 
 def seamless(volume: Path, out: Path, memory_limit: str) -> dict:
@@ -131,12 +132,6 @@ def seamless(volume: Path, out: Path, memory_limit: str) -> dict:
     assert stored.shape == data.shape and written > 0
     return {"seconds": seconds, "client": sampler.client, "workers": sampler.workers,
             "chunks": written}  # fmt: skip
-
-
-def _commit() -> str:
-    found = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                           cwd=HERE)  # fmt: skip
-    return found.stdout.strip() or "unknown"
 
 
 def main() -> None:

@@ -295,3 +295,16 @@ def test_trim_warns_when_its_margins_miss_the_field_and_not_when_they_cover_it(v
     with warnings.catch_warnings():
         warnings.simplefilter("error", sd.ReceptiveFieldWarning)
         sd.segment(volume, conv3d(), tile_size=TILE, overlap=OVERLAP)  # margins 2 cover it
+
+
+@pytest.mark.parametrize("output", ["labels", "probabilities"])
+def test_the_progress_bar_counts_every_tile_of_a_volume_once(volume, tmp_path, output):
+    seen = []
+    data = xr.DataArray(da.from_array(volume, chunks=(1, 10, 20, 20)), dims=("band", "z", "y", "x"))
+    lazy = sd.segment(data, conv3d(), tile_size=TILE, overlap=OVERLAP, chunks=(8, 12, 12),
+                      output=output)  # fmt: skip
+    sd.to_zarr(lazy, tmp_path / "v.zarr", progress=lambda done, total: seen.append((done, total)))
+    n_tiles = Lattice.build(volume.shape[1:], TILE, OVERLAP).n_tiles
+    assert seen[0] == (0, n_tiles) and seen[-1] == (n_tiles, n_tiles)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)  # one count a chunk, never back
+    assert len(seen) > 2  # chunk by chunk, not all at the end

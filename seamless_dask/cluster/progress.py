@@ -139,7 +139,7 @@ class _Counter:
                 self.seen.update(self.counts)
 
     def done(self, key: Any) -> None:
-        stage1 = keys.inference_key(key)
+        stage1 = keys.model_key(key)
         with self.lock:
             if stage1 in self.counts and stage1 not in self.seen:
                 self.seen.add(stage1)

@@ -196,7 +196,7 @@ class TileEvents(SchedulerPlugin):
 
     def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
         """Called by the scheduler at each task transition."""
-        if finish == "memory" and self.scheduler is not None and keys.is_inference(key):
+        if finish == "memory" and self.scheduler is not None and keys.runs_model(key):
             self.scheduler.log_event(keys.TILE_TOPIC, list(key))
 
 

@@ -432,9 +432,9 @@ class TileCounts:
 
     def __init__(self, size: int = 32) -> None:
         self.size = size
-        self.counts: OrderedDict[str, Callable[[int, int], int]] = OrderedDict()
+        self.counts: OrderedDict[str, Callable[..., int]] = OrderedDict()
 
-    def remember(self, name: str, tiles_of: Callable[[int, int], int]) -> None:
+    def remember(self, name: str, tiles_of: Callable[..., int]) -> None:
         """Keep ``tiles_of`` for the model layer ``name``."""
         self.counts[name] = tiles_of
         while len(self.counts) > self.size:
@@ -461,8 +461,8 @@ def planned_tiles(obj: Any) -> dict[Any, int]:
             # listed already (dask's array-expr engine flattens our layers into one): look the
             # model layers up by name
             for key in layer:
-                if keys.inference_key(key) == key and (count := TILE_COUNTS.counts.get(key[0])):
-                    counts[key] = count(*key[-2:])
+                if keys.model_key(key) == key and (count := TILE_COUNTS.counts.get(key[0])):
+                    counts[key] = count(*key[1:])  # a plane's (j, k), a volume's (i, j, k)
     return counts
     for name, layer in layers.items():
         tiles_of = getattr(layer, "tiles_of", None)

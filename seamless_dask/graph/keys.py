@@ -102,3 +102,21 @@ def volume_names(
 def runs_model(key: Any) -> bool:
     """A task that runs the model: a plane's stage 1 (:func:`is_inference`) or a volume's sums."""
     return is_inference(key) or (isinstance(key, tuple) and str(key[0]).startswith(VOLUME_SUMS))
+
+
+_FUSED_VOLUME = re.compile(rf"^{re.escape(VOLUME_SUMS)}{PREFIX}volume-(part|out)-(.*)$")
+
+
+def model_key(key: Any) -> tuple | None:
+    """The model task ``key`` is or was fused into: :func:`inference_key` for a plane; for a volume,
+    its sums key ``(name, i, j, k)``, also when dask fused it with its only reader (a part owed,
+    ``(part, i, j, k, <target>)``, or the output, ``(out, [0,] i, j, k)``); ``None`` for other keys.
+    """
+    found = inference_key(key)
+    if found is not None or not runs_model(key):
+        return found
+    fused = _FUSED_VOLUME.match(str(key[0]))
+    if fused is None:
+        return key
+    index = key[1:4] if fused.group(1) == "part" else key[-3:]
+    return (VOLUME_SUMS + fused.group(2), *index)

@@ -31,6 +31,7 @@ from ..tiling.grid import as_sizes
 from ..tiling.lattice import Lattice
 from ..tiling.weights import as_weights
 from . import keys, record
+from .build import TILE_COUNTS
 from .layers import block_keys, graph_with, items, new_array, ref, task, value
 
 # segment's options a volume does not take yet, with their defaults
@@ -196,6 +197,7 @@ def _graph(
         key = (out, *index) if labels else (out, 0, *index)
         graph[key] = task(key, finish_volume, decision, core, *owed[index])
     chunks = plan.chunks if labels else ((inference.n_classes,), *plan.chunks)
+    TILE_COUNTS.remember(sums, lambda *index: plan.n_owned(index))  # the tile progress bar's
     return new_array(graph_with(out, graph, [image]), out, chunks, dtype)
 
 

@@ -51,14 +51,17 @@ def test_model_tasks_land_only_on_gpu_workers_with_the_default_optimisation(mixe
     np.testing.assert_array_equal(result, expected)
 
 
-def test_a_volumes_model_tasks_land_only_on_gpu_workers_too(mixed_cluster):
+def test_a_volumes_model_tasks_land_only_on_gpu_workers_too(mixed_cluster, tmp_path):
     volume = np.random.default_rng(0).random((1, 24, 48, 48)).astype(np.float32)
     helpers.RAN_ON.clear()
     tile = {"tile_size": (12, 16, 16), "overlap": 4, "chunks": (12, 16, 16), "num_classes": 3}
-    out = sd.segment(da.from_array(volume, chunks=(1, 12, 24, 24)),
-                     helpers.WhereRun(helpers.conv3d_net()), **tile)  # fmt: skip
-    result = out.compute()
+    data = xr.DataArray(da.from_array(volume, chunks=(1, 12, 24, 24)), dims=("band", "z", "y", "x"))
+    out = sd.segment(data, helpers.WhereRun(helpers.conv3d_net()), **tile)
+    seen = []  # the tile bar on a cluster: the scheduler's events for the volume's model tasks
+    sd.to_zarr(out, tmp_path / "v.zarr", progress=lambda done, total: seen.append((done, total)))
+    result = xr.open_zarr(tmp_path / "v.zarr")["labels"].to_numpy()
     n_tiles = sd.VolumeTiler(volume.shape[1:], tile["tile_size"], 4).n_tiles
+    assert seen[-1] == (n_tiles, n_tiles) and len(seen) > 2
     # every tile on the GPU worker ("client": the receptive-field check's probe, before the graph)
     assert helpers.RAN_ON["gpu"] == n_tiles and "cpu" not in helpers.RAN_ON, dict(helpers.RAN_ON)
     helpers.RAN_ON.clear()
