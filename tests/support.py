@@ -5,6 +5,7 @@ assertions). Importable as ``support`` from every test: conftest.py puts tests/ 
 from __future__ import annotations
 
 import collections
+import hashlib
 import os
 import subprocess
 import time
@@ -208,3 +209,15 @@ def write_ngff_stack(path: Any, volume: np.ndarray, chunks: tuple = (1, 10, 20, 
         }
     ]
     return path
+
+
+def tree_hash(path):
+    """A hash of every file of an OME-Zarr image but its labels/ group."""
+    digest = hashlib.sha256()
+    for root, _, files in sorted(os.walk(path)):
+        if "labels" in os.path.relpath(root, path).split(os.sep):
+            continue
+        for name in sorted(files):
+            with open(os.path.join(root, name), "rb") as f:
+                digest.update(name.encode() + f.read())
+    return digest.hexdigest()

@@ -210,17 +210,26 @@ def test_an_ome_zarr_z_stack_opens_and_segments_as_a_volume(volume, tmp_path):
     np.testing.assert_allclose(labels["z"].values[:2], [0.0, 2.0])  # physical z kept
 
 
-def test_the_command_line_segments_a_z_stack_into_zarr(volume, tmp_path):
+@pytest.mark.parametrize("target", ["labels.zarr", "out.ome.zarr"])
+def test_the_command_line_segments_a_z_stack_into_zarr_or_ome_zarr(volume, tmp_path, target):
+    import zarr
+
     from seamless_dask.cli import main
 
     stack = _write_stack(tmp_path / "stack.ome.zarr", volume)
-    out = tmp_path / "labels.zarr"
+    out = tmp_path / target
     args = ["segment", str(stack), str(out), "--model", "seamless_dask.testing:conv3d_net",
             "--tile-size", "12,16,16", "--overlap", "4", "--chunks", "16", "--no-progress",
             "--scheduler", "threads"]  # fmt: skip
     assert main(args) == 0
     expected = sd.segment(volume, helpers.conv3d_net(), tile_size=TILE, overlap=OVERLAP)
-    np.testing.assert_array_equal(xr.open_zarr(out)["labels"].to_numpy(), expected)
+    written = (
+        zarr.open_array(str(out), path="0", mode="r")[...]  # the pyramid's level 0
+        if target.endswith(".ome.zarr")
+        else xr.open_zarr(out)["labels"].to_numpy()
+    )
+    np.testing.assert_array_equal(written, expected)
+    assert zarr.open_group(str(out), mode="r").attrs["seamless_complete"] is True
     assert main([*args, "--resume"]) == 0  # finished: nothing to do
 
 

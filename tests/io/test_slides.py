@@ -7,7 +7,6 @@ COG's colour table and category names.
 
 import ctypes
 import glob
-import hashlib
 import json
 import os
 
@@ -17,7 +16,7 @@ import rasterio
 import tifffile
 import xarray as xr
 import zarr
-from support import ngff_models, write_ngff_image
+from support import ngff_models, tree_hash, write_ngff_image
 
 import seamless_dask as sd
 from seamless_dask.classes import default_palette
@@ -107,18 +106,6 @@ def gdal_category_names(path):
         return out
     finally:
         lib.GDALClose(dataset)
-
-
-def tree_hash(path):
-    """A hash of every file of an OME-Zarr image but its labels/ group."""
-    digest = hashlib.sha256()
-    for root, _, files in sorted(os.walk(path)):
-        if "labels" in os.path.relpath(root, path).split(os.sep):
-            continue
-        for name in sorted(files):
-            with open(os.path.join(root, name), "rb") as f:
-                digest.update(name.encode() + f.read())
-    return digest.hexdigest()
 
 
 # 1. Whole-slide inputs, lazily

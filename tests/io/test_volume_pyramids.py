@@ -1,16 +1,13 @@
 """A volume's result as an OME-Zarr pyramid: every level keeps the z slices and halves y and x, as
 NGFF's ``multiscales`` says it with a scale per axis (z's unchanged); the labels carry NGFF's
 ``image-label`` (validated by ome-zarr-models 0.4 and 0.5), go into a z-stack's own ``labels/``
-group without touching the image, resume chunk by chunk, and come out of the command line.
+group without touching the image, and resume chunk by chunk (the command line's: tests/test_volumes.py).
 """
-
-import hashlib
-import os
 
 import numpy as np
 import pytest
 import zarr
-from support import ngff_models, write_ngff_stack
+from support import ngff_models, tree_hash, write_ngff_stack
 
 import seamless_dask as sd
 from seamless_dask import testing as helpers
@@ -106,22 +103,11 @@ def test_a_volume_pyramid_resumes_only_what_is_missing(stack, tmp_path):
         np.testing.assert_array_equal(_level(out, k), expected[k])
 
 
-def _image_hash(path):
-    digest = hashlib.sha256()
-    for root, _, files in sorted(os.walk(path)):
-        if "labels" in os.path.relpath(root, path).split(os.sep):
-            continue
-        for name in sorted(files):
-            with open(os.path.join(root, name), "rb") as f:
-                digest.update(name.encode() + f.read())
-    return digest.hexdigest()
-
-
 def test_labels_go_into_the_z_stacks_own_labels_group(stack):
-    untouched = _image_hash(stack)
+    untouched = tree_hash(stack)
     labels = _labels(stack, class_names=NAMES)
     sd.to_ome_zarr(labels, stack, label_name="nuclei")
-    assert _image_hash(stack) == untouched  # the image is never written
+    assert tree_hash(stack) == untouched  # the image is never written
     assert zarr.open_group(str(stack / "labels"), mode="r").attrs["labels"] == ["nuclei"]
     np.testing.assert_array_equal(_level(stack / "labels/nuclei", 0), labels.to_numpy())
     _, image_label, labels_model = ngff_models("0.4")
@@ -142,17 +128,3 @@ def test_ome_zarr_py_reads_the_volume_pyramid_as_napari_would(stack, tmp_path):
     node = next(iter(Reader(parse_url(str(out)))()))
     assert [tuple(d.shape) for d in node.data] == [(30, 41, 37), (30, 21, 19)]
     assert node.metadata["properties"][1]["class"] == "nucleus"
-
-
-def test_the_command_line_segments_a_z_stack_into_an_ome_zarr(volume, stack, tmp_path):
-    from seamless_dask.cli import main
-
-    out = tmp_path / "out.ome.zarr"
-    args = ["segment", str(stack), str(out), "--model", "seamless_dask.testing:conv3d_net",
-            "--tile-size", "12,16,16", "--overlap", "4", "--chunks", "16", "--no-progress",
-            "--scheduler", "threads"]  # fmt: skip
-    assert main(args) == 0
-    expected = sd.segment(volume, helpers.conv3d_net(), tile_size=TILE, overlap=OVERLAP)
-    np.testing.assert_array_equal(_level(out, 0), expected)
-    assert zarr.open_group(str(out), mode="r").attrs["seamless_complete"] is True
-    assert main([*args, "--resume"]) == 0  # finished: nothing to do
