@@ -25,6 +25,10 @@ from ..tiling.weights import TileWeights, as_weights
 class VolumeTiler:
     """The tiles of ``(N, C, *shape)`` tensors and the trust-weighted mean of their predictions.
 
+    In memory, as MONAI's ``sliding_window_inference`` is: it holds a weight map of the whole
+    ``shape`` (float64) and the output; a volume larger than memory goes through
+    :func:`~seamless_dask.segment` with a tile of three sizes, lazily, chunk by chunk.
+
     Parameters
     ----------
     shape
