@@ -13,7 +13,7 @@ A ``Z x Y x X`` uint8 volume (smoothed noise) is written once to a zarr store on
   ``--memory-limit`` (their sum below the volume's float32 size): the write goes out in waves of
   chunk rows, so what the workers hold is a slab of chunks (all z and x, one row of y), not the
   volume. What waits is float64 sums (3 classes and the weight): a chunk of 144^3 (the default, two
-  tiles moved onto the lattice) owes itself 71 MiB and each neighbour a face of 8 MiB, 60 chunks a
+  tiles moved onto the lattice) owes itself 71 MiB and each neighbour a face of 8 MiB, 56 chunks a
   row at 512 x 2048 x 2048.
 
 Reported: wall, time / bare, the peak RSS of the client and of the workers (their processes summed,

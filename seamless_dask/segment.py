@@ -318,10 +318,10 @@ def segment(
         options, client = {k: v for k, v in locals().items() if k in OPTION_NAMES}, current_client()
         gpus = client is not None and resources == "auto" and device == "auto"
         gpus = gpus and cluster_has_gpus(client)
+        needs = resources_for(str(device), resources, cluster_has_gpus=gpus)
         if client is not None:  # resource routing on the scheduler (once per client)
-            needs = resources_for(str(device), resources, cluster_has_gpus=gpus)
             ensure_scheduler_plugins(client, required=bool(needs))
-        return segment_volume(data, model, options, cluster_has_gpus=gpus)
+        return segment_volume(data, model, options, resources=needs)
     if head is not None and not isinstance(head, (str, int, Heads)):  # several heads, one pass
         return _several_heads(data, model, {k: v for k, v in locals().items() if k in OPTION_NAMES})
     if resolution is not None:  # the model's grid first, then this same call on it

@@ -3,8 +3,8 @@ numpy, dask or tensor array (or a ``(band, z, y, x)`` / ``(z, y, x)`` DataArray)
 the overlap-add over every axis (:mod:`seamless_dask.blend.volume`): two tasks a chunk and one for
 each part a chunk owes a neighbour, each tile run once, the same result for every chunking.
 
-What the planes' path has and this one not yet: the regions, resampling to the model's resolution,
-and the planes' tile progress bar. On a cluster, the model's tasks go to GPU workers as a plane's do
+What the planes' path has and this one not yet: the regions and resampling to the model's
+resolution. On a cluster, the model's tasks go to GPU workers as a plane's do
 (their key names carry the resources) and a write goes out in waves of chunk rows.
 """
 
@@ -23,7 +23,7 @@ from ..blend import decide
 from ..blend.volume import VolumeInference, finish_volume, part_of, volume_sums
 from ..classes import as_classes, check_class_count
 from ..exceptions import DimensionError, OptionError
-from ..inputs import check_pixel_dtype, nodata_for, resources_for
+from ..inputs import check_pixel_dtype, nodata_for
 from ..model.receptive import check_volume_overlap
 from ..model.runner import ModelRunner, RunnerConfig
 from ..options import output_kind
@@ -51,12 +51,12 @@ def is_volume(data: Any, tile_size: Any) -> bool:
 
 
 def segment_volume(
-    data: Any, model: Any, options: dict[str, Any], *, cluster_has_gpus: bool = False
+    data: Any, model: Any, options: dict[str, Any], *, resources: tuple[tuple[str, float], ...] = ()
 ) -> Any:
     """``segment(data, model, **options)`` of a volume: the result of the input's kind, lazy for a
     DataArray or a dask array, ``(z, y, x)`` labels or ``(class, z, y, x)`` soft outputs.
-    ``cluster_has_gpus``: the answer of the cluster in use (``resources="auto"`` then routes the
-    model's tasks to GPU workers, as for planes).
+    ``resources``: the worker resources its model tasks need (``inputs.resources_for`` of
+    ``segment``'s ``resources`` and the cluster in use, as for planes).
     """
     given = {k: options[k] for k in NOT_FOR_VOLUMES if options[k] != NOT_FOR_VOLUMES[k]}
     if given:
@@ -104,9 +104,6 @@ def segment_volume(
         runner, weights, plan, n_classes, tile, nodata, options["padding"], float(options["cval"])
     )
     dtype = labels_dtype if kind.is_labels else np.dtype(options["dtype"] or np.float32)
-    resources = resources_for(
-        str(options["device"]), options["resources"], cluster_has_gpus=cluster_has_gpus
-    )
     array = _graph(pixels, inference, decision, dtype, kind.is_labels, resources=resources)
     out = _as_input_kind(array, data, frame, kind, label_nodata)
     classes = as_classes(options["class_names"], options["palette"])

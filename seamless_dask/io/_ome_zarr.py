@@ -23,9 +23,9 @@ from ..cluster import progress as bars
 from ..cluster.progress import Progress
 from ..exceptions import OptionError, RasterError
 from ._ngff import NGFF_VERSIONS, group_attrs, label_properties, ngff_attrs
-from ._pyramid import DONE_GROUP, Pyramid, level_writes
+from ._pyramid import DONE_GROUP, Pyramid, level_writes, open_group
 from ._target import Target, as_target, check_not_an_input, claim
-from ._zarr import LAYOUT, as_result, check_same_job, inputs_of, our_store
+from ._zarr import LAYOUT, as_result, check_same_job, inputs_of, our_store, spatial_axes
 
 Resampling = Literal["auto", "nearest", "mean"]
 
@@ -130,7 +130,7 @@ def to_ome_zarr(
 def mark_ome_zarr_complete(path: str | os.PathLike, *, storage_options: dict | None = None) -> None:
     """Record in an OME-Zarr that :func:`to_ome_zarr` wrote every chunk of every level."""
     target = as_target(path, storage_options)
-    group = _open(target)
+    group = open_group(target)
     levels = int(group.attrs[LAYOUT]["levels"])
     missing = sum(
         int((np.asarray(group[f"{DONE_GROUP}/{k}"][...]) == 0).sum()) for k in range(levels)
@@ -175,7 +175,7 @@ def _label_target(root: Target, name: str, result: xr.DataArray) -> tuple[Target
     target, ngff = _labels_of(root, name)
     image = zarr.open_group(root.url, mode="r", storage_options=root.storage_options or None)
     full: Any = image[ngff[1]["multiscales"][0]["datasets"][0]["path"]]
-    spatial = 3 if "z" in result.dims else 2
+    spatial = spatial_axes(result)
     if tuple(full.shape[-spatial:]) != tuple(result.shape[-spatial:]):
         dims = ", ".join(("z", "y", "x")[-spatial:])
         raise RasterError(
@@ -189,12 +189,6 @@ def _label_target(root: Target, name: str, result: xr.DataArray) -> tuple[Target
     return target, image.metadata.zarr_format
 
 
-def _open(target: Target, mode: str = "r+") -> Any:
-    import zarr
-
-    return zarr.open_group(target.url, mode=mode, storage_options=target.storage_options or None)  # type: ignore[arg-type]
-
-
 def _prepare(plan: Pyramid, root: Target, target: Target, resume: bool, overwrite: bool) -> Delayed:
     exists = target.exists()
     if exists and not (resume or overwrite):
@@ -204,7 +198,7 @@ def _prepare(plan: Pyramid, root: Target, target: Target, resume: bool, overwrit
     found = our_store(target) if exists else {}
     if resume and exists:
         check_same_job(target, plan.result, found, plan.layout())
-        group = _open(target, "r")
+        group = open_group(target, "r")
         done = [
             np.asarray(group[f"{DONE_GROUP}/{k}"][...]).astype(bool)
             for k in range(len(plan.shapes))
@@ -254,7 +248,7 @@ def _list_label(root: Target, name: str | None, version: str) -> None:
     """Add ``name`` to the image's ``labels/`` list (NGFF), keeping the names already there (``None``:
     none).
     """
-    labels = _open(Target(root.url.rstrip("/") + "/labels", root.storage_options), "a")
+    labels = open_group(Target(root.url.rstrip("/") + "/labels", root.storage_options), "a")
     attrs = dict(labels.attrs)
     holder = attrs.setdefault("ome", {"version": version}) if version != "0.4" else attrs
     names = holder.setdefault("labels", [])

@@ -24,7 +24,7 @@ from ..graph.build import resumed_array
 from ..graph.layers import block_keys, graph_with
 from ._ngff import NGFF_VERSIONS, image_label, mean2, multiscales, physical
 from ._target import Target
-from ._zarr import LAYOUT, job_of, regular_chunks
+from ._zarr import LAYOUT, job_of, regular_chunks, spatial_axes
 
 # the default pyramid halves until a level is at most this long: a viewer's overview
 TOP_LEVEL_SIDE = 512
@@ -72,7 +72,7 @@ class Pyramid:
         chunks = regular_chunks(result.data.chunks)
         if chunks != result.data.chunks:
             result = result.chunk(dict(zip(result.dims, chunks, strict=True)))
-        spatial = 3 if "z" in result.dims else 2
+        spatial = spatial_axes(result)
         if label and (result.ndim != spatial or not np.issubdtype(result.dtype, np.integer)):
             raise DimensionError(
                 "NGFF labels are (y, x) or a volume's (z, y, x) integer classes; got dims "
@@ -104,11 +104,7 @@ class Pyramid:
 
     def dims(self) -> list[str]:
         """NGFF's axis names of the arrays: ``c`` for classes, then the spatial axes."""
-        return (
-            ["c", "z", "y", "x"][-self.result.ndim :]
-            if self.spatial == 3
-            else (["c", "y", "x"][-self.result.ndim :])
-        )
+        return ["c", *("z", "y", "x")[-self.spatial :]][-self.result.ndim :]
 
     def grid(self, level: int) -> tuple[int, ...]:
         """How many chunks level ``level`` has along each spatial axis."""
@@ -210,7 +206,8 @@ def _product(ranges: list) -> list[tuple[int, ...]]:
     return keys
 
 
-def _open(target: Target, mode: str = "r+") -> Any:
+def open_group(target: Target, mode: str = "r+") -> Any:
+    """The zarr group at ``target``."""
     import zarr
 
     return zarr.open_group(target.url, mode=mode, storage_options=target.storage_options or None)  # type: ignore[arg-type]
@@ -219,7 +216,7 @@ def _open(target: Target, mode: str = "r+") -> Any:
 def write_block(
     target: Target, level: int, block: np.ndarray, region: tuple[slice, ...], index: tuple
 ) -> int:
-    group = _open(target)
+    group = open_group(target)
     group[str(level)][(Ellipsis, *region)] = block
     # after the pixels: a marker never stands for a missing chunk
     group[f"{DONE_GROUP}/{level}"][index] = 1
@@ -237,7 +234,7 @@ def halve(
     """Chunk ``index`` of ``level``, made from the (up to) four chunks of the level below it (in
     the same z slab, for a volume).
     """
-    group = _open(target)
+    group = open_group(target)
     *zs, j, k = index
     *cz, cy, cx = chunk
     y0, x0 = j * cy, k * cx

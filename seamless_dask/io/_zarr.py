@@ -170,7 +170,7 @@ def _prepare(
     else:
         target.check_parent()
         _write_template(result, target, chunks, zarr_format)
-        done = np.zeros(tuple(len(c) for c in chunks[-_spatial(result) :]), dtype=bool)
+        done = np.zeros(tuple(len(c) for c in chunks[-spatial_axes(result) :]), dtype=bool)
     return _zarr_writes(result, target, done)
 
 
@@ -214,7 +214,7 @@ def as_result(result: Any) -> xr.DataArray:
         raise DimensionError(
             f"expected the xarray.DataArray that segment() returns, got {type(result).__name__}"
         )
-    spatial = _spatial(result)
+    spatial = spatial_axes(result)
     if result.dims[-2:] != ("y", "x") or result.ndim not in (spatial, spatial + 1):
         raise DimensionError(
             f"expected dims ('y', 'x') or (class, 'y', 'x') (a volume's with 'z' before 'y'), got "
@@ -225,7 +225,7 @@ def as_result(result: Any) -> xr.DataArray:
     return result.rename(result.name or "data")
 
 
-def _spatial(result: xr.DataArray) -> int:
+def spatial_axes(result: xr.DataArray) -> int:
     """How many spatial axes ``result`` has: 3 for a volume's ``(z, y, x)``, else 2."""
     return 3 if result.dims[-3:] == ("z", "y", "x") else 2
 
@@ -291,7 +291,7 @@ def _write_template(
     """
     import zarr
 
-    s = _spatial(result)
+    s = spatial_axes(result)
     spatial = result.dims[-s:]
     nodata = result.attrs.get("_FillValue")
     corner = np.full(
