@@ -133,6 +133,33 @@ def network():
         made.close()
 
 
+def network_probe(address: str) -> str:
+    """A script printing the scheduler's and the workers' task states (a worker that does not answer
+    in 10 s is said so).
+    """
+    return f"""
+from collections import Counter
+from distributed import Client
+client = Client({address!r}, timeout=20)
+def scheduler_view(dask_scheduler):
+    tasks = dask_scheduler.tasks.values()
+    return {{"states": dict(Counter(ts.state for ts in tasks)),
+             "waiting": sorted(str(ts.key) + " on " + str(sorted(str(d.key) for d in ts.waiting_on))
+                               for ts in tasks if ts.state in ("waiting", "no-worker"))[:20],
+             "processing": {{ws.name: sorted(str(ts.key) for ts in ws.processing)
+                             for ws in dask_scheduler.workers.values()}}}}
+print("scheduler:", client.run_on_scheduler(scheduler_view))
+def worker_view(dask_worker):
+    state = dask_worker.state
+    return {{"states": dict(Counter(ts.state for ts in state.tasks.values())),
+             "executing": sorted(str(ts.key) for ts in state.executing),
+             "not done": sorted(str(ts.key) + ": " + ts.state for ts in state.tasks.values()
+                                if ts.state not in ("memory", "released"))[:20]}}
+for worker, view in client.run(worker_view, on_error="return").items():
+    print(worker, view)
+"""
+
+
 def _digest(store: Path) -> dict[str, str]:
     return {
         str(path.relative_to(store)): hashlib.sha256(path.read_bytes()).hexdigest()
@@ -183,6 +210,19 @@ class PartitionedJob:
             for name in ("scheduler", "worker-a", "worker-b")
         )
 
+    def states(self) -> str:
+        """What the scheduler and each worker still reachable hold, task states counted, and the
+        tasks not yet done by name: what a job that stopped moving waits on.
+        """
+        probe = network_probe(self.scheduler_address)
+        asked = self.network.start("client", "-c", probe, env=self.env)
+        try:
+            output, _ = asked.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            asked.kill()
+            output, _ = asked.communicate()
+        return "--- cluster state:\n" + output.decode(errors="replace")[-6000:]
+
     def worker(self, name: str) -> subprocess.Popen[bytes]:
         return self.processes[1 + ["worker-a", "worker-b"].index(name)]
 
@@ -225,7 +265,7 @@ def _finish(
         output, _ = job.communicate()
         raise AssertionError(
             f"the job did not finish in 300 s; it printed:\n{output.decode()[-3000:]}\n"
-            f"{cluster.logs()}"
+            f"{cluster.states()}\n{cluster.logs()}"
         ) from None
     assert job.returncode == 0, output.decode()[-3000:]
     np.testing.assert_array_equal(_labels(store), expected)
