@@ -9,12 +9,12 @@ A ``Z x Y x X`` uint8 volume (smoothed noise) is written once to a zarr store on
 - ``bare``: the MONAI 3-D UNet of ``volumes.py`` over the same tiles (64^3, overlap 0.25, batch 4), no
   blending: a z slab of 64 slices read at a time, its tiles run, nothing kept (the floor);
 - ``seamless``: ``sd.to_zarr(segment(volume, net, tile_size=(64, 64, 64), overlap=0.25,
-  normalize=(0, 255)), out)`` on a ``LocalCluster`` of 2 worker processes of 1 thread, each with
-  ``--memory-limit`` (their sum below the volume's float32 size): the write goes out in waves of
-  chunk rows, so what the workers hold is a slab of chunks (all z and x, one row of y), not the
-  volume. What waits is float64 sums (3 classes and the weight): a chunk of 144^3 (the default, two
-  tiles moved onto the lattice) owes itself 71 MiB and each neighbour a face of 8 MiB, 56 chunks a
-  row at 512 x 2048 x 2048.
+  normalize=(0, 255)), out)`` on ``seamless_dask.cluster.local_cluster`` (a ``LocalCluster``) of 2
+  worker processes of 1 thread, each with ``--memory-limit`` (their sum below the volume's float32
+  size): the write goes out in waves of chunk rows, so what the workers hold is a slab of chunks
+  (all z and x, one row of y), not the volume. What waits is float64 sums (3 classes and the
+  weight): a chunk of 144^3 (the default, two tiles moved onto the lattice) owes itself 71 MiB and
+  each neighbour a face of 8 MiB, 56 chunks a row at 512 x 2048 x 2048.
 
 Reported: wall, time / bare, the peak RSS of the client and of the workers (their processes summed,
 sampled every 0.5 s), and the label voxels written per second. Both use 2 cores (torch threads: 2 for
@@ -114,16 +114,16 @@ def bare(volume: Path) -> dict:
 def seamless(volume: Path, out: Path, memory_limit: str) -> dict:
     import dask.array as da
     import xarray as xr
-    from distributed import Client, LocalCluster
 
     import seamless_dask as sd
+    from seamless_dask.cluster import local_cluster
 
     os.environ["OMP_NUM_THREADS"] = "1"  # the workers inherit it: 1 torch thread each
     data = xr.DataArray(da.from_zarr(str(volume)), dims=("z", "y", "x"))
     net = build_model()
     sampler = Sampler()
-    with LocalCluster(n_workers=2, threads_per_worker=1, memory_limit=memory_limit,
-                      processes=True) as cluster, Client(cluster):  # fmt: skip
+    with local_cluster(n_workers=2, threads_per_worker=1, torch_threads=1,
+                       memory_limit=memory_limit, dashboard=False):  # fmt: skip
         sampler.start()
         start = time.perf_counter()
         labels = sd.segment(data, net, tile_size=(TILE,) * 3, overlap=0.25, normalize=(0, 255),

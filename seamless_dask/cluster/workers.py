@@ -63,9 +63,13 @@ GDAL_CACHE_MB = 128
 
 
 def configure_process(
-    *, torch_threads: int | None = None, gdal_cache_mb: int | None = GDAL_CACHE_MB
+    *,
+    torch_threads: int | None = None,
+    gdal_cache_mb: int | None = GDAL_CACHE_MB,
+    mmap_threshold: int | None = None,
 ) -> None:
-    """Set up a process that runs seamless_dask tasks: torch's thread count and GDAL's block cache.
+    """Set up a process that runs seamless_dask tasks: torch's thread count, GDAL's block cache and
+    glibc's mmap threshold (``mmap_threshold`` bytes, else :func:`mmap_threshold`).
 
     GDAL caches decoded raster blocks up to 5 % of the machine's memory by default, in every worker
     process; seamless_dask reads each block once, so a larger cache only grows RSS with the image
@@ -76,7 +80,7 @@ def configure_process(
 
         torch.set_num_threads(torch_threads)
         os.environ["OMP_NUM_THREADS"] = str(torch_threads)  # for libraries that read it later
-    _fixed_mmap_threshold()
+    _fixed_mmap_threshold(mmap_threshold or mmap_threshold_bytes())
     if gdal_cache_mb:
         from rasterio.env import set_gdal_config
 
@@ -84,11 +88,37 @@ def configure_process(
         os.environ["GDAL_CACHEMAX"] = str(int(gdal_cache_mb))
 
 
-def _fixed_mmap_threshold(threshold: int = 2**20) -> None:
+MMAP_THRESHOLD = 16 * 2**20  # bytes; dask config "seamless_dask.mmap_threshold" overrides it
+MMAP_CONFIG = "seamless_dask.mmap_threshold"
+
+
+def mmap_threshold_bytes() -> int:
+    """The mmap threshold worker processes get: dask's ``seamless_dask.mmap_threshold`` (bytes, or
+    a size such as ``"64 MiB"``), else 16 MiB.
+    """
+    import dask
+    from dask.utils import parse_bytes
+
+    configured = dask.config.get(MMAP_CONFIG, None)
+    if configured is None:
+        return MMAP_THRESHOLD
+    value = parse_bytes(configured) if isinstance(configured, str) else int(configured)
+    if value < 2**17:
+        raise OptionError(
+            f"{MMAP_CONFIG} must be at least 128 KiB (glibc's own floor), got {configured!r}: "
+            "16 MiB keeps a model's activations in the heap and chunk-sized arrays mapped"
+        )
+    return value
+
+
+def _fixed_mmap_threshold(threshold: int) -> None:
     """Ask glibc to give every allocation of ``threshold`` bytes or more its own mapping, returned
     to the system when freed. By default glibc raises that threshold after the first large free, and
     then keeps the chunk-sized arrays of later tasks in heap arenas that never shrink: RSS grows
-    with the image (docs/benchmarks.md, "Memory figures once quoted in docstrings").
+    with the image (docs/benchmarks.md, "Memory figures once quoted in docstrings"). Below it,
+    blocks are reused from the heap: a model's activations (tens of MiB a batch) mapped afresh at
+    every call ran a CPU model 1.6-1.8x slower (distributed's nannies set ``MALLOC_TRIM_THRESHOLD_``,
+    which pins the threshold at 128 KiB: docs/benchmarks.md, "The mmap threshold").
     """
     m_mmap_threshold = -3
     set_malloc_option(m_mmap_threshold, threshold)
@@ -111,23 +141,32 @@ def set_malloc_option(option: int, value: int) -> None:
 class WorkerSetup(WorkerPlugin):
     """A ``WorkerPlugin`` running :func:`configure_process` on every worker: torch threads
     (``torch_threads``, or the worker's cores per dask thread, ``CPU_COUNT // nthreads``, right for
-    one worker per machine or pod; nanny-started workers otherwise run torch on one thread) and
-    GDAL's block cache.
+    one worker per machine or pod; nanny-started workers otherwise run torch on one thread), GDAL's
+    block cache and glibc's mmap threshold.
     """
 
     name = "seamless-worker-setup"
 
     def __init__(
-        self, torch_threads: int | None = None, gdal_cache_mb: int | None = GDAL_CACHE_MB
+        self,
+        torch_threads: int | None = None,
+        gdal_cache_mb: int | None = GDAL_CACHE_MB,
+        mmap_threshold: int | None = None,
     ) -> None:
         self.torch_threads, self.gdal_cache_mb = torch_threads, gdal_cache_mb
+        # read where the plugin is made: the client's dask config, not each worker's
+        self.mmap_threshold = mmap_threshold or mmap_threshold_bytes()
 
     def setup(self, worker: Any) -> None:
         """Called by distributed on each worker as it joins."""
         from dask.system import CPU_COUNT
 
         threads = self.torch_threads or max(1, CPU_COUNT // max(1, worker.state.nthreads))
-        configure_process(torch_threads=threads, gdal_cache_mb=self.gdal_cache_mb)
+        configure_process(
+            torch_threads=threads,
+            gdal_cache_mb=self.gdal_cache_mb,
+            mmap_threshold=self.mmap_threshold,
+        )
 
 
 class ResourceRouting(SchedulerPlugin):
@@ -338,9 +377,11 @@ def local_cluster(
     model_tasks_per_gpu: int = 2,
     dashboard: bool = True,
     security: Any = None,
+    memory_limit: str | float = "auto",
 ) -> Any:
     """A ``Client`` on a new local cluster sized to this machine; close it (or use ``with``) when
-    done.
+    done. ``memory_limit``: each worker's, as distributed takes it (``"3GiB"``; ``"auto"``: the
+    machine's memory shared out).
 
     With GPUs (``torch.cuda.device_count()``, or ``gpus``): one worker per GPU, each seeing only its
     own GPU (``CUDA_VISIBLE_DEVICES``), advertising the resource ``GPU=model_tasks_per_gpu`` (2),
@@ -376,7 +417,7 @@ def local_cluster(
         threads = threads_per_worker or min(max(4, model_tasks_per_gpu), max(1, CPU_COUNT // gpus))
         cluster = _gpu_cluster(
             gpus, threads, address, security, dashboard=dashboard,
-            slots=min(model_tasks_per_gpu, threads),
+            slots=min(model_tasks_per_gpu, threads), memory_limit=memory_limit,
         )  # fmt: skip
         per_worker = max(1, CPU_COUNT // gpus)
     else:
@@ -386,6 +427,7 @@ def local_cluster(
             n_workers=n_workers,
             threads_per_worker=threads,
             processes=True,
+            memory_limit=memory_limit,
             dashboard_address=address,
             scheduler_kwargs={"dashboard": dashboard},
             **tls,
@@ -407,7 +449,7 @@ def _visible_gpus() -> int:
 
 def _gpu_cluster(
     gpus: int, threads: int, dashboard_address: str | None, security: Any = None,
-    *, dashboard: bool = True, slots: int = 1,
+    *, dashboard: bool = True, slots: int = 1, memory_limit: str | float = "auto",
 ) -> Any:  # fmt: skip
     from distributed import Nanny, Scheduler, SpecCluster
 
@@ -419,6 +461,7 @@ def _gpu_cluster(
             "cls": Nanny,
             "options": {
                 "nthreads": threads,
+                "memory_limit": memory_limit,
                 "resources": {"GPU": slots},  # model tasks side by side, GPU=1 each
                 "env": {"CUDA_VISIBLE_DEVICES": device},
                 **({"security": security} if security is not None else {}),
