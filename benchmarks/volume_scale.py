@@ -12,9 +12,9 @@ A ``Z x Y x X`` uint8 volume (smoothed noise) is written once to a zarr store on
   normalize=(0, 255)), out)`` on ``seamless_dask.cluster.local_cluster`` (a ``LocalCluster``) of 2
   worker processes of 1 thread, each with ``--memory-limit`` (their sum below the volume's float32
   size): the write goes out in waves of chunk rows, so what the workers hold is a slab of chunks
-  (all z and x, one row of y), not the volume. What waits is float64 sums (3 classes and the
-  weight): a chunk of 144^3 (the default, two tiles moved onto the lattice) owes itself 71 MiB and
-  each neighbour a face of 8 MiB, 56 chunks a row at 512 x 2048 x 2048.
+  (all z and x, one row of y), not the volume. What waits is sums (3 classes and the weight): a
+  chunk of 144^3 (the default, two tiles moved onto the lattice) owes itself 71 MiB of float64 and
+  each neighbour a face of 4 MiB of float32, 56 chunks a row at 512 x 2048 x 2048.
 
 Reported: wall, time / bare, the peak RSS of the client and of the workers (their processes summed,
 sampled every 0.5 s), and the label voxels written per second. Both use 2 cores (torch threads: 2 for

@@ -1,11 +1,12 @@
 """The task bodies of a volume's overlap-add, over any number of spatial axes (``(z, y, x)`` first).
-
 Stage 1 (:func:`volume_sums`) runs the tiles a chunk owns, each once, and sums their weighted
 predictions in float64 over the chunk's window (the chunk and the overlap its tiles reach past its
 high side on every axis); it hands each chunk that window touches, itself included, the part that
-falls in that chunk's core. Stage 2 (:func:`finish_volume`) adds a chunk's parts in one fixed order
-and decides them. As in the planes' path (:mod:`.accumulate`), no tile is ever run twice; unlike it,
-a stage-1 task holds its whole window's sums (a volume chunk's rows are not streamed).
+falls in that chunk's core: its own in float64, a neighbour's in float32 (half the bytes waiting
+between chunks and sent between workers; float64 with ``dtype="float64"``), as a plane's halos.
+Stage 2 (:func:`finish_volume`) adds a chunk's parts in one fixed order and decides them. As in the
+planes' path (:mod:`.accumulate`), no tile is ever run twice; unlike it, a stage-1 task holds its
+whole window's sums (a volume chunk's rows are not streamed).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class VolumeInference:
     nodata: float | None = None
     padding: str = "flush"
     cval: float = 0.0
+    exact: bool = False  # dtype="float64": the parts owed to neighbours stay float64
 
     def __dask_tokenize__(self) -> tuple:
         return (
@@ -48,6 +50,7 @@ class VolumeInference:
             repr(self.nodata),
             self.padding,
             self.cval,
+            self.exact,
         )
 
     def origin(self, index: tuple[int, ...]) -> tuple[int, ...]:
@@ -148,7 +151,9 @@ def _parts(
             slice(s - w.start, e - w.start) for s, e, w in zip(start, stop, window, strict=True)
         )
         offset = tuple(s - a for s, a in zip(start, lo, strict=True))
-        parts[target] = (offset, sums[(slice(None), *box)].copy())
+        # a copy: a view would keep the whole window alive until the target is finished
+        kind = np.float64 if inference.exact or target == index else np.float32
+        parts[target] = (offset, sums[(slice(None), *box)].astype(kind))
     return parts
 
 

@@ -101,8 +101,9 @@ def segment_volume(
     if weights.kind == "trim" and lattice.n_tiles > 1:  # exact only where margins cover the field
         check_volume_overlap(model, pixels.shape[0], lattice.tile_shape, lattice.effective_overlap)
     inference = VolumeInference(
-        runner, weights, plan, n_classes, tile, nodata, options["padding"], float(options["cval"])
-    )
+        runner, weights, plan, n_classes, tile, nodata, options["padding"], float(options["cval"]),
+        exact=options["dtype"] == "float64",
+    )  # fmt: skip
     dtype = labels_dtype if kind.is_labels else np.dtype(options["dtype"] or np.float32)
     array = _graph(pixels, inference, decision, dtype, kind.is_labels, resources=resources)
     out = _as_input_kind(array, data, frame, kind, label_nodata)
