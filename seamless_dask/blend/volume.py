@@ -1,4 +1,5 @@
 """The task bodies of a volume's overlap-add, over any number of spatial axes (``(z, y, x)`` first).
+
 Stage 1 (:func:`volume_sums`) runs the tiles a chunk owns, each once, and sums their weighted
 predictions in float64 over the chunk's window (the chunk and the overlap its tiles reach past its
 high side on every axis); it hands each chunk that window touches, itself included, the part that
