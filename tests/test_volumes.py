@@ -54,6 +54,21 @@ def test_a_volume_equals_whole_volume_inference_for_every_chunking(volume):
     np.testing.assert_array_equal(labels, whole.argmax(0))
 
 
+def test_float64_parts_are_kept_exact_across_chunkings(volume):
+    # a neighbour's part waits in float32, as a plane's halos (a gaussian map's weighted sums round
+    # by ~3e-8 there); dtype="float64" keeps every part float64: chunkings agree to 1e-12 (one tile
+    # a batch: a batch's make-up moves a float32 convolution by ~2e-7)
+    net = conv3d()
+    runs = [
+        sd.segment(da.from_array(volume), net, tile_size=TILE, overlap=OVERLAP, output="logits",
+                   weights="gaussian", dtype="float64", batch_size=1, chunks=chunks).compute()
+        for chunks in [(30, 41, 37), (8, 12, 12), (12, 16, 40)]
+    ]  # fmt: skip
+    assert runs[0].dtype == np.float64
+    for run in runs[1:]:
+        np.testing.assert_allclose(run, runs[0], rtol=0, atol=1e-12)
+
+
 def test_each_tile_runs_once_and_a_window_runs_only_its_chunks(volume):
     net = helpers.Counting(conv3d())
     lazy = sd.segment(
