@@ -3,9 +3,10 @@ for every chunking, lazily.
 
 Why not dask-image's ``ndmeasure.label``: it labels one foreground (not one class at a time, so touching
 objects of two classes would merge), and its global relabelling costs far more than the labelling
-(docs/objects.md has the figures). Here each chunk is labelled by ``scipy.ndimage.label``, class by class;
-what crosses a chunk border is matched on the border's two rows (or columns) only, so the merge grows
-with the chunks' faces, not with the scene:
+(docs/objects.md has the figures). Here each chunk is labelled by ``skimage.measure.label``, every
+class in one pass (pixels of one value that touch are one piece); what crosses a chunk border is
+matched on the border's two rows (or columns) only, so the merge grows with the chunks' faces, not
+with the scene:
 
 1. per chunk, a small task: the chunk labelled, each piece of an object named by its first pixel in
    the scene (1 + its row-major index: unique over the scene, whatever the chunking), and the chunk's
@@ -13,7 +14,7 @@ with the chunks' faces, not with the scene:
 2. one task over all edges: the pairs of pieces that touch across a border, same class, and their
    components (``scipy.sparse.csgraph``): every piece of a component takes its smallest id;
 3. per chunk: the chunk labelled again (cheaper than holding every chunk's ids until step 2 ends) and
-   the few pieces that cross a border renamed.
+   the few pieces that cross a border renamed (the pieces' names, not the pixels).
 
 An object's id is thus 1 + the row-major index of its first pixel in the scene: unique, the same for every
 chunking (bit for bit), not contiguous (docs/objects.md: renumbering). The class map's blocks are read by
@@ -30,8 +31,9 @@ from typing import Any
 import dask.array as da
 import numpy as np
 import xarray as xr
-from scipy import ndimage, sparse
+from scipy import sparse
 from scipy.sparse import csgraph
+from skimage import measure
 
 from ..exceptions import OptionError, RasterError
 from ..tiling.region import Region, as_region
@@ -72,43 +74,90 @@ class LabelRule:
         inside = self.region.mask(origin[0], origin[1], (int(shape[0]), int(shape[1])))
         return None if inside.all() else inside
 
+    def pieces(
+        self, block: np.ndarray, origin: tuple[int, int], width: int, dtype: Any
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The pieces of ``block`` (whose first pixel is ``origin`` of a scene ``width`` px wide):
+        a local label a pixel (0 where no object is, 1.. in scan order) and each label's name, 1 +
+        the scene's row-major index of the piece's first pixel (``names[0]`` is 0).
+
+        One pass of ``skimage.measure.label`` over all classes at once (pixels of one value that
+        touch are one piece: touching objects of two classes stay apart), where ``scipy.ndimage.label``
+        would take a pass a class.
+        """
+        codes = self.codes(block, self.inside(origin, block.shape))
+        if codes is None:
+            return np.zeros(block.shape, np.uint8), np.zeros(1, dtype)
+        found = measure.label(codes, background=0, connectivity=self.connectivity)
+        flat = found.ravel()
+        # in scan order, a piece starts where the running maximum of the labels grows
+        running = np.maximum.accumulate(flat)
+        starts = np.flatnonzero(np.diff(running, prepend=0))
+        if len(starts) != (running[-1] if len(running) else 0):
+            found, starts = _in_scan_order(found)  # not skimage's numbering: made so
+        rows, cols = np.divmod(starts, block.shape[1])
+        names = np.zeros(len(starts) + 1, dtype)
+        names[1:] = (origin[0] + rows).astype(dtype) * width + origin[1] + cols + 1
+        return found, names
+
     def label(
         self, block: np.ndarray, origin: tuple[int, int], width: int, dtype: Any
     ) -> np.ndarray:
-        """The pieces of ``block`` (whose first pixel is ``origin`` of a scene ``width`` px wide),
-        each named 1 + the scene's row-major index of its first pixel; 0 where no object is.
+        """The pieces of ``block`` named (``pieces``' names a pixel); 0 where no object is."""
+        found, names = self.pieces(block, origin, width, dtype)
+        return names[found]
+
+    def codes(self, block: np.ndarray, inside: np.ndarray | None) -> np.ndarray | None:
+        """``block`` with 0 wherever no object may be (background, nodata, classes not asked for,
+        outside the region) and one value a class elsewhere: ``block`` itself where it is so
+        already; ``None`` where no pixel is an object's.
         """
-        structure = ndimage.generate_binary_structure(2, self.connectivity)
-        inside = self.inside(origin, block.shape)
-        ids = np.zeros(block.shape, dtype)
-        out = ids.ravel()  # a view: ids is contiguous
-        for value in self.values(block if inside is None else block[inside]):
-            mask = block == value
-            found, n = ndimage.label(mask if inside is None else mask & inside, structure=structure)
-            if not n:
-                continue
-            # scipy numbers regions in scan order: along the object pixels, where the running
-            # maximum grows a region starts (over the pixels of this class only, not the block's)
-            flat = found.ravel()
-            where = np.flatnonzero(flat)
-            seen = flat[where]
-            running = np.maximum.accumulate(seen)
-            starts = where[np.r_[True, running[1:] != running[:-1]]]
-            rows, cols = np.divmod(starts, block.shape[1])
-            names = np.zeros(n + 1, dtype)
-            names[1:] = (origin[0] + rows).astype(dtype) * width + origin[1] + cols + 1
-            out[where] = names[seen]
-        return ids
+        present = _present(block if inside is None else block[inside])
+        objects = self.objects_of(present)
+        if not objects:
+            return None
+        if inside is None and 0 not in objects and len(objects) == np.count_nonzero(present):
+            return block
+        if block.dtype == np.uint8:
+            lut = np.zeros(256, np.uint16)
+            lut[np.array(objects, np.uint8)] = np.arange(1, len(objects) + 1)
+            codes = lut[block]
+        else:
+            wanted = np.array(objects, block.dtype)
+            at = np.minimum(np.searchsorted(wanted, block), len(wanted) - 1)
+            codes = np.where(wanted[at] == block, at + 1, 0).astype(np.int64)
+        if inside is not None:
+            codes[~inside] = 0
+        return codes
 
     def values(self, block: np.ndarray) -> list[Any]:
         """The classes of ``block`` whose regions are objects."""
-        if block.dtype == np.uint8:  # a class map's usual type: counted, not sorted
-            present = np.flatnonzero(np.bincount(block.ravel(), minlength=256)).astype(np.uint8)
-        else:
-            present = np.unique(block)
+        return self.objects_of(_present(block))
+
+    def objects_of(self, present: np.ndarray) -> list[Any]:
+        """Of the classes ``present`` (sorted), those whose regions are objects."""
         if self.classes is not None:
             return [v for v in present if v in self.classes]
         return [v for v in present if v != 0 and (self.nodata is None or v != self.nodata)]
+
+
+def _present(block: np.ndarray) -> np.ndarray:
+    """The values of ``block``, sorted: a class map's usual type counted, not sorted."""
+    if block.dtype == np.uint8:
+        return np.flatnonzero(np.bincount(block.ravel(), minlength=256)).astype(np.uint8)
+    return np.unique(block)
+
+
+def _in_scan_order(found: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Labels renumbered 1.. in the order their first pixels come in a row-major scan, and those
+    first pixels' flat indices.
+    """
+    values, first = np.unique(found.ravel(), return_index=True)
+    first, values = first[values > 0], values[values > 0]
+    order = np.argsort(first, kind="stable")
+    lut = np.zeros(int(values.max(initial=0)) + 1, np.int64)
+    lut[values[order]] = np.arange(1, len(values) + 1)
+    return lut[found], first[order]
 
 
 def instances(
@@ -314,9 +363,9 @@ def _edges(
     block: np.ndarray, rule: LabelRule, origin: tuple[int, int], width: int, dtype: Any
 ) -> Edges:
     block = np.asarray(block)
-    ids = rule.label(block, origin, width, dtype)
+    found, names = rule.pieces(block, origin, width, dtype)  # only the edges named
     return Edges(
-        {k: v.copy() for k, v in _sides(ids).items()},
+        {k: names[v] for k, v in _sides(found).items()},
         {k: v.copy() for k, v in _sides(block).items()},
     )
 
@@ -398,12 +447,12 @@ def _relabel(
     width: int,
     dtype: Any,
 ) -> np.ndarray:
-    ids = rule.label(np.asarray(block), origin, width, dtype)
-    if len(merge.keys):
-        where = np.minimum(np.searchsorted(merge.keys, ids), len(merge.keys) - 1)
-        hit = (merge.keys[where] == ids) & (ids > 0)
-        ids[hit] = merge.values[where[hit]]
-    return ids
+    found, names = rule.pieces(np.asarray(block), origin, width, dtype)
+    if len(merge.keys):  # the pieces renamed, not the pixels
+        where = np.minimum(np.searchsorted(merge.keys, names), len(merge.keys) - 1)
+        hit = (merge.keys[where] == names) & (names > 0)
+        names[hit] = merge.values[where[hit]]
+    return names[found]
 
 
 def label_map(labels: Any) -> xr.DataArray:

@@ -110,7 +110,7 @@ def _moments(
 ) -> pd.DataFrame:
     ids = np.asarray(ids)
     keep = ids > 0
-    unique, index = np.unique(ids[keep], return_inverse=True)
+    index, unique = pd.factorize(ids[keep])  # a hash, not a sort (np.unique): order is not needed
     rows, cols = np.nonzero(keep)
     n = len(unique)
     data: dict[str, Any] = {"id": unique.astype("uint64"), "n": np.bincount(index, minlength=n)}

@@ -6,6 +6,8 @@ Ported in our own words from dask-image's ``tests/test_dask_image/test_ndmeasure
 renumbering) and checked against dask-image's ``ndmeasure.label`` itself.
 """
 
+import importlib
+
 import dask.array as da
 import numpy as np
 import pytest
@@ -72,6 +74,34 @@ def test_touching_objects_of_two_classes_stay_apart_and_class_zero_is_background
     assert ids[10, 10] != ids[10, 25] and (ids[labels == 0] == 0).all()
     with_zero = sd.instances(da.from_array(labels, 16), classes=[0, 1]).compute().values
     assert len(np.unique(with_zero[labels == 0])) == 1 and (with_zero[labels == 2] == 0).all()
+
+
+@pytest.mark.parametrize("classes", [None, [300, -7], [0, 300]])
+def test_wider_and_signed_class_maps_are_labelled_class_by_class(classes):
+    levels = np.array([-7, 0, 300, 12], "int16")  # 12: nodata
+    labels = levels[class_map(5, (90, 100), classes=4, smooth=2.0)]
+    array = xr.DataArray(da.from_array(labels, (33, 40)), dims=("y", "x")).rio.write_nodata(12)
+    ids = sd.instances(array, classes=classes).compute().values
+    wanted = [-7, 300] if classes is None else classes
+    assert same_partition(ids, scipy_instances(labels, 1, wanted))
+    assert (ids[labels == 12] == 0).all()
+
+
+def test_the_ids_do_not_depend_on_how_the_labeller_numbers_its_regions(monkeypatch):
+    """The ids are made from scan order; a labeller numbering in any other order changes nothing."""
+    module = importlib.import_module("seamless_dask.objects.instances")  # not sd's function
+    labels = class_map(6, (80, 90), smooth=2.0)
+    expected = sd.instances(da.from_array(labels, 30)).compute().values
+    label = module.measure.label
+
+    def shuffled(image, **kwargs):
+        found = label(image, **kwargs)
+        order = np.random.default_rng(0).permutation(int(found.max()) + 1)[1:]
+        return np.r_[0, order + 10][found]  # 0 kept, every region renumbered, none consecutive
+
+    monkeypatch.setattr(module.measure, "label", shuffled)
+    ids = sd.instances(da.from_array(labels, 30)).compute(scheduler="sync").values
+    np.testing.assert_array_equal(ids, expected)
 
 
 def test_an_object_winding_through_many_chunks_is_one_object():
