@@ -113,7 +113,7 @@ def vectorize(args: argparse.Namespace) -> None:
     from ..exceptions import RasterError
     from ..io import open_raster
     from ..objects import polygons, to_vector
-    from ..objects.shapes import remove_written_vector
+    from ..objects.shapes import remove_written_vector, written_count
     from ..viz.quicklook import written_classes
 
     if os.path.abspath(args.target) == os.path.abspath(args.labels):
@@ -124,11 +124,12 @@ def vectorize(args: argparse.Namespace) -> None:
     written = written_classes(args.labels)  # a TIFF's GDAL categories, a zarr's attributes
     if written is not None and written.names:
         labels.attrs[NAMES_ATTR] = list(written.names)
-    frame = polygons(labels, connectivity=args.connectivity, classes=args.classes)
+    # lazy: the workers write each chunk's objects as they are made (never the scene's in memory)
+    frame = polygons(labels, connectivity=args.connectivity, classes=args.classes, lazy=True)
     remove_written_vector(args.target)
     to_vector(frame, args.target)
     crs = frame.crs.to_string() if frame.crs is not None else "no CRS"
-    print(f"{len(frame):,} objects -> {args.target} ({crs})")
+    print(f"{written_count(args.target):,} objects -> {args.target} ({crs})")
 
 
 def k8s(args: argparse.Namespace) -> None:

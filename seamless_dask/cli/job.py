@@ -200,7 +200,7 @@ def _objects(request: SegmentRequest, target: Any) -> list[str]:
         return []
     from .. import io
     from ..objects import instances, object_table, polygons, to_vector
-    from ..objects.shapes import remove_written_vector
+    from ..objects.shapes import remove_written_vector, written_count
 
     labels = io.open_raster(target.url).isel(band=0)
     notes = []
@@ -215,11 +215,14 @@ def _objects(request: SegmentRequest, target: Any) -> list[str]:
             io.to_zarr(ids, out, overwrite=request.overwrite)
         notes.append(f"instances -> {out} ({ids.dtype}, 0: no object)")
     if request.vector:
-        frame = polygons(labels)
+        # a local file: the workers write each chunk's objects as they are made (to_vector)
+        local = "://" not in request.vector
+        frame = polygons(labels, lazy=local)
         if request.overwrite:
             remove_written_vector(request.vector)
         to_vector(frame, request.vector)
-        notes.append(f"{len(frame):,} objects -> {request.vector}")
+        count = written_count(request.vector) if local else len(frame)
+        notes.append(f"{count:,} objects -> {request.vector}")
     return notes
 
 

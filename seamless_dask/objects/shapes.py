@@ -106,6 +106,7 @@ def polygons(
         ids.rio.transform(recalc=False) * Affine.translation(-PIXEL_ORIGIN, -PIXEL_ORIGIN),
         ids.rio.crs,
         _class_names(labels),
+        np.dtype(classes_map.dtype),
     )
     if lazy:
         return _partitioned(found, finish)
@@ -140,6 +141,7 @@ class _Finish:
     to_crs: Affine
     crs: Any
     names: dict[int, str]
+    class_dtype: Any = None  # the class map's (an empty frame's would be int64)
 
     def __call__(self, frame: pd.DataFrame) -> Any:
         geopandas = _geopandas()
@@ -147,7 +149,7 @@ class _Finish:
         out = geopandas.GeoDataFrame(
             {
                 "id": frame["id"].to_numpy(np.uint64),
-                "class": frame["class"].to_numpy(),
+                "class": frame["class"].to_numpy(self.class_dtype),
                 "area_px": frame["area_px"].to_numpy(np.int64),
             },
             geometry=geopandas.GeoSeries(geometry, crs=self.crs),
@@ -180,7 +182,29 @@ def _partitioned(found: Any, finish: _Finish) -> Any:
     border = [dask.delayed(_border_of)(b) for b in blocks]
     merged = dask.delayed(_merged)(border, finish)
     meta = finish(_empty())
-    return dd.from_delayed([*whole, merged], meta=meta, verify_meta=False)
+    frame = dd.from_delayed([*whole, merged], meta=meta, verify_meta=False)
+    _PLANS[frame._name] = _Plan(blocks, finish)
+    while len(_PLANS) > 64:  # the oldest frames' plans let go
+        del _PLANS[next(iter(_PLANS))]
+    return frame
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How ``to_vector`` writes a lazy frame of ``polygons`` a chunk at a time: each chunk's pieces
+    (a Delayed each) and what makes them rows in the CRS.
+
+    dask orders the frame's graph to reach the merge (which needs every chunk) first, so each
+    chunk's whole objects would wait for it, every polygon of the scene at once (10.5 GiB at
+    40,000 px); written by ``_streamed`` instead, a chunk's whole objects are on disk as soon as
+    they are made, and only the pieces that cross a border wait.
+    """
+
+    blocks: list[Any]
+    finish: _Finish
+
+
+_PLANS: dict[str, _Plan] = {}  # a lazy frame's name -> its plan (to_vector)
 
 
 def _empty() -> pd.DataFrame:
@@ -373,8 +397,10 @@ def to_vector(frame: Any, path: str, *, layer: str | None = None) -> str:
     """Write polygons to GeoParquet (``.parquet``), GeoPackage (``.gpkg``) or FlatGeobuf (``.fgb``),
     with the CRS and class names, for GDAL/QGIS (pyogrio writes the last two).
 
-    A lazy frame (``polygons(..., lazy=True)``) is written a partition at a time: GeoParquet as one
-    file a partition in a folder (dask-geopandas), GeoPackage and FlatGeobuf appended to one file.
+    A lazy frame of ``polygons(..., lazy=True)`` is written a chunk at a time, by the workers, into
+    one file of any of the three (memory bounded by the chunks in flight and the pieces that cross
+    a border); any other lazy frame a partition at a time: GeoParquet as one file a partition in a
+    folder (dask-geopandas), GeoPackage and FlatGeobuf appended to one file.
     """
     suffix = str(path).rsplit(".", 1)[-1].lower()
     if suffix not in ("parquet", "gpkg", "fgb"):
@@ -382,6 +408,10 @@ def to_vector(frame: Any, path: str, *, layer: str | None = None) -> str:
             f"{path!r}: write polygons to .parquet (GeoParquet), .gpkg (GeoPackage) or .fgb (FlatGeobuf)"
         )
     lazy = hasattr(frame, "npartitions")
+    plan = _PLANS.get(getattr(frame, "_name", "")) if lazy else None
+    if plan is not None and "://" not in str(path):
+        _streamed(plan, str(path), suffix, layer)
+        return str(path)
     if suffix == "parquet":
         frame.to_parquet(path)  # a lazy frame: a file a partition, each written by its task
         return str(path)
@@ -425,3 +455,89 @@ def _append_partitions(frame: Any, path: str, options: dict[str, Any]) -> None:
                 written = True
     finally:
         shutil.rmtree(parts, ignore_errors=True)
+
+
+def _streamed(plan: _Plan, path: str, suffix: str, layer: str | None) -> int:
+    """``plan``'s frame into one file at ``path``: each chunk's whole objects written as a GeoParquet
+    part by the task that made them, into a folder beside ``path`` (which the workers must see),
+    the pieces that cross a border kept on the workers and merged into the last part, then the
+    parts joined into ``path`` one at a time (for GeoPackage and FlatGeobuf, GDAL writes from one
+    process); the folder removed. Returns the objects written.
+    """
+    import os
+    import shutil
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix=".seamless-parts-", dir=os.path.dirname(os.path.abspath(path)))
+    try:
+        names = [os.path.join(folder, f"part.{k:07d}.parquet") for k in range(len(plan.blocks) + 1)]
+        written = [
+            dask.delayed(_write_whole)(b, plan.finish, name)
+            for b, name in zip(plan.blocks, names, strict=False)
+        ]
+        border = [dask.delayed(_border_of)(b) for b in plan.blocks]
+        # the chunks first, in a graph of their own: dask would otherwise order the merge first
+        written, border = dask.persist(written, border)
+        merged = dask.delayed(_write_merged)(border, plan.finish, names[-1])
+        counts = dask.compute(*written, merged)
+        parts = [n for n, c in zip(names, counts, strict=True) if c]
+        if not parts:
+            parts = [names[-1]]  # no object: the merged part, empty, says the columns
+        _joined_parts(parts, path, suffix, layer)
+        return int(sum(counts))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _write_whole(block: np.ndarray, finish: _Finish, path: str) -> int:
+    frame = _whole_of(block, finish)
+    if len(frame):
+        frame.to_parquet(path, index=False)
+    return len(frame)
+
+
+def _write_merged(border: list[pd.DataFrame], finish: _Finish, path: str) -> int:
+    frame = _merged(border, finish)
+    frame.to_parquet(path, index=False)  # even empty: the columns of a scene without objects
+    return len(frame)
+
+
+def _joined_parts(parts: list[str], path: str, suffix: str, layer: str | None) -> None:
+    """GeoParquet parts into one file at ``path``, a part at a time."""
+    import geopandas
+
+    if suffix != "parquet":
+        driver = {"gpkg": "GPKG", "fgb": "FlatGeobuf"}[suffix]
+        for k, name in enumerate(parts):
+            geopandas.read_parquet(name).to_file(
+                path, driver=driver, engine="pyogrio", **({"layer": layer} if layer else {}),
+                **({"mode": "a"} if k else {}),
+            )  # fmt: skip
+        return
+    import json
+
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(parts[0])
+    geo = json.loads(schema.metadata[b"geo"])
+    types: set[str] = set()
+    for name in parts:  # the file's geometry types: every part's
+        column = json.loads(pq.read_schema(name).metadata[b"geo"])["columns"]["geometry"]
+        types.update(column.get("geometry_types", []))
+    geo["columns"]["geometry"]["geometry_types"] = sorted(types)
+    geo["columns"]["geometry"].pop("bbox", None)  # optional; a part's would be wrong for the file
+    schema = schema.with_metadata({**schema.metadata, b"geo": json.dumps(geo).encode()})
+    with pq.ParquetWriter(path, schema) as out:
+        for name in parts:
+            out.write_table(pq.read_table(name).cast(schema))
+
+
+def written_count(path: str) -> int:
+    """The objects in a vector file ``to_vector`` wrote (what is in the file, not what was meant)."""
+    if str(path).lower().endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    import pyogrio
+
+    return int(pyogrio.read_info(path, force_feature_count=True)["features"])

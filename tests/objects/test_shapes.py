@@ -191,6 +191,73 @@ def test_the_lazy_frame_is_the_computed_one_a_partition_a_chunk_and_one_merged(c
         assert back.area.sum() == pytest.approx(eager.area.sum(), rel=1e-12)
 
 
+@pytest.mark.parametrize("scene", ["objects", "empty", "one across every chunk"])
+@pytest.mark.parametrize("suffix", ["parquet", "gpkg", "fgb"])
+def test_a_lazy_frame_is_written_chunk_by_chunk_into_one_file(scene, suffix, tmp_path):
+    pytest.importorskip("dask_geopandas")
+    from seamless_dask.objects.shapes import written_count
+
+    labels = class_map(12, (120, 100), smooth=2.5)
+    if scene == "empty":
+        labels[:] = 0
+    elif scene == "one across every chunk":  # no chunk holds a whole object: every part empty
+        labels[:] = 0
+        labels[10:110, 10:90] = 2
+    array = georeferenced(labels, (30, 25))
+    eager = sd.polygons(array)
+    path = sd.to_vector(sd.polygons(array, lazy=True), tmp_path / f"objects.{suffix}")
+    assert written_count(path) == len(eager)
+    back = (geopandas.read_parquet if suffix == "parquet" else geopandas.read_file)(path)
+    assert list(back.columns) == list(eager.columns) and back.crs.to_epsg() == 32633
+    back = back.sort_values("id", ignore_index=True)
+    assert list(back["id"]) == list(eager["id"]) and back.area.sum() == pytest.approx(
+        eager.area.sum(), rel=1e-12
+    )
+    assert shapely.equals(back.geometry.to_numpy(), eager.geometry.to_numpy()).all()
+    if suffix == "parquet":  # the class map's type kept, whatever part came first
+        assert back["class"].dtype == np.uint8
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".seamless-parts-")]
+
+
+class HeldPieces:
+    """A scheduler plugin: the most chunks' pieces (``one_chunk`` results) held at once."""
+
+    name = "held-pieces"
+
+    def __init__(self):
+        self.now, self.most = 0, 0
+
+    def transition(self, key, start, finish, *args, **kwargs):
+        from dask.utils import key_split
+
+        if key_split(key) != "one_chunk":
+            return
+        self.now += (finish == "memory") - (start == "memory")
+        self.most = max(self.most, self.now)
+
+
+def test_on_a_cluster_each_chunks_pieces_are_let_go_once_written(tmp_path):
+    """dask orders a lazy frame's graph to reach the merge first: written as it is, every chunk's
+    pieces (the scene's polygons) waited for it (59 of 64 chunks held at 8,192 px).
+    """
+    pytest.importorskip("dask_geopandas")
+    from distributed import Client, LocalCluster, SchedulerPlugin
+
+    plugin = type("Held", (HeldPieces, SchedulerPlugin), {})()
+    labels = georeferenced(class_map(13, (256, 256), smooth=2.0), (32, 32))  # 64 chunks
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None)
+        as cluster, Client(cluster) as client,
+    ):  # fmt: skip
+        client.register_plugin(plugin)
+        path = sd.to_vector(sd.polygons(labels, lazy=True), tmp_path / "objects.parquet")
+        most = client.run_on_scheduler(
+            lambda dask_scheduler: dask_scheduler.plugins["held-pieces"].most
+        )
+    assert 1 <= most <= 8
+    assert len(geopandas.read_parquet(path)) == len(sd.polygons(labels))
+
+
 def test_simplified_neighbours_still_share_their_edges_whatever_the_chunking():
     labels = class_map(11, (160, 150), smooth=2.5)
     frames = [sd.polygons(georeferenced(labels, c), simplify=15.0) for c in ((160, 150), (23, 41))]
