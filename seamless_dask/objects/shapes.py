@@ -490,6 +490,7 @@ def _streamed(plan: _Plan, path: str, suffix: str, layer: str | None) -> int:
 
 
 def _write_whole(block: np.ndarray, finish: _Finish, path: str) -> int:
+    _folder_seen(path)
     frame = _whole_of(block, finish)
     if len(frame):
         frame.to_parquet(path, index=False)
@@ -497,9 +498,22 @@ def _write_whole(block: np.ndarray, finish: _Finish, path: str) -> int:
 
 
 def _write_merged(border: list[pd.DataFrame], finish: _Finish, path: str) -> int:
+    _folder_seen(path)
     frame = _merged(border, finish)
     frame.to_parquet(path, index=False)  # even empty: the columns of a scene without objects
     return len(frame)
+
+
+def _folder_seen(path: str) -> None:
+    import os
+
+    folder = os.path.dirname(path)
+    if not os.path.isdir(folder):
+        raise OSError(
+            f"this worker does not see {folder!r}, where to_vector writes each chunk's polygons "
+            "before joining them into the file: write beside a folder every worker sees, or to an "
+            "object store (s3://bucket/objects.parquet)"
+        )
 
 
 def _joined_parts(parts: list[str], path: str, suffix: str, layer: str | None) -> None:

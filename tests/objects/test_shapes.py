@@ -258,6 +258,14 @@ def test_on_a_cluster_each_chunks_pieces_are_let_go_once_written(tmp_path):
     assert len(geopandas.read_parquet(path)) == len(sd.polygons(labels))
 
 
+def test_a_worker_that_does_not_see_the_parts_folder_is_told_the_fix(tmp_path):
+    """On a cluster without a shared folder the workers write the parts elsewhere: said, not lost."""
+    from seamless_dask.objects.shapes import _write_merged
+
+    with pytest.raises(OSError, match=r"does not see .*gone.*object store \(s3://"):
+        _write_merged([], None, str(tmp_path / "gone" / "part.0000001.parquet"))
+
+
 def test_simplified_neighbours_still_share_their_edges_whatever_the_chunking():
     labels = class_map(11, (160, 150), smooth=2.5)
     frames = [sd.polygons(georeferenced(labels, c), simplify=15.0) for c in ((160, 150), (23, 41))]
