@@ -10,8 +10,8 @@ levels (class 1 below, class 2 above, 0 between, a third each: objects of every 
 chunk border, none spanning the scene); timed on a ``LocalCluster`` of ``--workers`` processes of one thread:
 
 - ``sd.instances`` written to zarr (``sd.to_zarr``): every id computed and stored;
-- ``sd.polygons(lazy=True)`` written to GeoParquet (``sd.to_vector``), a file a chunk and one of the
-  objects that cross borders;
+- ``sd.polygons(lazy=True)`` written to one GeoParquet file (``sd.to_vector``: each chunk's whole
+  objects written by the task that made them, the objects that cross borders merged last);
 - up to ``--whole-up-to`` px, the whole-image tools on the map in memory, in this process:
   ``scipy.ndimage.label`` per class and ``rasterio.features.shapes``.
 
@@ -140,7 +140,7 @@ def run(size: int, chunk: int, workers: int, whole: bool, scratch: Path) -> dict
     row["polygons"] = measured(
         lambda: sd.to_vector(sd.polygons(lazy, lazy=True), str(target)), workers
     )
-    row["objects"] = sum(pq.ParquetFile(f).metadata.num_rows for f in target.glob("*.parquet"))
+    row["objects"] = pq.ParquetFile(target).metadata.num_rows  # one file (to_vector)
     if whole:
         row.update(whole_image(lazy))
         assert row["objects"] == row["count"] == row["shapes_count"], row
