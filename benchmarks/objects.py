@@ -93,18 +93,14 @@ def _warm() -> None:
 
 
 def measured(fn, workers: int):
-    """``fn()`` timed on a fresh ``LocalCluster`` (so that no step inherits another's heap)."""
-    from distributed import Client, LocalCluster
+    """``fn()`` timed on a fresh ``seamless_dask.cluster.local_cluster`` (so that no step inherits
+    another's heap; its workers' glibc mmap threshold is set, as the CLI's are: a plain
+    ``LocalCluster``'s nannies pin it at 128 KiB, which maps every large array afresh).
+    """
+    from seamless_dask.cluster import local_cluster
 
     with (
-        LocalCluster(
-            n_workers=workers,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=":0",
-            memory_limit="10GiB",
-        ) as cluster,  # fmt: skip
-        Client(cluster) as client,
+        local_cluster(n_workers=workers, threads_per_worker=1, memory_limit="10GiB") as client,
         dask.config.set(scheduler=client),
     ):
         pids = list(client.run(os.getpid).values())

@@ -113,7 +113,7 @@ def vectorize(args: argparse.Namespace) -> None:
     from ..exceptions import RasterError
     from ..io import open_raster
     from ..objects import polygons, to_vector
-    from ..objects.shapes import remove_written_vector, written_count
+    from ..objects.vector import remove_written_vector, written_count
     from ..viz.quicklook import written_classes
 
     if os.path.abspath(args.target) == os.path.abspath(args.labels):

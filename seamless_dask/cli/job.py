@@ -200,7 +200,7 @@ def _objects(request: SegmentRequest, target: Any) -> list[str]:
         return []
     from .. import io
     from ..objects import instances, object_table, polygons, to_vector
-    from ..objects.shapes import remove_written_vector, written_count
+    from ..objects.vector import remove_written_vector, written_count
 
     labels = io.open_raster(target.url).isel(band=0)
     notes = []
@@ -409,7 +409,7 @@ def _check_object_paths(request: SegmentRequest, others: dict[str, str]) -> None
         if out.exists() and not request.overwrite:
             raise RasterError(f"{flag} {path!r} exists: pass --overwrite to replace it")
         if flag == "--vector" and request.overwrite:
-            from ..objects.shapes import remove_written_vector
+            from ..objects.vector import remove_written_vector
 
             remove_written_vector(path, check_only=True)  # refused now, not after the job
 

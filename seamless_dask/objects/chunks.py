@@ -12,7 +12,8 @@ import xarray as xr
 from affine import Affine
 
 from ..exceptions import OptionError
-from .instances import IDS_ATTR, LabelRule, instances_and_classes, label_map
+from .instances import IDS_ATTR, instances_and_classes, label_map
+from .rule import LabelRule
 
 
 def per_chunk(

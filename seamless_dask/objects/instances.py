@@ -33,131 +33,17 @@ import numpy as np
 import xarray as xr
 from scipy import sparse
 from scipy.sparse import csgraph
-from skimage import measure
 
-from ..exceptions import OptionError, RasterError
-from ..tiling.region import Region, as_region
+from ..exceptions import RasterError
+from .rule import LabelRule
 
 UINT32_MAX = int(np.iinfo(np.uint32).max)
 IDS_ATTR = "object_ids"  # set on maps of object ids: the table and polygons take them as they are
 DEFAULT_CHUNK = 2048  # for a class map in memory: what a chunk of a lazily read raster is
-
-
-@dataclass(frozen=True)
-class LabelRule:
-    """What makes an object: the classes that form objects and how pixels connect."""
-
-    classes: tuple[int, ...] | None  # None: every class but 0 (the background) and nodata
-    nodata: int | None
-    connectivity: int  # 1: edge neighbours (4 in 2-D); 2: edges and corners (8)
-    region: Region | None = None  # pixels whose centre lies outside are no object
-
-    @classmethod
-    def of(
-        cls, array: xr.DataArray, *, connectivity: int = 1, classes: Any = None, nodata: Any = None,
-        region: Any = None, region_crs: Any = None,
-    ) -> LabelRule:  # fmt: skip
-        """The rule ``instances`` takes, checked, for the class map ``array`` (``label_map``'s)."""
-        return cls(
-            _classes(classes),
-            _nodata(array, nodata),
-            _connectivity(connectivity),
-            as_region(region, array, region_crs),
-        )
-
-    def inside(self, origin: tuple[int, int], shape: tuple[int, ...]) -> np.ndarray | None:
-        """Which pixels of the block at ``origin`` may be objects' (their centre in the region);
-        ``None``: all.
-        """
-        if self.region is None:
-            return None
-        inside = self.region.mask(origin[0], origin[1], (int(shape[0]), int(shape[1])))
-        return None if inside.all() else inside
-
-    def pieces(
-        self, block: np.ndarray, origin: tuple[int, int], width: int, dtype: Any
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The pieces of ``block`` (whose first pixel is ``origin`` of a scene ``width`` px wide):
-        a local label a pixel (0 where no object is, 1.. in scan order) and each label's name, 1 +
-        the scene's row-major index of the piece's first pixel (``names[0]`` is 0).
-
-        One pass of ``skimage.measure.label`` over all classes at once (pixels of one value that
-        touch are one piece: touching objects of two classes stay apart), where ``scipy.ndimage.label``
-        would take a pass a class.
-        """
-        codes = self.codes(block, self.inside(origin, block.shape))
-        if codes is None:
-            return np.zeros(block.shape, np.uint8), np.zeros(1, dtype)
-        found = measure.label(codes, background=0, connectivity=self.connectivity)
-        flat = found.ravel()
-        # in scan order, a piece starts where the running maximum of the labels grows
-        running = np.maximum.accumulate(flat)
-        starts = np.flatnonzero(np.diff(running, prepend=0))
-        if len(starts) != (running[-1] if len(running) else 0):
-            found, starts = _in_scan_order(found)  # not skimage's numbering: made so
-        rows, cols = np.divmod(starts, block.shape[1])
-        names = np.zeros(len(starts) + 1, dtype)
-        names[1:] = (origin[0] + rows).astype(dtype) * width + origin[1] + cols + 1
-        return found, names
-
-    def label(
-        self, block: np.ndarray, origin: tuple[int, int], width: int, dtype: Any
-    ) -> np.ndarray:
-        """The pieces of ``block`` named (``pieces``' names a pixel); 0 where no object is."""
-        found, names = self.pieces(block, origin, width, dtype)
-        return names[found]
-
-    def codes(self, block: np.ndarray, inside: np.ndarray | None) -> np.ndarray | None:
-        """``block`` with 0 wherever no object may be (background, nodata, classes not asked for,
-        outside the region) and one value a class elsewhere: ``block`` itself where it is so
-        already; ``None`` where no pixel is an object's.
-        """
-        present = _present(block if inside is None else block[inside])
-        objects = self.objects_of(present)
-        if not objects:
-            return None
-        if inside is None and 0 not in objects and len(objects) == np.count_nonzero(present):
-            return block
-        if block.dtype == np.uint8:
-            lut = np.zeros(256, np.uint16)
-            lut[np.array(objects, np.uint8)] = np.arange(1, len(objects) + 1)
-            codes = lut[block]
-        else:
-            wanted = np.array(objects, block.dtype)
-            at = np.minimum(np.searchsorted(wanted, block), len(wanted) - 1)
-            codes = np.where(wanted[at] == block, at + 1, 0).astype(np.int64)
-        if inside is not None:
-            codes[~inside] = 0
-        return codes
-
-    def values(self, block: np.ndarray) -> list[Any]:
-        """The classes of ``block`` whose regions are objects."""
-        return self.objects_of(_present(block))
-
-    def objects_of(self, present: np.ndarray) -> list[Any]:
-        """Of the classes ``present`` (sorted), those whose regions are objects."""
-        if self.classes is not None:
-            return [v for v in present if v in self.classes]
-        return [v for v in present if v != 0 and (self.nodata is None or v != self.nodata)]
-
-
-def _present(block: np.ndarray) -> np.ndarray:
-    """The values of ``block``, sorted: a class map's usual type counted, not sorted."""
-    if block.dtype == np.uint8:
-        return np.flatnonzero(np.bincount(block.ravel(), minlength=256)).astype(np.uint8)
-    return np.unique(block)
-
-
-def _in_scan_order(found: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Labels renumbered 1.. in the order their first pixels come in a row-major scan, and those
-    first pixels' flat indices.
-    """
-    values, first = np.unique(found.ravel(), return_index=True)
-    first, values = first[values > 0], values[values > 0]
-    order = np.argsort(first, kind="stable")
-    lut = np.zeros(int(values.max(initial=0)) + 1, np.int64)
-    lut[values[order]] = np.arange(1, len(values) + 1)
-    return lut[found], first[order]
+# the steps' names: seamless_dask's keys (graph.keys.PREFIX), whose chunk rows the waves of a
+# write read (the merge reaches every row, so the first wave holds every chunk's step 1 for the
+# waves after it; named otherwise, the waves past the first two rows labelled their chunks again)
+NAME = "seamless-objects-"
 
 
 def instances(
@@ -253,25 +139,27 @@ def label_array(data: Any, rule: LabelRule) -> tuple[da.Array, da.Array]:
     place = {"rule": rule, "width": width, "ids": dtype}
     first = da.blockwise(
         _edges_block, "ij", data, "ij", rows, "i", cols, "j", **place,
-        dtype=object, adjust_chunks={"i": 1, "j": 1}, meta=np.empty((0, 0), object),
+        token=NAME + "edges", dtype=object, adjust_chunks={"i": 1, "j": 1},
+        meta=np.empty((0, 0), object),
     )  # fmt: skip
     objects = {"dtype": object, "meta": np.empty((0, 0), object)}
-    edges = first.map_blocks(_part, 0, **objects)
-    packed = first.map_blocks(_part, 1, **objects)
+    # map_blocks' full names (its token= is name= on array-expr), unique by their input's
+    edges = first.map_blocks(_part, 0, name=f"{NAME}edge-strips-{first.name[-32:]}", **objects)
+    packed = first.map_blocks(_part, 1, name=f"{NAME}packed-{first.name[-32:]}", **objects)
     merge = edges.rechunk(edges.shape).map_blocks(
-        _merge_block, rule.connectivity, dtype,
+        _merge_block, rule.connectivity, dtype, name=f"{NAME}merge-{first.name[-32:]}",
         chunks=((1,), (1,)), dtype=object, meta=np.empty((0, 0), object),
     )  # fmt: skip
     # each block's first row and column, a block an entry (the packed blocks' chunks are 1 x 1)
     starts = [da.from_array(np.cumsum([0, *c])[:-1], chunks=1) for c in data.chunks]
     ids = da.blockwise(
         _relabel_block, "ij", packed, "ij", merge, "kl", starts[0], "i", starts[1], "j", **place,
-        dtype=dtype, adjust_chunks={"i": data.chunks[0], "j": data.chunks[1]},
+        token=NAME + "ids", dtype=dtype, adjust_chunks={"i": data.chunks[0], "j": data.chunks[1]},
         concatenate=True, meta=np.empty((0, 0), dtype),
     )  # fmt: skip
     # unpacked only once the merge is done (its dependency), so not all at once before it
     classes = da.blockwise(
-        _unpack_block, "ij", packed, "ij", merge, "kl", dtype=data.dtype,
+        _unpack_block, "ij", packed, "ij", merge, "kl", token=NAME + "classes", dtype=data.dtype,
         adjust_chunks={"i": data.chunks[0], "j": data.chunks[1]},
         concatenate=True, meta=np.empty((0, 0), data.dtype),
     )  # fmt: skip
@@ -480,30 +368,3 @@ def label_map(labels: Any) -> xr.DataArray:
             "map: take its argmax (segment's default output) or threshold it, e.g. (probabilities > 0.5)"
         )
     return array
-
-
-def _classes(classes: Any) -> tuple[int, ...] | None:
-    if classes is None:
-        return None
-    picked = tuple(int(c) for c in np.atleast_1d(classes))
-    if not picked:
-        raise OptionError(
-            "classes=[] forms no object: name at least one class, or pass None for all but 0"
-        )
-    return picked
-
-
-def _nodata(array: xr.DataArray, nodata: int | None) -> int | None:
-    if nodata is not None:
-        return int(nodata)
-    found = array.rio.nodata if array.rio.nodata is not None else array.attrs.get("_FillValue")
-    return None if found is None or np.isnan(float(found)) else int(found)
-
-
-def _connectivity(connectivity: int) -> int:
-    if connectivity not in (1, 2):
-        raise OptionError(
-            f"connectivity={connectivity!r}: 1 joins pixels that share an edge (4 neighbours), 2 also "
-            "those that share a corner (8 neighbours)"
-        )
-    return connectivity

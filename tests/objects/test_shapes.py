@@ -195,7 +195,7 @@ def test_the_lazy_frame_is_the_computed_one_a_partition_a_chunk_and_one_merged(c
 @pytest.mark.parametrize("suffix", ["parquet", "gpkg", "fgb"])
 def test_a_lazy_frame_is_written_chunk_by_chunk_into_one_file(scene, suffix, tmp_path):
     pytest.importorskip("dask_geopandas")
-    from seamless_dask.objects.shapes import written_count
+    from seamless_dask.objects.vector import written_count
 
     labels = class_map(12, (120, 100), smooth=2.5)
     if scene == "empty":
@@ -260,7 +260,7 @@ def test_on_a_cluster_each_chunks_pieces_are_let_go_once_written(tmp_path):
 
 def test_a_worker_that_does_not_see_the_parts_folder_is_told_the_fix(tmp_path):
     """On a cluster without a shared folder the workers write the parts elsewhere: said, not lost."""
-    from seamless_dask.objects.shapes import _write_merged
+    from seamless_dask.objects.vector import _write_merged
 
     with pytest.raises(OSError, match=r"does not see .*gone.*object store \(s3://"):
         _write_merged([], None, str(tmp_path / "gone" / "part.0000001.parquet"))
