@@ -65,7 +65,10 @@ class LabelRule:
         flat = found.ravel()
         # in scan order, a piece starts where the running maximum of the labels grows
         running = np.maximum.accumulate(flat)
-        starts = np.flatnonzero(np.diff(running, prepend=0))
+        grows = np.empty(len(flat), bool)  # where it grows, without np.diff's copies
+        grows[:1] = running[:1] > 0
+        np.not_equal(running[1:], running[:-1], out=grows[1:])
+        starts = np.flatnonzero(grows)
         if len(starts) != (running[-1] if len(running) else 0):
             found, starts = _in_scan_order(found)  # not skimage's numbering: made so
         rows, cols = np.divmod(starts, block.shape[1])
