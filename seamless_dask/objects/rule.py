@@ -76,13 +76,6 @@ class LabelRule:
         names[1:] = (origin[0] + rows).astype(dtype) * width + origin[1] + cols + 1
         return found, names
 
-    def label(
-        self, block: np.ndarray, origin: tuple[int, int], width: int, dtype: Any
-    ) -> np.ndarray:
-        """The pieces of ``block`` named (``pieces``' names a pixel); 0 where no object is."""
-        found, names = self.pieces(block, origin, width, dtype)
-        return names[found]
-
     def codes(self, block: np.ndarray, inside: np.ndarray | None) -> np.ndarray | None:
         """``block`` with 0 wherever no object may be (background, nodata, classes not asked for,
         outside the region) and one value a class elsewhere: ``block`` itself where it is so
@@ -107,10 +100,6 @@ class LabelRule:
         if inside is not None:
             codes[~inside] = 0
         return codes
-
-    def values(self, block: np.ndarray) -> list[Any]:
-        """The classes of ``block`` whose regions are objects."""
-        return self.objects_of(_present(block))
 
     def objects_of(self, present: np.ndarray) -> list[Any]:
         """Of the classes ``present`` (sorted), those whose regions are objects."""

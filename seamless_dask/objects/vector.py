@@ -14,6 +14,8 @@ import pandas as pd
 from ..exceptions import OptionError
 from .shapes import PLANS, Finish, WritePlan, border_of, merged_of, whole_of
 
+DRIVERS = {"gpkg": "GPKG", "fgb": "FlatGeobuf"}  # what pyogrio writes, by suffix
+
 
 def remove_written_vector(path: str, *, check_only: bool = False) -> None:
     """Delete a vector file that ``to_vector`` wrote (its ``id``, ``class`` and ``area_px`` columns
@@ -65,31 +67,25 @@ def to_vector(frame: Any, path: str, *, layer: str | None = None) -> str:
         return str(path)
     if suffix == "parquet":
         frame.to_parquet(path)  # a lazy frame: a file a partition, each written by its task
-        return str(path)
-    driver = {"gpkg": "GPKG", "fgb": "FlatGeobuf"}[suffix]
-    options: dict[str, Any] = {
-        "driver": driver,
-        "engine": "pyogrio",
-        **({"layer": layer} if layer else {}),
-    }
-    if not lazy:
-        frame.to_file(path, **options)
-        return str(path)
-    _append_partitions(frame, str(path), options)
+    elif lazy:
+        _append_partitions(frame, str(path), suffix, layer)
+    else:
+        frame.to_file(path, **_gdal_options(suffix, layer))
     return str(path)
 
 
-def _append_partitions(frame: Any, path: str, options: dict[str, Any]) -> None:
+def _gdal_options(suffix: str, layer: str | None) -> dict[str, Any]:
+    return {"driver": DRIVERS[suffix], "engine": "pyogrio", **({"layer": layer} if layer else {})}
+
+
+def _append_partitions(frame: Any, path: str, suffix: str, layer: str | None) -> None:
     """A lazy frame into one GeoPackage or FlatGeobuf: its partitions computed in one graph (each
     chunk read once) into GeoParquet parts in a folder beside ``path``, which the workers must see,
-    then appended one part at a time (GDAL writes these formats from one process), the folder
-    removed.
+    then appended one part at a time (``_joined_parts``), the folder removed.
     """
     import os
     import shutil
     import tempfile
-
-    import geopandas
 
     parts = tempfile.mkdtemp(prefix=".seamless-parts-", dir=os.path.dirname(os.path.abspath(path)))
     try:
@@ -98,22 +94,17 @@ def _append_partitions(frame: Any, path: str, options: dict[str, Any]) -> None:
             (f for f in os.listdir(parts) if f.endswith(".parquet")),
             key=lambda f: int("".join(c for c in f if c.isdigit()) or 0),
         )
-        written = False
-        for name in files:
-            part = geopandas.read_parquet(os.path.join(parts, name))
-            if len(part) or not written:
-                part.to_file(path, **options, **({"mode": "a"} if written else {}))
-                written = True
+        _joined_parts([os.path.join(parts, f) for f in files], path, suffix, layer)
     finally:
         shutil.rmtree(parts, ignore_errors=True)
 
 
-def _streamed(plan: WritePlan, path: str, suffix: str, layer: str | None) -> int:
+def _streamed(plan: WritePlan, path: str, suffix: str, layer: str | None) -> None:
     """``plan``'s frame into one file at ``path``: each chunk's whole objects written as a GeoParquet
     part by the task that made them, into a folder beside ``path`` (which the workers must see),
     the pieces that cross a border kept on the workers and merged into the last part, then the
     parts joined into ``path`` one at a time (for GeoPackage and FlatGeobuf, GDAL writes from one
-    process); the folder removed. Returns the objects written.
+    process); the folder removed.
     """
     import os
     import shutil
@@ -124,7 +115,7 @@ def _streamed(plan: WritePlan, path: str, suffix: str, layer: str | None) -> int
         names = [os.path.join(folder, f"part.{k:07d}.parquet") for k in range(len(plan.blocks) + 1)]
         written = [
             dask.delayed(_write_whole)(b, plan.finish, name)
-            for b, name in zip(plan.blocks, names, strict=False)
+            for b, name in zip(plan.blocks, names[:-1], strict=True)
         ]
         border = [dask.delayed(border_of)(b) for b in plan.blocks]
         # the chunks first, in a graph of their own: dask would otherwise order the merge first
@@ -135,7 +126,6 @@ def _streamed(plan: WritePlan, path: str, suffix: str, layer: str | None) -> int
         if not parts:
             parts = [names[-1]]  # no object: the merged part, empty, says the columns
         _joined_parts(parts, path, suffix, layer)
-        return int(sum(counts))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -168,16 +158,20 @@ def _folder_seen(path: str) -> None:
 
 
 def _joined_parts(parts: list[str], path: str, suffix: str, layer: str | None) -> None:
-    """GeoParquet parts into one file at ``path``, a part at a time."""
+    """GeoParquet parts into one file at ``path``, a part at a time (GDAL's formats appended from
+    this process, an empty part only where it is the first: it says the columns).
+    """
     import geopandas
 
     if suffix != "parquet":
-        driver = {"gpkg": "GPKG", "fgb": "FlatGeobuf"}[suffix]
-        for k, name in enumerate(parts):
-            geopandas.read_parquet(name).to_file(
-                path, driver=driver, engine="pyogrio", **({"layer": layer} if layer else {}),
-                **({"mode": "a"} if k else {}),
-            )  # fmt: skip
+        written = False
+        for name in parts:
+            part = geopandas.read_parquet(name)
+            if len(part) or not written:
+                part.to_file(
+                    path, **_gdal_options(suffix, layer), **({"mode": "a"} if written else {})
+                )
+                written = True
         return
     import json
 

@@ -219,6 +219,19 @@ def test_a_lazy_frame_is_written_chunk_by_chunk_into_one_file(scene, suffix, tmp
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".seamless-parts-")]
 
 
+@pytest.mark.parametrize("suffix", ["gpkg", "fgb"])
+def test_any_other_lazy_frame_is_appended_a_partition_at_a_time(suffix, tmp_path):
+    dask_geopandas = pytest.importorskip("dask_geopandas")
+    from seamless_dask.objects.vector import written_count
+
+    eager = sd.polygons(georeferenced(class_map(14, (90, 80), smooth=2.5), (30, 40)))
+    frame = dask_geopandas.from_geopandas(eager, npartitions=3)  # not a polygons(lazy=True) frame
+    path = sd.to_vector(frame, tmp_path / f"objects.{suffix}")
+    assert written_count(path) == len(eager)
+    back = geopandas.read_file(path).sort_values("id", ignore_index=True)
+    assert shapely.equals(back.geometry.to_numpy(), eager.geometry.to_numpy()).all()
+
+
 class HeldPieces:
     """A scheduler plugin: the most chunks' pieces (``one_chunk`` results) held at once."""
 
